@@ -1,0 +1,23 @@
+// Package tun is the overlay's view of a TUN device: something that yields and accepts whole
+// IP packets. The Linux device lives beside an in-memory one (tuntest) so that whole meshes
+// run in one test process without root.
+package tun
+
+import "errors"
+
+// ErrClosed is returned by Read and Write after Close.
+var ErrClosed = errors.New("tun: device closed")
+
+// Device moves IP packets between the kernel (or a test) and the overlay.
+//
+// Read fills bufs[i] with packets and sizes[i] with their lengths, returning how many it
+// filled (at least one unless err != nil). It blocks until a packet is available. Write sends
+// each of bufs as one packet. Implementations must be safe for one reader and one writer at
+// the same time.
+type Device interface {
+	Read(bufs [][]byte, sizes []int) (int, error)
+	Write(bufs [][]byte) (int, error)
+	MTU() int
+	Name() string
+	Close() error
+}
