@@ -1,0 +1,242 @@
+// Package netns builds throw-away test hosts out of Linux network namespaces: namespaces joined
+// by veth pairs or by a bridge in a "switch" namespace, commands and long-running daemons run
+// inside them, and polling helpers with deadlines. Everything a test creates is removed in
+// t.Cleanup, also when the test fails or times out.
+//
+// It is for root-only end-to-end suites. It never touches the machine's own namespace: veth
+// pairs are created directly inside the test namespaces, and every address and route lives there.
+// Underlay addresses belong in 198.18.0.0/15 (RFC 2544 benchmarking space).
+package netns
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Prefix starts the name of every namespace this package creates, followed by the test
+// process's PID and a counter, so parallel test processes never clash and leftovers of a
+// killed run can be recognised (see New).
+const Prefix = "mne2e"
+
+// CommandTimeout bounds every short command (ip, ping, ...) this package runs.
+const CommandTimeout = 20 * time.Second
+
+var counter atomic.Uint32
+
+// Namespace is one network namespace: a test host or a switch.
+type Namespace struct {
+	Name string
+}
+
+// New creates a fresh namespace with loopback up and deletes it when the test ends. label is
+// a short word that makes the name readable in `ip netns list` (e.g. "a", "lh", "sw").
+func New(t testing.TB, label string) *Namespace {
+	t.Helper()
+	sweepStale()
+	name := fmt.Sprintf("%s%d-%d-%s", Prefix, os.Getpid(), counter.Add(1), label)
+	if out, err := ipCmd("netns", "add", name); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	n := &Namespace{Name: name}
+	t.Cleanup(func() { n.Delete(t) })
+	n.MustIP(t, "link", "set", "lo", "up")
+	return n
+}
+
+// Delete removes the namespace. Processes still inside keep it alive, so daemons must be
+// stopped first; t.Cleanup's last-in-first-out order does that for daemons started with Start.
+func (n *Namespace) Delete(t testing.TB) {
+	if out, err := ipCmd("netns", "del", n.Name); err != nil && !strings.Contains(out, "No such file") {
+		t.Logf("ip netns del %s: %v: %s", n.Name, err, out)
+	}
+}
+
+// sweepStale deletes namespaces this package made in test processes that no longer exist
+// (a run killed by a timeout cannot clean up after itself).
+func sweepStale() {
+	out, err := ipCmd("netns", "list")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], Prefix) {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(f[0], Prefix), "-")
+		if pid, err := strconv.Atoi(pidStr); !ok || err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pidStr); err == nil {
+			continue // that test process is still running
+		}
+		ipCmd("netns", "del", f[0])
+	}
+}
+
+// Exists reports whether a namespace of that name exists.
+func Exists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
+}
+
+func ipCmd(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// IP runs `ip -n NS args...` and returns its combined output.
+func (n *Namespace) IP(args ...string) (string, error) {
+	return ipCmd(append([]string{"-n", n.Name}, args...)...)
+}
+
+// MustIP is IP that fails the test on error.
+func (n *Namespace) MustIP(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.IP(args...)
+	if err != nil {
+		t.Fatalf("ip -n %s %s: %v: %s", n.Name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// Command returns a command that runs inside the namespace (via `ip netns exec`, which execs
+// the program in place, so the command's PID is the program's PID).
+func (n *Namespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Run runs a short command inside the namespace with CommandTimeout and returns its combined
+// output.
+func (n *Namespace) Run(name string, args ...string) (string, error) {
+	return n.RunTimeout(CommandTimeout, name, args...)
+}
+
+// RunTimeout is Run with its own time limit.
+func (n *Namespace) RunTimeout(d time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := n.Command(ctx, name, args...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s timed out after %v: %w", name, d, err)
+	}
+	return strings.TrimSpace(buf.String()), err
+}
+
+// MustRun is Run that fails the test on error.
+func (n *Namespace) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatalf("in %s: %s %s: %v\n%s", n.Name, name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// AddAddr assigns an address (CIDR notation) to a device and brings the device up.
+func (n *Namespace) AddAddr(t testing.TB, dev, cidr string) {
+	t.Helper()
+	n.MustIP(t, "addr", "add", cidr, "dev", dev)
+	n.MustIP(t, "link", "set", dev, "up")
+}
+
+// Link joins two namespaces with a veth pair named devA (in a) and devB (in b) and assigns
+// the given addresses (CIDR; empty means none). Both ends are up.
+func Link(t testing.TB, a *Namespace, devA, cidrA string, b *Namespace, devB, cidrB string) {
+	t.Helper()
+	if out, err := ipCmd("link", "add", devA, "netns", a.Name, "type", "veth",
+		"peer", "name", devB, "netns", b.Name); err != nil {
+		t.Fatalf("veth %s/%s <-> %s/%s: %v: %s", a.Name, devA, b.Name, devB, err, out)
+	}
+	for _, e := range []struct {
+		ns        *Namespace
+		dev, cidr string
+	}{{a, devA, cidrA}, {b, devB, cidrB}} {
+		if e.cidr != "" {
+			e.ns.MustIP(t, "addr", "add", e.cidr, "dev", e.dev)
+		}
+		e.ns.MustIP(t, "link", "set", e.dev, "up")
+	}
+}
+
+// Switch is a namespace holding a bridge; hosts attached to it share one L2 segment.
+type Switch struct {
+	NS     *Namespace
+	ports  int
+	bridge string
+}
+
+// NewSwitch creates a switch namespace with a bridge "br0".
+func NewSwitch(t testing.TB, label string) *Switch {
+	t.Helper()
+	s := &Switch{NS: New(t, label), bridge: "br0"}
+	s.NS.MustIP(t, "link", "add", s.bridge, "type", "bridge")
+	s.NS.MustIP(t, "link", "set", s.bridge, "up")
+	return s
+}
+
+// Attach connects host to the switch with a veth pair; the host's end is named dev and gets
+// cidr. It returns the switch-side port name.
+func (s *Switch) Attach(t testing.TB, host *Namespace, dev, cidr string) string {
+	t.Helper()
+	s.ports++
+	port := fmt.Sprintf("p%d", s.ports)
+	Link(t, host, dev, cidr, s.NS, port, "")
+	s.NS.MustIP(t, "link", "set", port, "master", s.bridge)
+	return port
+}
+
+// Eventually calls cond every interval until it returns nil or timeout passes; it returns
+// cond's last error, wrapped with the time waited, when the deadline passes first.
+func Eventually(timeout, interval time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().Add(interval).After(deadline) {
+			return fmt.Errorf("not within %v: %w", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Ping sends one ICMP echo from the namespace and waits at most one second for the reply.
+func (n *Namespace) Ping(addr string) error {
+	out, err := n.RunTimeout(5*time.Second, "ping", "-n", "-c", "1", "-W", "1", addr)
+	if err != nil {
+		return fmt.Errorf("ping %s from %s: %v: %s", addr, n.Name, err, lastLine(out))
+	}
+	return nil
+}
+
+// WaitPing waits until a ping from the namespace to addr succeeds and returns how long it took.
+func (n *Namespace) WaitPing(timeout time.Duration, addr string) (time.Duration, error) {
+	start := time.Now()
+	err := Eventually(timeout, 100*time.Millisecond, func() error { return n.Ping(addr) })
+	return time.Since(start), err
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}

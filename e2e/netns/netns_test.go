@@ -1,0 +1,131 @@
+package netns_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/e2e/netns"
+	"github.com/meshnode/meshnode/internal/testenv"
+)
+
+func requireHost(t *testing.T) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "ip")
+	testenv.RequireBinary(t, "ping")
+}
+
+func TestVethPairCarriesPingBetweenNamespaces(t *testing.T) {
+	requireHost(t)
+	a, b := netns.New(t, "a"), netns.New(t, "b")
+	netns.Link(t, a, "eth0", "198.18.0.1/24", b, "eth0", "198.18.0.2/24")
+	if _, err := a.WaitPing(5*time.Second, "198.18.0.2"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSwitchJoinsThreeHostsOnOneSegment(t *testing.T) {
+	requireHost(t)
+	sw := netns.NewSwitch(t, "sw")
+	hosts := make([]*netns.Namespace, 3)
+	for i := range hosts {
+		hosts[i] = netns.New(t, fmt.Sprintf("h%d", i))
+		sw.Attach(t, hosts[i], "eth0", fmt.Sprintf("198.18.0.%d/24", i+1))
+	}
+	for i, h := range hosts {
+		for j := range hosts {
+			if i == j {
+				continue
+			}
+			if _, err := h.WaitPing(5*time.Second, fmt.Sprintf("198.18.0.%d", j+1)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+func TestNamespacesAreDeletedAfterTheTest(t *testing.T) {
+	requireHost(t)
+	var name string
+	t.Run("inner", func(t *testing.T) {
+		name = netns.New(t, "gone").Name
+	})
+	if netns.Exists(name) {
+		t.Fatalf("namespace %s still exists after its test ended", name)
+	}
+}
+
+func TestProcessIsRunInsideTheNamespaceAndStopped(t *testing.T) {
+	requireHost(t)
+	n := netns.New(t, "p")
+	n.MustIP(t, "link", "add", "mnbr7", "type", "bridge")
+	// The process sees the namespace's devices, not the host's.
+	p := n.Start(t, "lister", "sh", "-c", "ip -o link; echo ready; exec sleep 60")
+	if err := p.WaitLog(5*time.Second, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.Log(), "mnbr7") {
+		t.Fatalf("process does not see the namespace's mnbr7:\n%s", p.Log())
+	}
+	if err := p.Stop(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Exited() {
+		t.Fatal("process still running after Stop")
+	}
+}
+
+func TestKillEndsAProcessThatIgnoresSIGTERM(t *testing.T) {
+	requireHost(t)
+	n := netns.New(t, "k")
+	p := n.Start(t, "stubborn", "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done")
+	if err := p.WaitLog(5*time.Second, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Stop(500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Stop took %v", d)
+	}
+}
+
+func TestWaitLogReportsAnExitedProcess(t *testing.T) {
+	requireHost(t)
+	n := netns.New(t, "e")
+	p := n.Start(t, "quitter", "sh", "-c", "echo bye; exit 3")
+	start := time.Now()
+	err := p.WaitLog(5*time.Second, "never printed")
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("WaitLog waited %v for a process that had exited", time.Since(start))
+	}
+	if !errors.Is(err, netns.ErrExited) {
+		t.Fatalf("WaitLog = %v, want ErrExited", err)
+	}
+}
+
+func TestEventuallyStopsAtTheDeadline(t *testing.T) {
+	calls := 0
+	start := time.Now()
+	err := netns.Eventually(300*time.Millisecond, 50*time.Millisecond, func() error {
+		calls++
+		return errors.New("not yet")
+	})
+	if err == nil || time.Since(start) > 2*time.Second || calls < 2 {
+		t.Fatalf("err=%v after %v and %d calls", err, time.Since(start), calls)
+	}
+	calls = 0
+	if err := netns.Eventually(time.Second, time.Millisecond, func() error {
+		calls++
+		if calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
