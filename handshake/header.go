@@ -15,7 +15,7 @@ const (
 	counterMsg2        = 2
 	noiseKeyLen        = 32
 	noiseTagLen        = 16
-	msg1MinNoise       = 2 * noiseKeyLen                         // e, s in clear
+	msg1MinNoise       = 2 * noiseKeyLen                           // e, s in clear
 	msg2MinNoise       = 2*noiseKeyLen + noiseTagLen + noiseTagLen // e, enc(s), tag of payload
 	handshakeHeaderTag = headerVersion<<4 | typeHandshake
 )
