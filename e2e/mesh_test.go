@@ -1,0 +1,299 @@
+package e2e
+
+// Building blocks of the network-namespace suites: binaries built from this module, a PKI
+// made with a nebula-cert-compatible tool, and meshes of overlay hosts (nebula or meshnode)
+// in namespaces. Nothing here is specific to one implementation: a host runs whichever
+// binary its spec names with the same Nebula-format config.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/e2e/netns"
+	"github.com/meshnode/meshnode/internal/testenv"
+)
+
+// Overlay implementations a host can run.
+const (
+	implNebula   = "nebula"   // the reference nebula 1.6.1 from the system
+	implMeshnode = "meshnode" // this module's ./cmd/meshnode
+)
+
+// Timeouts of the namespace suites. Generous: CI runs them on two shared cores.
+const (
+	tunnelUpTimeout = 20 * time.Second // first ping across a fresh mesh
+	recoverTimeout  = 10 * time.Second // ping after a peer restarts (the behaviour we promise)
+	transferTimeout = 120 * time.Second
+)
+
+func requireNamespaceSuite(t *testing.T) {
+	t.Helper()
+	testenv.SkipShort(t)
+	testenv.RequireRoot(t)
+	for _, b := range []string{"ip", "ping"} {
+		testenv.RequireBinary(t, b)
+	}
+}
+
+// moduleRoot is the directory holding go.mod.
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command(goTool(), "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
+		t.Fatalf("cannot find the module root (go env GOMOD: %q, %v)", out, err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// tools holds the binaries one top-level test uses, built once into its temp dir.
+type tools struct {
+	t   *testing.T
+	dir string
+	got map[string]string
+}
+
+func newTools(t *testing.T) *tools {
+	return &tools{t: t, dir: t.TempDir(), got: map[string]string{}}
+}
+
+// build compiles a package of this module (e.g. "./cmd/meshnode") and returns the binary.
+func (tl *tools) build(pkg string) string {
+	tl.t.Helper()
+	if p, ok := tl.got[pkg]; ok {
+		return p
+	}
+	out := filepath.Join(tl.dir, filepath.Base(pkg))
+	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
+	cmd.Dir = moduleRoot(tl.t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tl.t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	tl.got[pkg] = out
+	return out
+}
+
+// impl returns the binary that runs an overlay implementation.
+func (tl *tools) impl(name string) string {
+	tl.t.Helper()
+	switch name {
+	case implNebula:
+		return testenv.RequireBinary(tl.t, "nebula")
+	case implMeshnode:
+		return tl.build("./cmd/meshnode")
+	}
+	tl.t.Fatalf("unknown overlay implementation %q", name)
+	return ""
+}
+
+// certTool returns nebula-cert or this module's mesh-cert (same flags).
+func (tl *tools) certTool(name string) string {
+	tl.t.Helper()
+	switch name {
+	case "nebula-cert":
+		return testenv.RequireBinary(tl.t, "nebula-cert")
+	case "mesh-cert":
+		return tl.build("./cmd/mesh-cert")
+	}
+	tl.t.Fatalf("unknown cert tool %q", name)
+	return ""
+}
+
+func (tl *tools) tcpcheck() string { return tl.build("./e2e/internal/tcpcheck") }
+
+// pki is a CA and host certificates in one directory.
+type pki struct {
+	tool, dir string
+}
+
+func newPKI(t testing.TB, tool string) *pki {
+	t.Helper()
+	p := &pki{tool: tool, dir: t.TempDir()}
+	p.run(t, "ca", "-name", "e2e test CA", "-duration", "24h",
+		"-out-crt", p.path("ca.crt"), "-out-key", p.path("ca.key"))
+	return p
+}
+
+func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
+
+func (p *pki) run(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(p.tool, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(p.tool), strings.Join(args, " "), err, out)
+	}
+}
+
+// sign issues a host cert for name with the overlay address cidr (e.g. 10.42.0.1/24).
+func (p *pki) sign(t testing.TB, name, cidr string, groups ...string) (crt, key string) {
+	t.Helper()
+	crt, key = p.path(name+".crt"), p.path(name+".key")
+	args := []string{"sign", "-ca-crt", p.path("ca.crt"), "-ca-key", p.path("ca.key"),
+		"-name", name, "-ip", cidr, "-out-crt", crt, "-out-key", key}
+	if len(groups) > 0 {
+		args = append(args, "-groups", strings.Join(groups, ","))
+	}
+	p.run(t, args...)
+	return crt, key
+}
+
+// meshSpec describes a mesh: one host per entry of impls, all certs from one CA.
+type meshSpec struct {
+	impls    []string // implNebula or implMeshnode, one per host
+	certTool string   // "nebula-cert" or "mesh-cert"
+	cipher   string   // "aes" or "chachapoly"; the same on every host, as Nebula requires
+	mtu      int      // overlay MTU; 0 means 1300
+}
+
+// meshHost is one overlay host: a namespace with an underlay address and a running daemon.
+type meshHost struct {
+	name     string
+	ns       *netns.Namespace
+	underlay string // 198.18.0.x
+	overlay  string // 10.42.0.x
+	bin      string
+	config   string
+	proc     *netns.Process
+}
+
+const overlayPort = 4242
+
+// startMesh builds the underlay (a veth pair for two hosts, a switch for more), writes a
+// lighthouse-less config per host (every other host in static_host_map), starts every daemon
+// and waits until each host reaches every other one over the overlay.
+func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
+	t.Helper()
+	if spec.mtu == 0 {
+		spec.mtu = 1300
+	}
+	ca := newPKI(t, tl.certTool(spec.certTool))
+	hosts := make([]*meshHost, len(spec.impls))
+	for i, impl := range spec.impls {
+		name := fmt.Sprintf("h%d", i+1)
+		hosts[i] = &meshHost{
+			name:     name,
+			ns:       netns.New(t, name),
+			underlay: fmt.Sprintf("198.18.0.%d", i+1),
+			overlay:  fmt.Sprintf("10.42.0.%d", i+1),
+			bin:      tl.impl(impl),
+		}
+	}
+	if len(hosts) == 2 {
+		netns.Link(t, hosts[0].ns, "eth0", hosts[0].underlay+"/24", hosts[1].ns, "eth0", hosts[1].underlay+"/24")
+	} else {
+		sw := netns.NewSwitch(t, "sw")
+		for _, h := range hosts {
+			sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
+		}
+	}
+	dir := t.TempDir()
+	for _, h := range hosts {
+		crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
+		h.config = filepath.Join(dir, h.name+".yml")
+		if err := os.WriteFile(h.config, []byte(nodeConfig(ca.path("ca.crt"), crt, key, spec, h, hosts)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range hosts {
+		h.start(t)
+	}
+	for _, h := range hosts {
+		for _, o := range hosts {
+			if h != o {
+				if _, err := h.ns.WaitPing(tunnelUpTimeout, o.overlay); err != nil {
+					t.Fatalf("overlay never came up: %v", err)
+				}
+			}
+		}
+	}
+	return hosts
+}
+
+func nodeConfig(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pki:\n  ca: %s\n  cert: %s\n  key: %s\n", ca, crt, key)
+	b.WriteString("static_host_map:\n")
+	for _, o := range all {
+		if o != me {
+			fmt.Fprintf(&b, "  %q: [\"%s:%d\"]\n", o.overlay, o.underlay, overlayPort)
+		}
+	}
+	fmt.Fprintf(&b, `lighthouse:
+  am_lighthouse: false
+  hosts: []
+listen:
+  host: 0.0.0.0
+  port: %d
+tun:
+  dev: mesh0
+  mtu: %d
+cipher: %s
+logging:
+  level: info
+  format: text
+firewall:
+  outbound:
+    - {port: any, proto: any, host: any}
+  inbound:
+    - {port: any, proto: any, host: any}
+`, overlayPort, spec.mtu, spec.cipher)
+	return b.String()
+}
+
+// start runs the host's daemon (again, after a stop or a kill).
+func (h *meshHost) start(t *testing.T) {
+	t.Helper()
+	h.proc = h.ns.Start(t, h.name+"-"+filepath.Base(h.bin), h.bin, "-config", h.config)
+}
+
+// transfer sends n bytes from one host to another over the overlay with tcpcheck and fails
+// the test unless both ends saw the same byte count and checksum.
+func transfer(t *testing.T, tl *tools, from, to *meshHost, port int, n int64, seed uint64) time.Duration {
+	t.Helper()
+	bin := tl.tcpcheck()
+	addr := fmt.Sprintf("%s:%d", to.overlay, port)
+	srv := to.ns.Start(t, "tcpcheck-serve", bin, "serve", "-listen", addr, "-count", "1")
+	if err := srv.WaitLog(10*time.Second, "listening"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := from.ns.RunTimeout(transferTimeout, bin, "send", "-to", addr,
+		"-bytes", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-timeout", transferTimeout.String())
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("transfer %s -> %s of %d bytes: %v\n%s\nreceiver: %s", from.name, to.name, n, err, out, srv.Log())
+	}
+	if err := srv.Wait(10 * time.Second); err != nil {
+		t.Fatalf("receiver did not finish: %v\n%s", err, srv.Log())
+	}
+	sent := lineWith(out, "sent ")
+	received := lineWith(srv.Log(), "received ")
+	want := fmt.Sprintf("bytes=%d ", n)
+	if sent == "" || !strings.HasPrefix(sent, want) || sent != received {
+		t.Fatalf("transfer %s -> %s: sender %q, receiver %q (want %d bytes, equal checksums)", from.name, to.name, sent, received, n)
+	}
+	t.Logf("%s -> %s: %d MB intact in %v (%.0f Mbit/s), %s", from.name, to.name, n>>20,
+		took.Round(time.Millisecond), float64(n)*8/took.Seconds()/1e6, sent)
+	return took
+}
+
+// lineWith returns what follows prefix on the first line that starts with it.
+func lineWith(out, prefix string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), prefix); ok {
+			return rest
+		}
+	}
+	return ""
+}
