@@ -1,0 +1,110 @@
+package cert_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/meshnode/meshnode/cert"
+)
+
+func seedGolden(f *testing.F, pemForm bool) {
+	files, _ := filepath.Glob("testdata/golden/*.crt")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if pemForm {
+			f.Add(b)
+			continue
+		}
+		for rest := b; ; {
+			c, r, err := cert.UnmarshalPEM(rest)
+			if err != nil {
+				break
+			}
+			raw, _ := c.Marshal()
+			f.Add(raw)
+			rest = r
+		}
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x00})
+}
+
+// FuzzUnmarshal proves the strict decoder never panics and that whatever it accepts is the
+// canonical encoding: it re-marshals to the same bytes, so the fingerprint cannot be changed
+// by re-encoding (SECURITY-NOTES item 1).
+func FuzzUnmarshal(f *testing.F) {
+	seedGolden(f, false)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := cert.Unmarshal(b)
+		if err != nil {
+			return
+		}
+		again, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("accepted but cannot re-marshal: %v", err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("accepted a non-canonical encoding\n in %x\nout %x", b, again)
+		}
+		fp := c.Fingerprint()
+		c2, err := cert.Unmarshal(again)
+		if err != nil || c2.Fingerprint() != fp || c.Fingerprint() != fp {
+			t.Fatalf("fingerprint unstable: %v", err)
+		}
+	})
+}
+
+func FuzzUnmarshalPEM(f *testing.F) {
+	seedGolden(f, true)
+	f.Add([]byte("-----BEGIN NEBULA CERTIFICATE-----\nCgA=\n-----END NEBULA CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, rest, err := cert.UnmarshalPEM(b)
+		if len(rest) > len(b) {
+			t.Fatal("rest longer than input")
+		}
+		if err != nil {
+			return
+		}
+		p, err := c.MarshalPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, _, err := cert.UnmarshalPEM(p)
+		if err != nil || c2.Fingerprint() != c.Fingerprint() {
+			t.Fatalf("PEM round trip: %v", err)
+		}
+	})
+}
+
+// FuzzUnmarshalHandshake proves the handshake decoder never panics, always installs the
+// given static key, and that the result re-encodes to a stable fingerprint.
+func FuzzUnmarshalHandshake(f *testing.F) {
+	seedGolden(f, false)
+	key := bytes.Repeat([]byte{0x42}, 32)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := cert.UnmarshalHandshake(b, key)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(c.Details.PublicKey, key) {
+			t.Fatal("static key not installed")
+		}
+		full, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("accepted but cannot re-marshal: %v", err)
+		}
+		c2, err := cert.Unmarshal(full)
+		if err != nil || c2.Fingerprint() != c.Fingerprint() {
+			t.Fatalf("re-encoded handshake cert: %v", err)
+		}
+		hs, _ := c.MarshalHandshake()
+		if c3, err := cert.UnmarshalHandshake(hs, key); err != nil || c3.Fingerprint() != c.Fingerprint() {
+			t.Fatalf("handshake form not a fixed point: %v", err)
+		}
+	})
+}
