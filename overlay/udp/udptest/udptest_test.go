@@ -454,3 +454,10 @@ func BenchmarkSendReceive(b *testing.B) {
 		rx.ReadBatch(in)
 	}
 }
+
+func TestNetworkMeetsConnContract(t *testing.T) {
+	Contract(t, func(t *testing.T) (udp.Conn, udp.Conn) {
+		n := NewNetwork(1)
+		return listen(t, n, addrA).Conn, listen(t, n, addrB).Conn
+	})
+}
