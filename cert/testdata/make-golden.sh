@@ -3,6 +3,7 @@
 # 1.6.1, plus `nebula-cert print -json` of each, which the tests compare against.
 # Usage: bash cert/testdata/make-golden.sh   (needs nebula-cert on PATH)
 set -euo pipefail
+export TZ=UTC # nebula-cert prints times in the local zone
 cd "$(dirname "$0")"
 nebula-cert -version | grep -q '1.6.1' || { echo "need nebula-cert 1.6.1" >&2; exit 1; }
 out=golden
@@ -25,9 +26,9 @@ nebula-cert keygen -out-key pubhost.key -out-pub pubhost.pub
 nebula-cert sign -ca-crt open-ca.crt -ca-key open-ca.key -name "pub host é" -ip 10.1.2.3/8 \
   -groups "a b",c -in-pub pubhost.pub -out-crt pubhost.crt
 
-for c in *.crt; do
-  nebula-cert print -json -path "$c" > "${c%.crt}.json"
-done
 # A bundle of both CAs, as pki.ca would hold it.
 cat ca.crt open-ca.crt > bundle.crt
-nebula-cert print -json -path bundle.crt > bundle.json
+for c in *.crt; do
+  nebula-cert print -json -path "$c" > "${c%.crt}.json"
+  nebula-cert print -path "$c" > "${c%.crt}.txt"
+done

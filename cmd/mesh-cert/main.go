@@ -1,12 +1,15 @@
-// Command mesh-cert makes and inspects meshnode (Nebula v1) certificates.
+// Command mesh-cert makes and inspects meshnode certificates, which are Nebula v1
+// certificates: files it writes work with nebula, and nebula-cert's files work here.
+//
+// Every subcommand is a plain function over an io.Writer and an injected clock (see env),
+// so tests run them in-process; main only wires them to the process.
 package main
 
 import (
-	"fmt"
 	"os"
+	"time"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "mesh-cert: not available in this build yet")
-	os.Exit(1)
+	os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, now: time.Now}))
 }
