@@ -1,0 +1,159 @@
+package firewall
+
+import (
+	"net/netip"
+	"sync"
+)
+
+const (
+	numShards = 64 // a power of two; enough that queues on two to eight cores rarely meet
+
+	// fragTimeout is how long a first fragment opens the way for the rest of its datagram:
+	// Linux gives up reassembly after 30 s (net.ipv4.ipfrag_time).
+	fragTimeout = int64(30e9)
+
+	// sweepEvery bounds how often one shard is scanned for expired entries.
+	sweepEvery = int64(5e9)
+)
+
+// flowKey identifies a flow from the local side, so both directions of it share one entry.
+// Fragment entries (frag set) identify one datagram instead: ports are zero, id is its
+// fragment id and proto the fragment's protocol.
+type flowKey struct {
+	remote     netip.Addr
+	local      netip.Addr
+	remotePort uint16
+	localPort  uint16
+	proto      uint8
+	frag       bool
+	id         uint32
+}
+
+// entry is what conntrack remembers about a flow.
+type entry struct {
+	expires int64  // unix nanoseconds
+	gen     uint64 // rules generation that last allowed it
+	dir     Direction
+	// For fragment entries: where the first fragment ended and the port it was judged on,
+	// so an overlapping piece is caught and a reload can re-check the datagram.
+	fragEnd uint32
+	port    uint16
+	ported  bool
+}
+
+type shard struct {
+	mu        sync.Mutex
+	m         map[flowKey]entry
+	nextSweep int64
+	_         [40]byte // keep neighbouring shards' locks off one cache line
+}
+
+// conntrack is a sharded flow table, safe for concurrent use.
+type conntrack struct {
+	shards [numShards]shard
+}
+
+func newConntrack() *conntrack {
+	c := &conntrack{}
+	for i := range c.shards {
+		c.shards[i].m = make(map[flowKey]entry)
+	}
+	return c
+}
+
+func (c *conntrack) shard(k *flowKey) *shard {
+	a := k.remote.As16()
+	b := k.local.As16()
+	h := uint64(14695981039346656037)
+	for _, x := range a {
+		h = (h ^ uint64(x)) * 1099511628211
+	}
+	for _, x := range b[12:] {
+		h = (h ^ uint64(x)) * 1099511628211
+	}
+	h ^= uint64(k.remotePort)<<32 | uint64(k.localPort)<<16 | uint64(k.proto)<<8 | uint64(k.id)
+	h *= 0x9e3779b97f4a7c15
+	return &c.shards[h>>(64-6)]
+}
+
+// lookup finds the live entry for k. An expired entry is removed and reported missing. An
+// entry of the current rules generation gets its expiry pushed to refresh in the same step;
+// an older one is returned untouched for the caller to re-check.
+func (c *conntrack) lookup(k *flowKey, now int64, gen uint64, refresh int64) (entry, bool) {
+	s := c.shard(k)
+	s.mu.Lock()
+	e, ok := s.m[*k]
+	switch {
+	case !ok:
+	case e.expires <= now:
+		delete(s.m, *k)
+		ok = false
+	case e.gen == gen && refresh > e.expires:
+		e.expires = refresh
+		s.m[*k] = e
+	}
+	s.mu.Unlock()
+	return e, ok
+}
+
+// touch refreshes a live entry's expiry and generation.
+func (c *conntrack) touch(k *flowKey, expires int64, gen uint64) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if e, ok := s.m[*k]; ok {
+		e.expires = expires
+		e.gen = gen
+		s.m[*k] = e
+	}
+	s.mu.Unlock()
+}
+
+func (c *conntrack) remove(k *flowKey) {
+	s := c.shard(k)
+	s.mu.Lock()
+	delete(s.m, *k)
+	s.mu.Unlock()
+}
+
+// insert adds or replaces k, sweeping the shard of expired entries now and then so the table
+// cannot grow with flows that ended.
+func (c *conntrack) insert(k *flowKey, e entry, now int64) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if now >= s.nextSweep {
+		for key, old := range s.m {
+			if old.expires <= now {
+				delete(s.m, key)
+			}
+		}
+		s.nextSweep = now + sweepEvery
+	}
+	s.m[*k] = e
+	s.mu.Unlock()
+}
+
+func (c *conntrack) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// sweep removes every expired entry.
+func (c *conntrack) sweep(now int64) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for key, e := range s.m {
+			if e.expires <= now {
+				delete(s.m, key)
+			}
+		}
+		s.nextSweep = now + sweepEvery
+		s.mu.Unlock()
+	}
+}

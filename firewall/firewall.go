@@ -1,0 +1,262 @@
+package firewall
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options are the firewall's collaborators and facts about this node.
+type Options struct {
+	// Now is the clock conntrack expiry is measured with; nil means time.Now.
+	Now func() time.Time
+	// Logger receives configuration warnings; nil discards them. Verdicts never log.
+	Logger *slog.Logger
+	// LocalAddrs and LocalSubnets are our own certificate's IPs and subnets: our side of every
+	// packet (destination inbound, source outbound) must be one of them, as Nebula checks.
+	// When both are empty the check is skipped and the caller must make it.
+	LocalAddrs   []netip.Addr
+	LocalSubnets []netip.Prefix
+}
+
+// ruleSet is one immutable generation of compiled config.
+type ruleSet struct {
+	gen       uint64
+	in, out   *table
+	inAction  Action
+	outAction Action
+	timeouts  timeouts
+}
+
+// Firewall judges packets. It is safe for concurrent use: verdicts from many goroutines and a
+// Reload at any time.
+type Firewall struct {
+	now          func() time.Time
+	log          *slog.Logger
+	localAddrs   []netip.Addr
+	localSubnets []netip.Prefix
+
+	rules    atomic.Pointer[ruleSet]
+	reloadMu sync.Mutex // serialises Reload so generations increase in order
+	ct       *conntrack
+}
+
+// New validates cfg and builds a firewall from it. The error lists every problem, each naming
+// its key path (`firewall.inbound[2].port: invalid port "80-" ...`), and wraps ErrInvalidConfig.
+func New(cfg Config, opts Options) (*Firewall, error) {
+	f := &Firewall{
+		now:          opts.Now,
+		log:          opts.Logger,
+		localAddrs:   slices.Clone(opts.LocalAddrs),
+		localSubnets: masked(opts.LocalSubnets),
+		ct:           newConntrack(),
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	rs, err := f.compile(cfg, 1)
+	if err != nil {
+		return nil, err
+	}
+	f.rules.Store(rs)
+	return f, nil
+}
+
+func (f *Firewall) compile(cfg Config, gen uint64) (*ruleSet, error) {
+	var errs []error
+	rs := &ruleSet{
+		gen:       gen,
+		in:        newTable(compileRules("inbound", cfg.Inbound, f.log.Warn, &errs)),
+		out:       newTable(compileRules("outbound", cfg.Outbound, f.log.Warn, &errs)),
+		inAction:  parseAction("inbound_action", cfg.InboundAction, &errs),
+		outAction: parseAction("outbound_action", cfg.OutboundAction, &errs),
+		timeouts:  parseTimeouts(cfg.Conntrack, &errs),
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.Conntrack.MaxConnections != 0 {
+		f.log.Info("firewall: conntrack.max_connections is ignored, as in Nebula 1.6")
+	}
+	return rs, nil
+}
+
+// Reload swaps in new rules, actions and timeouts. New flows are judged by the new rules at
+// once; each existing conntrack entry is re-checked against them the next time a packet uses
+// it, and cut if they no longer allow it. On error the old config stays in force.
+func (f *Firewall) Reload(cfg Config) error {
+	f.reloadMu.Lock()
+	defer f.reloadMu.Unlock()
+	rs, err := f.compile(cfg, f.rules.Load().gen+1)
+	if err != nil {
+		return err
+	}
+	f.rules.Store(rs)
+	return nil
+}
+
+// Conntrack reports how many flows and fragmented datagrams are tracked, for a gauge.
+func (f *Firewall) Conntrack() int { return f.ct.len() }
+
+// Expire removes every expired conntrack entry. Verdicts expire entries as they go, so calling
+// this is optional; it only returns memory sooner.
+func (f *Firewall) Expire() { f.ct.sweep(f.now().UnixNano()) }
+
+// Verdict parses pkt and judges it. peer is the tunnel's identity; dir says whether the packet
+// leaves a tunnel (Inbound) or enters one (Outbound). It does not allocate.
+func (f *Firewall) Verdict(pkt []byte, dir Direction, peer *Peer) Verdict {
+	var p Packet
+	p.Parse(pkt)
+	return f.VerdictPacket(&p, dir, peer)
+}
+
+// VerdictPacket judges a packet the caller already parsed (a failed parse is dropped with its
+// reason).
+func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
+	if p.Reason != ReasonNone || p.Version == 0 {
+		r := p.Reason
+		if r == ReasonNone {
+			r = ReasonMalformed // a Packet that never went through Parse
+		}
+		return Verdict{Drop, r}
+	}
+	if peer == nil || (dir != Inbound && dir != Outbound) {
+		return Verdict{Drop, ReasonNoPeer}
+	}
+	rs := f.rules.Load()
+
+	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort}
+	k := flowKey{proto: p.Proto}
+	if dir == Inbound {
+		fl.remote, fl.local = p.Src, p.Dst
+		k.remotePort, k.localPort = p.SrcPort, p.DstPort
+	} else {
+		fl.remote, fl.local = p.Dst, p.Src
+		k.remotePort, k.localPort = p.DstPort, p.SrcPort
+	}
+	k.remote, k.local = fl.remote, fl.local
+
+	// The peer must own its side of the packet before anything else, conntrack included:
+	// otherwise one peer could ride another's flows.
+	if !peer.owns(fl.remote) {
+		return Verdict{Drop, ReasonRemoteAddr}
+	}
+	if !f.ownsLocal(fl.local) {
+		return Verdict{Drop, ReasonLocalAddr}
+	}
+	now := f.now().UnixNano()
+	if fl.frag {
+		return f.laterFragment(p, dir, peer, rs, &fl, now)
+	}
+
+	timeout := rs.timeouts.other
+	switch p.Proto {
+	case ProtoTCP:
+		timeout = rs.timeouts.tcp
+	case ProtoUDP:
+		timeout = rs.timeouts.udp
+	}
+	if e, ok := f.ct.lookup(&k, now, rs.gen, now+timeout); ok {
+		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, now+timeout) {
+			f.trackFirst(p, dir, rs, &fl, now)
+			return Verdict{Accept, ReasonConntrack}
+		}
+	}
+
+	t, action := rs.in, rs.inAction
+	if dir == Outbound {
+		t, action = rs.out, rs.outAction
+	}
+	if !t.match(&fl, peer) {
+		return Verdict{action, ReasonNoRule}
+	}
+	f.ct.insert(&k, entry{expires: now + timeout, gen: rs.gen, dir: dir}, now)
+	f.trackFirst(p, dir, rs, &fl, now)
+	return Verdict{Accept, ReasonRule}
+}
+
+func (f *Firewall) ownsLocal(a netip.Addr) bool {
+	if len(f.localAddrs) == 0 && len(f.localSubnets) == 0 {
+		return true
+	}
+	if slices.Contains(f.localAddrs, a) {
+		return true
+	}
+	for _, s := range f.localSubnets {
+		if s.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// recheck judges a conntrack entry made under older rules against the current ones, in the
+// direction that created it, and either renews it or removes it.
+func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, expires int64) bool {
+	fl := flow{proto: k.proto, remote: k.remote, local: k.local}
+	fl.icmp = (k.remote.Is4() && k.proto == ProtoICMP) || (!k.remote.Is4() && k.proto == ProtoICMPv6)
+	if k.frag {
+		fl.ported, fl.port = e.ported, e.port
+	} else {
+		fl.ported = k.proto == ProtoTCP || k.proto == ProtoUDP
+		fl.port = k.localPort // the service port is the destination of the packet that opened the flow
+		if e.dir == Outbound {
+			fl.port = k.remotePort
+		}
+	}
+	t := rs.in
+	if e.dir == Outbound {
+		t = rs.out
+	}
+	if !t.match(&fl, peer) {
+		f.ct.remove(k)
+		return false
+	}
+	if k.frag {
+		expires = e.expires // a datagram's window does not grow
+	}
+	f.ct.touch(k, expires, rs.gen)
+	return true
+}
+
+// trackFirst remembers an admitted first fragment's datagram so its later fragments pass.
+func (f *Firewall) trackFirst(p *Packet, dir Direction, rs *ruleSet, fl *flow, now int64) {
+	if p.Frag != FragFirst {
+		return
+	}
+	k := flowKey{remote: fl.remote, local: fl.local, proto: p.FragProto, frag: true, id: p.FragID}
+	f.ct.insert(&k, entry{
+		expires: now + fragTimeout, gen: rs.gen, dir: dir,
+		fragEnd: p.FragLen, port: fl.port, ported: fl.ported,
+	}, now)
+}
+
+// laterFragment judges a fragment without ports: it belongs to a datagram whose first fragment
+// was admitted, or a `port: fragment`/`port: any` rule allows it (Nebula's rule), or it drops.
+func (f *Firewall) laterFragment(p *Packet, dir Direction, peer *Peer, rs *ruleSet, fl *flow, now int64) Verdict {
+	k := flowKey{remote: fl.remote, local: fl.local, proto: p.FragProto, frag: true, id: p.FragID}
+	if e, ok := f.ct.lookup(&k, now, rs.gen, 0); ok {
+		if p.FragOffset < e.fragEnd {
+			return Verdict{Drop, ReasonFragmentOverlap}
+		}
+		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, 0) {
+			return Verdict{Accept, ReasonConntrack}
+		}
+	}
+	t := rs.in
+	if dir == Outbound {
+		t = rs.out
+	}
+	if t.match(fl, peer) {
+		return Verdict{Accept, ReasonRule}
+	}
+	// Never reject a fragment: the reply would quote a packet without its headers.
+	return Verdict{Drop, ReasonFragmentUnknownFlow}
+}
