@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# meshnode side-by-side data-plane benchmark (`make bench` runs the Go micro-benchmarks; this is
+# the whole-daemon comparison behind docs/PERFORMANCE.md).
+#
+# Two network namespaces joined by one veth pair (198.18.0.1 <-> 198.18.0.2). Per scenario:
+#   raw       traffic over the veth itself: the ceiling
+#   nebula    nebula 1.6.1 from the system on both ends
+#   meshnode  this project's daemon on both ends ($MESHNODE, else built from ./cmd/meshnode)
+# Both overlays get the same Nebula-format config: no lighthouse, static_host_map, overlay MTU
+# 1300 (-m), cipher aes (-c), kernel-default socket buffers. Per run it measures:
+#   TCP Gbit/s   iperf3, 1 stream and 4 streams, -t SECONDS each, receiver side
+#   RTT ms       mean of 200 pings 10 ms apart
+#   CPU s/GB     user+system CPU of both daemons (/proc/PID/stat) during the 1-stream run,
+#                per GB delivered
+#   idle RSS     VmRSS of both daemons, summed, once the tunnel is up and before any load (MiB)
+#   peak RSS     VmHWM of both daemons, summed, after all the load (MiB)
+#   UDP drops    UdpRcvbufErrors in both namespaces over the whole run (the kernel dropping
+#                datagrams the daemon did not read in time)
+#   up s         start of the daemons until the first ping across the overlay succeeds
+# Rounds are interleaved (raw, nebula, meshnode, raw, nebula, ...) so a machine whose speed
+# drifts affects every scenario alike; the table shows median (min-max) and ratios per round.
+#
+# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-o OUT.md] [scenario ...]
+# Needs root, iperf3, ping, ip; nebula and nebula-cert for the overlays (scripts/install-deps.sh).
+# Traffic stays inside the two namespaces this script creates and deletes (trap).
+set -uo pipefail
+
+ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""
+usage() { sed -n '/^# Usage/,/^# Traffic/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+while getopts "r:t:m:c:o:h" opt; do
+  case $opt in
+    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; o) OUT=$OPTARG ;; *) usage ;;
+  esac
+done
+shift $((OPTIND - 1))
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(raw nebula meshnode)
+
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+[ "$(id -u)" = 0 ] || { echo "bench.sh needs root (network namespaces, TUN devices)" >&2; exit 2; }
+for t in ip ping iperf3 awk; do
+  command -v $t >/dev/null || { echo "bench.sh: '$t' missing; run: bash scripts/install-deps.sh" >&2; exit 2; }
+done
+
+W=$(mktemp -d -t meshbench.XXXXXX)
+NA=mnbench$$-a; NB=mnbench$$-b
+PIDS=()   # every process this script started, killed by PID
+TCK=$(getconf CLK_TCK)
+
+stop_all() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  for _ in $(seq 1 30); do
+    local alive=0
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  PIDS=()
+}
+net_down() { stop_all; ip netns del $NA 2>/dev/null; ip netns del $NB 2>/dev/null; true; }
+cleanup() { net_down; rm -rf "$W"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+net_up() {
+  ip netns add $NA && ip netns add $NB || return 1
+  ip -n $NA link set lo up; ip -n $NB link set lo up
+  ip link add eth0 netns $NA type veth peer name eth0 netns $NB || return 1
+  ip -n $NA addr add 198.18.0.1/24 dev eth0; ip -n $NB addr add 198.18.0.2/24 dev eth0
+  ip -n $NA link set eth0 up; ip -n $NB link set eth0 up
+}
+
+# ---- binaries -------------------------------------------------------------------------------
+NEBULA=$(command -v nebula || true)
+want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
+if want meshnode && [ -z "${MESHNODE:-}" ]; then
+  if go build -o "$W/meshnode" ./cmd/meshnode 2>"$W/build.log"; then MESHNODE=$W/meshnode
+  else echo "bench.sh: cannot build ./cmd/meshnode; meshnode rows will be empty" >&2; fi
+fi
+if want nebula || want meshnode; then
+  command -v nebula-cert >/dev/null || { echo "bench.sh: nebula-cert missing (bash scripts/install-deps.sh)" >&2; exit 2; }
+  mkdir -p "$W/pki"
+  ( cd "$W/pki" &&
+    nebula-cert ca -name bench -out-crt ca.crt -out-key ca.key &&
+    nebula-cert sign -ca-crt ca.crt -ca-key ca.key -name a -ip 10.77.0.1/24 -out-crt a.crt -out-key a.key &&
+    nebula-cert sign -ca-crt ca.crt -ca-key ca.key -name b -ip 10.77.0.2/24 -out-crt b.crt -out-key b.key ) >/dev/null ||
+    { echo "bench.sh: could not make certificates" >&2; exit 2; }
+  for h in a b; do
+    if [ $h = a ]; then peer=10.77.0.2; peer_ul=198.18.0.2; else peer=10.77.0.1; peer_ul=198.18.0.1; fi
+    cat >"$W/$h.yml" <<YML
+pki: {ca: $W/pki/ca.crt, cert: $W/pki/$h.crt, key: $W/pki/$h.key}
+static_host_map: {"$peer": ["$peer_ul:4242"]}
+lighthouse: {am_lighthouse: false, hosts: []}
+listen: {host: 0.0.0.0, port: 4242}
+tun: {dev: bench0, mtu: $MTU}
+cipher: $CIPHER
+logging: {level: error, format: text}
+firewall:
+  outbound: [{port: any, proto: any, host: any}]
+  inbound: [{port: any, proto: any, host: any}]
+YML
+  done
+fi
+
+# ---- measurements ---------------------------------------------------------------------------
+cpu_ticks() { local s=0 p v; for p in "$@"; do [ -n "$p" ] || continue; v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
+mem_kb() { local s=0 p v; for p in "${@:2}"; do [ -n "$p" ] || continue; v=$(awk -v k="$1:" '$1 == k { print $2 }' "/proc/$p/status" 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
+rcvbuf_errors() { # summed over both namespaces
+  local s=0 ns v
+  for ns in $NA $NB; do
+    v=$(ip netns exec $ns awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp 2>/dev/null)
+    s=$((s + ${v:-0}))
+  done
+  echo $s
+}
+# iperf3 JSON -> "bits_per_second bytes" of the receiver's sum
+iperf_result() { awk '/"sum_received"/ { r = 1 } r && /"bytes"/ { gsub(/[^0-9.]/, "", $2); b = $2 } r && /"bits_per_second"/ { gsub(/[^0-9.e+]/, "", $2); print $2, b; exit }'; }
+
+start_daemons() { # binary -> DAEMONS
+  ip netns exec $NA "$1" -config "$W/a.yml" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
+  ip netns exec $NB "$1" -config "$W/b.yml" >"$W/b.log" 2>&1 & PIDS+=($!); DAEMONS+=($!)
+}
+
+measure() { # scenario -> one line of numbers, "skip" or "fail"
+  local sc=$1 target bin t0 up i
+  DAEMONS=()
+  case $sc in
+    raw) target=198.18.0.2 ;;
+    nebula) bin=$NEBULA; target=10.77.0.2 ;;
+    meshnode) bin=${MESHNODE:-}; target=10.77.0.2 ;;
+    *) echo "unknown"; return ;;
+  esac
+  [ "$sc" = raw ] || [ -n "$bin" ] || { echo skip; return; }
+  net_up || { net_down; echo fail; return; }
+  t0=$(date +%s%N)
+  [ "$sc" = raw ] || start_daemons "$bin"
+  up=""
+  for i in $(seq 1 150); do
+    if ip netns exec $NA ping -n -c 1 -W 1 $target >/dev/null 2>&1; then up=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
+    for p in "${DAEMONS[@]:-}"; do [ -z "$p" ] || kill -0 "$p" 2>/dev/null || break 2; done
+    sleep 0.1
+  done
+  if [ -z "$up" ]; then
+    echo "  $sc: no ping across (a daemon exited, or 15 s passed); daemon log:" >&2; tail -n 5 "$W/a.log" >&2 2>/dev/null
+    net_down; echo fail; return
+  fi
+  sleep 1 # let the daemons settle before the idle sample
+  local idle drops0 c0 c1 r1 r4 rtt peak drops1 cpu
+  idle=$(mem_kb VmRSS "${DAEMONS[@]:-}")
+  drops0=$(rcvbuf_errors)
+  ip netns exec $NB iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
+  sleep 0.5
+  c0=$(cpu_ticks "${DAEMONS[@]:-}")
+  r1=$(ip netns exec $NA iperf3 -c $target -p 5201 -t "$SECS" -J 2>/dev/null | iperf_result)
+  c1=$(cpu_ticks "${DAEMONS[@]:-}")
+  r4=$(ip netns exec $NA iperf3 -c $target -p 5201 -t "$SECS" -P 4 -J 2>/dev/null | iperf_result)
+  rtt=$(ip netns exec $NA ping -n -q -c 200 -i 0.01 $target 2>/dev/null | awk -F/ '/^rtt|^round-trip/ { print $5 }')
+  peak=$(mem_kb VmHWM "${DAEMONS[@]:-}")
+  drops1=$(rcvbuf_errors)
+  net_down
+  [ -n "$r1" ] && [ -n "$r4" ] || { echo fail; return; }
+  awk -v r1="$r1" -v r4="$r4" -v rtt="${rtt:-NA}" -v c="$((c1 - c0))" -v tck="$TCK" -v idle="$idle" -v peak="$peak" \
+      -v drops=$((drops1 - drops0)) -v up="$up" -v sc="$sc" 'BEGIN {
+    split(r1, a, " "); split(r4, b, " ")
+    gb = a[2] / 1e9
+    cpu = (sc == "raw" || gb <= 0) ? "NA" : sprintf("%.2f", c / tck / gb)
+    mi = (sc == "raw") ? "NA" : sprintf("%.1f", idle / 1024)
+    mp = (sc == "raw") ? "NA" : sprintf("%.1f", peak / 1024)
+    printf "%.3f %.3f %s %s %s %s %d %.2f\n", a[1] / 1e9, b[1] / 1e9, rtt, cpu, mi, mp, drops, up / 1000
+  }'
+}
+
+RESULTS=$W/results.txt
+: >"$RESULTS"
+echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  for sc in "${SCENARIOS[@]}"; do
+    line=$(measure "$sc")
+    echo "  round $r $sc: $line" >&2
+    echo "$sc $r $line" >>"$RESULTS"
+  done
+done
+
+# ---- table ----------------------------------------------------------------------------------
+TABLE=$W/table.md
+awk -v rounds="$ROUNDS" -v secs="$SECS" -v mtu="$MTU" -v cipher="$CIPHER" -v cores="$(nproc)" \
+    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" \
+    -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" \
+    -v cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" '
+function median(arr, n,    i, j, t) {
+  for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+  return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+}
+function num(x) { return (x >= 1000 || x <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x) }
+function cell(sc, k,    i, n, v, lo, hi) {
+  n = 0
+  for (i = 1; i <= rounds; i++) if ((sc, i) in val && val[sc, i, k] != "NA" && val[sc, i, k] != "") { n++; v[n] = val[sc, i, k] + 0 }
+  if (n == 0) return "—"
+  lo = v[1]; hi = v[1]; for (i = 2; i <= n; i++) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] }
+  if (n == 1) return num(v[1])
+  return num(median(v, n)) " (" num(lo) "–" num(hi) ")"
+}
+function ratio(sc, base, k,    i, n, v) {
+  n = 0
+  for (i = 1; i <= rounds; i++)
+    if ((sc, i) in val && (base, i) in val && val[sc, i, k] != "NA" && val[base, i, k] + 0 > 0) { n++; v[n] = val[sc, i, k] / val[base, i, k] }
+  return n ? sprintf("%.2f", median(v, n)) : "—"
+}
+NF == 10 { val[$1, $2] = 1; for (k = 3; k <= 10; k++) val[$1, $2, k - 2] = $k }
+END {
+  ns = split(scen, S, " ")
+  print "| scenario | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | RTT ms | CPU s/GB | idle RSS MiB | peak RSS MiB | UDP rcvbuf drops | up s | TCP 1 ÷ nebula | TCP 4 ÷ nebula | CPU/GB ÷ nebula | peak RSS ÷ nebula |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for (s = 1; s <= ns; s++) {
+    sc = S[s]; ok = 0
+    for (i = 1; i <= rounds; i++) if ((sc, i) in val) ok = 1
+    printf "| %s%s |", sc, ok ? "" : " (skipped or failed)"
+    for (k = 1; k <= 8; k++) printf " %s |", cell(sc, k)
+    printf " %s | %s | %s | %s |\n", ratio(sc, "nebula", 1), ratio(sc, "nebula", 2), ratio(sc, "nebula", 4), ratio(sc, "nebula", 6)
+  }
+  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; nebula %s.\n", rounds, secs, mtu, cipher, nebver
+  printf "Ratios are taken per round, then the median. RSS and CPU are both daemons summed; CPU during the 1-stream run.\n"
+  printf "Machine: %s, %s cores; measured %s.\n", cpu, cores, when
+}' "$RESULTS" >"$TABLE"
+
+cat "$TABLE"
+if [ -n "$OUT" ]; then cp "$TABLE" "$OUT" && echo "bench: table written to $OUT" >&2; fi
+exit 0
