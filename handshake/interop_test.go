@@ -54,16 +54,23 @@ func TestInteropWithNebula(t *testing.T) {
 			"-out-crt", filepath.Join(dir, h.name+".crt"), "-out-key", filepath.Join(dir, h.name+".key"))
 	}
 	creds, pool := loadInteropIdentity(t, dir)
+	rec := &recording{files: map[string][]byte{}, now: time.Now()}
+	for _, f := range []string{"ca.crt", "mesh.crt", "mesh.key"} {
+		rec.files[f] = readFile(t, filepath.Join(dir, f))
+	}
+	rec.files["time"] = []byte(fmt.Sprint(rec.now.UnixNano()))
 
 	nsNeb, nsMesh := makeNetnsPair(t)
 	conn := listenUDPInNetns(t, nsMesh, netip.AddrPortFrom(netip.MustParseAddr(interopMeshUnder), interopMeshPort))
 	nebAddr := &net.UDPAddr{IP: net.ParseIP(interopNebulaUnder), Port: interopNebulaPort}
 
 	for _, c := range []Cipher{AESGCM, ChaChaPoly} {
-		cfg := &Config{Cipher: c, Local: creds, Pool: pool}
+		// A fixed clock and ephemeral seed make our side reproducible, so the recorded
+		// packets replay offline (golden_test.go).
+		cfg := &Config{Cipher: c, Local: creds, Pool: pool, Now: fixedClock(rec.now), Rand: bytes.NewReader(goldenSeed[:])}
 		t.Run(c.String()+"/meshnode_initiates", func(t *testing.T) {
 			startNebula(t, nebulaBin, nsNeb, dir, c)
-			interopAsInitiator(t, cfg, conn, nebAddr)
+			interopAsInitiator(t, cfg, conn, nebAddr, rec.prefix(c.String()+"-initiator-"))
 		})
 		t.Run(c.String()+"/nebula_initiates", func(t *testing.T) {
 			startNebula(t, nebulaBin, nsNeb, dir, c)
@@ -73,17 +80,49 @@ func TestInteropWithNebula(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { killAndWait(ping) })
-			interopAsResponder(t, cfg, conn)
+			cfg.Rand = bytes.NewReader(goldenSeed[:])
+			interopAsResponder(t, cfg, conn, rec.prefix(c.String()+"-responder-"))
 		})
+	}
+	if out := os.Getenv("MESHNODE_RECORD_NEBULA"); out != "" && !t.Failed() {
+		rec.write(t, out)
 	}
 }
 
-func interopAsInitiator(t *testing.T, cfg *Config, conn *net.UDPConn, nebAddr *net.UDPAddr) {
+// goldenSeed is the ephemeral private key our side uses in the recorded handshakes.
+var goldenSeed = [32]byte{0: 0x6d, 1: 0x65, 2: 0x73, 3: 0x68, 31: 0x01}
+
+// recording collects the packets of a live run; MESHNODE_RECORD_NEBULA=<dir> writes them
+// out as golden files (see testdata/nebula-1.6.1/README).
+type recording struct {
+	files map[string][]byte
+	now   time.Time
+}
+
+func (r *recording) prefix(p string) func(name string, b []byte) {
+	return func(name string, b []byte) { r.files[p+name] = bytes.Clone(b) }
+}
+
+func (r *recording) write(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range r.files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("recorded %d golden files in %s", len(r.files), dir)
+}
+
+func interopAsInitiator(t *testing.T, cfg *Config, conn *net.UDPConn, nebAddr *net.UDPAddr, record func(string, []byte)) {
 	const localIndex = 0x0a0b0c01
 	in, msg1, err := Initiate(cfg, localIndex)
 	if err != nil {
 		t.Fatal(err)
 	}
+	record("msg1", msg1)
 	var res *Result
 	deadline := time.Now().Add(15 * time.Second)
 	for res == nil {
@@ -101,14 +140,17 @@ func interopAsInitiator(t *testing.T, cfg *Config, conn *net.UDPConn, nebAddr *n
 		if err != nil && !Retryable(err) {
 			t.Fatalf("Complete: %v", err)
 		}
+		if err == nil {
+			record("msg2", pkt)
+		}
 	}
 	if res.PeerCert.Details.Name != "neb" || res.PeerCert.VpnIP() != netip.MustParseAddr(interopNebulaVPN) {
 		t.Fatalf("completed with %q %v", res.PeerCert.Details.Name, res.PeerCert.VpnIP())
 	}
-	exchangeTest(t, res, conn, nebAddr, 3)
+	record("test-reply", exchangeTest(t, res, conn, nebAddr, 3))
 }
 
-func interopAsResponder(t *testing.T, cfg *Config, conn *net.UDPConn) {
+func interopAsResponder(t *testing.T, cfg *Config, conn *net.UDPConn, record func(string, []byte)) {
 	const localIndex = 0x0a0b0c02
 	var res *Result
 	var from *net.UDPAddr
@@ -135,6 +177,8 @@ func interopAsResponder(t *testing.T, cfg *Config, conn *net.UDPConn) {
 		if _, err := conn.WriteToUDP(msg2, addr); err != nil {
 			t.Fatal(err)
 		}
+		record("msg1", pkt)
+		record("msg2", msg2)
 		res, from = r, addr
 	}
 
@@ -155,14 +199,15 @@ func interopAsResponder(t *testing.T, cfg *Config, conn *net.UDPConn) {
 		if len(plain) < 20 || plain[0]>>4 != 4 || netip.AddrFrom4([4]byte(plain[16:20])) != netip.MustParseAddr(interopMeshVPN) {
 			t.Fatalf("decrypted packet is not IPv4 to %s: % x", interopMeshVPN, plain)
 		}
+		record("data", pkt)
 		break
 	}
-	exchangeTest(t, res, conn, from, 3)
+	record("test-reply", exchangeTest(t, res, conn, from, 3))
 }
 
 // exchangeTest sends an encrypted Test request (type 4/0, empty payload) and waits for
-// nebula's Test reply (4/1), which must open under our receive key.
-func exchangeTest(t *testing.T, res *Result, conn *net.UDPConn, to *net.UDPAddr, counter uint64) {
+// nebula's Test reply (4/1), which must open under our receive key. It returns the reply.
+func exchangeTest(t *testing.T, res *Result, conn *net.UDPConn, to *net.UDPAddr, counter uint64) []byte {
 	t.Helper()
 	hdr := make([]byte, HeaderLen, HeaderLen+16)
 	hdr[0] = headerVersion<<4 | typeTest
@@ -190,7 +235,7 @@ func exchangeTest(t *testing.T, res *Result, conn *net.UDPConn, to *net.UDPAddr,
 		if len(plain) != 0 {
 			t.Fatalf("Test reply payload % x, want empty", plain)
 		}
-		return
+		return pkt
 	}
 }
 
@@ -213,13 +258,7 @@ func readPacket(t *testing.T, conn *net.UDPConn, wait time.Duration) ([]byte, *n
 
 func loadInteropIdentity(t *testing.T, dir string) (*Credentials, *cert.Pool) {
 	t.Helper()
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(name string) []byte { return readFile(t, filepath.Join(dir, name)) }
 	c, _, err := cert.UnmarshalPEM(read("mesh.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -375,6 +414,15 @@ func killAndWait(cmd *exec.Cmd) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func mustRun(t *testing.T, name string, args ...string) {
