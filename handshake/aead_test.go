@@ -167,6 +167,32 @@ func TestAEADWorksInPlace(t *testing.T) {
 	}
 }
 
+// The overlay keeps the header in front of the payload in one buffer and seals by
+// appending to the header: dst = header, plaintext right behind it.
+func TestAEADWorksWithHeaderInSameBuffer(t *testing.T) {
+	for _, c := range []Cipher{AESGCM, ChaChaPoly} {
+		t.Run(c.String(), func(t *testing.T) {
+			a, _ := NewAEAD(c, testKey(5))
+			msg := bytes.Repeat([]byte{0x60}, 300)
+			buf := make([]byte, HeaderLen+len(msg)+a.Overhead())
+			copy(buf, testHeader(12))
+			copy(buf[HeaderLen:], msg)
+			hdr := buf[:HeaderLen]
+			pkt := a.Seal(hdr, hdr, buf[HeaderLen:HeaderLen+len(msg)], 12)
+			if len(pkt) != len(buf) || &pkt[0] != &buf[0] {
+				t.Fatal("sealed packet is not header || ciphertext in the same buffer")
+			}
+			if !bytes.Equal(pkt[:HeaderLen], testHeader(12)) {
+				t.Fatal("header was overwritten")
+			}
+			pt, err := a.Open(pkt[HeaderLen:HeaderLen], pkt[:HeaderLen], pkt[HeaderLen:], 12)
+			if err != nil || !bytes.Equal(pt, msg) {
+				t.Fatalf("Open = %v", err)
+			}
+		})
+	}
+}
+
 func TestAEADSealOpenDoNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items under -race")

@@ -6,10 +6,10 @@
 // of msg 2 for duplicate msg 1 and replay windows belong to the caller (overlay/).
 //
 // The initiator calls Initiate and sends msg 1, then passes every msg 2 that arrives for its
-// local index to Initiator.Complete until one succeeds. Errors wrapping ErrMalformed or
-// ErrNoiseRead mean "ignore this packet and keep retrying" (spoofed, corrupted, or sent with
-// the other cipher); ErrPayload, ErrInvalidCert and ErrSelf mean the peer was read and refused,
-// so the pending handshake should be abandoned.
+// local index to Initiator.Complete until one succeeds. Errors wrapping ErrNoiseRead
+// (ErrMalformed and ErrLowOrderKey among them) mean "ignore this packet and keep retrying":
+// spoofed, corrupted, or sent with the other cipher. ErrPayload, ErrInvalidCert and ErrSelf
+// mean the peer was read and refused, so the pending handshake should be abandoned.
 //
 // The responder calls ReadInit, which parses msg 1 and verifies the peer certificate without
 // doing any Diffie-Hellman, so a flood of invalid msg 1 costs one signature check each. Only

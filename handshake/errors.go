@@ -9,10 +9,11 @@ import (
 // corrupted msg 2, or one sealed with the other cipher, lands here, so an attacker who can
 // only inject packets cannot make the initiator give up.
 var (
-	// ErrMalformed: too short, wrong header type, subtype, counter or index.
-	ErrMalformed = errors.New("handshake: malformed packet")
-	// ErrNoiseRead: the Noise message could not be read or DH failed.
+	// ErrNoiseRead: the packet could not be read. Every error of this group wraps it, so
+	// errors.Is(err, ErrNoiseRead) alone decides "ignore and keep retrying".
 	ErrNoiseRead = errors.New("handshake: could not read noise message")
+	// ErrMalformed: too short, wrong header type, subtype, counter or index.
+	ErrMalformed = fmt.Errorf("%w: malformed packet", ErrNoiseRead)
 	// ErrLowOrderKey: an ephemeral or static public key is a low-order Curve25519 point,
 	// which would make the DH output predictable.
 	ErrLowOrderKey = fmt.Errorf("%w: low-order public key", ErrNoiseRead)
@@ -51,7 +52,5 @@ var (
 var ErrAuth = errors.New("handshake: message authentication failed")
 
 // Retryable reports whether err means the packet should be ignored while the handshake
-// continues (ErrMalformed, ErrNoiseRead) rather than abandoned.
-func Retryable(err error) bool {
-	return errors.Is(err, ErrMalformed) || errors.Is(err, ErrNoiseRead)
-}
+// continues (ErrNoiseRead and the errors wrapping it) rather than abandoned.
+func Retryable(err error) bool { return errors.Is(err, ErrNoiseRead) }

@@ -72,10 +72,11 @@ func (in *Initiator) writeMsg1() (*noise.HandshakeState, []byte, error) {
 // LocalIndex is the index this handshake was started with; msg 2 carries it in its header.
 func (in *Initiator) LocalIndex() uint32 { return in.localIndex }
 
-// Complete reads msg 2 (the full packet, header included). Errors wrapping ErrMalformed or
-// ErrNoiseRead leave the handshake pending: ignore the packet and wait for another msg 2.
-// ErrPayload, ErrInvalidCert (including ErrNoVPNIP) and ErrSelf mean the responder was read
-// and refused. After a success, further calls return ErrDone.
+// Complete reads msg 2 (the full packet, header included). Errors wrapping ErrNoiseRead
+// (including ErrMalformed and ErrLowOrderKey) leave the handshake pending: ignore the
+// packet and wait for another msg 2. ErrPayload, ErrInvalidCert (including ErrNoVPNIP) and
+// ErrSelf mean the responder was read and refused. After a success, further calls return
+// ErrDone.
 func (in *Initiator) Complete(packet []byte) (*Result, error) {
 	if in.done {
 		return nil, ErrDone
