@@ -240,3 +240,38 @@ func lastLine(s string) string {
 	}
 	return s
 }
+
+// Route adds a route in the namespace, e.g. Route(t, "default", "via", "198.19.1.1").
+func (n *Namespace) Route(t testing.TB, args ...string) {
+	t.Helper()
+	n.MustIP(t, append([]string{"route", "add"}, args...)...)
+}
+
+// Sysctl sets a sysctl inside the namespace (net.* keys are per namespace).
+func (n *Namespace) Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	n.MustRun(t, "sysctl", "-q", "-w", key+"="+value)
+}
+
+// NAT turns the namespace into a router that masquerades everything leaving through wanDev:
+// IPv4 forwarding on, and an nftables source NAT rule (its own table, gone with the namespace).
+// Linux keeps the source port when it can and only lets replies in, which is the NAT that
+// UDP hole punching is meant to cross.
+func (n *Namespace) NAT(t testing.TB, wanDev string) {
+	t.Helper()
+	n.Sysctl(t, "net.ipv4.ip_forward", "1")
+	rules := fmt.Sprintf(`table ip e2enat {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "%s" masquerade
+	}
+}
+`, wanDev)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s", n.Name, err, out)
+	}
+}

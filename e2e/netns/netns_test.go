@@ -129,3 +129,27 @@ func TestEventuallyStopsAtTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestNATRouterLetsHostsOutButNotIn(t *testing.T) {
+	requireHost(t)
+	testenv.RequireBinary(t, "nft")
+	testenv.RequireBinary(t, "sysctl")
+	sw := netns.NewSwitch(t, "wan")
+	public := netns.New(t, "pub")
+	sw.Attach(t, public, "eth0", "198.18.0.1/24")
+	router := netns.New(t, "r")
+	sw.Attach(t, router, "wan0", "198.18.0.11/24")
+	host := netns.New(t, "lan")
+	netns.Link(t, router, "lan0", "198.19.1.1/24", host, "eth0", "198.19.1.2/24")
+	host.Route(t, "default", "via", "198.19.1.1")
+	router.NAT(t, "wan0")
+
+	// The public host has no route to 198.19.1.0/24, so its replies can only come back
+	// because the router rewrote the source address: a successful ping proves the NAT.
+	if _, err := host.WaitPing(5*time.Second, "198.18.0.1"); err != nil {
+		t.Fatalf("host behind NAT cannot reach the public host: %v", err)
+	}
+	if err := public.Ping("198.19.1.2"); err == nil {
+		t.Fatal("public host reached the LAN host directly")
+	}
+}
