@@ -108,3 +108,24 @@ func FuzzUnmarshalHandshake(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnmarshalKeys covers the key file parsers: never panic, and accept only keys of the
+// exact size under the exact banner.
+func FuzzUnmarshalKeys(f *testing.F) {
+	for _, name := range []string{"host1.key", "ca.key", "pubhost.pub"} {
+		if b, err := os.ReadFile(filepath.Join("testdata/golden", name)); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if k, _, err := cert.UnmarshalX25519PrivateKey(b); err == nil && len(k) != 32 {
+			t.Fatalf("x25519 private key of %d bytes", len(k))
+		}
+		if k, _, err := cert.UnmarshalX25519PublicKey(b); err == nil && len(k) != 32 {
+			t.Fatalf("x25519 public key of %d bytes", len(k))
+		}
+		if k, _, err := cert.UnmarshalEd25519PrivateKey(b); err == nil && len(k) != 64 {
+			t.Fatalf("ed25519 private key of %d bytes", len(k))
+		}
+	})
+}

@@ -229,3 +229,53 @@ func TestPoolIsSafeForConcurrentUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Ed25519 signatures are not malleable in Go (S must be below the group order L), so a
+// re-encoded signature cannot yield a second valid cert with another fingerprint.
+func TestSignatureWithMalleatedScalarIsRejected(t *testing.T) {
+	ca := certtest.NewCA(t, "ca")
+	h := ca.NewHost(t, "h", "10.0.0.1/8")
+	// L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+	l := [32]byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+	sig := append([]byte(nil), h.Cert.Signature...)
+	carry := 0
+	for i := range 32 {
+		v := int(sig[32+i]) + int(l[i]) + carry
+		sig[32+i], carry = byte(v), v>>8
+	}
+	if carry != 0 {
+		t.Skip("S+L overflowed 256 bits; cannot build the malleated signature")
+	}
+	m := &cert.Certificate{Details: h.Cert.Details, Signature: sig}
+	if m.CheckSignature(ca.Cert.Details.PublicKey) {
+		t.Fatal("signature with S+L accepted")
+	}
+	if _, err := certtest.Pool(t, ca).Verify(m, time.Now()); !errors.Is(err, cert.ErrSignatureMismatch) {
+		t.Errorf("Verify: %v", err)
+	}
+}
+
+func TestFingerprintIsSafeForConcurrentUse(t *testing.T) {
+	ca := certtest.NewCA(t, "ca")
+	b, _ := ca.NewHost(t, "h", "10.0.0.1/8").Cert.Marshal()
+	c, err := cert.Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := c.Fingerprint()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if got := c.Fingerprint(); got != want {
+					t.Errorf("fingerprint %s, want %s", got, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -103,8 +103,9 @@ func NewCA(t testing.TB, name string, opts ...Option) *CA {
 	return &CA{Cert: c, Key: priv, PEM: mustPEM(t, c), KeyPEM: cert.MarshalEd25519PrivateKey(priv)}
 }
 
-// NewHost issues a host certificate for ip (CIDR, e.g. "10.42.0.1/16") in the given groups,
-// valid from the CA's NotBefore to one second before its NotAfter, like nebula-cert sign.
+// NewHost issues a host certificate for ip (CIDR, e.g. "10.42.0.1/16"; "" for a cert with
+// no IPs) in the given groups, valid from the CA's NotBefore to one second before its
+// NotAfter, like nebula-cert sign.
 func (ca *CA) NewHost(t testing.TB, name, ip string, groups ...string) *Host {
 	t.Helper()
 	return ca.Issue(t, name, ip, WithGroups(groups...))
