@@ -754,3 +754,34 @@ func BenchmarkReadInit(b *testing.B) {
 		}
 	}
 }
+
+// flynn/noise does not roll its state back when a DH fails inside ReadMessage. A msg 2 whose
+// encrypted static key is low-order makes exactly that happen; the real msg 2 must still
+// complete afterwards.
+func TestCompleteSurvivesLowOrderResponderStatic(t *testing.T) {
+	for _, pt := range lowOrderSamples() {
+		ini, resp := pair(t, AESGCM)
+		in, msg1, err := Initiate(ini.cfg, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil := *resp.cfg
+		creds := *resp.cfg.Local
+		creds.publicKey = pt[:]
+		evil.Local = &creds
+		_, bad, err := mustRespond(t, &evil, msg1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Complete(bad); !errors.Is(err, ErrNoiseRead) {
+			t.Fatalf("static % x: Complete = %v, want ErrNoiseRead", pt[:4], err)
+		}
+		_, good, err := mustRespond(t, resp.cfg, msg1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Complete(good); err != nil {
+			t.Fatalf("real msg 2 after a low-order one: %v", err)
+		}
+	}
+}
