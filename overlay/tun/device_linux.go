@@ -1,0 +1,232 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/songgao/water"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultMTU is Nebula's tun.mtu default.
+const DefaultMTU = 1300
+
+// Options describe the device to create. Only Addr is required.
+type Options struct {
+	// Name is the interface name (tun.dev); empty lets the kernel pick tunN.
+	Name string
+	// MTU defaults to DefaultMTU.
+	MTU int
+	// Addr is our VPN address with the mask of the VPN network, e.g. 10.42.0.1/16: the
+	// kernel routes that network into the device.
+	Addr netip.Prefix
+	// Routes are further networks routed into the device (tun.unsafe_routes).
+	Routes []netip.Prefix
+	// TxQueueLen sets the kernel's queue towards the device (tun.tx_queue); 0 keeps the
+	// kernel default.
+	TxQueueLen int
+	// Queues opens a multi-queue device with that many queues when > 1, so that several
+	// goroutines read and write in parallel (one per Queues() entry).
+	Queues int
+}
+
+// Linux is a TUN device (IFF_TUN, no packet info) opened through water. As a Device it
+// uses its first queue; Queues returns all of them.
+type Linux struct {
+	name   string
+	mtu    int
+	queues []*Queue
+	once   sync.Once
+}
+
+// Queue is one file descriptor of a multi-queue device. The kernel spreads packets across
+// queues by flow; each Queue is safe for one reader and one writer.
+type Queue struct {
+	dev *Linux
+	rw  io.ReadWriteCloser
+}
+
+var (
+	_ Device = (*Linux)(nil)
+	_ Device = (*Queue)(nil)
+)
+
+// Open creates the device, sets MTU, transmit queue length and address, brings the link up
+// and adds the routes. Closing it removes the device and with it the address and routes.
+// It needs CAP_NET_ADMIN in the network namespace of the calling thread. The Device is a
+// *Linux; its Queues method gives the extra queues of a multi-queue device.
+func Open(opts Options) (Device, error) {
+	d, err := OpenLinux(opts)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return d, nil
+}
+
+// OpenLinux is Open returning the concrete type.
+func OpenLinux(opts Options) (*Linux, error) {
+	if !opts.Addr.IsValid() {
+		return nil, errors.New("tun: Options.Addr is required")
+	}
+	if opts.MTU == 0 {
+		opts.MTU = DefaultMTU
+	}
+	queues := max(opts.Queues, 1)
+	d := &Linux{name: opts.Name, mtu: opts.MTU}
+	for range queues {
+		ifce, err := water.New(water.Config{
+			DeviceType: water.TUN,
+			PlatformSpecificParams: water.PlatformSpecificParams{
+				Name:       d.name,
+				MultiQueue: queues > 1,
+			},
+		})
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tun: open %q: %w", d.name, err)
+		}
+		d.name = ifce.Name() // later queues attach to the same device
+		d.queues = append(d.queues, &Queue{dev: d, rw: ifce.ReadWriteCloser})
+	}
+	if err := configure(d.name, opts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tun: configure %s: %w", d.name, err)
+	}
+	return d, nil
+}
+
+func configure(name string, opts Options) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("ioctl socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return fmt.Errorf("interface index: %w", err)
+	}
+	index := ifr.Uint32()
+
+	ifr.SetUint32(uint32(opts.MTU))
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFMTU, ifr); err != nil {
+		return fmt.Errorf("set MTU %d: %w", opts.MTU, err)
+	}
+	if opts.TxQueueLen > 0 {
+		ifr.SetUint32(uint32(opts.TxQueueLen))
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFTXQLEN, ifr); err != nil {
+			return fmt.Errorf("set tx queue length %d: %w", opts.TxQueueLen, err)
+		}
+	}
+
+	nl, err := openNetlink()
+	if err != nil {
+		return err
+	}
+	defer nl.close()
+	if err := nl.addAddr(index, opts.Addr); err != nil {
+		return err
+	}
+
+	// The link goes up before the routes: the kernel refuses routes via a down link.
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("link up: %w", err)
+	}
+	for _, r := range opts.Routes {
+		if err := nl.addRoute(index, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Queues returns one Device per queue; the first is the queue the Linux device itself uses.
+func (d *Linux) Queues() []Device {
+	qs := make([]Device, len(d.queues))
+	for i, q := range d.queues {
+		qs[i] = q
+	}
+	return qs
+}
+
+// Read reads one packet from the first queue into bufs[0].
+func (d *Linux) Read(bufs [][]byte, sizes []int) (int, error) { return d.queues[0].Read(bufs, sizes) }
+
+// Write writes each of bufs as one packet to the first queue.
+func (d *Linux) Write(bufs [][]byte) (int, error) { return d.queues[0].Write(bufs) }
+
+// MTU returns the MTU the device was configured with.
+func (d *Linux) MTU() int { return d.mtu }
+
+// Name returns the interface name.
+func (d *Linux) Name() string { return d.name }
+
+// Close closes every queue, which removes the device; blocked Reads return ErrClosed.
+func (d *Linux) Close() error {
+	var errs []error
+	d.once.Do(func() {
+		for _, q := range d.queues {
+			if err := q.rw.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tun: close %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// Read reads one packet into bufs[0]: a TUN read returns exactly one packet.
+func (q *Queue) Read(bufs [][]byte, sizes []int) (int, error) {
+	if len(bufs) == 0 || len(sizes) == 0 {
+		return 0, nil
+	}
+	n, err := q.rw.Read(bufs[0])
+	if err != nil {
+		return 0, q.mapErr("read", err)
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+// Write writes each of bufs as one packet.
+func (q *Queue) Write(bufs [][]byte) (int, error) {
+	for i, b := range bufs {
+		if _, err := q.rw.Write(b); err != nil {
+			return i, q.mapErr("write", err)
+		}
+	}
+	return len(bufs), nil
+}
+
+func (q *Queue) mapErr(op string, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("tun: %s %s: %w", op, q.dev.name, err)
+}
+
+// MTU returns the device's MTU.
+func (q *Queue) MTU() int { return q.dev.mtu }
+
+// Name returns the device's name.
+func (q *Queue) Name() string { return q.dev.name }
+
+// Close closes this queue only; the device goes away when its last queue is closed.
+func (q *Queue) Close() error {
+	if err := q.rw.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("tun: close queue of %s: %w", q.dev.name, err)
+	}
+	return nil
+}
