@@ -27,7 +27,21 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode, force bool) err
 // file is staged as a synced temporary first, then all are moved into place; if one fails,
 // the ones already placed are removed, so no partial output (a key without its cert) is
 // left behind.
+//
+// With force, existing files are replaced by rename; should a later rename fail, the files
+// already placed are removed too, so the set is never left half old and half new.
 func WriteFiles(files []File, force bool) error {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		abs, err := filepath.Abs(f.Path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+		if seen[abs] {
+			return fmt.Errorf("%s: %w: the same path is given for two files", f.Path, fs.ErrInvalid)
+		}
+		seen[abs] = true
+	}
 	if !force {
 		for _, f := range files {
 			if _, err := os.Lstat(f.Path); err == nil {

@@ -210,3 +210,14 @@ func TestWriteFilesLeavesNothingWhenOneFails(t *testing.T) {
 		t.Errorf("key written although the cert could not be: %v", err)
 	}
 }
+
+func TestWriteFilesRefusesTheSamePathTwice(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	err := cert.WriteFiles([]cert.File{{Path: p, Perm: 0o600}, {Path: p, Perm: 0o600}}, true)
+	if !errors.Is(err, fs.ErrInvalid) {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("file written")
+	}
+}

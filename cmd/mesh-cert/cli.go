@@ -42,7 +42,7 @@ func run(args []string, e *env) int {
 		return 0
 	}
 	fmt.Fprintf(e.stderr, "Error: %v\n", err)
-	if errors.Is(err, errUsage) || isFlagError(err) {
+	if errors.Is(err, errUsage) || isArgError(err) {
 		name := "mesh-cert"
 		if cmd != nil {
 			name = cmd.CommandPath()
@@ -53,11 +53,11 @@ func run(args []string, e *env) int {
 	return 1
 }
 
-func isFlagError(err error) bool {
+// isArgError recognises cobra's own argument-count and command-name errors, which it
+// returns as plain errors (flag errors arrive as usageError via SetFlagErrorFunc).
+func isArgError(err error) bool {
 	s := err.Error()
-	return strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand") ||
-		strings.HasPrefix(s, "invalid argument") || strings.HasPrefix(s, "flag needs an argument") ||
-		strings.HasPrefix(s, "unknown command") || strings.Contains(s, "arg(s)")
+	return strings.HasPrefix(s, "unknown command") || strings.Contains(s, "arg(s)")
 }
 
 func newRoot(e *env) *cobra.Command {
@@ -68,6 +68,7 @@ func newRoot(e *env) *cobra.Command {
 		SilenceUsage:  true,
 		// Without Run, cobra prints help for a bare "mesh-cert", which is what we want.
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	root.CompletionOptions.DisableDefaultCmd = true

@@ -343,3 +343,18 @@ func TestErrorsKeepTheirSentinels(t *testing.T) {
 		t.Errorf("missing -crt: %v", err)
 	}
 }
+
+func TestUsageMistakesExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"sign", "--duration", "soon"},
+		{"sign", "--name"},
+		{"frobnicate"},
+		{"verify", "extra"},
+		{"print", "a", "b"},
+	} {
+		r := meshCert(t, fixedNow, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--help") {
+			t.Errorf("%q: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}
