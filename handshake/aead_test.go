@@ -307,3 +307,34 @@ func bareAEAD(c Cipher, key []byte) cipher.AEAD {
 	a, _ := chacha20poly1305.New(key)
 	return a
 }
+
+// Several queue goroutines seal and open with one tunnel's AEAD at once (run with -race).
+func TestAEADIsSafeForConcurrentUse(t *testing.T) {
+	for _, c := range []Cipher{AESGCM, ChaChaPoly} {
+		a, _ := NewAEAD(c, testKey(6))
+		done := make(chan error, 4)
+		for g := range 4 {
+			go func() {
+				buf := make([]byte, 64+a.Overhead())
+				for i := range 200 {
+					n := uint64(g*1000 + i)
+					hdr := testHeader(n)
+					msg := bytes.Repeat([]byte{byte(n)}, 64)
+					copy(buf, msg)
+					ct := a.Seal(buf[:0], hdr, buf[:64], n)
+					pt, err := a.Open(ct[:0], hdr, ct, n)
+					if err != nil || !bytes.Equal(pt, msg) {
+						done <- errors.New("concurrent round trip failed")
+						return
+					}
+				}
+				done <- nil
+			}()
+		}
+		for range 4 {
+			if err := <-done; err != nil {
+				t.Fatalf("%v: %v", c, err)
+			}
+		}
+	}
+}

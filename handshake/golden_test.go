@@ -22,7 +22,7 @@ type golden struct {
 	now   time.Time
 }
 
-func loadGolden(t *testing.T) *golden {
+func loadGolden(t testing.TB) *golden {
 	t.Helper()
 	g := &golden{dir: filepath.Join("testdata", "nebula-1.6.1")}
 	ns, err := strconv.ParseInt(string(g.file(t, "time")), 10, 64)
@@ -47,7 +47,7 @@ func loadGolden(t *testing.T) *golden {
 	return g
 }
 
-func (g *golden) file(t *testing.T, name string) []byte {
+func (g *golden) file(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(g.dir, name))
 	if err != nil {

@@ -15,7 +15,6 @@ type Initiator struct {
 	localIndex uint32
 	ephemeral  []byte // the private key of e, kept so a spoiled Noise state can be rebuilt
 	payload    []byte
-	msg1       []byte
 	hs         *noise.HandshakeState // nil once used by a failed Complete
 	done       bool
 }
@@ -49,7 +48,7 @@ func Initiate(cfg *Config, localIndex uint32) (*Initiator, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	in.hs, in.msg1 = hs, msg1
+	in.hs = hs
 	return in, bytes.Clone(msg1), nil
 }
 
