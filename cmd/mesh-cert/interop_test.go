@@ -239,3 +239,122 @@ func TestInteropRefusalsMatchNebulaReasons(t *testing.T) {
 		t.Errorf("mesh-cert on an expired CA: %q", r.stderr)
 	}
 }
+
+// TestInteropReencodedCertsKeepNebulaFingerprint feeds nebula-cert non-canonical
+// re-encodings of one signed cert. Nebula decodes and re-marshals, so it accepts them under
+// the original fingerprint; mesh-cert is stricter and refuses them as malformed. Either
+// way a re-encoding never becomes a second identity for the blocklist (SECURITY-NOTES 1).
+// This is the one known difference in accept sets, and it is deliberate: Nebula itself
+// only ever sends canonical encodings.
+func TestInteropReencodedCertsKeepNebulaFingerprint(t *testing.T) {
+	nc := newNebulaCert(t)
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	ca := certtest.NewCA(t, "ca")
+	h := ca.Issue(t, "host", "10.42.0.1/16", certtest.WithGroups("a", "b"), certtest.WithSubnets("192.168.1.0/24"))
+	os.WriteFile(p("ca.crt"), ca.PEM, 0o644)
+	raw, _ := h.Cert.Marshal()
+	want := h.Cert.Fingerprint()
+
+	// Split the canonical encoding into its top-level and details fields.
+	details, sig := splitTop(t, raw)
+	dfs := splitFields(t, details)
+	enc := func(detailFields [][]byte, trailer ...byte) []byte {
+		d := bytes.Join(detailFields, nil)
+		out := append([]byte{0x0a}, uvarint(uint64(len(d)))...)
+		out = append(append(out, d...), sig...)
+		return append(out, trailer...)
+	}
+	swap := func(i, j int) [][]byte {
+		c := append([][]byte(nil), dfs...)
+		c[i], c[j] = c[j], c[i]
+		return c
+	}
+	withUnknown := append(append([][]byte(nil), dfs...), []byte{0x52, 0x01, 0x00}) // field 10, bytes
+	nonMinimalTime := append([][]byte(nil), dfs...)
+	for i, f := range nonMinimalTime {
+		if f[0] == 0x28 { // NotBefore: pad its varint with a redundant continuation byte
+			v := append([]byte(nil), f[1:]...)
+			v[len(v)-1] |= 0x80
+			nonMinimalTime[i] = append(append([]byte{0x28}, v...), 0x00)
+		}
+	}
+	variants := map[string][]byte{
+		"name after ips":        enc(swap(0, 1)),
+		"unknown details field": enc(withUnknown),
+		"non-minimal notBefore": enc(nonMinimalTime),
+	}
+	for name, b := range variants {
+		t.Run(name, func(t *testing.T) {
+			os.WriteFile(p("v.crt"), pem.EncodeToMemory(&pem.Block{Type: cert.PEMCertificate, Bytes: b}), 0o644)
+			_, nebErr, nebOK := nc.run("verify", "-ca", p("ca.crt"), "-crt", p("v.crt"))
+			if nebOK {
+				out := nc.mustRun("print", "-json", "-path", p("v.crt"))
+				if !strings.Contains(out, `"fingerprint":"`+want+`"`) {
+					t.Errorf("nebula-cert accepted a re-encoding under another fingerprint: %s", out)
+				}
+			} else {
+				// Each variant decodes to the signed struct, so Nebula must accept it; if not,
+				// the variant is broken and the test would prove nothing.
+				t.Errorf("nebula-cert refused the re-encoding: %s", nebErr)
+			}
+			r := meshCert(t, now(), "verify", "-ca", p("ca.crt"), "-crt", p("v.crt"))
+			if r.code == 0 || !strings.Contains(r.stderr, "malformed certificate") {
+				t.Errorf("mesh-cert should refuse the encoding as malformed: exit %d, %q", r.code, r.stderr)
+			}
+		})
+	}
+}
+
+// splitFields cuts canonical protobuf into whole fields (tag, length and value).
+func splitFields(t *testing.T, b []byte) [][]byte {
+	t.Helper()
+	var fields [][]byte
+	for off := 0; off < len(b); {
+		start := off
+		tag := b[off]
+		off++
+		switch tag & 7 {
+		case 0:
+			for b[off]&0x80 != 0 {
+				off++
+			}
+			off++
+		case 2:
+			n, w := readUvarint(b[off:])
+			off += w + int(n)
+		default:
+			t.Fatalf("unexpected wire type in %x", b)
+		}
+		fields = append(fields, b[start:off])
+	}
+	return fields
+}
+
+// splitTop returns the value of top-level field 1 (the details) and the remaining bytes.
+func splitTop(t *testing.T, b []byte) ([]byte, []byte) {
+	t.Helper()
+	fields := splitFields(t, b)
+	_, w := readUvarint(fields[0][1:])
+	return fields[0][1+w:], bytes.Join(fields[1:], nil)
+}
+
+func readUvarint(b []byte) (uint64, int) {
+	var v uint64
+	for i, c := range b {
+		v |= uint64(c&0x7f) << (7 * i)
+		if c&0x80 == 0 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}
+
+func uvarint(v uint64) []byte {
+	var out []byte
+	for v >= 0x80 {
+		out = append(out, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(out, byte(v))
+}
