@@ -4,35 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"sync"
 
 	"github.com/songgao/water"
 	"golang.org/x/sys/unix"
 )
-
-// DefaultMTU is Nebula's tun.mtu default.
-const DefaultMTU = 1300
-
-// Options describe the device to create. Only Addr is required.
-type Options struct {
-	// Name is the interface name (tun.dev); empty lets the kernel pick tunN.
-	Name string
-	// MTU defaults to DefaultMTU.
-	MTU int
-	// Addr is our VPN address with the mask of the VPN network, e.g. 10.42.0.1/16: the
-	// kernel routes that network into the device.
-	Addr netip.Prefix
-	// Routes are further networks routed into the device (tun.unsafe_routes).
-	Routes []netip.Prefix
-	// TxQueueLen sets the kernel's queue towards the device (tun.tx_queue); 0 keeps the
-	// kernel default.
-	TxQueueLen int
-	// Queues opens a multi-queue device with that many queues when > 1, so that several
-	// goroutines read and write in parallel (one per Queues() entry).
-	Queues int
-}
 
 // Linux is a TUN device (IFF_TUN, no packet info) opened through water. As a Device it
 // uses its first queue; Queues returns all of them.

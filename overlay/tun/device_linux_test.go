@@ -367,3 +367,23 @@ func BenchmarkEchoThroughKernel(b *testing.B) {
 		}
 	}
 }
+
+func TestOpenConfiguresIPv6AddressesAndRoutes(t *testing.T) {
+	ns := netns(t)
+	open(t, ns, tun.Options{
+		Name: "mesh6", Addr: netip.MustParsePrefix("fd42::1/64"),
+		Routes: []netip.Prefix{netip.MustParsePrefix("fd99::/48"), netip.MustParsePrefix("10.99.0.0/16")},
+	})
+	if addr := ip(t, "-n", ns, "-6", "addr", "show", "dev", "mesh6"); !strings.Contains(addr, "inet6 fd42::1/64") {
+		t.Errorf("address missing:\n%s", addr)
+	}
+	routes := ip(t, "-n", ns, "-6", "route", "show")
+	for _, want := range []string{"fd42::/64 dev mesh6", "fd99::/48 dev mesh6"} {
+		if !strings.Contains(routes, want) {
+			t.Errorf("routes lack %q:\n%s", want, routes)
+		}
+	}
+	if r4 := ip(t, "-n", ns, "-4", "route", "show"); !strings.Contains(r4, "10.99.0.0/16 dev mesh6") {
+		t.Errorf("IPv4 route on an IPv6-addressed device missing:\n%s", r4)
+	}
+}

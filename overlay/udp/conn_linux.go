@@ -14,23 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultBatch is how many datagrams one recvmmsg/sendmmsg moves when Options.Batch is 0;
-// Nebula's listen.batch default.
-const DefaultBatch = 64
-
-// Options tune the Linux socket. The zero value gives kernel-default buffers and batches of
-// DefaultBatch.
-type Options struct {
-	// ReadBuffer and WriteBuffer are socket buffer sizes in bytes (listen.read_buffer,
-	// listen.write_buffer); 0 keeps the kernel default. As root they are forced past
-	// net.core.rmem_max/wmem_max (SO_RCVBUFFORCE), otherwise capped by them.
-	ReadBuffer, WriteBuffer int
-	// Batch is the most datagrams one system call moves (listen.batch).
-	Batch int
-	// ReusePort sets SO_REUSEPORT, so several sockets (one per reader) can share a port.
-	ReusePort bool
-}
-
 // Socket is the Linux Conn: an unconnected UDP socket read and written in batches with
 // recvmmsg/sendmmsg through the runtime poller, so Close unblocks a blocked ReadBatch.
 // After setup it allocates nothing per datagram.
@@ -162,6 +145,25 @@ func (s *Socket) BufferSizes() (read, write int, err error) {
 		return 0, 0, fmt.Errorf("udp: buffer sizes: %w", err)
 	}
 	return read, write, nil
+}
+
+// Drops returns how many datagrams the kernel dropped for this socket, mostly because the
+// receive buffer was full (SK_MEMINFO_DROPS; the per-socket share of UdpRcvbufErrors).
+func (s *Socket) Drops() (uint64, error) {
+	var info [unix.SK_MEMINFO_VARS]uint32
+	var errno syscall.Errno
+	err := s.rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(info))
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&l)), 0)
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return 0, fmt.Errorf("udp: drops: %w", err)
+	}
+	return uint64(info[unix.SK_MEMINFO_DROPS]), nil
 }
 
 // LocalAddr returns the bound address, with the port the kernel chose for port 0.

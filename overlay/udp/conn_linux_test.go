@@ -313,3 +313,22 @@ func BenchmarkLoopback(b *testing.B) {
 		})
 	}
 }
+
+func TestDropsCountsAFullReceiveBuffer(t *testing.T) {
+	a := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4096})
+	b := listen(t, "127.0.0.1:0", Options{})
+	if d, err := a.Drops(); err != nil || d != 0 {
+		t.Fatalf("fresh socket: Drops = %d, %v", d, err)
+	}
+	msgs := make([]Message, 64)
+	for i := range msgs {
+		msgs[i] = Message{Buf: make([]byte, 1000), N: 1000, Addr: a.LocalAddr()}
+	}
+	if _, err := b.WriteBatch(msgs); err != nil {
+		t.Fatal(err)
+	}
+	d, err := a.Drops()
+	if err != nil || d == 0 {
+		t.Fatalf("64 KB into a 4 KB buffer: Drops = %d, %v", d, err)
+	}
+}

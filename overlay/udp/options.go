@@ -1,0 +1,18 @@
+package udp
+
+// DefaultBatch is how many datagrams one recvmmsg/sendmmsg moves when Options.Batch is 0;
+// Nebula's listen.batch default.
+const DefaultBatch = 64
+
+// Options tune the Linux socket. The zero value gives kernel-default buffers and batches of
+// DefaultBatch.
+type Options struct {
+	// ReadBuffer and WriteBuffer are socket buffer sizes in bytes (listen.read_buffer,
+	// listen.write_buffer); 0 keeps the kernel default. As root they are forced past
+	// net.core.rmem_max/wmem_max (SO_RCVBUFFORCE), otherwise capped by them.
+	ReadBuffer, WriteBuffer int
+	// Batch is the most datagrams one system call moves (listen.batch).
+	Batch int
+	// ReusePort sets SO_REUSEPORT, so several sockets (one per reader) can share a port.
+	ReusePort bool
+}
