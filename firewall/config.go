@@ -158,18 +158,19 @@ const (
 
 // compiledRule is a validated rule, ready for the hot path.
 type compiledRule struct {
-	index    int // position in the config list, for logs
-	class    protoClass
-	portLo   int32 // portAny, portFragment, or a range
-	portHi   int32
-	anyPeer  bool // host, group(s) or cidr said any, or none of them was given
-	host     string
-	groups   []string
-	cidr     netip.Prefix // invalid when unset
-	local    netip.Prefix // invalid when unset or any
-	caName   string
-	caSha    string // lower-case hex
-	caFilter bool
+	index     int // position in the config list, for logs
+	class     protoClass
+	portLo    int32 // portAny, portFragment, or a range
+	portHi    int32
+	anyPeer   bool // host, group(s) or cidr said any, or none of them was given
+	host      string
+	groups    []string
+	groupMask []maskWord   // groups as bits of the rule set's numbering
+	cidr      netip.Prefix // invalid when unset
+	local     netip.Prefix // invalid when unset or any
+	caName    string
+	caSha     string // lower-case hex
+	caFilter  bool
 }
 
 // compileRules validates one direction's rules; problems are appended to errs.

@@ -30,6 +30,9 @@ type ruleSet struct {
 	inAction  Action
 	outAction Action
 	timeouts  timeouts
+
+	groupIDs   map[string]int // every group the rules name, numbered
+	groupWords int
 }
 
 // Firewall judges packets. It is safe for concurrent use: verdicts from many goroutines and a
@@ -71,13 +74,18 @@ func New(cfg Config, opts Options) (*Firewall, error) {
 
 func (f *Firewall) compile(cfg Config, gen uint64) (*ruleSet, error) {
 	var errs []error
+	in := compileRules("inbound", cfg.Inbound, f.log.Warn, &errs)
+	out := compileRules("outbound", cfg.Outbound, f.log.Warn, &errs)
+	ids, words := assignGroups(in, out)
 	rs := &ruleSet{
-		gen:       gen,
-		in:        newTable(compileRules("inbound", cfg.Inbound, f.log.Warn, &errs)),
-		out:       newTable(compileRules("outbound", cfg.Outbound, f.log.Warn, &errs)),
-		inAction:  parseAction("inbound_action", cfg.InboundAction, &errs),
-		outAction: parseAction("outbound_action", cfg.OutboundAction, &errs),
-		timeouts:  parseTimeouts(cfg.Conntrack, &errs),
+		gen:        gen,
+		in:         newTable(in),
+		out:        newTable(out),
+		groupIDs:   ids,
+		groupWords: words,
+		inAction:   parseAction("inbound_action", cfg.InboundAction, &errs),
+		outAction:  parseAction("outbound_action", cfg.OutboundAction, &errs),
+		timeouts:   parseTimeouts(cfg.Conntrack, &errs),
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -132,7 +140,7 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	}
 	rs := f.rules.Load()
 
-	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort}
+	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort, groups: peer.groupsIn(rs)}
 	k := flowKey{proto: p.Proto}
 	if dir == Inbound {
 		fl.remote, fl.local = p.Src, p.Dst
@@ -200,7 +208,7 @@ func (f *Firewall) ownsLocal(a netip.Addr) bool {
 // recheck judges a conntrack entry made under older rules against the current ones, in the
 // direction that created it, and either renews it or removes it.
 func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, expires int64) bool {
-	fl := flow{proto: k.proto, remote: k.remote, local: k.local}
+	fl := flow{proto: k.proto, remote: k.remote, local: k.local, groups: peer.groupsIn(rs)}
 	fl.icmp = (k.remote.Is4() && k.proto == ProtoICMP) || (!k.remote.Is4() && k.proto == ProtoICMPv6)
 	if k.frag {
 		fl.ported, fl.port = e.ported, e.port

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Peer is the identity the overlay proved in the handshake. The overlay builds one per tunnel
@@ -15,6 +16,30 @@ type Peer struct {
 	Groups        []string
 	CAName        string // issuing CA's name
 	CAFingerprint string // issuing CA's fingerprint, hex
+
+	// groupBits caches which of a rule set's groups the peer holds, so matching a group rule is
+	// a mask test. It is rebuilt once per peer after a reload, never per packet.
+	groupBits atomic.Pointer[membership]
+}
+
+type membership struct {
+	rs   *ruleSet
+	bits []uint64
+}
+
+// groupsIn returns the peer's group bits for the groups rs knows.
+func (p *Peer) groupsIn(rs *ruleSet) []uint64 {
+	if m := p.groupBits.Load(); m != nil && m.rs == rs {
+		return m.bits
+	}
+	bits := make([]uint64, rs.groupWords)
+	for _, g := range p.Groups {
+		if id, ok := rs.groupIDs[g]; ok {
+			bits[id/64] |= 1 << (id % 64)
+		}
+	}
+	p.groupBits.Store(&membership{rs: rs, bits: bits})
+	return bits
 }
 
 // NewPeer copies its arguments into a Peer, so later changes to the caller's slices cannot
@@ -52,15 +77,4 @@ func (p *Peer) owns(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// hasGroups reports whether the peer holds every group in want. Certificates carry a handful
-// of groups, so a scan beats building a set and needs no preparation.
-func (p *Peer) hasGroups(want []string) bool {
-	for _, w := range want {
-		if !slices.Contains(p.Groups, w) {
-			return false
-		}
-	}
-	return true
 }

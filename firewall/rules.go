@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -50,9 +51,11 @@ type flow struct {
 	port   uint16
 	remote netip.Addr
 	local  netip.Addr
+	groups []uint64 // the peer's group bits in the rule set being matched
 }
 
-// match reports whether any rule allows f from peer.
+// match reports whether any rule allows f from peer, whose group bits for this rule set are
+// in f.groups.
 func (t *table) match(f *flow, peer *Peer) bool {
 	if t.matchClass(&t.classes[classAny], f, peer) {
 		return true
@@ -118,8 +121,57 @@ func (r *compiledRule) matchPeer(f *flow, peer *Peer) bool {
 	if r.host != "" && r.host == peer.Name {
 		return true
 	}
-	if len(r.groups) > 0 && peer.hasGroups(r.groups) {
+	if r.groupMask != nil && hasAll(f.groups, r.groupMask) {
 		return true
 	}
 	return r.cidr.IsValid() && r.cidr.Contains(f.remote)
+}
+
+// maskWord is one non-zero word of a rule's group mask: rules name few groups, so a sparse
+// mask stays a word or two however many groups the whole config names.
+type maskWord struct {
+	idx  int
+	bits uint64
+}
+
+func hasAll(have []uint64, want []maskWord) bool {
+	for _, w := range want {
+		if have[w.idx]&w.bits != w.bits {
+			return false
+		}
+	}
+	return true
+}
+
+// assignGroups numbers every group the rules name and gives each rule its mask.
+func assignGroups(tables ...[]compiledRule) (ids map[string]int, words int) {
+	ids = map[string]int{}
+	for _, rules := range tables {
+		for _, r := range rules {
+			for _, g := range r.groups {
+				if _, ok := ids[g]; !ok {
+					ids[g] = len(ids)
+				}
+			}
+		}
+	}
+	words = (len(ids) + 63) / 64
+	for _, rules := range tables {
+		for i := range rules {
+			r := &rules[i]
+			if len(r.groups) == 0 {
+				continue
+			}
+			for _, g := range r.groups {
+				idx, bit := ids[g]/64, uint64(1)<<(ids[g]%64)
+				j := slices.IndexFunc(r.groupMask, func(w maskWord) bool { return w.idx == idx })
+				if j < 0 {
+					r.groupMask = append(r.groupMask, maskWord{idx: idx})
+					j = len(r.groupMask) - 1
+				}
+				r.groupMask[j].bits |= bit
+			}
+		}
+	}
+	return ids, words
 }
