@@ -57,6 +57,46 @@ func Contract(t *testing.T, open func(t *testing.T) (a, b udp.Conn)) {
 			t.Fatalf("ReadBatch(nil) = %d, %v", n, err)
 		}
 	})
+	t.Run("one reader and one writer at once", func(t *testing.T) {
+		a, b := open(t)
+		const n = 500
+		done := make(chan int)
+		go func() { // b reads what a sends, while b's writer echoes a marker back
+			msgs := make([]udp.Message, 8)
+			for i := range msgs {
+				msgs[i].Buf = make([]byte, 16)
+			}
+			got := 0
+			for got < n {
+				k, err := b.ReadBatch(msgs)
+				if err != nil {
+					break
+				}
+				got += k
+			}
+			done <- got
+		}()
+		go func() {
+			for range n {
+				b.WriteBatch([]udp.Message{{Buf: []byte("e"), N: 1, Addr: a.LocalAddr()}})
+			}
+		}()
+		for i := range n {
+			write(t, a, []udp.Message{{Buf: []byte{byte(i)}, N: 1, Addr: b.LocalAddr()}})
+			if i%64 == 63 {
+				time.Sleep(time.Millisecond) // stay within the receive buffer
+			}
+		}
+		select {
+		case got := <-done:
+			if got != n {
+				t.Fatalf("received %d of %d", got, n)
+			}
+		case <-time.After(5 * time.Second):
+			b.Close()
+			t.Fatalf("reader stalled: %d of %d", <-done, n)
+		}
+	})
 	t.Run("close unblocks the reader and ends writes", func(t *testing.T) {
 		a, b := open(t)
 		errc := make(chan error, 1)
