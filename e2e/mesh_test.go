@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -220,19 +221,50 @@ func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
 	return hosts
 }
 
-func nodeConfig(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) string {
+// nodeConf is the part of a Nebula-format config the suites vary; render writes the YAML.
+type nodeConf struct {
+	ca, cert, key string
+	static        map[string]string // overlay IP -> underlay "ip:port"
+	amLighthouse  bool
+	lighthouses   []string // overlay IPs of the lighthouses
+	punch         bool
+	cipher        string
+	mtu           int
+	inbound       []string // firewall.inbound rules as YAML flow maps; nil means allow all
+	extra         string   // appended verbatim (e.g. a stats section)
+}
+
+func (c nodeConf) render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "pki:\n  ca: %s\n  cert: %s\n  key: %s\n", ca, crt, key)
+	fmt.Fprintf(&b, "pki:\n  ca: %s\n  cert: %s\n  key: %s\n", c.ca, c.cert, c.key)
 	b.WriteString("static_host_map:\n")
-	for _, o := range all {
-		if o != me {
-			fmt.Fprintf(&b, "  %q: [\"%s:%d\"]\n", o.overlay, o.underlay, overlayPort)
-		}
+	if len(c.static) == 0 {
+		b.WriteString("  {}\n")
 	}
-	fmt.Fprintf(&b, `lighthouse:
-  am_lighthouse: false
-  hosts: []
-listen:
+	keys := make([]string, 0, len(c.static))
+	for k := range c.static {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %q: [%q]\n", k, c.static[k])
+	}
+	fmt.Fprintf(&b, "lighthouse:\n  am_lighthouse: %t\n  interval: 2\n  hosts: [", c.amLighthouse)
+	for i, h := range c.lighthouses {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", h)
+	}
+	b.WriteString("]\n")
+	if c.punch {
+		b.WriteString("punchy:\n  punch: true\n  respond: true\n")
+	}
+	mtu := c.mtu
+	if mtu == 0 {
+		mtu = 1300
+	}
+	fmt.Fprintf(&b, `listen:
   host: 0.0.0.0
   port: %d
 tun:
@@ -246,9 +278,35 @@ firewall:
   outbound:
     - {port: any, proto: any, host: any}
   inbound:
-    - {port: any, proto: any, host: any}
-`, overlayPort, spec.mtu, spec.cipher)
+`, overlayPort, mtu, c.cipher)
+	inbound := c.inbound
+	if inbound == nil {
+		inbound = []string{"{port: any, proto: any, host: any}"}
+	}
+	for _, r := range inbound {
+		fmt.Fprintf(&b, "    - %s\n", r)
+	}
+	b.WriteString(c.extra)
 	return b.String()
+}
+
+func nodeConfig(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) string {
+	c := nodeConf{ca: ca, cert: crt, key: key, cipher: spec.cipher, mtu: spec.mtu, static: map[string]string{}}
+	for _, o := range all {
+		if o != me {
+			c.static[o.overlay] = fmt.Sprintf("%s:%d", o.underlay, overlayPort)
+		}
+	}
+	return c.render()
+}
+
+// writeConfig writes a host's config into dir and remembers its path.
+func (h *meshHost) writeConfig(t *testing.T, dir string, c nodeConf) {
+	t.Helper()
+	h.config = filepath.Join(dir, h.name+".yml")
+	if err := os.WriteFile(h.config, []byte(c.render()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // start runs the host's daemon (again, after a stop or a kill).

@@ -254,16 +254,26 @@ func (n *Namespace) Sysctl(t testing.TB, key, value string) {
 }
 
 // NAT turns the namespace into a router that masquerades everything leaving through wanDev:
-// IPv4 forwarding on, and an nftables source NAT rule (its own table, gone with the namespace).
-// Linux keeps the source port when it can and only lets replies in, which is the NAT that
-// UDP hole punching is meant to cross.
+// IPv4 forwarding on, an nftables source NAT rule, and unsolicited packets arriving on wanDev
+// dropped (its own table, gone with the namespace). Linux keeps the source port when it can
+// and only lets replies in: the NAT that UDP hole punching is meant to cross. The drop is what
+// a home router does, and it matters: an unsolicited packet that reached the router itself
+// would leave a conntrack entry behind that forces the next outgoing mapping onto another port.
 func (n *Namespace) NAT(t testing.TB, wanDev string) {
 	t.Helper()
 	n.Sysctl(t, "net.ipv4.ip_forward", "1")
 	rules := fmt.Sprintf(`table ip e2enat {
-	chain post {
+	chain outbound {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "%s" masquerade
+		oifname "%[1]s" masquerade
+	}
+	chain inbound {
+		type filter hook input priority filter; policy accept;
+		iifname "%[1]s" ct state new drop
+	}
+	chain forwarded {
+		type filter hook forward priority filter; policy accept;
+		iifname "%[1]s" ct state new drop
 	}
 }
 `, wanDev)
@@ -273,5 +283,32 @@ func (n *Namespace) NAT(t testing.TB, wanDev string) {
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft in %s: %v\n%s", n.Name, err, out)
+	}
+}
+
+// Counter adds an nftables rule that counts forwarded packets matching expr (nft syntax,
+// e.g. `ip daddr 198.18.0.12 udp dport 4242`) and returns a function reading its byte count.
+// Suites use it to prove which path traffic took.
+func (n *Namespace) Counter(t testing.TB, expr string) func() (int64, error) {
+	t.Helper()
+	table := fmt.Sprintf("e2ecount%d", counter.Add(1))
+	rules := fmt.Sprintf("table ip %s {\n\tchain forwarded {\n\t\ttype filter hook forward priority filter - 1; policy accept;\n\t\t%s counter\n\t}\n}\n", table, expr)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft counter in %s: %v\n%s", n.Name, err, out)
+	}
+	return func() (int64, error) {
+		out, err := n.Run("nft", "list", "table", "ip", table)
+		if err != nil {
+			return 0, fmt.Errorf("nft list table %s: %v: %s", table, err, out)
+		}
+		_, rest, ok := strings.Cut(out, " bytes ")
+		if !ok {
+			return 0, fmt.Errorf("no counter in %q", out)
+		}
+		return strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
 	}
 }
