@@ -14,7 +14,8 @@
 //
 //	port AND proto AND (ca_name OR ca_sha, when either is set) AND (host OR group(s) OR cidr) AND local_cidr
 //
-// where a rule with none of host, group(s), cidr matches every peer, and `host: any`,
+// where a rule with none of host, group(s), cidr (it must then name a CA or a local_cidr)
+// matches every peer of that CA or to that local address, and `host: any`,
 // `group: any` or `cidr: any` also match everyone. `groups` requires every listed group.
 // The port of a rule is compared with the destination port of the packet in both directions
 // (the local port inbound, the remote port outbound). ICMP has no port: icmp rules ignore
@@ -27,7 +28,10 @@
 //   - a port range starting at 0 ("0-100") means ports 0..100, not "any";
 //   - `cidr: 0.0.0.0/8` means that prefix, not "any" (Nebula treats any prefix holding 0.0.0.0
 //     as any);
-//   - firewall.conntrack.max_connections is accepted and ignored, as in Nebula 1.6.
+//   - firewall.conntrack.max_connections is accepted and ignored, as in Nebula 1.6;
+//   - inbound_action/outbound_action (drop or reject) and local_cidr come from later Nebula
+//     releases and are accepted too; an unset local_cidr adds no condition beyond the check
+//     that our side of the packet is one of our certificate's IPs or subnets.
 //
 // # Fragments
 //
@@ -44,7 +48,9 @@
 // Flows are keyed from the local side: (remote addr, local addr, remote port, local port,
 // proto); ICMP is keyed by (remote, local, proto) alone, as Nebula does, so any ICMP from the
 // peer answers an admitted ICMP flow. Entries live tcp_timeout (12m), udp_timeout (3m) or
-// default_timeout (10m) after the last packet, measured with the injected clock. After
+// default_timeout (10m) after the last packet, measured with the injected clock. Expired
+// entries are removed when met, and each shard is swept at most every 5 s when a flow is added
+// (or all at once by [Firewall.Expire]). After
 // [Firewall.Reload], an entry is re-checked against the new rules the next time it is used:
 // flows the new rules still allow continue, the others are cut.
 //
