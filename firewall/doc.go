@@ -50,14 +50,19 @@
 // peer answers an admitted ICMP flow. Entries live tcp_timeout (12m), udp_timeout (3m) or
 // default_timeout (10m) after the last packet, measured with the injected clock. Expired
 // entries are removed when met, and each shard is swept at most every 5 s when a flow is added
-// (or all at once by [Firewall.Expire]). After
-// [Firewall.Reload], an entry is re-checked against the new rules the next time it is used:
-// flows the new rules still allow continue, the others are cut.
+// (or all at once by [Firewall.Expire]). After [Firewall.Reload], an entry is re-checked
+// against the new rules the next time it is used: flows the new rules still allow continue,
+// the others are cut.
 //
 // # Parsing
 //
 // [Packet.Parse] classifies IPv4 (options, fragments) and IPv6 (a bounded walk of hop-by-hop,
 // routing, fragment, destination options and AH headers; ESP and unknown next headers are final)
 // and TCP, UDP, ICMP and ICMPv6. It fails closed: what it cannot fully classify is reported
-// with a Reason and the packet is dropped, never accepted.
+// with a Reason and the packet is dropped, never accepted. Beyond the protocols' own rules it
+// refuses a hop-by-hop header anywhere but first, a second fragment or routing header, a
+// routing header other than a spent type 0 (it would send the packet past the address the
+// rules saw), jumbograms, and IPv4, IPv6 and TCP options whose lengths do not add up. An ESP
+// or unknown next header ends the walk and is the packet's protocol, so only `proto: any`
+// rules can match it.
 package firewall
