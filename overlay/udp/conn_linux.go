@@ -23,6 +23,9 @@ type Socket struct {
 	local  netip.AddrPort
 	v6     bool // AF_INET6 socket: IPv4 peers are written as v4-mapped addresses
 	closed atomic.Bool
+	// gso: the kernel takes UDP_SEGMENT, so runs of equal-sized datagrams to one address go
+	// down as one send. Only the writer reads or clears it.
+	gso bool
 
 	rd batch // owned by the one reader
 	wr batch // owned by the one writer
@@ -34,11 +37,17 @@ type batch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // big enough for either family
-	n     int                     // messages in hdrs for this call
-	off   int                     // first message not yet sent
+	n     int                     // entries of hdrs used by this call
+	off   int                     // first entry of hdrs not yet sent
 	done  int                     // result of the system call
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
+
+	// Writer only: with GSO one entry of hdrs carries several datagrams.
+	cmsgs        []byte // one UDP_SEGMENT control message per entry
+	first        []int  // first[h] is the index of the first datagram in hdrs[h]
+	noGSO        bool   // the next call sends without GSO, after an error on a GSO send
+	gsoFallbacks int    // GSO sends refused and resent singly, for tests
 }
 
 func newBatch(size int) batch {
@@ -59,7 +68,11 @@ func newBatch(size int) batch {
 // Addr, as in ":4242") or "[::]" listens dual-stack; "0.0.0.0" listens IPv4 only. Source
 // addresses are reported unmapped (::ffff:a.b.c.d becomes a.b.c.d).
 func Listen(addr netip.AddrPort, opts Options) (Conn, error) {
-	return ListenSocket(addr, opts)
+	s, err := ListenSocket(addr, opts)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return s, nil
 }
 
 // ListenSocket is Listen returning the concrete type, for callers that want BufferSizes.
@@ -103,6 +116,11 @@ func ListenSocket(addr netip.AddrPort, opts Options) (*Socket, error) {
 	la := s.pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	s.local = netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 	s.rd, s.wr = newBatch(size), newBatch(size)
+	s.wr.cmsgs = make([]byte, size*gsoCmsgSpace)
+	s.wr.first = make([]int, size+1)
+	if !opts.DisableGSO {
+		s.gso = probeGSO(s.rc)
+	}
 	s.rd.fn, s.wr.fn = s.recv, s.send
 	return s, nil
 }
@@ -216,63 +234,6 @@ func (s *Socket) recv(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			return false // wait for the poller
-		}
-		b.done, b.errno = int(n), e
-		return true
-	}
-}
-
-// WriteBatch sends msgs in order, Options.Batch per system call. It returns how many were
-// sent; on error msgs[n] is the datagram that failed and the ones after it were not tried.
-func (s *Socket) WriteBatch(msgs []Message) (int, error) {
-	sent := 0
-	for sent < len(msgs) {
-		n, err := s.writeSome(msgs[sent:])
-		sent += n
-		if err != nil {
-			return sent, err
-		}
-	}
-	return sent, nil
-}
-
-func (s *Socket) writeSome(msgs []Message) (int, error) {
-	b := &s.wr
-	b.n = min(len(msgs), len(b.hdrs))
-	for i := range b.n {
-		namelen, ok := s.toSockaddr(&b.names[i], msgs[i].Addr)
-		if !ok {
-			if i == 0 {
-				return 0, fmt.Errorf("udp: send to %v from %v: %w", msgs[i].Addr, s.local, ErrAddressFamily)
-			}
-			b.n = i // send what precedes it; the next call reports it
-			break
-		}
-		b.hdrs[i].Hdr.Namelen = namelen
-		setIov(&b.iovs[i], msgs[i].Buf[:msgs[i].N])
-	}
-	// sendmmsg may stop early (a full buffer, or an error on a later message, which it
-	// reports only on the next call), so keep going from where it stopped.
-	for b.off = 0; b.off < b.n; b.off += b.done {
-		if err := s.rc.Write(b.fn); err != nil {
-			return b.off, s.mapErr("write", err)
-		}
-		if b.errno != 0 {
-			return b.off, fmt.Errorf("udp: send to %v: %w", msgs[b.off].Addr, b.errno)
-		}
-	}
-	return b.n, nil
-}
-
-func (s *Socket) send(fd uintptr) bool {
-	b := &s.wr
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.off])), uintptr(b.n-b.off), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
 		}
 		b.done, b.errno = int(n), e
 		return true

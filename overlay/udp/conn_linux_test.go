@@ -9,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -286,10 +288,14 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkLoopback(b *testing.B) {
-	for _, size := range []int{1, 64} {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+	for _, c := range []struct {
+		size  int
+		nogso bool
+	}{{1, true}, {64, true}, {64, false}} {
+		size := c.size
+		b.Run(fmt.Sprintf("batch=%d/gso=%v", size, !c.nogso), func(b *testing.B) {
 			rx := listen(b, "127.0.0.1:0", Options{Batch: size, ReadBuffer: 4 << 20})
-			tx := listen(b, "127.0.0.1:0", Options{Batch: size, WriteBuffer: 4 << 20})
+			tx := listen(b, "127.0.0.1:0", Options{Batch: size, WriteBuffer: 4 << 20, DisableGSO: c.nogso})
 			out := make([]Message, size)
 			in := make([]Message, size)
 			for i := range out {
@@ -331,4 +337,94 @@ func TestDropsCountsAFullReceiveBuffer(t *testing.T) {
 	if err != nil || d == 0 {
 		t.Fatalf("64 KB into a 4 KB buffer: Drops = %d, %v", d, err)
 	}
+}
+
+// gsoBatch is 64 datagrams: two runs to one address (equal sizes, then a short tail), a
+// run to another address, and single odd ones, so that every coalescing rule is exercised.
+func gsoBatch(a, b netip.AddrPort) []Message {
+	var msgs []Message
+	add := func(to netip.AddrPort, size int) {
+		p := make([]byte, size)
+		for i := range p {
+			p[i] = byte(len(msgs))
+		}
+		msgs = append(msgs, Message{Buf: p, N: size, Addr: to})
+	}
+	for range 20 {
+		add(a, 1200)
+	}
+	add(a, 700) // short tail ends the run
+	add(a, 1200)
+	for range 10 {
+		add(b, 500)
+	}
+	add(a, 0) // empty datagram
+	for len(msgs) < 64 {
+		add(a, 1000+len(msgs)) // growing sizes: never coalesced
+	}
+	return msgs
+}
+
+func TestGSOSendsTheSameDatagrams(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		opts       Options
+		noCheck    bool // SO_NO_CHECK makes the kernel refuse segmented sends (EINVAL)
+		wantGSO    bool
+		wantRetrys bool
+	}{
+		{"gso", Options{}, false, true, false},
+		{"gso refused by the kernel falls back", Options{}, true, true, true},
+		{"gso disabled", Options{DisableGSO: true}, false, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ra := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20})
+			rb := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20})
+			tx := listen(t, "127.0.0.1:0", tt.opts)
+			if tx.gso != tt.wantGSO {
+				t.Fatalf("gso = %v, want %v", tx.gso, tt.wantGSO)
+			}
+			if tt.noCheck {
+				tx.rc.Control(func(fd uintptr) {
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1); err != nil {
+						t.Fatal(err)
+					}
+				})
+			}
+			msgs := gsoBatch(ra.LocalAddr(), rb.LocalAddr())
+			if n, err := tx.WriteBatch(msgs); n != len(msgs) || err != nil {
+				t.Fatalf("WriteBatch = %d, %v", n, err)
+			}
+			if got := tx.wr.gsoFallbacks > 0; got != tt.wantRetrys {
+				t.Fatalf("fallbacks = %d", tx.wr.gsoFallbacks)
+			}
+			var wantA, wantB []Message
+			for _, m := range msgs {
+				if m.Addr == ra.LocalAddr() {
+					wantA = append(wantA, m)
+				} else {
+					wantB = append(wantB, m)
+				}
+			}
+			for _, side := range []struct {
+				rx   *Socket
+				want []Message
+			}{{ra, wantA}, {rb, wantB}} {
+				got := readN(t, side.rx, len(side.want))
+				for i, m := range got {
+					if !bytes.Equal(m.Buf, side.want[i].Buf[:side.want[i].N]) || m.Addr != tx.LocalAddr() {
+						t.Fatalf("datagram %d: %d bytes of %d from %v, want %d bytes of %d",
+							i, len(m.Buf), firstByte(m.Buf), m.Addr, side.want[i].N, firstByte(side.want[i].Buf))
+					}
+				}
+			}
+		})
+	}
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
 }

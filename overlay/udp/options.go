@@ -15,4 +15,7 @@ type Options struct {
 	Batch int
 	// ReusePort sets SO_REUSEPORT, so several sockets (one per reader) can share a port.
 	ReusePort bool
+	// DisableGSO turns off UDP segmentation offload on send, which is otherwise used when
+	// the kernel supports it (Linux 4.18+). The datagrams on the wire are the same.
+	DisableGSO bool
 }
