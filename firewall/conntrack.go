@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 )
@@ -18,10 +19,12 @@ const (
 
 // flowKey identifies a flow from the local side, so both directions of it share one entry.
 // Fragment entries (frag set) identify one datagram instead: ports are zero, id is its
-// fragment id and proto the fragment's protocol.
+// fragment id and proto the fragment's protocol. Addresses are kept as bytes so that neither
+// key nor entry holds a pointer: the garbage collector never scans the table.
 type flowKey struct {
-	remote     netip.Addr
-	local      netip.Addr
+	remote     [16]byte
+	local      [16]byte
+	v6         bool
 	remotePort uint16
 	localPort  uint16
 	proto      uint8
@@ -61,18 +64,19 @@ func newConntrack() *conntrack {
 	return c
 }
 
+func newFlowKey(remote, local netip.Addr, remotePort, localPort uint16, proto uint8) flowKey {
+	return flowKey{
+		remote: remote.As16(), local: local.As16(), v6: !remote.Is4(),
+		remotePort: remotePort, localPort: localPort, proto: proto,
+	}
+}
+
 func (c *conntrack) shard(k *flowKey) *shard {
-	a := k.remote.As16()
-	b := k.local.As16()
-	h := uint64(14695981039346656037)
-	for _, x := range a {
-		h = (h ^ uint64(x)) * 1099511628211
-	}
-	for _, x := range b[12:] {
-		h = (h ^ uint64(x)) * 1099511628211
-	}
-	h ^= uint64(k.remotePort)<<32 | uint64(k.localPort)<<16 | uint64(k.proto)<<8 | uint64(k.id)
-	h *= 0x9e3779b97f4a7c15
+	const m = 0x9e3779b97f4a7c15
+	h := binary.LittleEndian.Uint64(k.remote[:8])*m ^ binary.LittleEndian.Uint64(k.remote[8:])
+	h = h*m ^ binary.LittleEndian.Uint64(k.local[8:])
+	h = h*m ^ (uint64(k.remotePort)<<48 | uint64(k.localPort)<<32 | uint64(k.proto)<<24 | uint64(k.id))
+	h *= m
 	return &c.shards[h>>(64-6)]
 }
 

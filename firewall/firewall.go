@@ -141,15 +141,12 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	rs := f.rules.Load()
 
 	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort, groups: peer.groupsIn(rs)}
-	k := flowKey{proto: p.Proto}
-	if dir == Inbound {
-		fl.remote, fl.local = p.Src, p.Dst
-		k.remotePort, k.localPort = p.SrcPort, p.DstPort
-	} else {
+	remotePort, localPort := p.SrcPort, p.DstPort
+	fl.remote, fl.local = p.Src, p.Dst
+	if dir == Outbound {
+		remotePort, localPort = p.DstPort, p.SrcPort
 		fl.remote, fl.local = p.Dst, p.Src
-		k.remotePort, k.localPort = p.DstPort, p.SrcPort
 	}
-	k.remote, k.local = fl.remote, fl.local
 
 	// The peer must own its side of the packet before anything else, conntrack included:
 	// otherwise one peer could ride another's flows.
@@ -163,6 +160,7 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	if fl.frag {
 		return f.laterFragment(p, dir, peer, rs, &fl, now)
 	}
+	k := newFlowKey(fl.remote, fl.local, remotePort, localPort, p.Proto)
 
 	timeout := rs.timeouts.other
 	switch p.Proto {
@@ -172,7 +170,7 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 		timeout = rs.timeouts.udp
 	}
 	if e, ok := f.ct.lookup(&k, now, rs.gen, now+timeout); ok {
-		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, now+timeout) {
+		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, &fl, now+timeout) {
 			f.trackFirst(p, dir, rs, &fl, now)
 			return Verdict{Accept, ReasonConntrack}
 		}
@@ -206,10 +204,11 @@ func (f *Firewall) ownsLocal(a netip.Addr) bool {
 }
 
 // recheck judges a conntrack entry made under older rules against the current ones, in the
-// direction that created it, and either renews it or removes it.
-func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, expires int64) bool {
-	fl := flow{proto: k.proto, remote: k.remote, local: k.local, groups: peer.groupsIn(rs)}
-	fl.icmp = (k.remote.Is4() && k.proto == ProtoICMP) || (!k.remote.Is4() && k.proto == ProtoICMPv6)
+// direction that created it, and either renews it or removes it. cur is the flow of the packet
+// that met the entry: it shares the entry's addresses.
+func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, cur *flow, expires int64) bool {
+	fl := flow{proto: k.proto, remote: cur.remote, local: cur.local, groups: cur.groups}
+	fl.icmp = (!k.v6 && k.proto == ProtoICMP) || (k.v6 && k.proto == ProtoICMPv6)
 	if k.frag {
 		fl.ported, fl.port = e.ported, e.port
 	} else {
@@ -239,7 +238,8 @@ func (f *Firewall) trackFirst(p *Packet, dir Direction, rs *ruleSet, fl *flow, n
 	if p.Frag != FragFirst {
 		return
 	}
-	k := flowKey{remote: fl.remote, local: fl.local, proto: p.FragProto, frag: true, id: p.FragID}
+	k := newFlowKey(fl.remote, fl.local, 0, 0, p.FragProto)
+	k.frag, k.id = true, p.FragID
 	f.ct.insert(&k, entry{
 		expires: now + fragTimeout, gen: rs.gen, dir: dir,
 		fragEnd: p.FragLen, port: fl.port, ported: fl.ported,
@@ -249,12 +249,13 @@ func (f *Firewall) trackFirst(p *Packet, dir Direction, rs *ruleSet, fl *flow, n
 // laterFragment judges a fragment without ports: it belongs to a datagram whose first fragment
 // was admitted, or a `port: fragment`/`port: any` rule allows it (Nebula's rule), or it drops.
 func (f *Firewall) laterFragment(p *Packet, dir Direction, peer *Peer, rs *ruleSet, fl *flow, now int64) Verdict {
-	k := flowKey{remote: fl.remote, local: fl.local, proto: p.FragProto, frag: true, id: p.FragID}
+	k := newFlowKey(fl.remote, fl.local, 0, 0, p.FragProto)
+	k.frag, k.id = true, p.FragID
 	if e, ok := f.ct.lookup(&k, now, rs.gen, 0); ok {
 		if p.FragOffset < e.fragEnd {
 			return Verdict{Drop, ReasonFragmentOverlap}
 		}
-		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, 0) {
+		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, fl, 0) {
 			return Verdict{Accept, ReasonConntrack}
 		}
 	}
