@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -503,5 +504,49 @@ func TestReasonLabelsAreStable(t *testing.T) {
 	}
 	if (Verdict{Reject, ReasonNoRule}).String() != "reject/no_rule" {
 		t.Error("verdict string")
+	}
+}
+
+func TestIPv6FragmentsFollowTheirFirst(t *testing.T) {
+	p6 := NewPeer("v6", []netip.Prefix{pfx("fd00::5/64")}, nil, nil, "", "")
+	f, err := New(in(Rule{Port: "53", Proto: "udp", Host: "any"}), Options{Now: newClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := func(payload []byte) []byte {
+		return v6{src: "fd00::5", dst: "fd00::1", nh: ProtoDstOpts, payload: cat(ext6(ProtoFragment, 0), payload)}.bytes()
+	}
+	first := pkt(cat(frag6(ProtoUDP, 0, true, 99), udpDgram(1, 53, make([]byte, 8)...)))
+	later := pkt(cat(frag6(ProtoUDP, 2, false, 99), make([]byte, 30)))
+	overlap := pkt(cat(frag6(ProtoUDP, 1, false, 99), make([]byte, 30)))
+	stranger := pkt(cat(frag6(ProtoUDP, 2, false, 100), make([]byte, 30)))
+	for i, s := range []struct {
+		pkt  []byte
+		want Verdict
+	}{
+		{stranger, Verdict{Drop, ReasonFragmentUnknownFlow}},
+		{first, Verdict{Accept, ReasonRule}},
+		{later, Verdict{Accept, ReasonConntrack}},
+		{overlap, Verdict{Drop, ReasonFragmentOverlap}},
+		{stranger, Verdict{Drop, ReasonFragmentUnknownFlow}},
+	} {
+		if got := f.Verdict(s.pkt, Inbound, p6); got != s.want {
+			t.Fatalf("step %d: verdict %v, want %v", i, got, s.want)
+		}
+	}
+}
+
+func TestConfigWarningsReachTheLogger(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	cfg := in(Rule{Port: "8", Proto: "icmp", Host: "any"})
+	cfg.Conntrack.MaxConnections = 100000
+	if _, err := New(cfg, Options{Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ignoring the port of an icmp rule", "firewall.inbound[0]", "max_connections is ignored"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log %q lacks %q", buf.String(), want)
+		}
 	}
 }
