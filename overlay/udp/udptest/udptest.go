@@ -71,6 +71,7 @@ type Network struct {
 	conns    map[netip.AddrPort]*Conn
 	nextPort map[netip.Addr]uint16
 	taps     map[netip.AddrPort]Tap
+	wire     func(from, to netip.AddrPort, b []byte) bool
 	parts    map[[2]netip.Addr]bool
 	loss     float64
 	dup      float64
@@ -130,6 +131,16 @@ func (n *Network) SetTap(addr netip.AddrPort, t Tap) {
 		return
 	}
 	n.taps[addr] = t
+}
+
+// Tap installs f on the whole network (nil removes it): it sees every datagram a Conn
+// writes, before faults and before the sender's node Tap, and returns false to drop it.
+// Like a node Tap it may modify b in place but must copy it to keep it, and it does not
+// see Inject.
+func (n *Network) Tap(f func(from, to netip.AddrPort, b []byte) bool) {
+	n.mu.Lock()
+	n.wire = f
+	n.mu.Unlock()
 }
 
 // Stats returns a snapshot of the counters.
@@ -227,8 +238,12 @@ func pairKey(a, b netip.Addr) [2]netip.Addr {
 func (n *Network) send(from, to netip.AddrPort, b []byte) {
 	n.sent.Add(1)
 	n.mu.Lock()
-	tap := n.taps[from]
+	wire, tap := n.wire, n.taps[from]
 	n.mu.Unlock()
+	if wire != nil && !wire(from, to, b) {
+		n.tapDropped.Add(1)
+		return
+	}
 	if tap != nil && !tap(Outbound, from, to, b) {
 		n.tapDropped.Add(1)
 		return

@@ -461,3 +461,35 @@ func TestNetworkMeetsConnContract(t *testing.T) {
 		return listen(t, n, addrA).Conn, listen(t, n, addrB).Conn
 	})
 }
+
+func TestNetworkTapSeesEveryWrittenDatagram(t *testing.T) {
+	n := NewNetwork(1)
+	a, b, c := listen(t, n, addrA), listen(t, n, addrB), listen(t, n, addrC)
+	var mu sync.Mutex
+	var seen []string
+	n.Tap(func(from, to netip.AddrPort, p []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, fmt.Sprintf("%v>%v %s", from.Addr(), to.Addr(), p))
+		return string(p) != "drop"
+	})
+	send(t, a, addrB, "ab", "drop")
+	send(t, c, addrA, "ca")
+	n.Inject(addrC, addrB, []byte("injected"))
+	if got, _ := recv(t, b, 2, time.Second); fmt.Sprint(got) != "[ab injected]" {
+		t.Fatalf("b got %v", got)
+	}
+	if got, _ := recv(t, a, 1, time.Second); fmt.Sprint(got) != "[ca]" {
+		t.Fatalf("a got %v", got)
+	}
+	mu.Lock()
+	if fmt.Sprint(seen) != "[198.18.0.1>198.18.0.2 ab 198.18.0.1>198.18.0.2 drop 198.18.0.3>198.18.0.1 ca]" {
+		t.Fatalf("tap saw %v", seen)
+	}
+	mu.Unlock()
+	n.Tap(nil)
+	send(t, a, addrB, "drop")
+	if got, _ := recv(t, b, 1, time.Second); len(got) != 1 {
+		t.Fatal("removed tap still dropping")
+	}
+}
