@@ -174,10 +174,10 @@ func (n *Network) Listen(addr netip.AddrPort) (udp.Conn, error) {
 	}
 	c := &Conn{
 		net:    n,
-		local:  addr,
 		queue:  make(chan *packet, n.queueLen),
 		closed: make(chan struct{}),
 	}
+	c.local.Store(&addr)
 	n.conns[addr] = c
 	return c, nil
 }
@@ -195,6 +195,38 @@ func (n *Network) freePort(ip netip.Addr) (uint16, error) {
 		p++
 	}
 	return 0, fmt.Errorf("udptest: no free port on %v", ip)
+}
+
+// Rebind moves the Conn listening at from to the address to, as when a host changes its
+// underlay address or a NAT its mapping: its later datagrams come from to, datagrams to from
+// find no listener, and its node Tap moves along. Port 0 picks a free port. It returns the
+// new address.
+func (n *Network) Rebind(from, to netip.AddrPort) (netip.AddrPort, error) {
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := n.conns[from]
+	if c == nil {
+		return netip.AddrPort{}, fmt.Errorf("udptest: rebind %v: %w", from, ErrNoListener)
+	}
+	if to.Port() == 0 {
+		port, err := n.freePort(to.Addr())
+		if err != nil {
+			return netip.AddrPort{}, err
+		}
+		to = netip.AddrPortFrom(to.Addr(), port)
+	}
+	if _, used := n.conns[to]; used {
+		return netip.AddrPort{}, fmt.Errorf("udptest: rebind to %v: address in use", to)
+	}
+	delete(n.conns, from)
+	n.conns[to] = c
+	if tap, ok := n.taps[from]; ok {
+		delete(n.taps, from)
+		n.taps[to] = tap
+	}
+	c.local.Store(&to)
+	return to, nil
 }
 
 // Inject delivers b to the Conn at to as if from sent it, bypassing faults, partitions and
@@ -296,7 +328,7 @@ func newPacket(from netip.AddrPort, b []byte) *packet {
 // Conn is one in-memory socket.
 type Conn struct {
 	net    *Network
-	local  netip.AddrPort
+	local  atomic.Pointer[netip.AddrPort] // changed by Rebind
 	queue  chan *packet
 	closed chan struct{}
 	once   sync.Once
@@ -383,7 +415,7 @@ func (c *Conn) arriveLocked(pkts []*packet, hold bool) {
 
 func (c *Conn) tapAndEnqueue(p *packet) {
 	c.net.mu.Lock()
-	tap := c.net.taps[c.local]
+	tap := c.net.taps[c.LocalAddr()]
 	c.net.mu.Unlock()
 	if tap != nil && !tap(Inbound, p.from, p.to, p.b) {
 		c.net.tapDropped.Add(1)
@@ -445,21 +477,21 @@ func (c *Conn) WriteBatch(msgs []udp.Message) (int, error) {
 			return i, udp.ErrClosed
 		default:
 		}
-		c.net.send(c.local, msgs[i].Addr, msgs[i].Buf[:msgs[i].N])
+		c.net.send(c.LocalAddr(), msgs[i].Addr, msgs[i].Buf[:msgs[i].N])
 	}
 	return len(msgs), nil
 }
 
 // LocalAddr returns the address the Conn listens on.
-func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+func (c *Conn) LocalAddr() netip.AddrPort { return *c.local.Load() }
 
 // Close frees the address and unblocks ReadBatch with udp.ErrClosed. Queued datagrams are
 // discarded.
 func (c *Conn) Close() error {
 	c.once.Do(func() {
 		c.net.mu.Lock()
-		if c.net.conns[c.local] == c {
-			delete(c.net.conns, c.local)
+		if local := c.LocalAddr(); c.net.conns[local] == c {
+			delete(c.net.conns, local)
 		}
 		c.net.mu.Unlock()
 		close(c.closed)

@@ -493,3 +493,41 @@ func TestNetworkTapSeesEveryWrittenDatagram(t *testing.T) {
 		t.Fatal("removed tap still dropping")
 	}
 }
+
+func TestRebindChangesTheSourceAddress(t *testing.T) {
+	n := NewNetwork(1)
+	a, b := listen(t, n, addrA), listen(t, n, addrB)
+	moved := netip.MustParseAddrPort("198.18.1.1:4242")
+	if got, err := n.Rebind(addrA, moved); err != nil || got != moved {
+		t.Fatalf("Rebind = %v, %v", got, err)
+	}
+	if a.LocalAddr() != moved {
+		t.Fatalf("LocalAddr = %v", a.LocalAddr())
+	}
+	send(t, a, addrB, "roamed")
+	if _, from := recv(t, b, 1, time.Second); len(from) != 1 || from[0] != moved {
+		t.Fatalf("came from %v, want %v", from, moved)
+	}
+	send(t, b, addrA, "to old")
+	send(t, b, moved, "to new")
+	if got, _ := recv(t, a, 1, time.Second); fmt.Sprint(got) != "[to new]" {
+		t.Fatalf("a got %v", got)
+	}
+	if s := n.Stats(); s.NoListener != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	// A new port on the same address, as a NAT rebinding does.
+	p, err := n.Rebind(moved, netip.AddrPortFrom(moved.Addr(), 0))
+	if err != nil || p.Port() == moved.Port() || p.Addr() != moved.Addr() {
+		t.Fatalf("Rebind to port 0 = %v, %v", p, err)
+	}
+	if _, err := n.Rebind(moved, addrC); !errors.Is(err, ErrNoListener) {
+		t.Fatalf("Rebind of a free address: %v", err)
+	}
+	if _, err := n.Rebind(p, addrB); err == nil {
+		t.Fatal("Rebind onto a used address succeeded")
+	}
+	// Close frees the new address, not the old one.
+	a.Close()
+	listen(t, n, p)
+}
