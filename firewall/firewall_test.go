@@ -550,3 +550,52 @@ func TestConfigWarningsReachTheLogger(t *testing.T) {
 		}
 	}
 }
+
+func TestReloadRechecksDatagramsInFlight(t *testing.T) {
+	first := v4{src: "10.42.1.5", dst: local, proto: ProtoUDP, id: 5, more: true, payload: udpDgram(1000, 53, make([]byte, 24)...)}.bytes()
+	later := func(off8 uint16) []byte {
+		return v4{src: "10.42.1.5", dst: local, proto: ProtoUDP, id: 5, off8: off8, more: true, payload: make([]byte, 8)}.bytes()
+	}
+	for _, tc := range []struct {
+		name  string
+		after Config
+		want  Verdict
+	}{
+		{"still allowed", in(Rule{Port: "53", Proto: "udp", Group: "web"}), Verdict{Accept, ReasonConntrack}},
+		{"no longer allowed", in(Rule{Port: "54", Proto: "udp", Host: "any"}), Verdict{Drop, ReasonFragmentUnknownFlow}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFW(t, in(Rule{Port: "53", Proto: "udp", Host: "any"}), newClock())
+			if v := f.Verdict(first, Inbound, web); !v.Allowed() {
+				t.Fatal(v)
+			}
+			if err := f.Reload(tc.after); err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range []uint16{4, 5} { // the second meets an entry already re-checked (or gone)
+				if v := f.Verdict(later(off), Inbound, web); v != tc.want {
+					t.Fatalf("fragment at %d after reload: %v, want %v", off*8, v, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestVerdictHelpers(t *testing.T) {
+	if !(Verdict{Accept, ReasonRule}).Accepted() || (Verdict{Reject, ReasonNoRule}).Accepted() {
+		t.Error("Accepted")
+	}
+	if !(Verdict{Reject, ReasonNoRule}).Rejected() || (Verdict{Drop, ReasonNoRule}).Rejected() {
+		t.Error("Rejected")
+	}
+	for _, r := range Reasons() {
+		want := r != ReasonNone && r != ReasonConntrack && r != ReasonRule && r != ReasonNoRule &&
+			r != ReasonRemoteAddr && r != ReasonLocalAddr && r != ReasonNoPeer && r != ReasonFragmentUnknownFlow
+		if r.ParseError() != want {
+			t.Errorf("%v.ParseError() = %v", r, r.ParseError())
+		}
+	}
+	if Inbound.String() != "inbound" || Outbound.String() != "outbound" || Direction(0).String() != "invalid" {
+		t.Error("Direction.String")
+	}
+}

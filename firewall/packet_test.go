@@ -33,6 +33,8 @@ func parseCases() []parseCase {
 	dst9 = append(dst9, udpDgram(1, 2)...)
 	badTCPOpt := tcpSeg(1000, 80, tcpSYN, 2, 1, 0, 0) // MSS option with length 1
 	badTCPOpt[12] = 6 << 4
+	tcpMSS := tcpSeg(1000, 80, tcpSYN, 2, 4, 5, 0xb4, 1, 1, 4, 2, 1, 0, 0, 0) // MSS, NOP, NOP, SACK-permitted, NOP, end
+	tcpMSS[12] = 8 << 4
 	tcpDoffLow := tcpSeg(1000, 80, tcpSYN)
 	tcpDoffLow[12] = 4 << 4
 	tcpDoffHigh := tcpSeg(1000, 80, tcpSYN)
@@ -93,6 +95,7 @@ func parseCases() []parseCase {
 		{"ipv4 tcp header cut short", v4{src: a, dst: b, proto: ProtoTCP, payload: tcpSeg(1, 2, 0)[:19]}.bytes(), fail(ReasonTruncated)},
 		{"ipv4 tcp data offset below 5", v4{src: a, dst: b, proto: ProtoTCP, payload: tcpDoffLow}.bytes(), fail(ReasonMalformed)},
 		{"ipv4 tcp data offset beyond segment", v4{src: a, dst: b, proto: ProtoTCP, payload: tcpDoffHigh}.bytes(), fail(ReasonTruncated)},
+		{"ipv4 tcp with options", v4{src: a, dst: b, proto: ProtoTCP, payload: tcpMSS}.bytes(), ok4(ProtoTCP, 1000, 80)},
 		{"ipv4 tcp option length 1", v4{src: a, dst: b, proto: ProtoTCP, payload: badTCPOpt}.bytes(), fail(ReasonMalformed)},
 		{"ipv4 udp length below header", v4{src: a, dst: b, proto: ProtoUDP, payload: udpLenShort}.bytes(), fail(ReasonMalformed)},
 		{"ipv4 udp length beyond packet", v4{src: a, dst: b, proto: ProtoUDP, payload: udpLenLong}.bytes(), fail(ReasonMalformed)},
