@@ -15,6 +15,10 @@ const (
 
 	// sweepEvery bounds how often one shard is scanned for expired entries.
 	sweepEvery = int64(5e9)
+
+	// DefaultMaxFlows caps conntrack: about 25 MiB of table. Like the kernel's nf_conntrack,
+	// a full table refuses new flows rather than grow without bound under a port spray.
+	DefaultMaxFlows = 1 << 18
 )
 
 // flowKey identifies a flow from the local side, so both directions of it share one entry.
@@ -48,16 +52,34 @@ type shard struct {
 	mu        sync.Mutex
 	m         map[flowKey]entry
 	nextSweep int64
-	_         [40]byte // keep neighbouring shards' locks off one cache line
+	earliest  int64    // no entry expires before this (as of the last sweep)
+	_         [32]byte // keep neighbouring shards' locks off one cache line
+}
+
+// sweep removes expired entries; the caller holds s.mu.
+func (s *shard) sweep(now int64) {
+	s.earliest = now + sweepEvery
+	for key, e := range s.m {
+		if e.expires <= now {
+			delete(s.m, key)
+		} else if e.expires < s.earliest {
+			s.earliest = e.expires
+		}
+	}
+	s.nextSweep = now + sweepEvery
 }
 
 // conntrack is a sharded flow table, safe for concurrent use.
 type conntrack struct {
-	shards [numShards]shard
+	perShard int // entries a shard may hold
+	shards   [numShards]shard
 }
 
-func newConntrack() *conntrack {
-	c := &conntrack{}
+func newConntrack(maxFlows int) *conntrack {
+	if maxFlows <= 0 {
+		maxFlows = DefaultMaxFlows
+	}
+	c := &conntrack{perShard: max(1, maxFlows/numShards)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[flowKey]entry)
 	}
@@ -120,20 +142,24 @@ func (c *conntrack) remove(k *flowKey) {
 }
 
 // insert adds or replaces k, sweeping the shard of expired entries now and then so the table
-// cannot grow with flows that ended.
-func (c *conntrack) insert(k *flowKey, e entry, now int64) {
+// does not fill with flows that ended. It reports false when the shard is full of live flows.
+func (c *conntrack) insert(k *flowKey, e entry, now int64) bool {
 	s := c.shard(k)
 	s.mu.Lock()
-	if now >= s.nextSweep {
-		for key, old := range s.m {
-			if old.expires <= now {
-				delete(s.m, key)
-			}
-		}
-		s.nextSweep = now + sweepEvery
+	defer s.mu.Unlock()
+	_, exists := s.m[*k]
+	full := !exists && len(s.m) >= c.perShard
+	// A full shard is swept again only once something in it may have expired, so a spray of
+	// new flows against a table of live ones costs a lookup each, not a scan each.
+	if now >= s.nextSweep || (full && now >= s.earliest) {
+		s.sweep(now)
+		full = !exists && len(s.m) >= c.perShard
+	}
+	if full {
+		return false
 	}
 	s.m[*k] = e
-	s.mu.Unlock()
+	return true
 }
 
 func (c *conntrack) len() int {
@@ -152,12 +178,7 @@ func (c *conntrack) sweep(now int64) {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		for key, e := range s.m {
-			if e.expires <= now {
-				delete(s.m, key)
-			}
-		}
-		s.nextSweep = now + sweepEvery
+		s.sweep(now)
 		s.mu.Unlock()
 	}
 }

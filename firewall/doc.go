@@ -50,7 +50,9 @@
 // peer answers an admitted ICMP flow. Entries live tcp_timeout (12m), udp_timeout (3m) or
 // default_timeout (10m) after the last packet, measured with the injected clock. Expired
 // entries are removed when met, and each shard is swept at most every 5 s when a flow is added
-// (or all at once by [Firewall.Expire]). After [Firewall.Reload], an entry is re-checked
+// (or all at once by [Firewall.Expire]). The table holds at most [Options.MaxFlows] entries
+// (default [DefaultMaxFlows]); when full, packets that would open a new flow are dropped as
+// conntrack_full while tracked flows carry on. After [Firewall.Reload], an entry is re-checked
 // against the new rules the next time it is used: flows the new rules still allow continue,
 // the others are cut.
 //

@@ -21,6 +21,10 @@ type Options struct {
 	// When both are empty the check is skipped and the caller must make it.
 	LocalAddrs   []netip.Addr
 	LocalSubnets []netip.Prefix
+	// MaxFlows caps the conntrack table (flows plus fragmented datagrams in flight); 0 means
+	// DefaultMaxFlows. When it is full, packets that would open a new flow are dropped with
+	// ReasonConntrackFull, as the kernel's conntrack does.
+	MaxFlows int
 }
 
 // ruleSet is one immutable generation of compiled config.
@@ -56,7 +60,7 @@ func New(cfg Config, opts Options) (*Firewall, error) {
 		log:          opts.Logger,
 		localAddrs:   slices.Clone(opts.LocalAddrs),
 		localSubnets: masked(opts.LocalSubnets),
-		ct:           newConntrack(),
+		ct:           newConntrack(opts.MaxFlows),
 	}
 	if f.now == nil {
 		f.now = time.Now
@@ -183,7 +187,9 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	if !t.match(&fl, peer) {
 		return Verdict{action, ReasonNoRule}
 	}
-	f.ct.insert(&k, entry{expires: now + timeout, gen: rs.gen, dir: dir}, now)
+	if !f.ct.insert(&k, entry{expires: now + timeout, gen: rs.gen, dir: dir}, now) {
+		return Verdict{Drop, ReasonConntrackFull}
+	}
 	f.trackFirst(p, dir, rs, &fl, now)
 	return Verdict{Accept, ReasonRule}
 }
@@ -233,7 +239,8 @@ func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, cur *fl
 	return true
 }
 
-// trackFirst remembers an admitted first fragment's datagram so its later fragments pass.
+// trackFirst remembers an admitted first fragment's datagram so its later fragments pass. With
+// the table full the datagram goes unremembered and its later fragments meet the rules alone.
 func (f *Firewall) trackFirst(p *Packet, dir Direction, rs *ruleSet, fl *flow, now int64) {
 	if p.Frag != FragFirst {
 		return

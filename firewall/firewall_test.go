@@ -489,7 +489,7 @@ func TestReasonLabelsAreStable(t *testing.T) {
 		ReasonExtHeaderLimit: "ext_header_limit", ReasonRoutingHeader: "routing_header",
 		ReasonFragmentUnknownFlow: "fragment_unknown_flow", ReasonFragmentOverlap: "fragment_overlap",
 		ReasonFragmentTooSmall: "fragment_too_small", ReasonRemoteAddr: "remote_addr",
-		ReasonLocalAddr: "local_addr", ReasonNoPeer: "no_peer",
+		ReasonLocalAddr: "local_addr", ReasonNoPeer: "no_peer", ReasonConntrackFull: "conntrack_full",
 	}
 	if got := Reasons(); len(got) != len(want) {
 		t.Fatalf("Reasons() has %d entries, want %d", len(got), len(want))
@@ -590,12 +590,50 @@ func TestVerdictHelpers(t *testing.T) {
 	}
 	for _, r := range Reasons() {
 		want := r != ReasonNone && r != ReasonConntrack && r != ReasonRule && r != ReasonNoRule &&
-			r != ReasonRemoteAddr && r != ReasonLocalAddr && r != ReasonNoPeer && r != ReasonFragmentUnknownFlow
+			r != ReasonRemoteAddr && r != ReasonLocalAddr && r != ReasonNoPeer && r != ReasonFragmentUnknownFlow &&
+			r != ReasonConntrackFull
 		if r.ParseError() != want {
 			t.Errorf("%v.ParseError() = %v", r, r.ParseError())
 		}
 	}
 	if Inbound.String() != "inbound" || Outbound.String() != "outbound" || Direction(0).String() != "invalid" {
 		t.Error("Direction.String")
+	}
+}
+
+func TestFullConntrackRefusesNewFlowsOnly(t *testing.T) {
+	clk := newClock()
+	f, err := New(Config{
+		Inbound:  []Rule{{Port: "any", Proto: "udp", Host: "any"}},
+		Outbound: []Rule{{Port: "any", Proto: "any", Host: "any"}},
+	}, Options{Now: clk.Now, MaxFlows: numShards}) // one flow per shard
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spray source ports until some flow lands on a shard that is already taken.
+	admitted, refused := 0, 0
+	var refusedPort uint16
+	for p := uint16(1); p <= 2000; p++ {
+		switch v := f.Verdict(udpIn("10.42.1.5", p, 53), Inbound, web); v {
+		case Verdict{Accept, ReasonRule}:
+			admitted++
+		case Verdict{Drop, ReasonConntrackFull}:
+			refused++
+			refusedPort = p
+		default:
+			t.Fatalf("port %d: %v", p, v)
+		}
+	}
+	if admitted != numShards || refused != 2000-numShards || f.Conntrack() != numShards {
+		t.Fatalf("admitted %d, refused %d, tracked %d; want %d admitted", admitted, refused, f.Conntrack(), numShards)
+	}
+	// Tracked flows keep working while the table is full.
+	if v := f.Verdict(udpIn("10.42.1.5", 1, 53), Inbound, web); v != (Verdict{Accept, ReasonConntrack}) {
+		t.Fatalf("tracked flow in a full table: %v", v)
+	}
+	// Once the flows expire, their room is reused at once.
+	clk.Advance(DefaultUDPTimeout + time.Second)
+	if v := f.Verdict(udpIn("10.42.1.5", refusedPort, 53), Inbound, web); v != (Verdict{Accept, ReasonRule}) {
+		t.Fatalf("new flow after expiry: %v", v)
 	}
 }

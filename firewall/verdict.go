@@ -43,6 +43,7 @@ const (
 	ReasonRemoteAddr                        // the peer's side of the packet is not the peer's address
 	ReasonLocalAddr                         // our side of the packet is not one of our addresses
 	ReasonNoPeer                            // no peer identity, or an invalid direction
+	ReasonConntrackFull                     // the packet would open a flow, and conntrack is full
 	numReasons
 )
 
@@ -62,6 +63,7 @@ var reasonNames = [numReasons]string{
 	ReasonRemoteAddr:          "remote_addr",
 	ReasonLocalAddr:           "local_addr",
 	ReasonNoPeer:              "no_peer",
+	ReasonConntrackFull:       "conntrack_full",
 }
 
 // String returns the reason's stable metric label, e.g. "no_rule".
