@@ -312,3 +312,19 @@ func (n *Namespace) Counter(t testing.TB, expr string) func() (int64, error) {
 		return strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
 	}
 }
+
+// DropRandomly makes the namespace drop about percent of the incoming packets that match expr
+// (nft syntax, e.g. `udp dport 4242`), as a lossy underlay would. nftables is used because
+// the netem qdisc is not available on every kernel.
+func (n *Namespace) DropRandomly(t testing.TB, percent int, expr string) {
+	t.Helper()
+	rules := fmt.Sprintf("table ip e2eloss%d {\n\tchain incoming {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t%s numgen random mod 100 < %d drop\n\t}\n}\n",
+		counter.Add(1), expr, percent)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft loss in %s: %v\n%s", n.Name, err, out)
+	}
+}

@@ -157,3 +157,21 @@ func TestNATRouterLetsHostsOutButNotIn(t *testing.T) {
 		t.Fatalf("forward counter = %d, %v; want the pings counted", n, err)
 	}
 }
+
+func TestDropRandomlyLosesSomePacketsButNotAll(t *testing.T) {
+	requireHost(t)
+	testenv.RequireBinary(t, "nft")
+	a, b := netns.New(t, "a"), netns.New(t, "b")
+	netns.Link(t, a, "eth0", "198.18.0.1/24", b, "eth0", "198.18.0.2/24")
+	b.DropRandomly(t, 50, "icmp type echo-request")
+	out, _ := a.RunTimeout(20*time.Second, "ping", "-n", "-q", "-c", "100", "-i", "0.01", "-W", "1", "198.18.0.2")
+	var sent, got int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "packets transmitted") {
+			fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &got)
+		}
+	}
+	if sent != 100 || got < 20 || got > 80 {
+		t.Fatalf("with 50%% loss: %d of %d answered\n%s", got, sent, out)
+	}
+}

@@ -96,6 +96,9 @@ func (p *Process) Stop(timeout time.Duration) error {
 	return p.Kill()
 }
 
+// Terminate sends SIGTERM and returns at once; Wait reports how the process ended.
+func (p *Process) Terminate() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+
 // Kill sends SIGKILL (a crash, as far as the program can tell) and waits for the process to go.
 func (p *Process) Kill() error {
 	if p.Exited() {
