@@ -26,6 +26,9 @@ type Socket struct {
 	// gso: the kernel takes UDP_SEGMENT, so runs of equal-sized datagrams to one address go
 	// down as one send. Only the writer reads or clears it.
 	gso bool
+	// gro is set when the kernel coalesces received datagrams (UDP_GRO); reads then go
+	// through its buffers.
+	gro *groReader
 
 	rd batch // owned by the one reader
 	wr batch // owned by the one writer
@@ -121,6 +124,9 @@ func ListenSocket(addr netip.AddrPort, opts Options) (*Socket, error) {
 	if !opts.DisableGSO {
 		s.gso = probeGSO(s.rc)
 	}
+	if !opts.DisableGRO && enableGRO(s.rc) {
+		s.setupGRO(size)
+	}
 	s.rd.fn, s.wr.fn = s.recv, s.send
 	return s, nil
 }
@@ -201,6 +207,9 @@ func (s *Socket) Close() error {
 // ReadBatch blocks until at least one datagram arrives, then returns up to min(len(msgs),
 // Options.Batch) of them. A datagram longer than its Buf is truncated to len(Buf).
 func (s *Socket) ReadBatch(msgs []Message) (int, error) {
+	if s.gro != nil {
+		return s.readGRO(msgs)
+	}
 	b := &s.rd
 	b.n = min(len(msgs), len(b.hdrs))
 	if b.n == 0 {

@@ -289,13 +289,13 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 
 func BenchmarkLoopback(b *testing.B) {
 	for _, c := range []struct {
-		size  int
-		nogso bool
-	}{{1, true}, {64, true}, {64, false}} {
+		size    int
+		offload bool
+	}{{1, false}, {64, false}, {64, true}} {
 		size := c.size
-		b.Run(fmt.Sprintf("batch=%d/gso=%v", size, !c.nogso), func(b *testing.B) {
-			rx := listen(b, "127.0.0.1:0", Options{Batch: size, ReadBuffer: 4 << 20})
-			tx := listen(b, "127.0.0.1:0", Options{Batch: size, WriteBuffer: 4 << 20, DisableGSO: c.nogso})
+		b.Run(fmt.Sprintf("batch=%d/offload=%v", size, c.offload), func(b *testing.B) {
+			rx := listen(b, "127.0.0.1:0", Options{Batch: size, ReadBuffer: 4 << 20, DisableGRO: !c.offload})
+			tx := listen(b, "127.0.0.1:0", Options{Batch: size, WriteBuffer: 4 << 20, DisableGSO: !c.offload})
 			out := make([]Message, size)
 			in := make([]Message, size)
 			for i := range out {
@@ -322,7 +322,8 @@ func BenchmarkLoopback(b *testing.B) {
 
 func TestDropsCountsAFullReceiveBuffer(t *testing.T) {
 	a := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4096})
-	b := listen(t, "127.0.0.1:0", Options{})
+	// Without GSO: one 64 KB GSO send would be queued whole as a single skb.
+	b := listen(t, "127.0.0.1:0", Options{DisableGSO: true})
 	if d, err := a.Drops(); err != nil || d != 0 {
 		t.Fatalf("fresh socket: Drops = %d, %v", d, err)
 	}
@@ -378,8 +379,11 @@ func TestGSOSendsTheSameDatagrams(t *testing.T) {
 		{"gso disabled", Options{DisableGSO: true}, false, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ra := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20})
-			rb := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20})
+			ra := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20})                   // GRO
+			rb := listen(t, "127.0.0.1:0", Options{ReadBuffer: 4 << 20, DisableGRO: true}) // plain
+			if ra.gro == nil || rb.gro != nil {
+				t.Fatalf("GRO on receivers: %v, %v", ra.gro != nil, rb.gro != nil)
+			}
 			tx := listen(t, "127.0.0.1:0", tt.opts)
 			if tx.gso != tt.wantGSO {
 				t.Fatalf("gso = %v, want %v", tx.gso, tt.wantGSO)
@@ -417,6 +421,10 @@ func TestGSOSendsTheSameDatagrams(t *testing.T) {
 							i, len(m.Buf), firstByte(m.Buf), m.Addr, side.want[i].N, firstByte(side.want[i].Buf))
 					}
 				}
+			}
+			// On loopback a GSO send reaches a GRO socket unsplit.
+			if coalesced := ra.gro.coalesced > 0; coalesced != (tt.wantGSO && !tt.noCheck) {
+				t.Errorf("GRO receiver coalesced %d entries", ra.gro.coalesced)
 			}
 		})
 	}

@@ -9,19 +9,26 @@ import (
 )
 
 func TestSocketMeetsConnContract(t *testing.T) {
+	offloads := map[string]udp.Options{
+		"offloads":    {Batch: 8},
+		"no GRO":      {Batch: 8, DisableGRO: true},
+		"no offloads": {Batch: 8, DisableGRO: true, DisableGSO: true},
+	}
 	for _, lo := range []string{"127.0.0.1", "::1"} {
-		t.Run(lo, func(t *testing.T) {
-			udptest.Contract(t, func(t *testing.T) (udp.Conn, udp.Conn) {
-				open := func() udp.Conn {
-					c, err := udp.Listen(netip.AddrPortFrom(netip.MustParseAddr(lo), 0), udp.Options{Batch: 8})
-					if err != nil {
-						t.Fatal(err)
+		for name, opts := range offloads {
+			t.Run(lo+"/"+name, func(t *testing.T) {
+				udptest.Contract(t, func(t *testing.T) (udp.Conn, udp.Conn) {
+					open := func() udp.Conn {
+						c, err := udp.Listen(netip.AddrPortFrom(netip.MustParseAddr(lo), 0), opts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						t.Cleanup(func() { c.Close() })
+						return c
 					}
-					t.Cleanup(func() { c.Close() })
-					return c
-				}
-				return open(), open()
+					return open(), open()
+				})
 			})
-		})
+		}
 	}
 }

@@ -18,4 +18,8 @@ type Options struct {
 	// DisableGSO turns off UDP segmentation offload on send, which is otherwise used when
 	// the kernel supports it (Linux 4.18+). The datagrams on the wire are the same.
 	DisableGSO bool
+	// DisableGRO turns off UDP receive coalescing (UDP_GRO, Linux 5.0+), which otherwise
+	// lets one read return many datagrams of a sender's burst at the cost of 1 MiB of
+	// buffers per socket and one copy per datagram.
+	DisableGRO bool
 }
