@@ -42,16 +42,16 @@ type ConntrackConfig struct {
 // Rule is one entry of firewall.inbound or firewall.outbound, with Nebula's keys. All values
 // are kept as written; New validates them and names the rule in its errors.
 type Rule struct {
-	Port      string   // "80", "8000-8100", "any" (or "0"), "fragment"; YAML ints are accepted
-	Code      string   // Nebula's alternative spelling of port; only one of the two may be set
-	Proto     string   // any, tcp, udp, icmp
-	Host      string   // a certificate name, or any
-	Group     string   // a group, or any
-	Groups    []string // all of these groups; a single string is accepted
-	CIDR      string   // the peer's address must be inside; any for everyone
-	LocalCIDR string   // our address must be inside (for unsafe routes); any for everything
-	CAName    string   // the issuing CA's name
-	CASha     string   // the issuing CA's fingerprint
+	Port      string   `yaml:"port,omitempty"`       // "80", "8000-8100", "any" (or "0"), "fragment"; YAML ints are accepted
+	Code      string   `yaml:"code,omitempty"`       // Nebula's alternative spelling of port; only one of the two may be set
+	Proto     string   `yaml:"proto,omitempty"`      // any, tcp, udp, icmp
+	Host      string   `yaml:"host,omitempty"`       // a certificate name, or any
+	Group     string   `yaml:"group,omitempty"`      // a group, or any
+	Groups    []string `yaml:"groups,omitempty"`     // all of these groups; a single string is accepted
+	CIDR      string   `yaml:"cidr,omitempty"`       // the peer's address must be inside; any for everyone
+	LocalCIDR string   `yaml:"local_cidr,omitempty"` // our address must be inside (for unsafe routes); any for everything
+	CAName    string   `yaml:"ca_name,omitempty"`    // the issuing CA's name
+	CASha     string   `yaml:"ca_sha,omitempty"`     // the issuing CA's fingerprint
 }
 
 // UnmarshalYAML decodes a rule. It accepts scalars of any YAML type for the string fields (so

@@ -188,3 +188,21 @@ func TestParsePortSyntax(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigRoundTripsThroughYAML(t *testing.T) {
+	cfg, err := decodeConfig(t, nebulaExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(map[string]Config{"firewall": cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := decodeConfig(t, string(out))
+	if err != nil {
+		t.Fatalf("re-decoding %s: %v", out, err)
+	}
+	if len(again.Inbound) != len(cfg.Inbound) || again.Inbound[2].LocalCIDR != "192.168.100.1/24" || again.Inbound[3].CASha != cfg.Inbound[3].CASha {
+		t.Fatalf("round trip changed the rules:\n%s", out)
+	}
+}
