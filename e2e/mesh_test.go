@@ -155,6 +155,7 @@ type meshSpec struct {
 	certTool string   // "nebula-cert" or "mesh-cert"
 	cipher   string   // "aes" or "chachapoly"; the same on every host, as Nebula requires
 	mtu      int      // overlay MTU; 0 means 1300
+	extra    string   // appended to every host's config (e.g. a stats section)
 }
 
 // meshHost is one overlay host: a namespace with an underlay address and a running daemon.
@@ -291,7 +292,7 @@ firewall:
 }
 
 func nodeConfig(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) string {
-	c := nodeConf{ca: ca, cert: crt, key: key, cipher: spec.cipher, mtu: spec.mtu, static: map[string]string{}}
+	c := nodeConf{ca: ca, cert: crt, key: key, cipher: spec.cipher, mtu: spec.mtu, static: map[string]string{}, extra: spec.extra}
 	for _, o := range all {
 		if o != me {
 			c.static[o.overlay] = fmt.Sprintf("%s:%d", o.underlay, overlayPort)

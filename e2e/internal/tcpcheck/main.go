@@ -6,6 +6,7 @@
 //	tcpcheck send -to ADDR -bytes N -seed S       sends N pseudo-random bytes from seed S, prints
 //	                                              "sent bytes=N sha256=HEX" and the receiver's
 //	                                              line; exits 1 when they differ
+//	tcpcheck get -url URL                         HTTP GET; prints the body, exits 1 unless 200
 //
 // The bytes come from a ChaCha8 stream keyed by the seed, so any seed reproduces the stream.
 package main
@@ -22,6 +23,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -38,8 +40,10 @@ func main() {
 		err = serveCmd(os.Args[2:])
 	case "send":
 		err = sendCmd(os.Args[2:])
+	case "get":
+		err = getCmd(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or send)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want serve, send or get)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcpcheck:", err)
@@ -180,4 +184,28 @@ func dialRetry(addr string, dialFor time.Duration) (net.Conn, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// getCmd fetches a URL from inside a namespace (metrics endpoints listen on its loopback),
+// so the suites need no curl.
+func getCmd(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ContinueOnError)
+	url := fs.String("url", "", "URL to fetch")
+	timeout := fs.Duration("timeout", 5*time.Second, "limit for the request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: *timeout}
+	resp, err := c.Get(*url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", *url, resp.Status)
+	}
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -75,5 +77,22 @@ func TestParseResultReadsWhatStringWrites(t *testing.T) {
 	got, err := parseResult(r.String() + "\n")
 	if err != nil || got != r {
 		t.Fatalf("parseResult(%q) = %v, %v", r.String(), got, err)
+	}
+}
+
+func TestGetCmdFailsOnNon200(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "# TYPE x counter\nx 1\n")
+	}))
+	defer srv.Close()
+	if err := getCmd([]string{"-url", srv.URL + "/metrics"}); err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	if err := getCmd([]string{"-url", srv.URL + "/nope"}); err == nil {
+		t.Fatal("GET of a 404 succeeded")
 	}
 }
