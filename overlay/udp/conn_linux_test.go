@@ -42,7 +42,7 @@ func readN(t testing.TB, c Conn, n int) []Message {
 		for len(got) < n {
 			msgs := make([]Message, 8)
 			for i := range msgs {
-				msgs[i].Buf = make([]byte, 2048)
+				msgs[i].Buf = make([]byte, 9001)
 			}
 			k, err := c.ReadBatch(msgs)
 			if err != nil {
