@@ -28,8 +28,8 @@ type Queue struct {
 }
 
 var (
-	_ Device = (*Linux)(nil)
-	_ Device = (*Queue)(nil)
+	_ MultiQueue = (*Linux)(nil)
+	_ Device     = (*Queue)(nil)
 )
 
 // Open creates the device, sets MTU, transmit queue length and address, brings the link up

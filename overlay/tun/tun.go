@@ -21,3 +21,11 @@ type Device interface {
 	Name() string
 	Close() error
 }
+
+// MultiQueue is implemented by devices opened with several queues (Options.Queues > 1 on
+// Linux). Each queue is a Device of its own for one reader and one writer goroutine; the
+// kernel spreads flows across them. Closing the device closes every queue.
+type MultiQueue interface {
+	Device
+	Queues() []Device
+}
