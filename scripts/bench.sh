@@ -7,7 +7,8 @@
 #   nebula    nebula 1.6.1 from the system on both ends
 #   meshnode  this project's daemon on both ends ($MESHNODE, else built from ./cmd/meshnode)
 # Both overlays get the same Nebula-format config: no lighthouse, static_host_map, overlay MTU
-# 1300 (-m), cipher aes (-c), kernel-default socket buffers. Per run it measures:
+# 1300 (-m), cipher aes (-c), kernel-default socket buffers unless -B sets listen.read_buffer
+# and listen.write_buffer (bytes) for both. Per run it measures:
 #   TCP Gbit/s   iperf3, 1 stream and 4 streams, -t SECONDS each, receiver side
 #   RTT ms       mean of 200 pings 10 ms apart
 #   CPU s/GB     user+system CPU of both daemons (/proc/PID/stat) during the 1-stream run,
@@ -20,16 +21,16 @@
 # Rounds are interleaved (raw, nebula, meshnode, raw, nebula, ...) so a machine whose speed
 # drifts affects every scenario alike; the table shows median (min-max) and ratios per round.
 #
-# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-o OUT.md] [scenario ...]
+# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-o OUT.md] [scenario ...]
 # Needs root, iperf3, ping, ip; nebula and nebula-cert for the overlays (scripts/install-deps.sh).
 # Traffic stays inside the two namespaces this script creates and deletes (trap).
 set -uo pipefail
 
-ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""
+ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""
 usage() { sed -n '/^# Usage/,/^# Traffic/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-while getopts "r:t:m:c:o:h" opt; do
+while getopts "r:t:m:c:B:o:h" opt; do
   case $opt in
-    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; o) OUT=$OPTARG ;; *) usage ;;
+    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; o) OUT=$OPTARG ;; *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -94,7 +95,7 @@ if want nebula || want meshnode; then
 pki: {ca: $W/pki/ca.crt, cert: $W/pki/$h.crt, key: $W/pki/$h.key}
 static_host_map: {"$peer": ["$peer_ul:4242"]}
 lighthouse: {am_lighthouse: false, hosts: []}
-listen: {host: 0.0.0.0, port: 4242}
+listen: {host: 0.0.0.0, port: 4242${BUF:+, read_buffer: $BUF, write_buffer: $BUF}}
 tun: {dev: bench0, mtu: $MTU}
 cipher: $CIPHER
 logging: {level: error, format: text}
@@ -175,7 +176,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
 
 RESULTS=$W/results.txt
 : >"$RESULTS"
-echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER" >&2
+echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-kernel default}" >&2
 for r in $(seq 1 "$ROUNDS"); do
   for sc in "${SCENARIOS[@]}"; do
     line=$(measure "$sc")
@@ -187,7 +188,7 @@ done
 # ---- table ----------------------------------------------------------------------------------
 TABLE=$W/table.md
 awk -v rounds="$ROUNDS" -v secs="$SECS" -v mtu="$MTU" -v cipher="$CIPHER" -v cores="$(nproc)" \
-    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" \
+    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-kernel default}" \
     -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" \
     -v cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" '
 function median(arr, n,    i, j, t) {
@@ -221,7 +222,7 @@ END {
     for (k = 1; k <= 8; k++) printf " %s |", cell(sc, k)
     printf " %s | %s | %s | %s |\n", ratio(sc, "nebula", 1), ratio(sc, "nebula", 2), ratio(sc, "nebula", 4), ratio(sc, "nebula", 6)
   }
-  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; nebula %s.\n", rounds, secs, mtu, cipher, nebver
+  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; nebula %s.\n", rounds, secs, mtu, cipher, buf, nebver
   printf "Ratios are taken per round, then the median. RSS and CPU are both daemons summed; CPU during the 1-stream run.\n"
   printf "Machine: %s, %s cores; measured %s.\n", cpu, cores, when
 }' "$RESULTS" >"$TABLE"
