@@ -1,7 +1,8 @@
 // Package udptest is an in-memory UDP network for tests: every udp.Conn it hands out has an
 // address, and datagrams between them can be lost, duplicated, reordered, delayed,
-// partitioned, observed, dropped, tampered with or forged. A whole mesh runs in one process
-// without root. It is not a model of real network timing.
+// partitioned, observed, dropped, tampered with or forged; hosts can sit behind NATs (full
+// cone, easy, hard) and move (Rebind). A whole mesh runs in one process without root. It is
+// not a model of real network timing.
 package udptest
 
 import (
@@ -62,6 +63,7 @@ type Stats struct {
 	QueueFull   uint64 // dropped because the reader's queue was full
 	TapDropped  uint64 // dropped by a Tap
 	Injected    uint64 // forged through Inject
+	NATDropped  uint64 // refused by a NAT: no mapping, or a sender it does not admit
 }
 
 // Network is a set of in-memory sockets. All knobs are safe to change while traffic flows.
@@ -72,6 +74,7 @@ type Network struct {
 	nextPort map[netip.Addr]uint16
 	taps     map[netip.AddrPort]Tap
 	wire     func(from, to netip.AddrPort, b []byte) bool
+	nats     []*nat
 	parts    map[[2]netip.Addr]bool
 	loss     float64
 	dup      float64
@@ -80,7 +83,7 @@ type Network struct {
 	queueLen int
 
 	sent, delivered, lost, duplicated, reordered, partitioned atomic.Uint64
-	noListener, queueFull, tapDropped, injected               atomic.Uint64
+	noListener, queueFull, tapDropped, injected, natDropped   atomic.Uint64
 }
 
 // NewNetwork returns an empty network whose random faults are drawn from seed, so a failing
@@ -150,6 +153,7 @@ func (n *Network) Stats() Stats {
 		Duplicated: n.duplicated.Load(), Reordered: n.reordered.Load(),
 		Partitioned: n.partitioned.Load(), NoListener: n.noListener.Load(),
 		QueueFull: n.queueFull.Load(), TapDropped: n.tapDropped.Load(), Injected: n.injected.Load(),
+		NATDropped: n.natDropped.Load(),
 	}
 }
 
@@ -229,11 +233,19 @@ func (n *Network) Rebind(from, to netip.AddrPort) (netip.AddrPort, error) {
 	return to, nil
 }
 
-// Inject delivers b to the Conn at to as if from sent it, bypassing faults, partitions and
-// taps: tests forge, replay and reflect packets with it.
+// Inject delivers b to the Conn at to as if from sent it, bypassing faults, partitions,
+// taps and NAT filtering (a NAT's public address:port still leads to its inside host):
+// tests forge, replay and reflect packets with it.
 func (n *Network) Inject(from, to netip.AddrPort, b []byte) error {
 	n.mu.Lock()
 	dst := n.lookup(to)
+	if dst == nil {
+		for _, x := range n.nats {
+			if m := x.in[to.Port()]; to.Addr() == x.public && m != nil {
+				dst = n.lookup(m.inside)
+			}
+		}
+	}
 	n.mu.Unlock()
 	if dst == nil {
 		n.noListener.Add(1)
@@ -282,7 +294,14 @@ func (n *Network) send(from, to netip.AddrPort, b []byte) {
 	}
 
 	n.mu.Lock()
-	dst := n.lookup(to)
+	src := n.natOut(from, to)
+	inside, admitted := n.natIn(src, to)
+	if !admitted {
+		n.mu.Unlock()
+		n.natDropped.Add(1)
+		return
+	}
+	dst := n.lookup(inside)
 	switch {
 	case dst == nil:
 		n.mu.Unlock()
@@ -297,12 +316,12 @@ func (n *Network) send(from, to netip.AddrPort, b []byte) {
 		n.lost.Add(1)
 		return
 	}
-	p := newPacket(from, b)
+	p := newPacket(src, b)
 	p.to = to
 	pkts := []*packet{p}
 	if n.dup > 0 && n.rng.Float64() < n.dup {
 		n.duplicated.Add(1)
-		pkts = append(pkts, newPacket(from, b))
+		pkts = append(pkts, newPacket(src, b))
 		pkts[1].to = to
 	}
 	hold := n.reorder > 0 && n.rng.Float64() < n.reorder
