@@ -12,15 +12,15 @@ import (
 )
 
 // TestDemoScriptShowsAThreeHostMesh runs scripts/demo.sh (the README's `make demo`) end to end.
-// Until meshnode and mesh-cert can run a host, it runs the script with nebula and nebula-cert
-// standing in for them (the script's MESHNODE and MESH_CERT knobs), which proves the script
-// itself: namespaces, certs, pings between all pairs, the checked transfer and the clean-up.
-// With E2E_PENDING=1 it also runs with this module's binaries.
+// Until meshnode can run a host, it runs the script with nebula standing in for it (the
+// script's MESHNODE knob) and with this module's mesh-cert, which proves the script itself:
+// namespaces, certs, pings between all pairs, the checked transfer and the clean-up. With
+// E2E_PENDING=1 it also runs with meshnode.
 func TestDemoScriptShowsAThreeHostMesh(t *testing.T) {
 	requireNamespaceSuite(t)
 	tl := newTools(t)
 	type variant struct{ name, node, cert string }
-	variants := []variant{{"nebula-standins", tl.impl(implNebula), tl.certTool("nebula-cert")}}
+	variants := []variant{{"nebula-standin", tl.impl(implNebula), tl.certTool("mesh-cert")}}
 	if os.Getenv("E2E_PENDING") == "1" {
 		variants = append(variants, variant{"meshnode", tl.impl(implMeshnode), tl.certTool("mesh-cert")})
 	}

@@ -15,21 +15,23 @@ import (
 type trustCase struct {
 	judge, peers string
 	cipher       string
+	certTool     string
 }
 
 func (c trustCase) name() string {
-	return fmt.Sprintf("judge-%s/peers-%s/%s", c.judge, c.peers, c.cipher)
+	return fmt.Sprintf("judge-%s/peers-%s/%s/%s", c.judge, c.peers, c.cipher, c.certTool)
 }
 
 var trustCases = []trustCase{
-	{implNebula, implNebula, "aes"},
+	{implNebula, implNebula, "aes", "nebula-cert"},
+	{implNebula, implNebula, "aes", "mesh-cert"}, // nebula enforces what mesh-cert issued
 }
 
 // pendingTrustCases wait on the meshnode daemon; E2E_PENDING=1 runs them.
 var pendingTrustCases = []trustCase{
-	{implMeshnode, implMeshnode, "aes"},
-	{implMeshnode, implNebula, "aes"},        // our checks against nebula's certs and packets
-	{implNebula, implMeshnode, "chachapoly"}, // nebula's checks against ours
+	{implMeshnode, implMeshnode, "aes", "mesh-cert"},
+	{implMeshnode, implNebula, "aes", "nebula-cert"},        // our checks against nebula's certs and packets
+	{implNebula, implMeshnode, "chachapoly", "nebula-cert"}, // nebula's checks against ours
 }
 
 // refusalWindow is how long a refused peer keeps trying before the suite accepts that it was
@@ -55,7 +57,7 @@ func TestOverlayRefusesUntrustedPeersAndEnforcesTheFirewall(t *testing.T) {
 
 func runTrustCase(t *testing.T, tl *tools, c trustCase) {
 	const port = 9201
-	certTool := tl.certTool("nebula-cert")
+	certTool := tl.certTool(c.certTool)
 	ca, otherCA := newPKI(t, certTool), newPKI(t, certTool)
 	peerBin := tl.impl(c.peers)
 	host := func(name string, i int, bin string) *meshHost {
