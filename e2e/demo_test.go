@@ -40,7 +40,7 @@ func TestDemoScriptShowsAThreeHostMesh(t *testing.T) {
 			if err != nil {
 				t.Fatalf("demo.sh: %v\n%s", err, out)
 			}
-			for _, want := range []string{"pings answered:   6 of 6", "checksums equal", "arrived intact"} {
+			for _, want := range []string{"pings answered:   6 of 6", "checksums equal", "arrived intact", "intruder:         refused"} {
 				if !strings.Contains(string(out), want) {
 					t.Errorf("demo output lacks %q:\n%s", want, out)
 				}

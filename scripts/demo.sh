@@ -9,7 +9,9 @@
 #      there is no lighthouse: every host lists the others in static_host_map
 #   4. pings every host from every other host over the encrypted overlay (10.42.0.0/24)
 #   5. sends 50 MB over TCP through the overlay and compares SHA-256 checksums at both ends
-#   6. prints a summary and removes everything it created (also on Ctrl-C or failure)
+#   6. starts an intruder whose certificate comes from a different CA and shows that no host
+#      lets it in
+#   7. prints a summary and removes everything it created (also on Ctrl-C or failure)
 #
 # Nothing leaves the namespaces: no device, address or route is added to the machine itself.
 # For testing this script, MESHNODE and MESH_CERT may point at other binaries with the same
@@ -107,13 +109,13 @@ for i in 0 1 2; do
   ip -n "$SW" link set "p$i" master br0 && ip -n "$SW" link set "p$i" up
   ip -n "$ns" addr add "198.18.0.$((i + 11))/24" dev eth0 && ip -n "$ns" link set eth0 up
 done
-for i in 0 1 2; do
-  n=${NAMES[$i]}
-  {
-    echo "pki: {ca: $W/pki/ca.crt, cert: $W/pki/$n.crt, key: $W/pki/$n.key}"
-    echo "static_host_map:"
-    for j in 0 1 2; do [ $j = $i ] || echo "  \"10.42.0.$((j + 1))\": [\"198.18.0.$((j + 11)):4242\"]"; done
-    cat <<YML
+# node_config PKI_DIR NAME SELF_INDEX: a Nebula-format config listing every other mesh host.
+node_config() {
+  local dir=$1 n=$2 self=$3 j
+  echo "pki: {ca: $dir/ca.crt, cert: $dir/$n.crt, key: $dir/$n.key}"
+  echo "static_host_map:"
+  for j in 0 1 2; do [ "$j" = "$self" ] || echo "  \"10.42.0.$((j + 1))\": [\"198.18.0.$((j + 11)):4242\"]"; done
+  cat <<YML
 lighthouse: {am_lighthouse: false, hosts: []}
 listen: {host: 0.0.0.0, port: 4242}
 tun: {dev: mesh0, mtu: 1300}
@@ -123,7 +125,10 @@ firewall:
   outbound: [{port: any, proto: any, host: any}]
   inbound: [{port: any, proto: any, host: any}]
 YML
-  } >"$W/$n.yml"
+}
+for i in 0 1 2; do
+  n=${NAMES[$i]}
+  node_config "$W/pki" "$n" "$i" >"$W/$n.yml"
   ip netns exec "mndemo$$-$n" "$MESHNODE" -config "$W/$n.yml" >"$W/$n.log" 2>&1 &
   PIDS+=($!)
   note "$n: underlay 198.18.0.$((i + 11)), overlay 10.42.0.$((i + 1)), $(basename "$MESHNODE") started (pid $!)"
@@ -191,12 +196,50 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+step "6. An intruder with a certificate from a different CA tries to join"
+mkdir -p "$W/evil"
+if "$MESH_CERT" ca -name "Some Other Network" -out-crt "$W/evil/ca.crt" -out-key "$W/evil/ca.key" >/dev/null 2>&1 &&
+   "$MESH_CERT" sign -ca-crt "$W/evil/ca.crt" -ca-key "$W/evil/ca.key" -name intruder -ip 10.42.0.66/24 \
+     -groups demo -out-crt "$W/evil/intruder.crt" -out-key "$W/evil/intruder.key" >/dev/null 2>&1; then
+  ns=mndemo$$-intruder
+  ip netns add "$ns" && NSS+=("$ns")
+  ip -n "$ns" link set lo up
+  ip link add eth0 netns "$ns" type veth peer name p9 netns "$SW"
+  ip -n "$SW" link set p9 master br0 && ip -n "$SW" link set p9 up
+  ip -n "$ns" addr add 198.18.0.66/24 dev eth0 && ip -n "$ns" link set eth0 up
+  # It trusts its own CA and knows every host's address, like a stolen config with a forged cert.
+  node_config "$W/evil" intruder none >"$W/intruder.yml"
+  ip netns exec "$ns" "$MESHNODE" -config "$W/intruder.yml" >"$W/intruder.log" 2>&1 &
+  PIDS+=($!); IPID=$!
+  note "intruder: underlay 198.18.0.66, claims overlay 10.42.0.66, certificate signed by \"Some Other Network\""
+  if ip netns exec mndemo$$-alpha ping -n -c 1 -W 1 198.18.0.66 >/dev/null 2>&1; then
+    note "the intruder is on the same network segment (alpha can reach its underlay address)"
+  fi
+  INTRUDER=refused
+  for _ in 1 2 3 4 5; do
+    if ip netns exec "$ns" ping -n -c 1 -W 1 10.42.0.1 >/dev/null 2>&1; then INTRUDER=admitted; break; fi
+  done
+  if [ "$INTRUDER" = refused ] && ! kill -0 "$IPID" 2>/dev/null; then
+    INTRUDER="not shown (the intruder's own daemon exited)"
+    note "$INTRUDER:"; tail -n 3 "$W/intruder.log" | sed 's/^/   | /'
+  elif [ "$INTRUDER" = refused ]; then
+    ok "alpha refused the intruder: its certificate is not signed by the Demo Network CA"
+  else
+    FAILED=1; bad "the intruder reached alpha over the overlay"; die "a host with a foreign certificate got in"
+  fi
+else
+  INTRUDER=skipped
+  note "skipped: could not make a second CA"
+fi
+
+# ---------------------------------------------------------------------------------------------
 step "Summary"
 cat <<EOF
    Three hosts (alpha, beta, gamma), each with its own certificate from one CA, formed a
    full mesh of encrypted tunnels without any central server.
      pings answered:   $PAIRS_OK of 6 (every host reached every other host)
      TCP transfer:     $TRANSFER_MB MB alpha -> gamma, checksums equal, about ${MBIT} Mbit/s
+     intruder:         $INTRUDER (a certificate from another CA opens no tunnel)
      logs:             daemon logs are deleted with the namespaces; run with KEEP=1 to keep them
    Cleaning up: stopping the daemons and deleting the namespaces.
 EOF
