@@ -69,7 +69,7 @@ func buildNATTopology(t *testing.T, tl *tools, c natCase) natTopology {
 		h.ns.Route(t, "default", "via", gw)
 		r.NAT(t, "wan0")
 		if i == 0 {
-			top.direct = r.Counter(t, "ip daddr 198.18.0.12 meta l4proto udp")
+			top.direct = r.Counter(t, "forward", "ip daddr 198.18.0.12 meta l4proto udp")
 		}
 	}
 	return top

@@ -286,13 +286,14 @@ func (n *Namespace) NAT(t testing.TB, wanDev string) {
 	}
 }
 
-// Counter adds an nftables rule that counts forwarded packets matching expr (nft syntax,
-// e.g. `ip daddr 198.18.0.12 udp dport 4242`) and returns a function reading its byte count.
-// Suites use it to prove which path traffic took.
-func (n *Namespace) Counter(t testing.TB, expr string) func() (int64, error) {
+// Counter adds an nftables rule that counts packets matching expr (nft syntax, e.g.
+// `ip daddr 198.18.0.12 udp dport 4242`) at a netfilter hook ("forward" for what a router
+// passes on, "input" for what reaches the namespace's own sockets) and returns a function
+// reading its byte count. Suites use it to prove which path traffic took, or that nothing came.
+func (n *Namespace) Counter(t testing.TB, hook, expr string) func() (int64, error) {
 	t.Helper()
 	table := fmt.Sprintf("e2ecount%d", counter.Add(1))
-	rules := fmt.Sprintf("table ip %s {\n\tchain forwarded {\n\t\ttype filter hook forward priority filter - 1; policy accept;\n\t\t%s counter\n\t}\n}\n", table, expr)
+	rules := fmt.Sprintf("table ip %s {\n\tchain counted {\n\t\ttype filter hook %s priority filter - 1; policy accept;\n\t\t%s counter\n\t}\n}\n", table, hook, expr)
 	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
 	defer cancel()
 	cmd := n.Command(ctx, "nft", "-f", "-")

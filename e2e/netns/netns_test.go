@@ -143,7 +143,7 @@ func TestNATRouterLetsHostsOutButNotIn(t *testing.T) {
 	netns.Link(t, router, "lan0", "198.19.1.1/24", host, "eth0", "198.19.1.2/24")
 	host.Route(t, "default", "via", "198.19.1.1")
 	router.NAT(t, "wan0")
-	toPublic := router.Counter(t, "ip daddr 198.18.0.1 icmp type echo-request")
+	toPublic := router.Counter(t, "forward", "ip daddr 198.18.0.1 icmp type echo-request")
 
 	// The public host has no route to 198.19.1.0/24, so its replies can only come back
 	// because the router rewrote the source address: a successful ping proves the NAT.
