@@ -17,6 +17,8 @@
 #   peak RSS     VmHWM of both daemons, summed, after all the load (MiB)
 #   UDP drops    UdpRcvbufErrors in both namespaces over the whole run (the kernel dropping
 #                datagrams the daemon did not read in time)
+#   retransmits  TCP retransmits iperf3's sender reports for the 1-stream run (each is a
+#                packet lost somewhere in the overlay, usually one of those drops)
 #   up s         start of the daemons until the first ping across the overlay succeeds
 # Rounds are interleaved (raw, nebula, meshnode, raw, nebula, ...) so a machine whose speed
 # drifts affects every scenario alike; the table shows median (min-max) and ratios per round.
@@ -117,8 +119,12 @@ rcvbuf_errors() { # summed over both namespaces
   done
   echo $s
 }
-# iperf3 JSON -> "bits_per_second bytes" of the receiver's sum
-iperf_result() { awk '/"sum_received"/ { r = 1 } r && /"bytes"/ { gsub(/[^0-9.]/, "", $2); b = $2 } r && /"bits_per_second"/ { gsub(/[^0-9.e+]/, "", $2); print $2, b; exit }'; }
+# iperf3 JSON -> "bits_per_second bytes retransmits": the receiver's sum, the sender's retransmits
+iperf_result() {
+  awk '/"sum_sent"/ { s = 1 } s && /"retransmits"/ { gsub(/[^0-9]/, "", $2); rt = $2; s = 0 }
+       /"sum_received"/ { r = 1 } r && /"bytes"/ { gsub(/[^0-9.]/, "", $2); b = $2 }
+       r && /"bits_per_second"/ { gsub(/[^0-9.e+]/, "", $2); print $2, b, (rt == "" ? "NA" : rt); exit }'
+}
 
 start_daemons() { # binary -> DAEMONS
   ip netns exec $NA "$1" -config "$W/a.yml" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
@@ -170,7 +176,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
     cpu = (sc == "raw" || gb <= 0) ? "NA" : sprintf("%.2f", c / tck / gb)
     mi = (sc == "raw") ? "NA" : sprintf("%.1f", idle / 1024)
     mp = (sc == "raw") ? "NA" : sprintf("%.1f", peak / 1024)
-    printf "%.3f %.3f %s %s %s %s %d %.2f\n", a[1] / 1e9, b[1] / 1e9, rtt, cpu, mi, mp, drops, up / 1000
+    printf "%.3f %.3f %s %s %s %s %d %s %.2f\n", a[1] / 1e9, b[1] / 1e9, rtt, cpu, mi, mp, drops, a[3], up / 1000
   }'
 }
 
@@ -210,16 +216,16 @@ function ratio(sc, base, k,    i, n, v) {
     if ((sc, i) in val && (base, i) in val && val[sc, i, k] != "NA" && val[base, i, k] + 0 > 0) { n++; v[n] = val[sc, i, k] / val[base, i, k] }
   return n ? sprintf("%.2f", median(v, n)) : "—"
 }
-NF == 10 { val[$1, $2] = 1; for (k = 3; k <= 10; k++) val[$1, $2, k - 2] = $k }
+NF == 11 { val[$1, $2] = 1; for (k = 3; k <= 11; k++) val[$1, $2, k - 2] = $k }
 END {
   ns = split(scen, S, " ")
-  print "| scenario | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | RTT ms | CPU s/GB | idle RSS MiB | peak RSS MiB | UDP rcvbuf drops | up s | TCP 1 ÷ nebula | TCP 4 ÷ nebula | CPU/GB ÷ nebula | peak RSS ÷ nebula |"
-  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  print "| scenario | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | RTT ms | CPU s/GB | idle RSS MiB | peak RSS MiB | UDP rcvbuf drops | TCP retransmits | up s | TCP 1 ÷ nebula | TCP 4 ÷ nebula | CPU/GB ÷ nebula | peak RSS ÷ nebula |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for (s = 1; s <= ns; s++) {
     sc = S[s]; ok = 0
     for (i = 1; i <= rounds; i++) if ((sc, i) in val) ok = 1
     printf "| %s%s |", sc, ok ? "" : " (skipped or failed)"
-    for (k = 1; k <= 8; k++) printf " %s |", cell(sc, k)
+    for (k = 1; k <= 9; k++) printf " %s |", cell(sc, k)
     printf " %s | %s | %s | %s |\n", ratio(sc, "nebula", 1), ratio(sc, "nebula", 2), ratio(sc, "nebula", 4), ratio(sc, "nebula", 6)
   }
   printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; nebula %s.\n", rounds, secs, mtu, cipher, buf, nebver
