@@ -202,10 +202,7 @@ func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
 	dir := t.TempDir()
 	for _, h := range hosts {
 		crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
-		h.config = filepath.Join(dir, h.name+".yml")
-		if err := os.WriteFile(h.config, []byte(nodeConfig(ca.path("ca.crt"), crt, key, spec, h, hosts)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		h.writeConfig(t, dir, staticConf(ca.path("ca.crt"), crt, key, spec, h, hosts))
 	}
 	for _, h := range hosts {
 		h.start(t)
@@ -291,14 +288,15 @@ firewall:
 	return b.String()
 }
 
-func nodeConfig(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) string {
+// staticConf is the config of a lighthouse-less host: every other host in static_host_map.
+func staticConf(ca, crt, key string, spec meshSpec, me *meshHost, all []*meshHost) nodeConf {
 	c := nodeConf{ca: ca, cert: crt, key: key, cipher: spec.cipher, mtu: spec.mtu, static: map[string]string{}, extra: spec.extra}
 	for _, o := range all {
 		if o != me {
 			c.static[o.overlay] = fmt.Sprintf("%s:%d", o.underlay, overlayPort)
 		}
 	}
-	return c.render()
+	return c
 }
 
 // writeConfig writes a host's config into dir and remembers its path.
