@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The import directions of DESIGN.md:
+//
+//	cmd -> overlay -> {handshake, lighthouse, firewall, overlay/tun, overlay/udp} -> cert
+//	cert/authority -> cert;  nothing imports cmd or e2e.
+//
+// Each rule names a package (and the packages under it) and the module packages it must not
+// import. Test files may import test helpers freely, so only non-test imports are checked,
+// except that nothing, tests included, may import cmd.
+var importRules = []struct {
+	pkg       string   // relative to the module root; "cert" also covers cert/certtest
+	forbidden []string // packages relative to the module root, with those below; "=p" is p alone
+	why       string
+}{
+	{"cert", []string{"overlay", "handshake", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
+		"cert is the bottom layer: a codec and a CA pool, no I/O beyond files"},
+	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
+		"the CA service depends on cert only"},
+	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
+		"handshake is a pure state machine under overlay"},
+	{"lighthouse", []string{"overlay", "handshake", "firewall", "cert/authority", "cmd", "e2e"},
+		"lighthouse talks to the runtime through a small interface, not by importing it"},
+	{"firewall", []string{"overlay", "handshake", "lighthouse", "cert/authority", "cmd", "e2e"},
+		"the firewall is pure: (packet, peer identity, direction) -> verdict"},
+	{"overlay/tun", []string{"=overlay", "overlay/udp", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
+		"a TUN device knows nothing of the overlay"},
+	{"overlay/udp", []string{"=overlay", "overlay/tun", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
+		"a UDP conn knows nothing of the overlay"},
+	{"overlay", []string{"cmd", "e2e", "cert/authority"},
+		"the runtime is imported by cmd, never the other way round"},
+	{"internal", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert"},
+		"internal helpers sit below everything"},
+}
+
+// goPackage is the part of `go list -json` this test reads.
+type goPackage struct {
+	ImportPath   string
+	Dir          string
+	GoFiles      []string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+}
+
+func listPackages(t *testing.T) (module string, pkgs []goPackage) {
+	t.Helper()
+	root := moduleRoot(t)
+	out, err := exec.Command(goTool(), "list", "-m").Output()
+	if err != nil {
+		t.Fatalf("go list -m: %v", err)
+	}
+	module = strings.TrimSpace(string(out))
+	cmd := exec.Command(goTool(), "list", "-e", "-json", "./...")
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatalf("go list ./...: %v\n%s", err, stderr.String())
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p goPackage
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 5 {
+		t.Fatalf("go list found only %d packages", len(pkgs))
+	}
+	return module, pkgs
+}
+
+// under reports whether rel is pkg or a package below it.
+func under(rel, pkg string) bool { return rel == pkg || strings.HasPrefix(rel, pkg+"/") }
+
+// importViolations returns why importing irel from rel breaks the design (nothing if it does not);
+// both are relative to the module root.
+func importViolations(rel, irel string) []string {
+	var out []string
+	// The most specific rule decides (overlay/udp before overlay).
+	best := -1
+	for i, r := range importRules {
+		if under(rel, r.pkg) && (best < 0 || len(r.pkg) > len(importRules[best].pkg)) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		r := importRules[best]
+		for _, f := range r.forbidden {
+			if exact, ok := strings.CutPrefix(f, "="); ok && irel == exact || !ok && under(irel, f) {
+				out = append(out, fmt.Sprintf("%s imports %s: %s", rel, irel, r.why))
+			}
+		}
+	}
+	if under(irel, "e2e") && !under(rel, "e2e") {
+		out = append(out, fmt.Sprintf("%s imports %s: nothing outside e2e imports e2e", rel, irel))
+	}
+	if under(irel, "cmd") {
+		out = append(out, fmt.Sprintf("%s imports %s: nothing imports cmd", rel, irel))
+	}
+	return out
+}
+
+func TestImportRulesCatchUpwardImports(t *testing.T) {
+	for _, c := range []struct {
+		rel, irel string
+		bad       bool
+	}{
+		{"overlay", "handshake", false},
+		{"overlay", "overlay/udp", false},
+		{"cmd/meshnode", "overlay", false},
+		{"handshake", "cert", false},
+		{"cert/certtest", "cert", false},
+		{"cert/authority", "cert", false},
+		{"overlay/udp/udptest", "overlay/udp", false},
+		{"e2e", "e2e/netns", false},
+		{"handshake", "overlay", true},
+		{"handshake", "firewall", true},
+		{"cert", "cert/authority", true},
+		{"cert", "handshake", true},
+		{"overlay/udp", "overlay", true},
+		{"overlay/udp", "overlay/tun", true},
+		{"overlay", "cmd/meshnode", true},
+		{"firewall", "e2e/netns", true},
+		{"cert/authority", "overlay", true},
+	} {
+		if got := importViolations(c.rel, c.irel); (len(got) > 0) != c.bad {
+			t.Errorf("%s importing %s: violations %q, want bad=%v", c.rel, c.irel, got, c.bad)
+		}
+	}
+}
+
+func TestPackagesImportOnlyDownwardsAsDesigned(t *testing.T) {
+	module, pkgs := listPackages(t)
+	relOf := func(path string) (string, bool) {
+		if path == module {
+			return "", true
+		}
+		return strings.CutPrefix(path, module+"/")
+	}
+	for _, p := range pkgs {
+		rel, _ := relOf(p.ImportPath)
+		for _, imp := range p.Imports {
+			if irel, ok := relOf(imp); ok {
+				for _, v := range importViolations(rel, irel) {
+					t.Error(v)
+				}
+			}
+		}
+		for _, imp := range append(append([]string{}, p.TestImports...), p.XTestImports...) {
+			if irel, ok := relOf(imp); ok && under(irel, "cmd") {
+				t.Errorf("tests of %s import %s: nothing imports cmd", rel, irel)
+			}
+		}
+	}
+}
+
+// TestNoGlobalMetricsRegistryOrForeignLogger checks two habits of DESIGN.md and STYLE.md in
+// non-test code: metrics go to a prometheus.Registerer the caller passes in (never the global
+// registry), and logging goes through log/slog (no logrus).
+func TestNoGlobalMetricsRegistryOrForeignLogger(t *testing.T) {
+	_, pkgs := listPackages(t)
+	banned := []struct{ text, why string }{
+		{"prometheus.MustRegister(", "use the injected prometheus.Registerer"},
+		{"prometheus.Register(", "use the injected prometheus.Registerer"},
+		{"prometheus.DefaultRegisterer", "use the injected prometheus.Registerer"},
+		{"prometheus.DefaultGatherer", "serve the node's own registry"},
+		{"promhttp.Handler()", "promhttp.HandlerFor the node's own registry"},
+		{`"github.com/sirupsen/logrus"`, "log with log/slog"},
+	}
+	for _, p := range pkgs {
+		for _, f := range p.GoFiles {
+			src, err := os.ReadFile(filepath.Join(p.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range banned {
+				if bytes.Contains(src, []byte(b.text)) {
+					t.Errorf("%s/%s uses %s: %s", p.ImportPath, f, b.text, b.why)
+				}
+			}
+		}
+	}
+}
