@@ -1,7 +1,8 @@
 // Package netns builds throw-away test hosts out of Linux network namespaces: namespaces joined
 // by veth pairs or by a bridge in a "switch" namespace, commands and long-running daemons run
 // inside them, and polling helpers with deadlines. Everything a test creates is removed in
-// t.Cleanup, also when the test fails or times out.
+// t.Cleanup, also when the test fails. If the test process itself is killed (go test's
+// -timeout), its daemons die with it (Pdeathsig) and the next run deletes its namespaces.
 //
 // It is for root-only end-to-end suites. It never touches the machine's own namespace: veth
 // pairs are created directly inside the test namespaces, and every address and route lives there.
