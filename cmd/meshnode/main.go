@@ -2,11 +2,239 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshnode/meshnode/overlay"
+	"github.com/meshnode/meshnode/overlay/tun"
+	"github.com/meshnode/meshnode/overlay/udp"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
-	fmt.Fprintln(os.Stderr, "meshnode: the data plane is not available in this build yet")
-	os.Exit(1)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshnode", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path to the node's YAML config (Nebula's format)")
+	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: meshnode -config node.yml [-test]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "meshnode %s\n", version)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml)\n", fs.Arg(0))
+		return 2
+	}
+	if *configPath == "" {
+		fmt.Fprintln(stderr, "meshnode: -config is required (e.g. meshnode -config /etc/meshnode/node.yml)")
+		return 2
+	}
+	cfg, err := overlay.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshnode: %v\n", err)
+		return 1
+	}
+	log := newLogger(cfg.Logging, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	pki, err := overlay.LoadPKI(cfg, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
+		return 1
+	}
+	if *testOnly {
+		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
+		return 0
+	}
+	if err := serve(cfg, pki, log); err != nil {
+		log.Error("meshnode stopped", "err", err)
+		fmt.Fprintf(stderr, "meshnode: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger) error {
+	host := strings.Trim(cfg.Listen.Host, "[]")
+	la, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.LookupIP(host)
+		if lerr != nil || len(ips) == 0 {
+			return fmt.Errorf("listen.host %q: cannot resolve", cfg.Listen.Host)
+		}
+		la, _ = netip.AddrFromSlice(ips[0])
+	}
+	bufSize := overlay.DefaultSocketBuffer
+	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), udp.Options{
+		ReadBuffer: pick(cfg.Listen.ReadBuffer, bufSize), WriteBuffer: pick(cfg.Listen.WriteBuffer, bufSize),
+		Batch: cfg.Listen.Batch,
+	})
+	if err != nil {
+		return fmt.Errorf("listen on %s:%d: %w", cfg.Listen.Host, cfg.Listen.Port, err)
+	}
+	var dev tun.Device
+	if !cfg.Tun.Disabled {
+		own := pki.Creds.Cert
+		dev, err = tun.Open(tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
+			TxQueueLen: cfg.Tun.TxQueue})
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("tun.dev %q: %w", cfg.Tun.Dev, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Logger: log, Registerer: reg})
+	if err != nil {
+		conn.Close()
+		if dev != nil {
+			dev.Close()
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Stats.Type == "prometheus" {
+		srv, err := startStats(cfg.Stats, reg, log)
+		if err != nil {
+			node.Close()
+			conn.Close()
+			if dev != nil {
+				dev.Close()
+			}
+			return err
+		}
+		defer srv.Close()
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		for s := range sigs {
+			if s == syscall.SIGHUP {
+				reload(cfg.Path(), node, log)
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			cancel()
+			return
+		}
+	}()
+	log.Info("meshnode started", "version", version, "host", pki.Creds.Cert.Details.Name,
+		"vpn_ip", pki.Creds.Cert.VpnIP(), "listen", conn.LocalAddr(), "cipher", pickStr(cfg.Cipher, "aes"))
+	return node.Run(ctx)
+}
+
+// reload re-reads the config and swaps in the new PKI and firewall rules.
+func reload(path string, node *overlay.Node, log *slog.Logger) {
+	cfg, err := overlay.LoadConfig(path)
+	if err != nil {
+		log.Error("reload failed; keeping the running config", "err", err)
+		return
+	}
+	pki, err := overlay.LoadPKI(cfg, time.Now())
+	if err != nil {
+		log.Error("reload failed; keeping the running config", "err", err)
+		return
+	}
+	if err := node.SetPKI(pki); err != nil {
+		log.Error("reload failed; keeping the running config", "err", err)
+		return
+	}
+	if err := node.SetFirewall(cfg.Firewall); err != nil {
+		log.Error("reload: firewall rules not applied", "err", err)
+		return
+	}
+	log.Info("config reloaded", "path", path)
+}
+
+func startStats(sc overlay.StatsConfig, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", sc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("stats.listen %q: %w", sc.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(sc.Path, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("stats server stopped", "err", err)
+		}
+	}()
+	log.Info("prometheus metrics", "listen", ln.Addr().String(), "path", sc.Path)
+	return srv, nil
+}
+
+func newLogger(lc overlay.LoggingConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	switch strings.ToLower(lc.Level) {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn", "warning":
+		level = slog.LevelWarn
+	case "error", "fatal", "panic":
+		level = slog.LevelError
+	default:
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.DisableTimestamp {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func pick(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func pickStr(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
 }

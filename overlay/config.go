@@ -1,0 +1,478 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshnode/meshnode/firewall"
+)
+
+// Config is a node's YAML configuration. The keys are Nebula 1.6's, so a Nebula config works
+// unchanged; sections of our own sit beside them. Unknown keys are errors, never ignored.
+type Config struct {
+	PKI           PKIConfig           `yaml:"pki"`
+	StaticHostMap map[string]HostList `yaml:"static_host_map"`
+	Lighthouse    LighthouseConfig    `yaml:"lighthouse"`
+	Listen        ListenConfig        `yaml:"listen"`
+	Punchy        PunchyConfig        `yaml:"punchy"`
+	Cipher        string              `yaml:"cipher"`
+	Tun           TunConfig           `yaml:"tun"`
+	Logging       LoggingConfig       `yaml:"logging"`
+	Firewall      firewall.Config     `yaml:"firewall"`
+	Stats         StatsConfig         `yaml:"stats"`
+	Handshakes    HandshakesConfig    `yaml:"handshakes"`
+	Timers        TimersConfig        `yaml:"timers"`
+	Tunnels       TunnelsConfig       `yaml:"tunnels"`
+	Relay         RelayConfig         `yaml:"relay"`
+	Routines      int                 `yaml:"routines"`
+	LocalRange    string              `yaml:"local_range"`
+	Preferred     []string            `yaml:"preferred_ranges"`
+	// Nebula's debug SSH server: accepted so Nebula configs load, but not served.
+	SSHD yaml.Node `yaml:"sshd"`
+
+	// path is where the config was read from, for error messages and relative paths.
+	path string
+	// Warnings collects non-fatal problems found while loading (unsupported keys in use).
+	Warnings []string
+}
+
+// PKIConfig holds the node's identity and trust anchors. Each of CA, Cert and Key is a file
+// path or inline PEM (a value containing "-----BEGIN" is PEM), as in Nebula.
+type PKIConfig struct {
+	CA                string   `yaml:"ca"`
+	Cert              string   `yaml:"cert"`
+	Key               string   `yaml:"key"`
+	Blocklist         []string `yaml:"blocklist"`
+	Blacklist         []string `yaml:"blacklist"` // Nebula's deprecated alias
+	DisconnectInvalid *bool    `yaml:"disconnect_invalid"`
+}
+
+// HostList is one or more "host:port" underlay addresses; YAML may give a string or a list.
+type HostList []string
+
+// UnmarshalYAML accepts a single string as well as a list.
+func (h *HostList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*h = HostList{n.Value}
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*h = l
+	return nil
+}
+
+// LighthouseConfig is Nebula's lighthouse section. Serving and querying lighthouses is not
+// part of this build; the keys are parsed so that configs load and `hosts` is checked.
+type LighthouseConfig struct {
+	AmLighthouse    bool          `yaml:"am_lighthouse"`
+	ServeDNS        bool          `yaml:"serve_dns"`
+	DNS             yaml.Node     `yaml:"dns"`
+	Interval        int           `yaml:"interval"`
+	Hosts           []string      `yaml:"hosts"`
+	RemoteAllowList yaml.Node     `yaml:"remote_allow_list"`
+	LocalAllowList  yaml.Node     `yaml:"local_allow_list"`
+	AdvertiseAddrs  []string      `yaml:"advertise_addrs"`
+	CalculatedRemotes yaml.Node   `yaml:"calculated_remotes"`
+}
+
+// ListenConfig is the underlay socket.
+type ListenConfig struct {
+	Host          string `yaml:"host"`
+	Port          int    `yaml:"port"`
+	Batch         int    `yaml:"batch"`
+	ReadBuffer    int    `yaml:"read_buffer"`
+	WriteBuffer   int    `yaml:"write_buffer"`
+	SendRecvError string `yaml:"send_recv_error"`
+}
+
+// PunchyConfig is Nebula's NAT punching section (parsed; punching needs lighthouses).
+type PunchyConfig struct {
+	Punch   bool          `yaml:"punch"`
+	Respond bool          `yaml:"respond"`
+	Delay   time.Duration `yaml:"delay"`
+}
+
+// TunConfig describes the TUN device.
+type TunConfig struct {
+	Disabled           bool        `yaml:"disabled"`
+	Dev                string      `yaml:"dev"`
+	DropLocalBroadcast bool        `yaml:"drop_local_broadcast"`
+	DropMulticast      bool        `yaml:"drop_multicast"`
+	TxQueue            int         `yaml:"tx_queue"`
+	MTU                int         `yaml:"mtu"`
+	Routes             []yaml.Node `yaml:"routes"`
+	UnsafeRoutes       []yaml.Node `yaml:"unsafe_routes"`
+}
+
+// LoggingConfig selects log level and format.
+type LoggingConfig struct {
+	Level            string `yaml:"level"`
+	Format           string `yaml:"format"`
+	DisableTimestamp bool   `yaml:"disable_timestamp"`
+	TimestampFormat  string `yaml:"timestamp_format"`
+}
+
+// StatsConfig enables the Prometheus endpoint.
+type StatsConfig struct {
+	Type             string        `yaml:"type"`
+	Listen           string        `yaml:"listen"`
+	Path             string        `yaml:"path"`
+	Namespace        string        `yaml:"namespace"`
+	Subsystem        string        `yaml:"subsystem"`
+	Interval         time.Duration `yaml:"interval"`
+	MessageMetrics   bool          `yaml:"message_metrics"`
+	LighthouseMetrics bool         `yaml:"lighthouse_metrics"`
+}
+
+// HandshakesConfig tunes handshake retries and the queue of packets waiting for a tunnel.
+type HandshakesConfig struct {
+	TryInterval   time.Duration `yaml:"try_interval"`
+	Retries       int           `yaml:"retries"`
+	TriggerBuffer int           `yaml:"trigger_buffer"`
+	// Our additions: bounds on handshake state kept for unauthenticated senders.
+	MaxPending    int     `yaml:"max_pending"`
+	PerSourceRate float64 `yaml:"per_source_rate"`
+}
+
+// TimersConfig are Nebula's liveness timers.
+type TimersConfig struct {
+	ConnectionAliveInterval time.Duration `yaml:"connection_alive_interval"`
+	PendingDeletionInterval time.Duration `yaml:"pending_deletion_interval"`
+}
+
+// TunnelsConfig drops tunnels that carried no traffic for a while (Nebula 1.8+'s keys).
+type TunnelsConfig struct {
+	DropInactive      bool          `yaml:"drop_inactive"`
+	InactivityTimeout time.Duration `yaml:"inactivity_timeout"`
+}
+
+// RelayConfig is Nebula's relay section (parsed; relaying is not part of this build).
+type RelayConfig struct {
+	AmRelay   bool     `yaml:"am_relay"`
+	Relays    []string `yaml:"relays"`
+	UseRelays *bool    `yaml:"use_relays"`
+}
+
+// Defaults, in one place, with Nebula 1.6's values where it has them.
+const (
+	DefaultMTU                     = 1300
+	DefaultTryInterval             = 100 * time.Millisecond
+	DefaultRetries                 = 10
+	DefaultTriggerBuffer           = 64
+	DefaultMaxPending              = 4096
+	DefaultPerSourceRate           = 20 // handshake msg1 per second per source address
+	DefaultConnectionAliveInterval = 5 * time.Second
+	DefaultPendingDeletionInterval = 10 * time.Second
+	DefaultInactivityTimeout       = 10 * time.Minute
+	DefaultBatch                   = 64
+	DefaultSocketBuffer            = 4 << 20
+)
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(b, path)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ParseConfig decodes and validates YAML. name labels errors (usually the file path).
+func ParseConfig(b []byte, name string) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	c := &Config{path: name}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, explainYAMLError(name, &root, err)
+	}
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`line (\d+): (.*)`)
+var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type`)
+
+// explainYAMLError turns yaml.v3's type-oriented messages into ones naming the file, line and
+// key path the user wrote ("node.yml:7: pki.cartt: unknown key").
+func explainYAMLError(name string, root *yaml.Node, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	paths := map[int]string{}
+	indexKeyPaths(root, "", paths)
+	var msgs []string
+	for _, e := range te.Errors {
+		m := yamlLineRE.FindStringSubmatch(e)
+		if m == nil {
+			msgs = append(msgs, fmt.Sprintf("%s: %s", name, e))
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		detail := m[2]
+		if u := unknownFieldRE.FindStringSubmatch(detail); u != nil {
+			detail = fmt.Sprintf("unknown key %q", u[1])
+		}
+		if p, ok := paths[line]; ok {
+			msgs = append(msgs, fmt.Sprintf("%s:%d: %s: %s", name, line, p, detail))
+		} else {
+			msgs = append(msgs, fmt.Sprintf("%s:%d: %s", name, line, detail))
+		}
+	}
+	return errors.New(strings.Join(msgs, "\n"))
+}
+
+// indexKeyPaths records, for each line holding a mapping key or sequence item, its dotted path.
+func indexKeyPaths(n *yaml.Node, prefix string, out map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexKeyPaths(c, prefix, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[k.Line] = p
+			if _, seen := out[v.Line]; !seen {
+				out[v.Line] = p
+			}
+			indexKeyPaths(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			if _, seen := out[c.Line]; !seen {
+				out[c.Line] = p
+			}
+			indexKeyPaths(c, p, out)
+		}
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if c.Tun.MTU == 0 {
+		c.Tun.MTU = DefaultMTU
+	}
+	if c.Tun.Dev == "" {
+		c.Tun.Dev = "mesh0"
+	}
+	if c.Handshakes.TryInterval == 0 {
+		c.Handshakes.TryInterval = DefaultTryInterval
+	}
+	if c.Handshakes.Retries == 0 {
+		c.Handshakes.Retries = DefaultRetries
+	}
+	if c.Handshakes.TriggerBuffer == 0 {
+		c.Handshakes.TriggerBuffer = DefaultTriggerBuffer
+	}
+	if c.Handshakes.MaxPending == 0 {
+		c.Handshakes.MaxPending = DefaultMaxPending
+	}
+	if c.Handshakes.PerSourceRate == 0 {
+		c.Handshakes.PerSourceRate = DefaultPerSourceRate
+	}
+	if c.Timers.ConnectionAliveInterval == 0 {
+		c.Timers.ConnectionAliveInterval = DefaultConnectionAliveInterval
+	}
+	if c.Timers.PendingDeletionInterval == 0 {
+		c.Timers.PendingDeletionInterval = DefaultPendingDeletionInterval
+	}
+	if c.Tunnels.InactivityTimeout == 0 {
+		c.Tunnels.InactivityTimeout = DefaultInactivityTimeout
+	}
+	if c.Listen.Host == "" {
+		c.Listen.Host = "0.0.0.0"
+	}
+	if c.Listen.Batch == 0 {
+		c.Listen.Batch = DefaultBatch
+	}
+	if c.Listen.SendRecvError == "" {
+		c.Listen.SendRecvError = "always"
+	}
+	if c.Logging.Level == "" {
+		c.Logging.Level = "info"
+	}
+	if c.Logging.Format == "" {
+		c.Logging.Format = "text"
+	}
+	if c.Stats.Path == "" {
+		c.Stats.Path = "/metrics"
+	}
+	if c.Routines == 0 {
+		c.Routines = 1
+	}
+	if c.PKI.DisconnectInvalid == nil {
+		// Unlike Nebula 1.6 we cut tunnels of certs that became invalid by default
+		// (SECURITY-NOTES: blocklisted hosts kept their tunnels).
+		t := true
+		c.PKI.DisconnectInvalid = &t
+	}
+}
+
+// validate reports every problem it finds, each with its key path.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.PKI.CA == "" {
+		bad("pki.ca", "required (path to the CA certificate bundle, or inline PEM)")
+	}
+	if c.PKI.Cert == "" {
+		bad("pki.cert", "required (path to this host's certificate, or inline PEM)")
+	}
+	if c.PKI.Key == "" {
+		bad("pki.key", "required (path to this host's private key, or inline PEM)")
+	}
+	for i, fp := range c.Blocklist() {
+		if len(fp) != 64 || strings.Trim(strings.ToLower(fp), "0123456789abcdef") != "" {
+			bad(fmt.Sprintf("pki.blocklist[%d]", i), "%q is not a certificate fingerprint (64 hex digits)", fp)
+		}
+	}
+	if c.Cipher != "" && c.Cipher != "aes" && c.Cipher != "chachapoly" {
+		bad("cipher", "%q is not supported (use aes or chachapoly)", c.Cipher)
+	}
+	if c.Listen.Port < 0 || c.Listen.Port > 65535 {
+		bad("listen.port", "%d is out of range 0-65535", c.Listen.Port)
+	}
+	if _, err := netip.ParseAddr(c.Listen.Host); err != nil && c.Listen.Host != "[::]" {
+		if ips, lerr := net.LookupIP(c.Listen.Host); lerr != nil || len(ips) == 0 {
+			bad("listen.host", "%q is not an IP address", c.Listen.Host)
+		}
+	}
+	switch c.Listen.SendRecvError {
+	case "always", "never", "private":
+	default:
+		bad("listen.send_recv_error", "%q must be always, never or private", c.Listen.SendRecvError)
+	}
+	if c.Tun.MTU < 576 || c.Tun.MTU > 9000 {
+		bad("tun.mtu", "%d is out of range 576-9000", c.Tun.MTU)
+	}
+	if len(c.Tun.Routes) > 0 || len(c.Tun.UnsafeRoutes) > 0 {
+		bad("tun.unsafe_routes", "routes to unsafe networks are not supported by this build")
+	}
+	switch strings.ToLower(c.Logging.Level) {
+	case "debug", "info", "warn", "warning", "error", "fatal", "panic":
+	default:
+		bad("logging.level", "%q must be debug, info, warning or error", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		bad("logging.format", "%q must be text or json", c.Logging.Format)
+	}
+	switch c.Stats.Type {
+	case "", "prometheus":
+		if c.Stats.Type == "prometheus" && c.Stats.Listen == "" {
+			bad("stats.listen", "required when stats.type is prometheus (e.g. 127.0.0.1:8080)")
+		}
+	case "graphite":
+		bad("stats.type", "graphite is not supported; use prometheus")
+	default:
+		bad("stats.type", "%q must be prometheus", c.Stats.Type)
+	}
+	for vpn, addrs := range c.StaticHostMap {
+		key := fmt.Sprintf("static_host_map[%q]", vpn)
+		if _, err := netip.ParseAddr(vpn); err != nil {
+			bad(key, "%q is not an IP address", vpn)
+		}
+		if len(addrs) == 0 {
+			bad(key, "needs at least one host:port")
+		}
+		for _, a := range addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad(key, "%q is not host:port", a)
+			}
+		}
+	}
+	if c.Lighthouse.AmLighthouse || len(c.Lighthouse.Hosts) > 0 {
+		c.Warnings = append(c.Warnings, "lighthouse: serving and querying lighthouses is not supported by this build yet; only static_host_map is used")
+	}
+	for i, h := range c.Lighthouse.Hosts {
+		if _, ok := c.StaticHostMap[h]; !ok {
+			bad(fmt.Sprintf("lighthouse.hosts[%d]", i), "%s has no static_host_map entry", h)
+		}
+	}
+	if c.Relay.AmRelay || len(c.Relay.Relays) > 0 {
+		c.Warnings = append(c.Warnings, "relay: relays are not supported by this build yet")
+	}
+	if !c.SSHD.IsZero() {
+		c.Warnings = append(c.Warnings, "sshd: the debug SSH server is not supported; the section is ignored")
+	}
+	if c.Handshakes.Retries < 1 || c.Handshakes.Retries > 100 {
+		bad("handshakes.retries", "%d is out of range 1-100", c.Handshakes.Retries)
+	}
+	if c.Handshakes.TryInterval < time.Millisecond {
+		bad("handshakes.try_interval", "%s is too short", c.Handshakes.TryInterval)
+	}
+	if c.Routines < 1 || c.Routines > 64 {
+		bad("routines", "%d is out of range 1-64", c.Routines)
+	}
+	for i, p := range c.PreferredRanges() {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("preferred_ranges[%d]", i), "%q is not a CIDR", p)
+		}
+	}
+	if _, err := firewall.New(c.Firewall, firewall.Options{}); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Blocklist merges pki.blocklist with the deprecated pki.blacklist.
+func (c *Config) Blocklist() []string {
+	return append(append([]string(nil), c.PKI.Blocklist...), c.PKI.Blacklist...)
+}
+
+// PreferredRanges merges preferred_ranges with the legacy local_range.
+func (c *Config) PreferredRanges() []string {
+	r := append([]string(nil), c.Preferred...)
+	if c.LocalRange != "" {
+		r = append(r, c.LocalRange)
+	}
+	return r
+}
+
+// Path is the file the config came from.
+func (c *Config) Path() string { return c.path }
+
+// ReadPEMSetting returns inline PEM as is, or the contents of the file a setting names.
+func ReadPEMSetting(key, v string) ([]byte, error) {
+	if strings.Contains(v, "-----BEGIN") {
+		return []byte(v), nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,442 @@
+package overlay
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/overlay/header"
+	"github.com/meshnode/meshnode/overlay/tun"
+	"github.com/meshnode/meshnode/overlay/udp"
+)
+
+// maxDatagram is the largest underlay datagram we read (Nebula uses 9001-byte buffers).
+const maxDatagram = 9001
+
+// tagLen is the AEAD tag on every encrypted packet.
+const tagLen = 16
+
+// readOutside is the receive path: UDP -> header -> decrypt -> checks -> firewall -> TUN.
+// It owns its buffers; nothing is allocated per packet on the data path.
+func (n *Node) readOutside() error {
+	batch := n.cfg.Listen.Batch
+	msgs := make([]udp.Message, batch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, maxDatagram)
+	}
+	toTun := make([][]byte, 0, batch)
+	for {
+		k, err := n.conn.ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, udp.ErrClosed) || n.closed() {
+				return nil
+			}
+			return err
+		}
+		now := n.now()
+		toTun = toTun[:0]
+		for i := range k {
+			if pt := n.handleOutside(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, now); pt != nil {
+				toTun = append(toTun, pt)
+			}
+		}
+		if len(toTun) > 0 && n.dev != nil {
+			if _, err := n.dev.Write(toTun); err != nil {
+				if errors.Is(err, tun.ErrClosed) || n.closed() {
+					return nil
+				}
+				n.m.dropped(dropTunWrite)
+			}
+		}
+	}
+}
+
+func (n *Node) closed() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// handleOutside processes one datagram and returns an inner packet to deliver, or nil.
+func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byte {
+	if len(b) < header.Len {
+		// Punch packets (1 byte) land here by design.
+		n.m.dropped(dropShort)
+		return nil
+	}
+	var h header.Header
+	if err := h.Parse(b); err != nil {
+		n.m.dropped(dropBadHeader)
+		return nil
+	}
+	switch h.Type {
+	case header.Message:
+		if h.Subtype != header.SubtypeNone {
+			n.m.dropped(dropUnsupported)
+			return nil
+		}
+		t, pt := n.openPacket(&h, b, from, now)
+		if t == nil {
+			return nil
+		}
+		return n.deliverInbound(t, pt)
+	case header.Handshake:
+		switch h.Counter {
+		case 1:
+			n.hs.handleMsg1(b, from)
+		case 2:
+			n.hs.handleMsg2(b, from, h.RemoteIndex)
+		default:
+			n.m.dropped(dropHandshake)
+		}
+	case header.RecvError:
+		n.handleRecvError(h.RemoteIndex, from, now)
+	case header.Test, header.CloseTunnel, header.LightHouse, header.Control:
+		t, pt := n.openPacket(&h, b, from, now)
+		if t == nil {
+			return nil
+		}
+		n.handleControl(t, &h, pt)
+	default:
+		n.m.dropped(dropBadHeader)
+	}
+	return nil
+}
+
+// openPacket finds the tunnel, checks the replay window before decrypting and updates it
+// only after authentication. It decrypts in place and returns the plaintext.
+func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, now time.Time) (*tunnel, []byte) {
+	t := n.hosts.byLocalIndex(h.RemoteIndex)
+	if t == nil {
+		n.m.dropped(dropUnknownIndex)
+		n.sendRecvError(h.RemoteIndex, from)
+		return nil, nil
+	}
+	if len(b) < header.Len+tagLen {
+		n.m.dropped(dropShort)
+		return nil, nil
+	}
+	if !t.window.Check(h.Counter) {
+		// No recv_error for replays: it would let anyone replaying old packets make us
+		// chatter, and make the peer doubt a working tunnel (Nebula #1459).
+		n.m.dropped(dropReplay)
+		return nil, nil
+	}
+	pt, err := t.recv.Open(b[header.Len:header.Len], b[:header.Len], b[header.Len:], h.Counter)
+	if err != nil {
+		if h.Type == header.CloseTunnel {
+			n.m.dropped(dropUnauthClose)
+		} else {
+			n.m.dropped(dropDecrypt)
+		}
+		return nil, nil
+	}
+	if !t.window.Update(h.Counter) {
+		n.m.dropped(dropReplay)
+		return nil, nil
+	}
+	n.authenticated(t, from, now)
+	return t, pt
+}
+
+// authenticated records life on a tunnel and roams to a new source address. It runs only
+// after a packet passed AEAD and the replay window, so a replay cannot move the tunnel.
+func (n *Node) authenticated(t *tunnel, from netip.AddrPort, now time.Time) {
+	t.lastRecv.Store(now.UnixNano())
+	t.testSent.Store(0)
+	if cur := t.remoteAddr(); cur != from {
+		t.setRemote(from)
+		t.lastRoam.Store(now.UnixNano())
+		n.log.Info("peer roamed", "vpn_ip", t.vpnIP, "from", cur, "to", from)
+	}
+}
+
+// deliverInbound applies the source check, the destination check and the inbound firewall.
+func (n *Node) deliverInbound(t *tunnel, pt []byte) []byte {
+	if len(pt) < 20 || pt[0]>>4 != 4 {
+		n.m.dropped(dropNotIPv4)
+		return nil
+	}
+	src := netip.AddrFrom4([4]byte(pt[12:16]))
+	if !t.sourceAllowed(src) {
+		n.m.dropped(dropSpoofedSource)
+		return nil
+	}
+	dst := netip.AddrFrom4([4]byte(pt[16:20]))
+	if !n.isOurs(dst) {
+		n.m.dropped(dropNotForUs)
+		return nil
+	}
+	if v := n.fw.Load().Verdict(pt, firewall.Inbound, t.fwPeer); !v.Accepted() {
+		n.m.dropped(dropFirewallIn)
+		if v.Rejected() {
+			n.sendReject(t, pt)
+		}
+		return nil
+	}
+	t.packetsIn.Add(1)
+	t.bytesIn.Add(uint64(len(pt)))
+	n.m.packetsIn.Inc()
+	n.m.bytesIn.Add(float64(len(pt)))
+	return pt
+}
+
+func (n *Node) isOurs(a netip.Addr) bool {
+	for _, o := range n.ownIPs {
+		if o == a {
+			return true
+		}
+	}
+	for _, p := range n.ownNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleControl deals with authenticated non-data messages.
+func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
+	switch h.Type {
+	case header.Test:
+		if h.Subtype == header.SubtypeTestRequest {
+			n.sendEncrypted(t, header.Test, header.SubtypeTestReply, pt)
+		}
+	case header.CloseTunnel:
+		n.log.Info("peer closed the tunnel", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP)
+		n.hosts.remove(t)
+	default:
+		// Lighthouse and relay control messages need features this build does not have.
+		n.m.dropped(dropUnsupported)
+	}
+}
+
+// handleRecvError reacts to a peer saying it cannot read our packets. The message is not
+// authenticated, so it never tears a tunnel down; it only prompts a fresh handshake (the old
+// tunnel keeps working until the new one is confirmed), at most once every two seconds.
+func (n *Node) handleRecvError(index uint32, from netip.AddrPort, now time.Time) {
+	for _, t := range n.hosts.all() {
+		if t.remoteIndex != index {
+			continue
+		}
+		if t.remoteAddr() != from {
+			n.m.dropped(dropRecvErrorIgnor)
+			return
+		}
+		last := t.rekeyAsked.Load()
+		if last != 0 && now.Sub(time.Unix(0, last)) < 2*time.Second {
+			return
+		}
+		t.rekeyAsked.Store(now.UnixNano())
+		n.log.Info("peer lost our tunnel; re-handshaking", "vpn_ip", t.vpnIP)
+		n.hs.rehandshake(t.vpnIP)
+		return
+	}
+	n.m.dropped(dropRecvErrorIgnor)
+}
+
+// sendRecvError tells a sender that we have no tunnel for the index it used.
+func (n *Node) sendRecvError(index uint32, to netip.AddrPort) {
+	switch n.sendRecv {
+	case "never":
+		return
+	case "private":
+		if !to.Addr().IsPrivate() {
+			return
+		}
+	}
+	var b [header.Len]byte
+	header.Encode(b[:], header.RecvError, 0, index, 0)
+	n.sendRaw(b[:], []netip.AddrPort{to})
+}
+
+// readInside is the send path: TUN -> route to a tunnel -> firewall -> encrypt -> UDP.
+func (n *Node) readInside() error {
+	batch := n.cfg.Listen.Batch
+	bufs := make([][]byte, batch)
+	views := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, header.Len+n.mtu+tagLen+64)
+		views[i] = bufs[i][header.Len : len(bufs[i])-tagLen]
+	}
+	out := make([]udp.Message, 0, batch)
+	for {
+		k, err := n.dev.Read(views, sizes)
+		if err != nil {
+			if errors.Is(err, tun.ErrClosed) || n.closed() {
+				return nil
+			}
+			return err
+		}
+		out = out[:0]
+		now := n.now().UnixNano()
+		for i := range k {
+			if m, ok := n.encryptInside(bufs[i], sizes[i], now); ok {
+				out = append(out, m)
+			}
+		}
+		if len(out) > 0 {
+			n.writeUDP(out)
+		}
+	}
+}
+
+// encryptInside routes and seals one packet held at buf[16:16+size], in place.
+func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool) {
+	pkt := buf[header.Len : header.Len+size]
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		n.m.dropped(dropNotIPv4)
+		return udp.Message{}, false
+	}
+	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
+	t := n.hosts.byVPNIP(dst)
+	if t == nil {
+		if dst == n.vpnIP || !n.vpnNet.Contains(dst) {
+			n.m.dropped(dropNoRoute)
+			return udp.Message{}, false
+		}
+		n.hs.trigger(dst, pkt)
+		return udp.Message{}, false
+	}
+	if v := n.fw.Load().Verdict(pkt, firewall.Outbound, t.fwPeer); !v.Accepted() {
+		n.m.dropped(dropFirewallOut)
+		if v.Rejected() {
+			n.rejectLocally(pkt)
+		}
+		return udp.Message{}, false
+	}
+	t.packetsOut.Add(1)
+	t.bytesOut.Add(uint64(size))
+	n.m.packetsOut.Inc()
+	n.m.bytesOut.Add(float64(size))
+	t.lastSend.Store(now)
+	c := t.sendCounter.Add(1)
+	hdr := header.Encode(buf[:header.Len], header.Message, header.SubtypeNone, t.remoteIndex, c)
+	sealed := t.send.Seal(hdr, hdr, pkt, c)
+	return udp.Message{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}, true
+}
+
+// sendInner encrypts and sends one inner packet outside the hot path (queued packets).
+func (n *Node) sendInner(t *tunnel, pkt []byte) {
+	buf := make([]byte, header.Len+len(pkt)+tagLen)
+	copy(buf[header.Len:], pkt)
+	if m, ok := n.encryptInside(buf, len(pkt), n.now().UnixNano()); ok {
+		n.writeUDP([]udp.Message{m})
+	}
+}
+
+// flush sends packets that waited for a handshake.
+func (n *Node) flush(t *tunnel, queued [][]byte) {
+	for _, p := range queued {
+		n.sendInner(t, p)
+	}
+}
+
+// sendEncrypted sends a non-data message (test, close, ...) over a tunnel.
+func (n *Node) sendEncrypted(t *tunnel, typ header.Type, sub uint8, payload []byte) {
+	buf := make([]byte, header.Len, header.Len+len(payload)+tagLen)
+	c := t.sendCounter.Add(1)
+	hdr := header.Encode(buf, typ, sub, t.remoteIndex, c)
+	sealed := t.send.Seal(hdr, hdr, payload, c)
+	t.lastSend.Store(n.now().UnixNano())
+	n.writeUDP([]udp.Message{{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}})
+}
+
+func (n *Node) sendClose(t *tunnel) {
+	n.sendEncrypted(t, header.CloseTunnel, 0, nil)
+}
+
+// sendRaw sends the same bytes to each address (handshake messages, recv_error).
+func (n *Node) sendRaw(b []byte, to []netip.AddrPort) {
+	msgs := make([]udp.Message, 0, len(to))
+	for _, a := range to {
+		msgs = append(msgs, udp.Message{Buf: b, N: len(b), Addr: a})
+	}
+	n.writeUDP(msgs)
+}
+
+func (n *Node) writeUDP(msgs []udp.Message) {
+	n.sendMu.Lock()
+	sent, err := n.conn.WriteBatch(msgs)
+	n.sendMu.Unlock()
+	if err != nil {
+		for range len(msgs) - sent {
+			n.m.dropped(dropUDPWrite)
+		}
+		if !n.closed() {
+			n.log.Debug("udp write failed", "err", err)
+		}
+	}
+}
+
+// sendReject answers a packet our inbound rules reject, through the tunnel it came from.
+func (n *Node) sendReject(t *tunnel, pkt []byte) {
+	reply, ok := firewall.RejectPacket(nil, pkt)
+	if !ok {
+		return
+	}
+	buf := make([]byte, header.Len+len(reply)+tagLen)
+	copy(buf[header.Len:], reply)
+	c := t.sendCounter.Add(1)
+	hdr := header.Encode(buf[:header.Len], header.Message, header.SubtypeNone, t.remoteIndex, c)
+	sealed := t.send.Seal(hdr, hdr, buf[header.Len:header.Len+len(reply)], c)
+	n.writeUDP([]udp.Message{{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}})
+}
+
+// rejectLocally answers a packet our outbound rules reject, back into our own TUN.
+func (n *Node) rejectLocally(pkt []byte) {
+	if n.dev == nil {
+		return
+	}
+	if reply, ok := firewall.RejectPacket(nil, pkt); ok {
+		_, _ = n.dev.Write([][]byte{reply})
+	}
+}
+
+// checkTunnels runs once a second: certificate validity, liveness probes, dead tunnels.
+func (n *Node) checkTunnels(now time.Time) {
+	p := n.pki.Load()
+	alive := n.cfg.Timers.ConnectionAliveInterval
+	pendingDel := n.cfg.Timers.PendingDeletionInterval
+	for _, t := range n.hosts.all() {
+		if *n.cfg.PKI.DisconnectInvalid {
+			if _, err := p.Pool.Verify(t.peer, now); err != nil {
+				n.log.Warn("closing tunnel: peer certificate no longer valid", "peer", t.peer.Details.Name,
+					"vpn_ip", t.vpnIP, "err", err)
+				n.sendClose(t)
+				n.hosts.remove(t)
+				continue
+			}
+		}
+		lastRecv := time.Unix(0, t.lastRecv.Load())
+		lastSend := time.Unix(0, t.lastSend.Load())
+		if ts := t.testSent.Load(); ts != 0 {
+			if now.Sub(time.Unix(0, ts)) >= pendingDel {
+				n.log.Info("tunnel dead: no answer to liveness probe", "vpn_ip", t.vpnIP)
+				n.hosts.remove(t)
+			}
+			continue
+		}
+		if now.Sub(lastRecv) >= alive && lastSend.After(lastRecv) {
+			t.testSent.Store(now.UnixNano())
+			n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, nil)
+			continue
+		}
+		if n.cfg.Tunnels.DropInactive {
+			last := lastRecv
+			if lastSend.After(last) {
+				last = lastSend
+			}
+			if now.Sub(last) >= n.cfg.Tunnels.InactivityTimeout {
+				n.log.Info("closing inactive tunnel", "vpn_ip", t.vpnIP)
+				n.sendClose(t)
+				n.hosts.remove(t)
+			}
+		}
+	}
+}

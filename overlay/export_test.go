@@ -1,0 +1,20 @@
+package overlay
+
+import (
+	"net/netip"
+
+	"github.com/meshnode/meshnode/overlay/header"
+)
+
+// SealForTest encrypts inner as the next data packet of n's tunnel to peer, skipping every
+// sender-side check, so tests can play a misbehaving peer that holds valid keys.
+func (n *Node) SealForTest(peer netip.Addr, inner []byte) []byte {
+	t := n.hosts.byVPNIP(peer)
+	if t == nil {
+		return nil
+	}
+	buf := make([]byte, header.Len, header.Len+len(inner)+tagLen)
+	c := t.sendCounter.Add(1)
+	hdr := header.Encode(buf, header.Message, header.SubtypeNone, t.remoteIndex, c)
+	return t.send.Seal(hdr, hdr, inner, c)
+}

@@ -1,0 +1,173 @@
+package overlay
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/overlay/replay"
+)
+
+// tunnel is one established, authenticated session with a peer. Everything the hot path
+// touches is either immutable after install or atomic, so neither direction takes a lock.
+type tunnel struct {
+	vpnIP       netip.Addr
+	localIndex  uint32
+	remoteIndex uint32
+	peer        *cert.Certificate
+	ca          *cert.Certificate
+	fwPeer      *firewall.Peer
+	send, recv  *handshake.AEAD
+	peerTime    uint64
+	initiator   bool
+	created     time.Time
+
+	// allowed are the inner source addresses the peer may use: its cert IPs (as single
+	// addresses, never the whole network: CVE-2025-62820) and the subnets it carries.
+	allowedIPs     []netip.Addr
+	allowedSubnets []netip.Prefix
+
+	sendCounter atomic.Uint64
+	window      replay.Window
+
+	remote     atomic.Pointer[netip.AddrPort]
+	lastRecv   atomic.Int64 // unix nanos of the last authenticated packet from the peer
+	lastSend   atomic.Int64
+	lastRoam   atomic.Int64
+	testSent   atomic.Int64 // unix nanos of an unanswered liveness probe, 0 if none
+	rekeyAsked atomic.Int64 // unix nanos of the last re-handshake a recv_error asked for
+
+	bytesIn, bytesOut     atomic.Uint64
+	packetsIn, packetsOut atomic.Uint64
+
+	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
+	// retransmitted copy gets the same reply rather than a new tunnel.
+	msg1Sum [32]byte
+	msg2    []byte
+}
+
+func (t *tunnel) remoteAddr() netip.AddrPort {
+	if p := t.remote.Load(); p != nil {
+		return *p
+	}
+	return netip.AddrPort{}
+}
+
+func (t *tunnel) setRemote(a netip.AddrPort) { t.remote.Store(&a) }
+
+// sourceAllowed reports whether an inner packet's source belongs to the peer's cert.
+func (t *tunnel) sourceAllowed(src netip.Addr) bool {
+	for _, a := range t.allowedIPs {
+		if a == src {
+			return true
+		}
+	}
+	for _, p := range t.allowedSubnets {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostMap indexes tunnels by our local index (receive path) and by peer VPN IP (send path).
+// sync.Map keeps lookups lock-free; writers serialise on mu so both maps change together.
+type hostMap struct {
+	mu      sync.Mutex
+	byIndex sync.Map // uint32 -> *tunnel
+	byVPN   sync.Map // netip.Addr -> *tunnel
+	count   atomic.Int64
+}
+
+func (h *hostMap) byLocalIndex(i uint32) *tunnel {
+	v, ok := h.byIndex.Load(i)
+	if !ok {
+		return nil
+	}
+	return v.(*tunnel)
+}
+
+func (h *hostMap) byVPNIP(a netip.Addr) *tunnel {
+	v, ok := h.byVPN.Load(a)
+	if !ok {
+		return nil
+	}
+	return v.(*tunnel)
+}
+
+// install makes t the tunnel for its VPN IP and returns the tunnel it replaced, if any. The
+// replaced tunnel stays findable by its index for a grace period (see retire), so packets
+// already in flight on it still decrypt.
+func (h *hostMap) install(t *tunnel) (old *tunnel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if v, ok := h.byVPN.Load(t.vpnIP); ok {
+		old = v.(*tunnel)
+	}
+	h.byIndex.Store(t.localIndex, t)
+	h.byVPN.Store(t.vpnIP, t)
+	if old == nil {
+		h.count.Add(1)
+	}
+	return old
+}
+
+// remove deletes t from both indexes (the VPN IP entry only if it still points at t).
+func (h *hostMap) remove(t *tunnel) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, had := h.byIndex.LoadAndDelete(t.localIndex)
+	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
+		h.count.Add(-1)
+		return true
+	}
+	return had
+}
+
+// retire drops a replaced tunnel's index entry.
+func (h *hostMap) retire(t *tunnel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if v, ok := h.byIndex.Load(t.localIndex); ok && v.(*tunnel) == t {
+		h.byIndex.Delete(t.localIndex)
+	}
+}
+
+func (h *hostMap) indexInUse(i uint32) bool {
+	_, ok := h.byIndex.Load(i)
+	return ok
+}
+
+// all returns the current tunnels (one per VPN IP).
+func (h *hostMap) all() []*tunnel {
+	var out []*tunnel
+	h.byVPN.Range(func(_, v any) bool {
+		out = append(out, v.(*tunnel))
+		return true
+	})
+	return out
+}
+
+// allIndexed returns every tunnel reachable by index, including retired-but-in-grace ones.
+func (h *hostMap) allIndexed() []*tunnel {
+	var out []*tunnel
+	h.byIndex.Range(func(_, v any) bool {
+		out = append(out, v.(*tunnel))
+		return true
+	})
+	return out
+}
+
+// newFirewallPeer is the identity the firewall matches rules against, built once per tunnel.
+func newFirewallPeer(peer, ca *cert.Certificate) *firewall.Peer {
+	caName, caFP := "", ""
+	if ca != nil {
+		caName, caFP = ca.Details.Name, ca.Fingerprint()
+	}
+	d := peer.Details
+	return firewall.NewPeer(d.Name, d.Ips, d.Subnets, d.Groups, caName, caFP)
+}

@@ -1,0 +1,119 @@
+package overlay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Drop reasons, used as the `reason` label of meshnode_drops_total. Tests read them through
+// Node.Drops, so each bad-input case proves it was counted under the right name.
+const (
+	dropShort          = "short_datagram"
+	dropBadHeader      = "bad_header"
+	dropUnknownIndex   = "unknown_index"
+	dropReplay         = "replay"
+	dropDecrypt        = "decrypt_failed"
+	dropSpoofedSource  = "inner_source_not_in_cert"
+	dropNotForUs       = "inner_destination_not_ours"
+	dropNotIPv4        = "not_ipv4"
+	dropBadInner       = "bad_inner_packet"
+	dropFirewallIn     = "firewall_inbound"
+	dropFirewallOut    = "firewall_outbound"
+	dropNoRoute        = "no_route"
+	dropQueueFull      = "handshake_queue_full"
+	dropUnsupported    = "unsupported_message"
+	dropRateLimited    = "handshake_rate_limited"
+	dropHandshake      = "handshake_invalid"
+	dropHandshakeOld   = "handshake_too_old"
+	dropHandshakeRace  = "handshake_race"
+	dropPendingFull    = "handshake_pending_full"
+	dropTooBig         = "too_big"
+	dropTunWrite       = "tun_write_failed"
+	dropUDPWrite       = "udp_write_failed"
+	dropUnauthClose    = "unauthenticated_close"
+	dropSelf           = "handshake_with_self"
+	dropRecvErrorIgnor = "recv_error_ignored"
+)
+
+var allDropReasons = []string{
+	dropShort, dropBadHeader, dropUnknownIndex, dropReplay, dropDecrypt, dropSpoofedSource,
+	dropNotForUs, dropNotIPv4, dropBadInner, dropFirewallIn, dropFirewallOut, dropNoRoute,
+	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
+	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
+	dropSelf, dropRecvErrorIgnor,
+}
+
+// metrics are registered on the Registerer the node was given (never the global one).
+type metrics struct {
+	handshakes *prometheus.CounterVec
+	tunnelsUp  prometheus.GaugeFunc
+	packets    *prometheus.CounterVec
+	bytes      *prometheus.CounterVec
+	drops      *prometheus.CounterVec
+
+	// Pre-resolved children keep label lookups off the hot path.
+	packetsIn, packetsOut prometheus.Counter
+	bytesIn, bytesOut     prometheus.Counter
+	drop                  map[string]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
+	m := &metrics{
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_handshakes_total", Help: "Handshakes by role and outcome.",
+		}, []string{"role", "outcome"}),
+		tunnelsUp: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshnode_tunnels", Help: "Established tunnels.",
+		}, tunnels),
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_packets_total", Help: "Tunneled IP packets by direction (in = from peers).",
+		}, []string{"direction"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_bytes_total", Help: "Tunneled IP bytes (inner packets) by direction.",
+		}, []string{"direction"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_drops_total", Help: "Dropped packets by reason.",
+		}, []string{"reason"}),
+		drop: map[string]prometheus.Counter{},
+	}
+	m.packetsIn = m.packets.WithLabelValues("in")
+	m.packetsOut = m.packets.WithLabelValues("out")
+	m.bytesIn = m.bytes.WithLabelValues("in")
+	m.bytesOut = m.bytes.WithLabelValues("out")
+	for _, r := range allDropReasons {
+		m.drop[r] = m.drops.WithLabelValues(r)
+	}
+	for _, role := range []string{"initiator", "responder"} {
+		for _, o := range []string{"ok", "invalid", "timeout", "ignored"} {
+			m.handshakes.WithLabelValues(role, o)
+		}
+	}
+	if reg != nil {
+		reg.MustRegister(m.handshakes, m.tunnelsUp, m.packets, m.bytes, m.drops)
+	}
+	return m
+}
+
+func (m *metrics) dropped(reason string) {
+	if c, ok := m.drop[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.drops.WithLabelValues(reason).Inc()
+}
+
+// Dropped is how many packets were dropped for reason (a label of meshnode_drops_total).
+func (n *Node) Dropped(reason string) uint64 {
+	c, ok := n.m.drop[reason]
+	if !ok {
+		return 0
+	}
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		return 0
+	}
+	return uint64(d.GetCounter().GetValue())
+}
+
+// DropReasons lists the reasons Dropped understands.
+func DropReasons() []string { return append([]string(nil), allDropReasons...) }

@@ -1,0 +1,354 @@
+package overlay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/overlay/tun"
+	"github.com/meshnode/meshnode/overlay/udp"
+)
+
+// Options are the seams a Node is built with: the devices it moves packets between, and the
+// clock, randomness, logger and metrics registry, so that a whole mesh runs in one test.
+type Options struct {
+	Device     tun.Device // nil when tun.disabled
+	Conn       udp.Conn
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+	Rand       io.Reader
+	// Tick is how often timers (handshake retries, liveness) are looked at; tests shorten it.
+	Tick time.Duration
+}
+
+// PKI is a node's identity and trust: its credentials and the CA pool (with blocklist).
+type PKI struct {
+	Creds *handshake.Credentials
+	Pool  *cert.Pool
+}
+
+// LoadPKI reads pki.ca, pki.cert, pki.key and pki.blocklist and checks they fit together.
+func LoadPKI(c *Config, now time.Time) (*PKI, error) {
+	caPEM, err := ReadPEMSetting("pki.ca", c.PKI.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := cert.NewPoolFromPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki.ca: %w", err)
+	}
+	for _, fp := range c.Blocklist() {
+		pool.Block(fp)
+	}
+	crtPEM, err := ReadPEMSetting("pki.cert", c.PKI.Cert)
+	if err != nil {
+		return nil, err
+	}
+	crt, _, err := cert.UnmarshalPEM(crtPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki.cert: %w", err)
+	}
+	keyPEM, err := ReadPEMSetting("pki.key", c.PKI.Key)
+	if err != nil {
+		return nil, err
+	}
+	key, _, err := cert.UnmarshalX25519PrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki.key: %w", err)
+	}
+	if len(crt.Details.Ips) == 0 {
+		return nil, errors.New("pki.cert: the certificate has no IP address")
+	}
+	if crt.Expired(now) {
+		return nil, fmt.Errorf("pki.cert: the certificate is not valid now (valid %s to %s)",
+			crt.Details.NotBefore.Format(time.RFC3339), crt.Details.NotAfter.Format(time.RFC3339))
+	}
+	if _, err := pool.Verify(crt, now); err != nil {
+		return nil, fmt.Errorf("pki.cert: not trusted by pki.ca: %w", err)
+	}
+	creds, err := handshake.NewCredentials(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("pki.key: %w", err)
+	}
+	return &PKI{Creds: creds, Pool: pool}, nil
+}
+
+// Node is one host of the mesh: it owns the host map, the handshake manager and the two
+// packet paths between its TUN device and its UDP socket.
+type Node struct {
+	cfg    *Config
+	dev    tun.Device
+	conn   udp.Conn
+	log    *slog.Logger
+	m      *metrics
+	now    func() time.Time
+	rand   io.Reader
+	tick   time.Duration
+	cipher handshake.Cipher
+
+	pki      atomic.Pointer[PKI]
+	fw       atomic.Pointer[firewall.Firewall]
+	vpnIP    netip.Addr
+	vpnNet   netip.Prefix
+	ownIPs   []netip.Addr
+	ownNets  []netip.Prefix
+	static   map[netip.Addr][]netip.AddrPort
+	hosts    hostMap
+	hs       *handshakeManager
+	sendMu   sync.Mutex // udp.Conn allows one writer at a time
+	mtu      int
+	sendRecv string
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New builds a node from a validated config and its PKI.
+func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("overlay: Options.Conn is required")
+	}
+	if opts.Device == nil && !cfg.Tun.Disabled {
+		return nil, errors.New("overlay: Options.Device is required unless tun.disabled")
+	}
+	n := &Node{
+		cfg:      cfg,
+		dev:      opts.Device,
+		conn:     opts.Conn,
+		log:      opts.Logger,
+		now:      opts.Now,
+		rand:     opts.Rand,
+		tick:     opts.Tick,
+		mtu:      cfg.Tun.MTU,
+		sendRecv: cfg.Listen.SendRecvError,
+		done:     make(chan struct{}),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	if n.rand == nil {
+		n.rand = rand.Reader
+	}
+	if n.tick == 0 {
+		n.tick = cfg.Handshakes.TryInterval / 2
+	}
+	var err error
+	if n.cipher, err = handshake.ParseCipher(cfg.Cipher); err != nil {
+		return nil, fmt.Errorf("cipher: %w", err)
+	}
+	n.pki.Store(pki)
+	own := pki.Creds.Cert
+	n.vpnIP = own.VpnIP()
+	n.vpnNet = own.Details.Ips[0].Masked()
+	for _, p := range own.Details.Ips {
+		n.ownIPs = append(n.ownIPs, p.Addr())
+	}
+	n.ownNets = append(n.ownNets, own.Details.Subnets...)
+	fw, err := firewall.New(cfg.Firewall, n.firewallOptions())
+	if err != nil {
+		return nil, err
+	}
+	n.fw.Store(fw)
+	n.static, err = resolveStatic(cfg.StaticHostMap, n.vpnNet)
+	if err != nil {
+		return nil, err
+	}
+	n.m = newMetrics(opts.Registerer, func() float64 { return float64(n.hosts.count.Load()) })
+	n.hs = newHandshakeManager(n)
+	return n, nil
+}
+
+// resolveStatic parses static_host_map, resolving host names once (as Nebula does).
+func resolveStatic(m map[string]HostList, vpnNet netip.Prefix) (map[netip.Addr][]netip.AddrPort, error) {
+	out := map[netip.Addr][]netip.AddrPort{}
+	for k, addrs := range m {
+		vpn, err := netip.ParseAddr(k)
+		if err != nil {
+			return nil, fmt.Errorf("static_host_map: %q is not an IP address", k)
+		}
+		if !vpnNet.Contains(vpn) {
+			return nil, fmt.Errorf("static_host_map: %s is not inside this host's network %s", vpn, vpnNet)
+		}
+		for _, a := range addrs {
+			ap, err := resolveAddrPort(a)
+			if err != nil {
+				return nil, fmt.Errorf("static_host_map[%q]: %w", k, err)
+			}
+			out[vpn] = append(out[vpn], ap)
+		}
+	}
+	return out, nil
+}
+
+func resolveAddrPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not host:port", s)
+	}
+	ua, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("resolving %q: %w", s, err)
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// VpnIP is this node's overlay address.
+func (n *Node) VpnIP() netip.Addr { return n.vpnIP }
+
+// Run moves packets until ctx ends or Close is called; it then sends CloseTunnel to every
+// peer (so they need not wait for a timeout) and returns.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); errc <- n.readOutside() }()
+	if n.dev != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); errc <- n.readInside() }()
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.timers(ctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-n.done:
+	case err = <-errc:
+	}
+	n.shutdown()
+	cancel()
+	n.wg.Wait()
+	return err
+}
+
+// Close stops Run.
+func (n *Node) Close() {
+	n.closeOnce.Do(func() { close(n.done) })
+}
+
+func (n *Node) shutdown() {
+	for _, t := range n.hosts.all() {
+		n.sendClose(t)
+	}
+	n.Close()
+	_ = n.conn.Close()
+	if n.dev != nil {
+		_ = n.dev.Close()
+	}
+}
+
+// timers drives handshake retries and tunnel liveness from one goroutine.
+func (n *Node) timers(ctx context.Context) {
+	t := time.NewTicker(n.tick)
+	defer t.Stop()
+	lastLiveness := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		now := n.now()
+		n.hs.tick(now)
+		if now.Sub(lastLiveness) >= time.Second || now.Before(lastLiveness) {
+			lastLiveness = now
+			n.checkTunnels(now)
+		}
+	}
+}
+
+// SetPKI swaps in new credentials, CA pool and blocklist (renewal, reload). New handshakes
+// use them at once; tunnels whose peer is no longer valid are cut by the liveness check.
+func (n *Node) SetPKI(p *PKI) error {
+	if p.Creds.Cert.VpnIP() != n.vpnIP {
+		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
+	}
+	n.pki.Store(p)
+	return nil
+}
+
+// SetFirewall applies new firewall rules (reload): new flows follow them at once, tracked
+// flows they no longer allow are cut, and flows still allowed carry on.
+func (n *Node) SetFirewall(cfg firewall.Config) error {
+	return n.fw.Load().Reload(cfg)
+}
+
+func (n *Node) firewallOptions() firewall.Options {
+	return firewall.Options{Now: n.now, Logger: n.log, LocalAddrs: n.ownIPs, LocalSubnets: n.ownNets}
+}
+
+// PeerInfo describes one tunnel, for status output and tests.
+type PeerInfo struct {
+	Name          string
+	VpnIP         netip.Addr
+	Groups        []string
+	Remote        netip.AddrPort
+	LocalIndex    uint32
+	RemoteIndex   uint32
+	Initiator     bool
+	Created       time.Time
+	LastRecv      time.Time
+	PacketsIn     uint64
+	PacketsOut    uint64
+	BytesIn       uint64
+	BytesOut      uint64
+	CertNotAfter  time.Time
+	Fingerprint   string
+}
+
+// Peers lists the established tunnels.
+func (n *Node) Peers() []PeerInfo {
+	var out []PeerInfo
+	for _, t := range n.hosts.all() {
+		out = append(out, PeerInfo{
+			Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
+			Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
+			Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),
+			PacketsIn: t.packetsIn.Load(), PacketsOut: t.packetsOut.Load(),
+			BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load(),
+			CertNotAfter: t.peer.Details.NotAfter, Fingerprint: t.peer.Fingerprint(),
+		})
+	}
+	return out
+}
+
+// Tunnel returns the tunnel info for a peer VPN IP.
+func (n *Node) Tunnel(vpn netip.Addr) (PeerInfo, bool) {
+	for _, p := range n.Peers() {
+		if p.VpnIP == vpn {
+			return p, true
+		}
+	}
+	return PeerInfo{}, false
+}
+
+// Connect starts a handshake to vpn if there is no tunnel (as traffic would).
+func (n *Node) Connect(vpn netip.Addr) {
+	if n.hosts.byVPNIP(vpn) == nil {
+		n.hs.trigger(vpn, nil)
+	}
+}
