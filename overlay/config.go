@@ -78,15 +78,15 @@ func (h *HostList) UnmarshalYAML(n *yaml.Node) error {
 // LighthouseConfig is Nebula's lighthouse section. Serving and querying lighthouses is not
 // part of this build; the keys are parsed so that configs load and `hosts` is checked.
 type LighthouseConfig struct {
-	AmLighthouse    bool          `yaml:"am_lighthouse"`
-	ServeDNS        bool          `yaml:"serve_dns"`
-	DNS             yaml.Node     `yaml:"dns"`
-	Interval        int           `yaml:"interval"`
-	Hosts           []string      `yaml:"hosts"`
-	RemoteAllowList yaml.Node     `yaml:"remote_allow_list"`
-	LocalAllowList  yaml.Node     `yaml:"local_allow_list"`
-	AdvertiseAddrs  []string      `yaml:"advertise_addrs"`
-	CalculatedRemotes yaml.Node   `yaml:"calculated_remotes"`
+	AmLighthouse      bool      `yaml:"am_lighthouse"`
+	ServeDNS          bool      `yaml:"serve_dns"`
+	DNS               yaml.Node `yaml:"dns"`
+	Interval          int       `yaml:"interval"`
+	Hosts             []string  `yaml:"hosts"`
+	RemoteAllowList   yaml.Node `yaml:"remote_allow_list"`
+	LocalAllowList    yaml.Node `yaml:"local_allow_list"`
+	AdvertiseAddrs    []string  `yaml:"advertise_addrs"`
+	CalculatedRemotes yaml.Node `yaml:"calculated_remotes"`
 }
 
 // ListenConfig is the underlay socket.
@@ -128,14 +128,14 @@ type LoggingConfig struct {
 
 // StatsConfig enables the Prometheus endpoint.
 type StatsConfig struct {
-	Type             string        `yaml:"type"`
-	Listen           string        `yaml:"listen"`
-	Path             string        `yaml:"path"`
-	Namespace        string        `yaml:"namespace"`
-	Subsystem        string        `yaml:"subsystem"`
-	Interval         time.Duration `yaml:"interval"`
-	MessageMetrics   bool          `yaml:"message_metrics"`
-	LighthouseMetrics bool         `yaml:"lighthouse_metrics"`
+	Type              string        `yaml:"type"`
+	Listen            string        `yaml:"listen"`
+	Path              string        `yaml:"path"`
+	Namespace         string        `yaml:"namespace"`
+	Subsystem         string        `yaml:"subsystem"`
+	Interval          time.Duration `yaml:"interval"`
+	MessageMetrics    bool          `yaml:"message_metrics"`
+	LighthouseMetrics bool          `yaml:"lighthouse_metrics"`
 }
 
 // HandshakesConfig tunes handshake retries and the queue of packets waiting for a tunnel.

@@ -38,8 +38,10 @@ type mesh struct {
 	extra string // YAML appended to every config
 }
 
-func vpnOf(i int) netip.Addr      { return netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 1)}) }
-func underOf(i int) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 4242) }
+func vpnOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 1)}) }
+func underOf(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 4242)
+}
 
 // newMesh builds n nodes that know each other through static_host_map.
 func newMesh(t *testing.T, n int, extra string) *mesh {

@@ -303,21 +303,21 @@ func (n *Node) firewallOptions() firewall.Options {
 
 // PeerInfo describes one tunnel, for status output and tests.
 type PeerInfo struct {
-	Name          string
-	VpnIP         netip.Addr
-	Groups        []string
-	Remote        netip.AddrPort
-	LocalIndex    uint32
-	RemoteIndex   uint32
-	Initiator     bool
-	Created       time.Time
-	LastRecv      time.Time
-	PacketsIn     uint64
-	PacketsOut    uint64
-	BytesIn       uint64
-	BytesOut      uint64
-	CertNotAfter  time.Time
-	Fingerprint   string
+	Name         string
+	VpnIP        netip.Addr
+	Groups       []string
+	Remote       netip.AddrPort
+	LocalIndex   uint32
+	RemoteIndex  uint32
+	Initiator    bool
+	Created      time.Time
+	LastRecv     time.Time
+	PacketsIn    uint64
+	PacketsOut   uint64
+	BytesIn      uint64
+	BytesOut     uint64
+	CertNotAfter time.Time
+	Fingerprint  string
 }
 
 // Peers lists the established tunnels.
