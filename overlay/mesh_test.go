@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshnode/meshnode/cert/certtest"
+	"github.com/meshnode/meshnode/handshake"
 	"github.com/meshnode/meshnode/overlay"
 	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/tun/tuntest"
@@ -414,4 +415,41 @@ func TestBlocklistedPeerIsDisconnected(t *testing.T) {
 	if _, ok := m.hosts[1].node.Tunnel(m.hosts[0].vpn); ok {
 		t.Fatal("blocklisted peer got a new tunnel")
 	}
+}
+
+func TestHandshakeFloodFromOneSourceIsRateLimited(t *testing.T) {
+	m := newMesh(t, 2, "")
+	creds, err := handshake.NewCredentials(m.hosts[0].host.Cert, m.hosts[0].host.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &handshake.Config{Local: creds, Pool: certtest.Pool(t, m.ca)}
+	attacker := netip.MustParseAddrPort("198.18.0.66:4242")
+	const flood = 200
+	for i := range flood {
+		_, msg1, err := handshake.Initiate(cfg, uint32(1000+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.net.Inject(attacker, m.hosts[1].under, msg1)
+	}
+	eventually(t, 5*time.Second, "flood counted", func() bool {
+		return m.hosts[1].node.Dropped("handshake_rate_limited") >= flood/2
+	})
+	// The legitimate host, from its own address, still gets through.
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "after flood"), 5*time.Second)
+}
+
+func TestExpiredPeerCertIsDisconnected(t *testing.T) {
+	m := newMesh(t, 2, "")
+	m.stop(0)
+	now := time.Now()
+	m.hosts[0].host = m.ca.Issue(t, "shortlived", m.hosts[0].vpn.String()+"/16",
+		certtest.WithValidity(now.Add(-time.Hour), now.Add(3*time.Second)))
+	m.start(0)
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "while valid"), 2*time.Second)
+	eventually(t, 6*time.Second, "tunnel of expired cert closed", func() bool {
+		_, ok := m.hosts[1].node.Tunnel(m.hosts[0].vpn)
+		return !ok
+	})
 }
