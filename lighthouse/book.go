@@ -1,0 +1,245 @@
+package lighthouse
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// DefaultMaxPerFamily is how many reported IPv4 (and IPv6, and relay) entries a 1.6
+// lighthouse keeps per host (MaxRemotes).
+const DefaultMaxPerFamily = 10
+
+// Errors from Book.Update.
+var (
+	// ErrWrongHost: the update names a VPN IP other than the sender's. Only the host holding
+	// a VPN IP may say where it is.
+	ErrWrongHost = errors.New("lighthouse: update for another host's VPN IP")
+	// ErrNotUpdate: the message is not a HostUpdateNotification.
+	ErrNotUpdate = errors.New("lighthouse: not a HostUpdateNotification")
+)
+
+// BookOptions configure a Book. The zero value is usable.
+type BookOptions struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxPerFamily caps the reported IPv4, IPv6 and relay lists of each host (0: 10).
+	MaxPerFamily int
+	// RemoteAllowList filters reported addresses (nil allows all).
+	RemoteAllowList *RemoteAllowList
+	// OwnVPNNet is the lighthouse's overlay network; reported IPv4 addresses inside it are
+	// dropped since they can only be overlay addresses, never a path to the host.
+	OwnVPNNet netip.Prefix
+	// TTL forgets a host not updated within it; 0 never expires (Nebula 1.6 forgets a host
+	// only when its tunnel closes, which the runtime reports with Forget). A lighthouse
+	// cannot know its clients' lighthouse.interval (10 s by default, 60 s in Nebula's example
+	// config), so a TTL should be at least three times the largest interval in use.
+	TTL time.Duration
+}
+
+// Book is the address book a lighthouse keeps: per VPN IP, the address the host's tunnel
+// comes from ("learned") and the lists the host reported itself. It is safe for concurrent use.
+type Book struct {
+	opts BookOptions
+	mu   sync.RWMutex
+	m    map[netip.Addr]*bookEntry
+}
+
+type bookEntry struct {
+	learned netip.AddrPort // invalid when unknown
+	v4, v6  []netip.AddrPort
+	relays  []netip.Addr
+	updated time.Time
+}
+
+// NewBook returns an empty book.
+func NewBook(opts BookOptions) *Book {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxPerFamily <= 0 {
+		opts.MaxPerFamily = DefaultMaxPerFamily
+	}
+	return &Book{opts: opts, m: make(map[netip.Addr]*bookEntry)}
+}
+
+// Usable reports whether an underlay address is worth dialling: a unicast, non-loopback,
+// non-link-local address with a port. Hosts must not be able to point others at their own
+// loopback or at multicast (reflection), and link-local needs a zone the wire cannot carry.
+func Usable(ap netip.AddrPort) bool {
+	a := ap.Addr().Unmap()
+	return a.IsValid() && ap.Port() != 0 && a.Zone() == "" &&
+		!a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
+		!a.IsLinkLocalUnicast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// filterAddrs unmaps every address before it is classified and checked, so an IPv4 rule of
+// the allow list also judges ::ffff:a.b.c.d (Nebula #1786), and returns the usable v4 and v6
+// lists, each capped at max.
+func filterAddrs(vpn netip.Addr, lists [2][]netip.AddrPort, ownNet netip.Prefix, allow *RemoteAllowList, max int) (v4, v6 []netip.AddrPort) {
+	for _, l := range lists {
+		for _, ap := range l {
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			a := ap.Addr()
+			if !Usable(ap) || !allow.Allow(vpn, a) {
+				continue
+			}
+			if a.Is4() {
+				if ownNet.IsValid() && ownNet.Contains(a) || len(v4) >= max {
+					continue
+				}
+				v4 = append(v4, ap)
+			} else if len(v6) < max {
+				v6 = append(v6, ap)
+			}
+		}
+	}
+	return v4, v6
+}
+
+// filterRelays keeps IPv4 VPN IPs other than the host itself (and, when the network is
+// known, inside it), capped at max.
+func filterRelays(self netip.Addr, relays []netip.Addr, ownNet netip.Prefix, max int) []netip.Addr {
+	var out []netip.Addr
+	for _, r := range relays {
+		r = r.Unmap()
+		if !r.Is4() || r.IsUnspecified() || r == self || (ownNet.IsValid() && !ownNet.Contains(r)) {
+			continue
+		}
+		if len(out) == max {
+			break
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Update applies a HostUpdateNotification m received over the tunnel with senderVPN, whose
+// packets arrive from learned. It replaces what that host reported before. It refuses an
+// update whose VpnIP is not the sender's own (ErrWrongHost) and any other message type.
+func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) error {
+	if m.Type != HostUpdateNotification {
+		return fmt.Errorf("%w: %v", ErrNotUpdate, m.Type)
+	}
+	senderVPN = senderVPN.Unmap()
+	if m.VpnIP.Unmap() != senderVPN {
+		return fmt.Errorf("%w: %v claims %v", ErrWrongHost, senderVPN, m.VpnIP)
+	}
+	v4, v6 := filterAddrs(senderVPN, [2][]netip.AddrPort{m.V4, m.V6}, b.opts.OwnVPNNet, b.opts.RemoteAllowList, b.opts.MaxPerFamily)
+	e := &bookEntry{
+		v4:      v4,
+		v6:      v6,
+		relays:  filterRelays(senderVPN, m.Relays, b.opts.OwnVPNNet, b.opts.MaxPerFamily),
+		updated: b.opts.Now(),
+	}
+	if learned.Addr().IsValid() && learned.Port() != 0 {
+		e.learned = netip.AddrPortFrom(learned.Addr().Unmap(), learned.Port())
+	}
+	b.mu.Lock()
+	b.m[senderVPN] = e
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *Book) expired(e *bookEntry, now time.Time) bool {
+	return b.opts.TTL > 0 && now.Sub(e.updated) > b.opts.TTL
+}
+
+// get returns a live entry; entries are immutable once stored, so the caller may read it
+// without the lock.
+func (b *Book) get(vpn netip.Addr) *bookEntry {
+	b.mu.RLock()
+	e := b.m[vpn.Unmap()]
+	b.mu.RUnlock()
+	if e == nil || b.expired(e, b.opts.Now()) {
+		return nil
+	}
+	return e
+}
+
+// fill writes a host's addresses into m the way a 1.6 lighthouse answers: the learned address
+// first, then the reported ones, duplicates kept; then the relays.
+func (e *bookEntry) fill(m *Meta) {
+	n4, n6 := len(e.v4), len(e.v6)
+	l := e.learned.Addr()
+	if l.Is4() {
+		n4++
+	} else if l.IsValid() {
+		n6++
+	}
+	if n4 > 0 {
+		m.V4 = make([]netip.AddrPort, 0, n4)
+	}
+	if n6 > 0 {
+		m.V6 = make([]netip.AddrPort, 0, n6)
+	}
+	if l.Is4() {
+		m.V4 = append(m.V4, e.learned)
+	} else if l.IsValid() {
+		m.V6 = append(m.V6, e.learned)
+	}
+	m.V4 = append(m.V4, e.v4...)
+	m.V6 = append(m.V6, e.v6...)
+	if len(e.relays) > 0 {
+		m.Relays = append([]netip.Addr(nil), e.relays...)
+	}
+}
+
+// Lookup returns the HostQueryReply for a query about vpn, or false when the host is unknown
+// (a 1.6 lighthouse then sends nothing).
+func (b *Book) Lookup(vpn netip.Addr) (*Meta, bool) {
+	e := b.get(vpn)
+	if e == nil {
+		return nil, false
+	}
+	m := &Meta{Type: HostQueryReply, VpnIP: vpn.Unmap()}
+	e.fill(m)
+	return m, true
+}
+
+// PunchNotification returns the HostPunchNotification a lighthouse sends to the queried host
+// after answering querier, so the queried host punches towards the querier; false when the
+// querier is unknown.
+func (b *Book) PunchNotification(querier netip.Addr) (*Meta, bool) {
+	e := b.get(querier)
+	if e == nil {
+		return nil, false
+	}
+	m := &Meta{Type: HostPunchNotification, VpnIP: querier.Unmap()}
+	e.fill(m)
+	return m, true
+}
+
+// Forget drops vpn, e.g. when its tunnel closes.
+func (b *Book) Forget(vpn netip.Addr) {
+	b.mu.Lock()
+	delete(b.m, vpn.Unmap())
+	b.mu.Unlock()
+}
+
+// Expire drops every host not updated within the TTL and returns how many it dropped.
+func (b *Book) Expire() int {
+	if b.opts.TTL <= 0 {
+		return 0
+	}
+	now := b.opts.Now()
+	n := 0
+	b.mu.Lock()
+	for k, e := range b.m {
+		if b.expired(e, now) {
+			delete(b.m, k)
+			n++
+		}
+	}
+	b.mu.Unlock()
+	return n
+}
+
+// Len is the number of hosts in the book, expired or not yet swept.
+func (b *Book) Len() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.m)
+}
