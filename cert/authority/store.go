@@ -1,0 +1,138 @@
+package authority
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Store errors.
+var (
+	// ErrStoreLocked means another process holds the store file (a running mesh-cert serve).
+	ErrStoreLocked = errors.New("store is locked by another process")
+	// ErrStoreClosed is returned by a store after Close.
+	ErrStoreClosed = errors.New("store is closed")
+)
+
+// Store keeps the authority's state. Every read-check-write happens inside one Update, which
+// is atomic and isolated: concurrent Updates behave as if run one after another, and an
+// Update whose function returns an error leaves nothing behind. That is what makes a token
+// single-use under concurrency (Tailscale TS-2025-007 validated in one transaction and
+// consumed in another).
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(fn func(Tx) error) error
+	// Update runs fn in a read-write transaction, committed durably if fn returns nil.
+	Update(fn func(Tx) error) error
+	Close() error
+}
+
+// Tx is one transaction. Getters return ok=false for a missing record. Records returned are
+// copies: changing them changes nothing until they are put back.
+type Tx interface {
+	CIDR(name string) (CIDR, bool, error)
+	PutCIDR(CIDR) error
+	CIDRs() ([]CIDR, error)
+
+	Host(name string) (Host, bool, error)
+	PutHost(Host) error
+	Hosts() ([]Host, error)
+
+	Cert(fingerprint string) (CertRecord, bool, error)
+	PutCert(CertRecord) error
+	Certs() ([]CertRecord, error)
+
+	// Token looks a token up by the hex SHA-256 of its secret; the secret itself is never stored.
+	Token(hash string) (TokenRecord, bool, error)
+	PutToken(TokenRecord) error
+
+	Revocation(fingerprint string) (Revocation, bool, error)
+	PutRevocation(Revocation) error
+	Revocations() ([]Revocation, error)
+
+	// BlocklistVersion is 0 until the first revocation; BumpBlocklistVersion returns the new one.
+	BlocklistVersion() (uint64, error)
+	BumpBlocklistVersion() (uint64, error)
+
+	// Nonces of renewal requests, remembered until they are too old to be accepted anyway.
+	NonceSeen(host string, nonce []byte) (bool, error)
+	PutNonce(host string, nonce []byte, at time.Time) error
+	PruneNonces(before time.Time) error
+
+	// AppendAudit adds an entry and returns its sequence number (1, 2, ...). The audit log
+	// has no way to change or delete an entry.
+	AppendAudit(AuditEntry) (uint64, error)
+	Audit() ([]AuditEntry, error)
+}
+
+// CIDR is a named network of the inventory. The tree is implied by containment: a CIDR's
+// parent is the smallest other CIDR that contains it.
+type CIDR struct {
+	Name   string       `json:"name"`
+	Prefix netip.Prefix `json:"prefix"`
+}
+
+// HostState is where a host is in its life.
+type HostState string
+
+const (
+	HostInvited  HostState = "invited"
+	HostEnrolled HostState = "enrolled"
+	HostRevoked  HostState = "revoked"
+)
+
+// Host is the identity on record for one name; certificates are only ever issued for it.
+type Host struct {
+	Name string `json:"name"`
+	// IP is the VPN address with the overlay's mask length (10.42.0.5/16), as in a cert.
+	IP     netip.Prefix `json:"ip"`
+	Groups []string     `json:"groups,omitempty"`
+	CIDR   string       `json:"cidr"`
+	State  HostState    `json:"state"`
+
+	Fingerprint     string    `json:"fingerprint,omitempty"`      // current cert
+	PrevFingerprint string    `json:"prev_fingerprint,omitempty"` // the one it replaced
+	NotAfter        time.Time `json:"not_after"`
+	Enrolled        time.Time `json:"enrolled"`
+	LastRenewal     time.Time `json:"last_renewal"`
+	RenewCounter    uint64    `json:"renew_counter"`
+	Revoked         time.Time `json:"revoked"`
+}
+
+// CertRecord is one issued certificate.
+type CertRecord struct {
+	Fingerprint string    `json:"fingerprint"`
+	Host        string    `json:"host"`
+	Issuer      string    `json:"issuer"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	Issued      time.Time `json:"issued"`
+	PEM         []byte    `json:"pem"`
+}
+
+// TokenRecord is an enrollment token, known by the hash of its secret.
+type TokenRecord struct {
+	Hash    string    `json:"hash"` // hex SHA-256 of the secret
+	Host    string    `json:"host"` // the identity it binds
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Used    bool      `json:"used"`
+	UsedAt  time.Time `json:"used_at"`
+}
+
+// Revocation blocks one certificate fingerprint.
+type Revocation struct {
+	Fingerprint string    `json:"fingerprint"`
+	Host        string    `json:"host,omitempty"`
+	Time        time.Time `json:"time"`
+}
+
+// AuditEntry records one event. It never holds a token secret or a key.
+type AuditEntry struct {
+	Seq         uint64    `json:"seq"`
+	Time        time.Time `json:"time"`
+	Action      string    `json:"action"`
+	Host        string    `json:"host,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Detail      string    `json:"detail,omitempty"`
+}
