@@ -75,8 +75,8 @@ func (h *HostList) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// LighthouseConfig is Nebula's lighthouse section. Serving and querying lighthouses is not
-// part of this build; the keys are parsed so that configs load and `hosts` is checked.
+// LighthouseConfig is Nebula's lighthouse section: the lighthouses to report to and query,
+// or (am_lighthouse) this node's role as one.
 type LighthouseConfig struct {
 	AmLighthouse      bool      `yaml:"am_lighthouse"`
 	ServeDNS          bool      `yaml:"serve_dns"`
@@ -84,6 +84,7 @@ type LighthouseConfig struct {
 	Interval          int       `yaml:"interval"`
 	Hosts             []string  `yaml:"hosts"`
 	RemoteAllowList   yaml.Node `yaml:"remote_allow_list"`
+	RemoteAllowRanges yaml.Node `yaml:"remote_allow_ranges"`
 	LocalAllowList    yaml.Node `yaml:"local_allow_list"`
 	AdvertiseAddrs    []string  `yaml:"advertise_addrs"`
 	CalculatedRemotes yaml.Node `yaml:"calculated_remotes"`
@@ -414,8 +415,11 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	if c.Lighthouse.AmLighthouse || len(c.Lighthouse.Hosts) > 0 {
-		c.Warnings = append(c.Warnings, "lighthouse: serving and querying lighthouses is not supported by this build yet; only static_host_map is used")
+	if c.Lighthouse.AmLighthouse && c.Listen.Port == 0 {
+		c.Warnings = append(c.Warnings, "lighthouse.am_lighthouse with listen.port 0: hosts cannot be told a fixed port for this lighthouse")
+	}
+	if c.Lighthouse.ServeDNS {
+		c.Warnings = append(c.Warnings, "lighthouse.serve_dns: lighthouse DNS is not served by this build yet")
 	}
 	for i, h := range c.Lighthouse.Hosts {
 		if _, ok := c.StaticHostMap[h]; !ok {

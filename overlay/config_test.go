@@ -93,9 +93,6 @@ firewall:
 	if !*c.PKI.DisconnectInvalid {
 		t.Error("pki.disconnect_invalid must default to true")
 	}
-	if len(c.Warnings) == 0 {
-		t.Error("lighthouse use in a build without lighthouses must warn")
-	}
 }
 
 func TestEmptyConfigReportsRequiredKeys(t *testing.T) {

@@ -208,9 +208,11 @@ func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
 		}
 	case header.CloseTunnel:
 		n.log.Info("peer closed the tunnel", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP)
-		n.hosts.remove(t)
+		n.removeTunnel(t)
+	case header.LightHouse:
+		n.lh.handle(t, pt)
 	default:
-		// Lighthouse and relay control messages need features this build does not have.
+		// Relay control messages need relays, which this build does not have.
 		n.m.dropped(dropUnsupported)
 	}
 }
@@ -409,7 +411,7 @@ func (n *Node) checkTunnels(now time.Time) {
 				n.log.Warn("closing tunnel: peer certificate no longer valid", "peer", t.peer.Details.Name,
 					"vpn_ip", t.vpnIP, "err", err)
 				n.sendClose(t)
-				n.hosts.remove(t)
+				n.removeTunnel(t)
 				continue
 			}
 		}
@@ -418,7 +420,7 @@ func (n *Node) checkTunnels(now time.Time) {
 		if ts := t.testSent.Load(); ts != 0 {
 			if now.Sub(time.Unix(0, ts)) >= pendingDel {
 				n.log.Info("tunnel dead: no answer to liveness probe", "vpn_ip", t.vpnIP)
-				n.hosts.remove(t)
+				n.removeTunnel(t)
 			}
 			continue
 		}
@@ -435,8 +437,15 @@ func (n *Node) checkTunnels(now time.Time) {
 			if now.Sub(last) >= n.cfg.Tunnels.InactivityTimeout {
 				n.log.Info("closing inactive tunnel", "vpn_ip", t.vpnIP)
 				n.sendClose(t)
-				n.hosts.remove(t)
+				n.removeTunnel(t)
 			}
 		}
+	}
+}
+
+// removeTunnel forgets a tunnel everywhere (host map and, on a lighthouse, the book).
+func (n *Node) removeTunnel(t *tunnel) {
+	if n.hosts.remove(t) {
+		n.lh.tunnelDown(t)
 	}
 }

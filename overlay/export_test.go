@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 
+	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
 )
 
@@ -17,4 +18,19 @@ func (n *Node) SealForTest(peer netip.Addr, inner []byte) []byte {
 	c := t.sendCounter.Add(1)
 	hdr := header.Encode(buf, header.Message, header.SubtypeNone, t.remoteIndex, c)
 	return t.send.Seal(hdr, hdr, inner, c)
+}
+
+// SendLighthouseForTest sends a raw lighthouse message to peer over the existing tunnel.
+func (n *Node) SendLighthouseForTest(peer netip.Addr, msg []byte) bool {
+	t := n.hosts.byVPNIP(peer)
+	if t == nil {
+		return false
+	}
+	n.sendEncrypted(t, header.LightHouse, 0, msg)
+	return true
+}
+
+// ForgedUpdate is a HostUpdateNotification claiming vpn is at addr.
+func ForgedUpdate(vpn netip.Addr, addr netip.AddrPort) []byte {
+	return (&lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: vpn, V4: []netip.AddrPort{addr}}).Marshal(nil)
 }

@@ -122,8 +122,8 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 		hs.mu.Unlock()
 		return
 	}
-	addrs := n.static[vpn]
-	if len(addrs) == 0 {
+	addrs := n.remotesFor(vpn)
+	if len(addrs) == 0 && !n.lh.client() {
 		hs.mu.Unlock()
 		n.m.dropped(dropNoRoute)
 		n.log.Debug("no underlay address known for peer", "vpn_ip", vpn)
@@ -157,14 +157,29 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 	hs.mu.Unlock()
 	n.log.Debug("handshake: initiating", "vpn_ip", vpn, "local_index", idx, "remotes", addrs)
 	n.sendRaw(msg1, addrs)
+	n.lh.query(vpn)
+}
+
+// kick retransmits a pending handshake at once, after a lighthouse told us new addresses.
+func (hs *handshakeManager) kick(vpn netip.Addr) {
+	hs.mu.Lock()
+	p, ok := hs.byVPN[vpn]
+	var msg []byte
+	if ok {
+		msg = p.msg1
+	}
+	hs.mu.Unlock()
+	if ok {
+		hs.n.sendRaw(msg, hs.n.remotesFor(vpn))
+	}
 }
 
 // tick retransmits due handshakes, times out stale ones and retires replaced tunnels.
 func (hs *handshakeManager) tick(now time.Time) {
 	n := hs.n
 	type resend struct {
-		msg   []byte
-		addrs []netip.AddrPort
+		vpn netip.Addr
+		msg []byte
 	}
 	var sends []resend
 	hs.mu.Lock()
@@ -182,7 +197,7 @@ func (hs *handshakeManager) tick(now time.Time) {
 		}
 		p.tries++
 		p.next = now.Add(n.cfg.Handshakes.TryInterval * time.Duration(p.tries))
-		sends = append(sends, resend{p.msg1, n.static[vpn]})
+		sends = append(sends, resend{vpn, p.msg1})
 	}
 	keep := hs.retire[:0]
 	var done []*tunnel
@@ -209,7 +224,11 @@ func (hs *handshakeManager) tick(now time.Time) {
 		n.hosts.retire(t)
 	}
 	for _, s := range sends {
-		n.sendRaw(s.msg, s.addrs)
+		addrs := n.remotesFor(s.vpn)
+		n.sendRaw(s.msg, addrs)
+		if len(addrs) == 0 {
+			n.lh.query(s.vpn)
+		}
 	}
 }
 
@@ -321,6 +340,7 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort) {
 	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", vpn, "remote", from, "role", "responder")
 	n.sendRaw(msg2, []netip.AddrPort{from})
 	n.flush(t, queued)
+	n.lh.tunnelUp(t)
 }
 
 // handleMsg2 completes a handshake we initiated.
@@ -369,6 +389,7 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, index ui
 	n.m.handshakes.WithLabelValues("initiator", "ok").Inc()
 	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", p.vpnIP, "remote", from, "role", "initiator")
 	n.flush(t, queued)
+	n.lh.tunnelUp(t)
 }
 
 // pendingCount is the number of outbound handshakes in progress.

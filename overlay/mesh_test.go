@@ -29,6 +29,7 @@ type meshHost struct {
 	node   *overlay.Node
 	cancel context.CancelFunc
 	done   chan struct{}
+	noTun  bool // a lighthouse without a TUN device
 }
 
 type mesh struct {
@@ -37,6 +38,8 @@ type mesh struct {
 	net   *udptest.Network
 	hosts []*meshHost
 	extra string // YAML appended to every config
+	// configFn, when set, replaces the static full-mesh config.
+	configFn func(i int) string
 }
 
 func vpnOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 1)}) }
@@ -64,9 +67,16 @@ func newMesh(t *testing.T, n int, extra string) *mesh {
 	return m
 }
 
-func (m *mesh) config(i int) string {
+func (m *mesh) pkiYAML(i int) string {
 	h := m.hosts[i]
-	y := fmt.Sprintf("pki:\n  ca: %q\n  cert: %q\n  key: %q\n", m.ca.PEM, h.host.PEM, h.host.KeyPEM)
+	return fmt.Sprintf("pki:\n  ca: %q\n  cert: %q\n  key: %q\n", m.ca.PEM, h.host.PEM, h.host.KeyPEM)
+}
+
+func (m *mesh) config(i int) string {
+	if m.configFn != nil {
+		return m.pkiYAML(i) + m.configFn(i)
+	}
+	y := m.pkiYAML(i)
 	y += "static_host_map:\n"
 	for j, o := range m.hosts {
 		if j != i {
@@ -96,7 +106,11 @@ func (m *mesh) start(i int) {
 		t.Fatal(err)
 	}
 	h.dev = tuntest.NewDevice(h.name, 1300)
-	h.node, err = overlay.New(cfg, pki, overlay.Options{Device: h.dev, Conn: conn,
+	opts := overlay.Options{Device: h.dev, Conn: conn}
+	if h.noTun {
+		opts.Device = nil
+	}
+	h.node, err = overlay.New(cfg, pki, overlay.Options{Device: opts.Device, Conn: conn,
 		Registerer: prometheus.NewRegistry(), Tick: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,9 @@ const (
 	dropUnauthClose    = "unauthenticated_close"
 	dropSelf           = "handshake_with_self"
 	dropRecvErrorIgnor = "recv_error_ignored"
+	dropLighthouseBad  = "lighthouse_invalid"
+	dropLighthouseRole = "lighthouse_wrong_role"
+	dropLighthouseRate = "lighthouse_rate_limited"
 )
 
 var allDropReasons = []string{
@@ -40,7 +43,7 @@ var allDropReasons = []string{
 	dropNotForUs, dropNotIPv4, dropBadInner, dropFirewallIn, dropFirewallOut, dropNoRoute,
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
-	dropSelf, dropRecvErrorIgnor,
+	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).

@@ -109,6 +109,7 @@ type Node struct {
 	static   map[netip.Addr][]netip.AddrPort
 	hosts    hostMap
 	hs       *handshakeManager
+	lh       *lighthouseState
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
 	sendRecv string
@@ -173,6 +174,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	}
 	n.m = newMetrics(opts.Registerer, func() float64 { return float64(n.hosts.count.Load()) })
 	n.hs = newHandshakeManager(n)
+	if n.lh, err = newLighthouseState(n); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -277,6 +281,7 @@ func (n *Node) timers(ctx context.Context) {
 		if now.Sub(lastLiveness) >= time.Second || now.Before(lastLiveness) {
 			lastLiveness = now
 			n.checkTunnels(now)
+			n.lh.tick(now)
 		}
 	}
 }

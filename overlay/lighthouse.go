@@ -1,0 +1,405 @@
+package overlay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meshnode/meshnode/lighthouse"
+	"github.com/meshnode/meshnode/overlay/header"
+)
+
+// Lighthouse timings (Nebula 1.6's where it has them).
+const (
+	DefaultLighthouseInterval = 10 * time.Second
+	punchInterval             = 10 * time.Second
+	punchRespondDelay         = 5 * time.Second
+	queryMinGap               = 500 * time.Millisecond
+	// bookTTL forgets hosts that stopped reporting; clients report every interval (10 s by
+	// default, 60 s in Nebula's example config), so three of the longer interval.
+	bookTTL = 3 * time.Minute
+	// maxLearned bounds the addresses kept per host and lighthouse, per family.
+	maxLearned = 10
+)
+
+// lighthouseState is both roles of the lighthouse protocol: the client that reports its
+// addresses and asks where peers are, and (with am_lighthouse) the server keeping the book.
+type lighthouseState struct {
+	n           *Node
+	am          bool
+	hosts       []netip.Addr // the lighthouses we report to and query
+	isLH        map[netip.Addr]bool
+	interval    time.Duration
+	book        *lighthouse.Book
+	queries     *lighthouse.Limiter
+	remoteAllow *lighthouse.RemoteAllowList
+	localAllow  *lighthouse.AllowList
+	advertise   []netip.AddrPort
+	preferred   []netip.Prefix
+
+	mu         sync.Mutex
+	learned    map[netip.Addr]map[netip.Addr][]netip.AddrPort // peer -> source lighthouse -> addrs
+	lastQuery  map[netip.Addr]time.Time
+	lastUpdate time.Time
+	lastPunch  time.Time
+}
+
+func newLighthouseState(n *Node) (*lighthouseState, error) {
+	c := n.cfg.Lighthouse
+	lh := &lighthouseState{
+		n: n, am: c.AmLighthouse, isLH: map[netip.Addr]bool{},
+		interval:  time.Duration(c.Interval) * time.Second,
+		learned:   map[netip.Addr]map[netip.Addr][]netip.AddrPort{},
+		lastQuery: map[netip.Addr]time.Time{},
+	}
+	if lh.interval <= 0 {
+		lh.interval = DefaultLighthouseInterval
+	}
+	for i, h := range c.Hosts {
+		a, err := netip.ParseAddr(h)
+		if err != nil {
+			return nil, fmt.Errorf("lighthouse.hosts[%d]: %q is not an IP address", i, h)
+		}
+		if a == n.vpnIP {
+			continue // a lighthouse may list itself in a shared config
+		}
+		lh.hosts = append(lh.hosts, a)
+		lh.isLH[a] = true
+	}
+	var err error
+	if lh.remoteAllow, err = lighthouse.ParseRemoteAllowList("lighthouse.remote_allow_list",
+		&c.RemoteAllowList, "lighthouse.remote_allow_ranges", &c.RemoteAllowRanges); err != nil {
+		return nil, err
+	}
+	if lh.localAllow, err = lighthouse.ParseLocalAllowList("lighthouse.local_allow_list", &c.LocalAllowList); err != nil {
+		return nil, err
+	}
+	for i, s := range c.AdvertiseAddrs {
+		ap, err := resolveAddrPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("lighthouse.advertise_addrs[%d]: %w", i, err)
+		}
+		lh.advertise = append(lh.advertise, ap)
+	}
+	for _, p := range n.cfg.PreferredRanges() {
+		if pp, err := netip.ParsePrefix(p); err == nil {
+			lh.preferred = append(lh.preferred, pp.Masked())
+		}
+	}
+	if lh.am {
+		lh.book = lighthouse.NewBook(lighthouse.BookOptions{Now: n.now, RemoteAllowList: lh.remoteAllow,
+			OwnVPNNet: n.vpnNet, TTL: bookTTL, AllowLoopback: n.conn.LocalAddr().Addr().IsLoopback()})
+		lh.queries = lighthouse.NewLimiter(lighthouse.LimiterOptions{Rate: 50, Burst: 100, Now: n.now})
+	}
+	return lh, nil
+}
+
+// client reports whether this node queries lighthouses.
+func (lh *lighthouseState) client() bool { return !lh.am && len(lh.hosts) > 0 }
+
+// remotesFor lists the underlay addresses to try for a peer: static entries first, then what
+// lighthouses told us, deduplicated, with preferred_ranges first.
+func (n *Node) remotesFor(vpn netip.Addr) []netip.AddrPort {
+	out := append([]netip.AddrPort(nil), n.static[vpn]...)
+	lh := n.lh
+	lh.mu.Lock()
+	for _, addrs := range lh.learned[vpn] {
+		for _, a := range addrs {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	lh.mu.Unlock()
+	if len(lh.preferred) > 0 {
+		slices.SortStableFunc(out, func(a, b netip.AddrPort) int {
+			return boolRank(lh.isPreferred(a.Addr())) - boolRank(lh.isPreferred(b.Addr()))
+		})
+	}
+	return out
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 0
+	}
+	return 1
+}
+
+func (lh *lighthouseState) isPreferred(a netip.Addr) bool {
+	for _, p := range lh.preferred {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// query asks every lighthouse where vpn is (at most every queryMinGap per peer).
+func (lh *lighthouseState) query(vpn netip.Addr) {
+	if !lh.client() || lh.isLH[vpn] {
+		return
+	}
+	now := lh.n.now()
+	lh.mu.Lock()
+	if last, ok := lh.lastQuery[vpn]; ok && now.Sub(last) < queryMinGap {
+		lh.mu.Unlock()
+		return
+	}
+	lh.lastQuery[vpn] = now
+	lh.mu.Unlock()
+	msg := (&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn}).Marshal(nil)
+	lh.sendToLighthouses(msg)
+}
+
+func (lh *lighthouseState) sendToLighthouses(msg []byte) {
+	for _, h := range lh.hosts {
+		if t := lh.n.hosts.byVPNIP(h); t != nil {
+			lh.n.sendEncrypted(t, header.LightHouse, 0, msg)
+		} else {
+			lh.n.hs.trigger(h, nil)
+		}
+	}
+}
+
+// tick sends periodic updates and punches, and ages the book.
+func (lh *lighthouseState) tick(now time.Time) {
+	n := lh.n
+	if lh.client() && now.Sub(lh.lastUpdate) >= lh.interval {
+		lh.lastUpdate = now
+		lh.sendToLighthouses(lh.update().Marshal(nil))
+	}
+	if n.cfg.Punchy.Punch && now.Sub(lh.lastPunch) >= punchInterval {
+		lh.lastPunch = now
+		for _, t := range n.hosts.all() {
+			n.sendRaw([]byte{1}, []netip.AddrPort{t.remoteAddr()})
+		}
+	}
+	if lh.book != nil {
+		lh.book.Expire()
+	}
+	lh.mu.Lock()
+	for vpn, at := range lh.lastQuery {
+		if now.Sub(at) > time.Minute {
+			delete(lh.lastQuery, vpn)
+		}
+	}
+	lh.mu.Unlock()
+}
+
+// tunnelUp sends our addresses to a lighthouse as soon as its tunnel forms.
+func (lh *lighthouseState) tunnelUp(t *tunnel) {
+	if lh.client() && lh.isLH[t.vpnIP] {
+		lh.n.sendEncrypted(t, header.LightHouse, 0, lh.update().Marshal(nil))
+	}
+}
+
+// tunnelDown forgets a host whose tunnel to this lighthouse ended.
+func (lh *lighthouseState) tunnelDown(t *tunnel) {
+	if lh.book != nil {
+		if _, static := lh.n.static[t.vpnIP]; !static {
+			lh.book.Forget(t.vpnIP)
+		}
+	}
+}
+
+// update builds our HostUpdateNotification: advertised addresses, then local interface
+// addresses allowed by local_allow_list, each with our listening port.
+func (lh *lighthouseState) update() *lighthouse.Meta {
+	n := lh.n
+	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP}
+	port := n.conn.LocalAddr().Port()
+	add := func(ap netip.AddrPort) {
+		a := ap.Addr().Unmap()
+		if a.Is4() && n.vpnNet.Contains(a) {
+			return
+		}
+		ap = netip.AddrPortFrom(a, ap.Port())
+		if a.Is4() {
+			if len(m.V4) < maxLearned && !slices.Contains(m.V4, ap) {
+				m.V4 = append(m.V4, ap)
+			}
+		} else if len(m.V6) < maxLearned && !slices.Contains(m.V6, ap) {
+			m.V6 = append(m.V6, ap)
+		}
+	}
+	for _, a := range lh.advertise {
+		if a.Port() == 0 {
+			a = netip.AddrPortFrom(a.Addr(), port)
+		}
+		add(a)
+	}
+	for _, a := range lh.localAddrs() {
+		add(netip.AddrPortFrom(a, port))
+	}
+	return m
+}
+
+// localAddrs are this host's underlay addresses worth reporting.
+func (lh *lighthouseState) localAddrs() []netip.Addr {
+	if la := lh.n.conn.LocalAddr().Addr().Unmap(); la.IsValid() && !la.IsUnspecified() {
+		return []netip.Addr{la}
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if lh.localAllow != nil && !lh.localAllow.AllowName(ifc.Name) {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+				continue
+			}
+			if lh.localAllow != nil && !lh.localAllow.Allow(ip) {
+				continue
+			}
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// handle processes an authenticated lighthouse message from tunnel t.
+func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
+	n := lh.n
+	var m lighthouse.Meta
+	if err := lighthouse.Unmarshal(pt, &m); err != nil {
+		n.m.dropped(dropLighthouseBad)
+		return
+	}
+	switch m.Type {
+	case lighthouse.HostUpdateNotification:
+		if lh.book == nil {
+			n.m.dropped(dropLighthouseRole)
+			return
+		}
+		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), &m); err != nil {
+			n.m.dropped(dropLighthouseBad)
+			n.log.Info("lighthouse: update refused", "from", t.vpnIP, "err", err)
+		}
+	case lighthouse.HostQuery:
+		if lh.book == nil {
+			n.m.dropped(dropLighthouseRole)
+			return
+		}
+		if !lh.queries.Allow(t.vpnIP) {
+			n.m.dropped(dropLighthouseRate)
+			return
+		}
+		reply, ok := lh.book.Lookup(m.VpnIP)
+		if !ok {
+			return // Nebula answers nothing for unknown hosts
+		}
+		reply.Type = lighthouse.HostQueryReply
+		n.sendEncrypted(t, header.LightHouse, 0, reply.Marshal(nil))
+		// Tell the wanted host to punch towards the querier, so both NATs open.
+		if target := n.hosts.byVPNIP(m.VpnIP); target != nil {
+			if pn, ok := lh.book.PunchNotification(t.vpnIP); ok {
+				n.sendEncrypted(target, header.LightHouse, 0, pn.Marshal(nil))
+			}
+		}
+	case lighthouse.HostQueryReply:
+		if !lh.isLH[t.vpnIP] {
+			n.m.dropped(dropLighthouseRole)
+			return
+		}
+		if lh.learn(t.vpnIP, &m) {
+			n.hs.kick(m.VpnIP)
+		}
+	case lighthouse.HostPunchNotification:
+		if !lh.isLH[t.vpnIP] {
+			n.m.dropped(dropLighthouseRole)
+			return
+		}
+		if !lh.learn(t.vpnIP, &m) {
+			return
+		}
+		addrs := append(append([]netip.AddrPort(nil), m.V4...), m.V6...)
+		peer := m.VpnIP
+		delay := n.cfg.Punchy.Delay
+		if delay <= 0 {
+			delay = time.Second
+		}
+		time.AfterFunc(delay, func() {
+			if n.closed() {
+				return
+			}
+			n.sendRaw([]byte{0}, unmapAll(addrs))
+		})
+		if n.cfg.Punchy.Respond {
+			time.AfterFunc(punchRespondDelay, func() {
+				if !n.closed() && n.hosts.byVPNIP(peer) == nil {
+					n.hs.trigger(peer, nil)
+				}
+			})
+		}
+	default:
+		// HostMoved, Whoami and PathCheck are unused by Nebula 1.6.
+	}
+}
+
+// learn records the addresses a lighthouse gave for a peer, replacing that lighthouse's
+// earlier answer. It reports whether the message named a usable peer.
+func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
+	n := lh.n
+	vpn := m.VpnIP
+	if !vpn.IsValid() || vpn == n.vpnIP || !n.vpnNet.Contains(vpn) {
+		n.m.dropped(dropLighthouseBad)
+		return false
+	}
+	var addrs []netip.AddrPort
+	for _, list := range [][]netip.AddrPort{m.V4, m.V6} {
+		kept := 0
+		for _, a := range list {
+			a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+			if kept >= maxLearned || !lighthouse.Usable(a) && !a.Addr().IsLoopback() {
+				continue
+			}
+			if a.Addr().Is4() && n.vpnNet.Contains(a.Addr()) {
+				continue
+			}
+			if lh.remoteAllow != nil && !lh.remoteAllow.Allow(vpn, a.Addr()) {
+				continue
+			}
+			addrs = append(addrs, a)
+			kept++
+		}
+	}
+	lh.mu.Lock()
+	if lh.learned[vpn] == nil {
+		lh.learned[vpn] = map[netip.Addr][]netip.AddrPort{}
+	}
+	lh.learned[vpn][from] = addrs
+	lh.mu.Unlock()
+	return len(addrs) > 0
+}
+
+func unmapAll(in []netip.AddrPort) []netip.AddrPort {
+	out := make([]netip.AddrPort, len(in))
+	for i, a := range in {
+		out[i] = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	return out
+}

@@ -1,0 +1,100 @@
+package overlay_test
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/cert/certtest"
+	"github.com/meshnode/meshnode/overlay"
+	"github.com/meshnode/meshnode/overlay/udp/udptest"
+)
+
+// lighthouseMesh is one lighthouse (index 0, no TUN) and hosts whose configs list only it.
+// Hosts listed in natted sit behind their own NAT of the given kind.
+func lighthouseMesh(t *testing.T, hosts int, nat map[int]udptest.NATKind) *mesh {
+	t.Helper()
+	m := &mesh{t: t, ca: certtest.NewCA(t, "lh-test"), net: udptest.NewNetwork(7)}
+	for i := range hosts + 1 {
+		h := &meshHost{name: fmt.Sprintf("host%d", i), vpn: vpnOf(i), under: underOf(i)}
+		if i == 0 {
+			h.name, h.noTun = "lighthouse", true
+		}
+		if kind, ok := nat[i]; ok {
+			// Inside 192.168.i.0/24, public address 198.18.i.1.
+			inside := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)
+			if err := m.net.AddNAT(inside, netip.AddrFrom4([4]byte{198, 18, byte(i), 1}), kind); err != nil {
+				t.Fatal(err)
+			}
+			h.under = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 2}), 4242)
+		}
+		h.host = m.ca.NewHost(t, h.name, h.vpn.String()+"/16", "mesh")
+		m.hosts = append(m.hosts, h)
+	}
+	lh := m.hosts[0]
+	m.configFn = func(i int) string {
+		y := "listen:\n  port: 4242\n"
+		y += "handshakes:\n  try_interval: 50ms\n  retries: 20\n"
+		y += "firewall:\n  outbound: [{port: any, proto: any, host: any}]\n  inbound: [{port: any, proto: any, host: any}]\n"
+		if i == 0 {
+			return y + "tun:\n  disabled: true\nlighthouse:\n  am_lighthouse: true\n"
+		}
+		y += fmt.Sprintf("static_host_map:\n  %q: [%q]\n", lh.vpn.String(), lh.under.String())
+		y += fmt.Sprintf("lighthouse:\n  interval: 1\n  hosts: [%q]\n", lh.vpn.String())
+		y += "punchy:\n  punch: true\n  respond: true\n  delay: 50ms\n"
+		return y
+	}
+	for i := range m.hosts {
+		m.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range m.hosts {
+			m.stop(i)
+		}
+	})
+	return m
+}
+
+func TestHostsListingOnlyALighthouseReachEachOtherDirectly(t *testing.T) {
+	m := lighthouseMesh(t, 3, nil)
+	for i := 1; i < len(m.hosts); i++ {
+		for j := 1; j < len(m.hosts); j++ {
+			if i != j {
+				m.sendUntil(i, j, m.udpPacket(i, j, fmt.Sprintf("via lighthouse %d->%d", i, j)), 10*time.Second)
+			}
+		}
+	}
+	for i := 1; i < len(m.hosts); i++ {
+		for j := 1; j < len(m.hosts); j++ {
+			if i == j {
+				continue
+			}
+			p, ok := m.hosts[i].node.Tunnel(m.hosts[j].vpn)
+			if !ok || p.Remote != m.hosts[j].under {
+				t.Errorf("%s -> %s: tunnel %v remote %v, want direct to %v", m.hosts[i].name, m.hosts[j].name, ok, p.Remote, m.hosts[j].under)
+			}
+		}
+	}
+}
+
+func TestHostsBehindNATsPunchThrough(t *testing.T) {
+	m := lighthouseMesh(t, 2, map[int]udptest.NATKind{1: udptest.EasyNAT, 2: udptest.EasyNAT})
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "through two NATs"), 15*time.Second)
+	m.sendUntil(2, 1, m.udpPacket(2, 1, "and back"), 5*time.Second)
+	p, _ := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
+	if want := netip.AddrFrom4([4]byte{198, 18, 2, 1}); p.Remote.Addr() != want {
+		t.Errorf("tunnel goes to %v, want host2's NAT %v", p.Remote, want)
+	}
+}
+
+func TestLighthouseRefusesUpdateForAnotherHostsIP(t *testing.T) {
+	m := lighthouseMesh(t, 2, nil)
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "warm up"), 10*time.Second)
+	// host1 claims to be host2: the lighthouse must keep host2's true address.
+	before := m.hosts[0].node.Dropped("lighthouse_invalid")
+	m.hosts[1].node.SendLighthouseForTest(m.hosts[0].vpn, overlay.ForgedUpdate(m.hosts[2].vpn, netip.MustParseAddrPort("198.18.0.66:4242")))
+	eventually(t, 2*time.Second, "forged update refused", func() bool {
+		return m.hosts[0].node.Dropped("lighthouse_invalid") > before
+	})
+}
