@@ -37,6 +37,9 @@ type BookOptions struct {
 	// cannot know its clients' lighthouse.interval (10 s by default, 60 s in Nebula's example
 	// config), so a TTL should be at least three times the largest interval in use.
 	TTL time.Duration
+	// AllowLoopback keeps reported loopback addresses, for meshes that live on one machine
+	// (the runtime sets it when it listens on a loopback address).
+	AllowLoopback bool
 }
 
 // Book is the address book a lighthouse keeps: per VPN IP, the address the host's tunnel
@@ -68,30 +71,40 @@ func NewBook(opts BookOptions) *Book {
 // Usable reports whether an underlay address is worth dialling: a unicast, non-loopback,
 // non-link-local address with a port. Hosts must not be able to point others at their own
 // loopback or at multicast (reflection), and link-local needs a zone the wire cannot carry.
-func Usable(ap netip.AddrPort) bool {
+func Usable(ap netip.AddrPort) bool { return usable(ap, false) }
+
+func usable(ap netip.AddrPort, loopback bool) bool {
 	a := ap.Addr().Unmap()
 	return a.IsValid() && ap.Port() != 0 && a.Zone() == "" &&
-		!a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
+		!a.IsUnspecified() && (loopback || !a.IsLoopback()) && !a.IsMulticast() &&
 		!a.IsLinkLocalUnicast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
-// filterAddrs unmaps every address before it is classified and checked, so an IPv4 rule of
-// the allow list also judges ::ffff:a.b.c.d (Nebula #1786), and returns the usable v4 and v6
+// addrFilter is what both a lighthouse and a client apply to addresses another host claims.
+type addrFilter struct {
+	ownNet   netip.Prefix
+	allow    *RemoteAllowList
+	max      int
+	loopback bool
+}
+
+// apply unmaps every address before it is classified and checked, so an IPv4 rule of the
+// allow list also judges ::ffff:a.b.c.d (Nebula #1786), and returns the usable v4 and v6
 // lists, each capped at max.
-func filterAddrs(vpn netip.Addr, lists [2][]netip.AddrPort, ownNet netip.Prefix, allow *RemoteAllowList, max int) (v4, v6 []netip.AddrPort) {
+func (f addrFilter) apply(vpn netip.Addr, lists [2][]netip.AddrPort) (v4, v6 []netip.AddrPort) {
 	for _, l := range lists {
 		for _, ap := range l {
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 			a := ap.Addr()
-			if !Usable(ap) || !allow.Allow(vpn, a) {
+			if !usable(ap, f.loopback) || !f.allow.Allow(vpn, a) {
 				continue
 			}
 			if a.Is4() {
-				if ownNet.IsValid() && ownNet.Contains(a) || len(v4) >= max {
+				if f.ownNet.IsValid() && f.ownNet.Contains(a) || len(v4) >= f.max {
 					continue
 				}
 				v4 = append(v4, ap)
-			} else if len(v6) < max {
+			} else if len(v6) < f.max {
 				v6 = append(v6, ap)
 			}
 		}
@@ -127,7 +140,8 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 	if m.VpnIP.Unmap() != senderVPN {
 		return fmt.Errorf("%w: %v claims %v", ErrWrongHost, senderVPN, m.VpnIP)
 	}
-	v4, v6 := filterAddrs(senderVPN, [2][]netip.AddrPort{m.V4, m.V6}, b.opts.OwnVPNNet, b.opts.RemoteAllowList, b.opts.MaxPerFamily)
+	f := addrFilter{b.opts.OwnVPNNet, b.opts.RemoteAllowList, b.opts.MaxPerFamily, b.opts.AllowLoopback}
+	v4, v6 := f.apply(senderVPN, [2][]netip.AddrPort{m.V4, m.V6})
 	e := &bookEntry{
 		v4:      v4,
 		v6:      v6,
