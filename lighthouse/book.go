@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,8 +47,10 @@ type BookOptions struct {
 // comes from ("learned") and the lists the host reported itself. It is safe for concurrent use.
 type Book struct {
 	opts BookOptions
-	mu   sync.RWMutex
-	m    map[netip.Addr]*bookEntry
+	// m maps VPN IP to *bookEntry. Entries are immutable once stored, so lookups (the hot,
+	// parallel part) take no lock and an update swaps in a new entry.
+	m sync.Map
+	n atomic.Int64
 }
 
 type bookEntry struct {
@@ -65,7 +68,7 @@ func NewBook(opts BookOptions) *Book {
 	if opts.MaxPerFamily <= 0 {
 		opts.MaxPerFamily = DefaultMaxPerFamily
 	}
-	return &Book{opts: opts, m: make(map[netip.Addr]*bookEntry)}
+	return &Book{opts: opts}
 }
 
 // Usable reports whether an underlay address is worth dialling: a unicast, non-loopback,
@@ -151,9 +154,9 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 	if learned.Addr().IsValid() && learned.Port() != 0 {
 		e.learned = netip.AddrPortFrom(learned.Addr().Unmap(), learned.Port())
 	}
-	b.mu.Lock()
-	b.m[senderVPN] = e
-	b.mu.Unlock()
+	if _, loaded := b.m.Swap(senderVPN, e); !loaded {
+		b.n.Add(1)
+	}
 	return nil
 }
 
@@ -161,13 +164,14 @@ func (b *Book) expired(e *bookEntry, now time.Time) bool {
 	return b.opts.TTL > 0 && now.Sub(e.updated) > b.opts.TTL
 }
 
-// get returns a live entry; entries are immutable once stored, so the caller may read it
-// without the lock.
+// get returns a live entry.
 func (b *Book) get(vpn netip.Addr) *bookEntry {
-	b.mu.RLock()
-	e := b.m[vpn.Unmap()]
-	b.mu.RUnlock()
-	if e == nil || b.expired(e, b.opts.Now()) {
+	v, ok := b.m.Load(vpn.Unmap())
+	if !ok {
+		return nil
+	}
+	e := v.(*bookEntry)
+	if b.expired(e, b.opts.Now()) {
 		return nil
 	}
 	return e
@@ -228,9 +232,9 @@ func (b *Book) PunchNotification(querier netip.Addr) (*Meta, bool) {
 
 // Forget drops vpn, e.g. when its tunnel closes.
 func (b *Book) Forget(vpn netip.Addr) {
-	b.mu.Lock()
-	delete(b.m, vpn.Unmap())
-	b.mu.Unlock()
+	if _, loaded := b.m.LoadAndDelete(vpn.Unmap()); loaded {
+		b.n.Add(-1)
+	}
 }
 
 // Expire drops every host not updated within the TTL and returns how many it dropped.
@@ -240,20 +244,16 @@ func (b *Book) Expire() int {
 	}
 	now := b.opts.Now()
 	n := 0
-	b.mu.Lock()
-	for k, e := range b.m {
-		if b.expired(e, now) {
-			delete(b.m, k)
+	b.m.Range(func(k, v any) bool {
+		// CompareAndDelete: an update racing with the sweep keeps its fresh entry.
+		if b.expired(v.(*bookEntry), now) && b.m.CompareAndDelete(k, v) {
+			b.n.Add(-1)
 			n++
 		}
-	}
-	b.mu.Unlock()
+		return true
+	})
 	return n
 }
 
 // Len is the number of hosts in the book, expired or not yet swept.
-func (b *Book) Len() int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return len(b.m)
-}
+func (b *Book) Len() int { return int(b.n.Load()) }

@@ -1,6 +1,7 @@
 package lighthouse
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -213,5 +214,15 @@ func BenchmarkSortCandidates(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		SortCandidates(in, pref)
+	}
+}
+
+// What HostUpdate builds for the host of the captured 1.6.1 update encodes to the same bytes.
+func TestHostUpdateEncodesLikeARealNode(t *testing.T) {
+	m := HostUpdate(netip.MustParseAddr("10.99.0.1"), nil,
+		[]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.99.0.1"), netip.MustParseAddr("2001:db8::1")},
+		4242, lhNet, nil, nil)
+	if got, want := m.Marshal(nil), unhex(t, goldenUpdate); !bytes.Equal(got, want) {
+		t.Fatalf("got %x\nwant %x", got, want)
 	}
 }

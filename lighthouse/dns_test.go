@@ -340,3 +340,28 @@ func BenchmarkDNSRespond(b *testing.B) {
 		buf, _ = s.Respond(q, buf)
 	}
 }
+
+// Go's own resolver is an independent DNS client: it sends A and AAAA queries with EDNS0 and
+// must read our answers, treat the empty AAAA answer as "no such record" and NXDOMAIN as
+// "not found".
+func TestDNSAnswersAreReadByGoResolver(t *testing.T) {
+	addr := serveDNS(t, newTestDNS(t, DNSOptions{}))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr.String())
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := r.LookupNetIP(ctx, "ip", "WEB1.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ips) != 1 || ips[0].Unmap() != netip.MustParseAddr("10.99.0.5") {
+		t.Fatalf("LookupNetIP = %v", ips)
+	}
+	_, err = r.LookupNetIP(ctx, "ip4", "nope.")
+	var de *net.DNSError
+	if !errors.As(err, &de) || !de.IsNotFound {
+		t.Fatalf("unknown name: %v, want a not-found DNSError", err)
+	}
+}
