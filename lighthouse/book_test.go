@@ -311,3 +311,20 @@ func BenchmarkBook10kHostsParallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "queries/s")
 }
+
+func TestUsableRejectsAddressesNoPeerCanBeReachedAt(t *testing.T) {
+	for s, want := range map[string]bool{
+		"198.51.100.7:4242": true, "[2001:db8::1]:4242": true, "[::ffff:198.51.100.7]:1": true,
+		"192.168.1.1:1": true, "198.51.100.7:0": false, "0.0.0.0:1": false, "[::]:1": false,
+		"127.0.0.1:1": false, "[::1]:1": false, "[::ffff:127.0.0.1]:1": false, "224.0.0.1:1": false,
+		"[ff02::1]:1": false, "169.254.0.1:1": false, "[fe80::1]:1": false, "[fe80::1%eth0]:1": false,
+		"255.255.255.255:1": false,
+	} {
+		if got := Usable(netip.MustParseAddrPort(s)); got != want {
+			t.Errorf("Usable(%s) = %v, want %v", s, got, want)
+		}
+	}
+	if Usable(netip.AddrPort{}) {
+		t.Error("zero AddrPort usable")
+	}
+}

@@ -226,3 +226,15 @@ func TestHostUpdateEncodesLikeARealNode(t *testing.T) {
 		t.Fatalf("got %x\nwant %x", got, want)
 	}
 }
+
+func TestRemotesStaticIsACopy(t *testing.T) {
+	r := NewRemotes(hostB, aps("[::ffff:203.0.113.10]:4242"), RemotesOptions{})
+	s := r.Static()
+	if want := aps("203.0.113.10:4242"); !reflect.DeepEqual(s, want) {
+		t.Fatalf("Static = %v, want the unmapped %v", s, want)
+	}
+	s[0] = netip.MustParseAddrPort("1.1.1.1:1")
+	if r.Static()[0] == s[0] {
+		t.Fatal("Static shares memory with Remotes")
+	}
+}

@@ -365,3 +365,26 @@ func TestDNSAnswersAreReadByGoResolver(t *testing.T) {
 		t.Fatalf("unknown name: %v, want a not-found DNSError", err)
 	}
 }
+
+func TestDNSListenAndServeStopsWithItsContext(t *testing.T) {
+	s := newTestDNS(t, DNSOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ListenAndServe(ctx, "127.0.0.1:0") }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ListenAndServe = %v, want nil after cancel", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ListenAndServe did not return after cancel")
+	}
+	if err := s.ListenAndServe(context.Background(), "127.0.0.1:notaport"); err == nil {
+		t.Fatal("bad address accepted")
+	}
+	if _, err := NewDNSServer(DNSOptions{}); err == nil {
+		t.Fatal("NewDNSServer without Resolve accepted")
+	}
+}

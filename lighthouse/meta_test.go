@@ -213,3 +213,11 @@ func BenchmarkMarshal(b *testing.B) {
 		buf = m.Marshal(buf[:0])
 	}
 }
+
+func TestMetaTypeNames(t *testing.T) {
+	for typ, want := range map[MetaType]string{0: "None", HostQuery: "HostQuery", PathCheckReply: "PathCheckReply", 42: "MetaType(42)"} {
+		if got := typ.String(); got != want {
+			t.Errorf("%d.String() = %q, want %q", uint32(typ), got, want)
+		}
+	}
+}
