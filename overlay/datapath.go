@@ -205,6 +205,8 @@ func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
 	case header.Test:
 		if h.Subtype == header.SubtypeTestRequest {
 			n.sendEncrypted(t, header.Test, header.SubtypeTestReply, pt)
+		} else if h.Subtype == header.SubtypeTestReply {
+			n.pings.answer(t.vpnIP)
 		}
 	case header.CloseTunnel:
 		n.log.Info("peer closed the tunnel", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP)

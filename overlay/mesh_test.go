@@ -467,3 +467,21 @@ func TestExpiredPeerCertIsDisconnected(t *testing.T) {
 		return !ok
 	})
 }
+
+func TestPingMeasuresRoundTripThroughTheTunnel(t *testing.T) {
+	m := newMesh(t, 2, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rtt, err := m.hosts[0].node.Ping(ctx, m.hosts[1].vpn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rtt <= 0 || rtt > 5*time.Second {
+		t.Fatalf("rtt %s", rtt)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if _, err := m.hosts[0].node.Ping(ctx2, netip.MustParseAddr("10.42.0.99")); err == nil {
+		t.Fatal("ping to a host with no address succeeded")
+	}
+}

@@ -110,6 +110,7 @@ type Node struct {
 	hosts    hostMap
 	hs       *handshakeManager
 	lh       *lighthouseState
+	pings    pingWaiters
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
 	sendRecv string
