@@ -45,8 +45,8 @@ func (a *AllowList) Allow(addr netip.Addr) bool {
 			return r.allow
 		}
 	}
-	// Unreachable once parsed: each family has a /0 default.
-	return true
+	// Only an invalid address gets here: each family has a /0 default.
+	return false
 }
 
 // AllowName reports whether an interface name passes local_allow_list's `interfaces` rules.

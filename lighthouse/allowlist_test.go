@@ -206,3 +206,32 @@ func TestRemoteAllowRangesApplyPerVPNRange(t *testing.T) {
 		t.Errorf("absent lists = %v, %v; want nil, nil", r, err)
 	}
 }
+
+// FuzzParseAllowList: any YAML is either refused with ErrBadAllowList or gives a list that
+// answers for every address without panicking, with a default for both families.
+func FuzzParseAllowList(f *testing.F) {
+	for _, tc := range allowListCases {
+		f.Add(tc.yaml)
+	}
+	f.Add(`{interfaces: {'eth.*': true}, "::/0": false}`)
+	probes := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("::ffff:10.1.2.3"), netip.MustParseAddr("2001:db8::1"), {}}
+	f.Fuzz(func(t *testing.T, src string) {
+		var doc yaml.Node
+		if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
+			return
+		}
+		for _, parse := range []func(string, *yaml.Node) (*AllowList, error){ParseAllowList, ParseLocalAllowList} {
+			a, err := parse("k", doc.Content[0])
+			if err != nil {
+				if !errors.Is(err, ErrBadAllowList) {
+					t.Fatalf("error %v does not wrap ErrBadAllowList", err)
+				}
+				continue
+			}
+			for _, p := range probes {
+				a.Allow(p)
+			}
+			a.AllowName("eth0")
+		}
+	})
+}
