@@ -89,6 +89,8 @@ type Host struct {
 	Groups []string     `json:"groups,omitempty"`
 	CIDR   string       `json:"cidr"`
 	State  HostState    `json:"state"`
+	// TokenHash is the latest invite's token; an older one no longer enrolls.
+	TokenHash string `json:"token_hash,omitempty"`
 
 	Fingerprint     string    `json:"fingerprint,omitempty"`      // current cert
 	PrevFingerprint string    `json:"prev_fingerprint,omitempty"` // the one it replaced

@@ -1,0 +1,611 @@
+package authority
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/meshnode/meshnode/cert"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultCertDuration    = 30 * 24 * time.Hour
+	DefaultTokenTTL        = 24 * time.Hour
+	DefaultCAExpiryWarning = 30 * 24 * time.Hour
+	DefaultMaxClockSkew    = 5 * time.Minute
+	// backdate makes a fresh cert valid on peers whose clocks lag a little (step-ca: 1 min).
+	backdate = time.Minute
+)
+
+// SigningCA is a CA the authority knows. Key is nil for a CA that is only trusted (kept in
+// the bundle during a rotation) and never signs.
+type SigningCA struct {
+	Cert *cert.Certificate
+	Key  ed25519.PrivateKey
+}
+
+// Lighthouse is one lighthouse as a node's static_host_map needs it.
+type Lighthouse struct {
+	VpnIP netip.Addr `json:"vpn_ip" yaml:"vpn_ip"`
+	Addrs []string   `json:"addrs" yaml:"addrs"` // host:port on the underlay
+}
+
+// Options configure an Authority. Store, CAs and ServiceKey are required.
+type Options struct {
+	Store Store
+	// CAs in order of preference: the first unexpired one with a key signs (the active
+	// CA); every unexpired one goes into the bundle nodes trust. Rotating is putting the
+	// new CA first and, once every host has renewed, dropping the old one.
+	CAs []SigningCA
+	// ServiceKey is the service's X25519 private key; nodes prove possession of their key
+	// by a MAC keyed with X25519(node key, service public key).
+	ServiceKey  []byte
+	Lighthouses []Lighthouse
+	// URL and Pin (SHA-256 of the TLS certificate) go into tokens.
+	URL string
+	Pin []byte
+
+	CertDuration    time.Duration // host certificate lifetime (capped by the CA's)
+	TokenTTL        time.Duration // default invite lifetime
+	CAExpiryWarning time.Duration // warn when the active CA expires sooner than this
+	MaxClockSkew    time.Duration // allowed distance of a renewal request's time
+
+	Logger *slog.Logger
+	Now    func() time.Time
+	Rand   io.Reader
+}
+
+// Authority is the CA service's domain logic. It is safe for concurrent use: all state is
+// in the store and every operation is one store transaction.
+type Authority struct {
+	o          Options
+	active     SigningCA
+	pool       *cert.Pool
+	serviceKey *ecdh.PrivateKey
+}
+
+// New checks opts and returns an Authority.
+func New(opts Options) (*Authority, error) {
+	if opts.Store == nil {
+		return nil, errors.New("authority: no store")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.CertDuration <= 0 {
+		opts.CertDuration = DefaultCertDuration
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = DefaultTokenTTL
+	}
+	if opts.CAExpiryWarning <= 0 {
+		opts.CAExpiryWarning = DefaultCAExpiryWarning
+	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
+	sk, err := ecdh.X25519().NewPrivateKey(opts.ServiceKey)
+	if err != nil {
+		return nil, fmt.Errorf("authority: service key: %w", err)
+	}
+	a := &Authority{o: opts, serviceKey: sk, pool: cert.NewPoolWithClock(opts.Now)}
+	now := opts.Now()
+	for i, ca := range opts.CAs {
+		if ca.Cert == nil {
+			return nil, fmt.Errorf("authority: CA %d has no certificate", i)
+		}
+		if err := a.pool.AddCA(ca.Cert); err != nil {
+			return nil, fmt.Errorf("authority: CA %s: %w", ca.Cert.Details.Name, err)
+		}
+		if ca.Key != nil {
+			if err := ca.Cert.VerifyPrivateKey(ca.Key); err != nil {
+				return nil, fmt.Errorf("authority: CA %s: %w", ca.Cert.Details.Name, err)
+			}
+			if a.active.Cert == nil && !ca.Cert.Expired(now) {
+				a.active = ca
+			}
+		}
+	}
+	if a.active.Cert == nil {
+		return nil, ErrNoActiveCA
+	}
+	return a, nil
+}
+
+// ServicePublicKey is the X25519 public key nodes use for renewal proofs.
+func (a *Authority) ServicePublicKey() []byte { return a.serviceKey.PublicKey().Bytes() }
+
+// Pool is the set of CAs the authority trusts (renewals must chain to one of them).
+func (a *Authority) Pool() *cert.Pool { return a.pool }
+
+// ActiveCA is the CA that signs.
+func (a *Authority) ActiveCA() *cert.Certificate { return a.active.Cert }
+
+// Warnings lists problems an operator must act on, such as the active CA nearing expiry.
+func (a *Authority) Warnings() []string {
+	now := a.o.Now()
+	var w []string
+	na := a.active.Cert.Details.NotAfter
+	if left := na.Sub(now); left < a.o.CAExpiryWarning {
+		w = append(w, fmt.Sprintf("active CA %s (%s) expires in %v, at %s: add a new CA before it does",
+			a.active.Cert.Details.Name, a.active.Cert.Fingerprint(), left.Truncate(time.Second), na.UTC().Format(time.RFC3339)))
+	}
+	w = append(w, a.pool.Warnings()...)
+	return w
+}
+
+// Bundle is the PEM of every unexpired CA, what nodes should trust.
+func (a *Authority) Bundle() []byte {
+	var b bytes.Buffer
+	now := a.o.Now()
+	for _, c := range a.pool.CAs() {
+		if c.Expired(now) {
+			continue
+		}
+		p, err := c.MarshalPEM()
+		if err == nil {
+			b.Write(p)
+		}
+	}
+	return b.Bytes()
+}
+
+// Identity is what a host's certificates say: chosen by the admin at invite, re-issued
+// unchanged at every renewal.
+type Identity struct {
+	Name   string
+	IP     netip.Prefix
+	Groups []string
+	CIDR   string
+}
+
+// InviteRequest names the identity to bind to a new token.
+type InviteRequest struct {
+	Name   string
+	CIDR   string
+	IP     netip.Addr // zero: the next free address of CIDR
+	Groups []string
+	TTL    time.Duration // zero: Options.TokenTTL
+}
+
+func (a *Authority) audit(tx Tx, e AuditEntry) error {
+	e.Time = a.o.Now().UTC()
+	if _, err := tx.AppendAudit(e); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// SyncCIDRs adds the CIDRs (from config) that the store does not have. A name already
+// stored with another prefix is an error: moving a CIDR under its hosts is not supported.
+func (a *Authority) SyncCIDRs(cs []CIDR) error {
+	return a.o.Store.Update(func(tx Tx) error {
+		for _, c := range cs {
+			if err := addCIDR(tx, c, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AddCIDR adds one named CIDR to the tree.
+func (a *Authority) AddCIDR(c CIDR) error {
+	return a.o.Store.Update(func(tx Tx) error {
+		if err := addCIDR(tx, c, false); err != nil {
+			return err
+		}
+		return a.audit(tx, AuditEntry{Action: "cidr", Detail: c.Name + " " + c.Prefix.String()})
+	})
+}
+
+func addCIDR(tx Tx, c CIDR, same bool) error {
+	old, ok, err := tx.CIDR(c.Name)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if same && old.Prefix == c.Prefix {
+			return nil
+		}
+		return fmt.Errorf("%w: CIDR %s is already %v", ErrNameTaken, c.Name, old.Prefix)
+	}
+	all, err := tx.CIDRs()
+	if err != nil {
+		return err
+	}
+	if _, err := NewTree(append(all, c)); err != nil {
+		return err
+	}
+	return tx.PutCIDR(c)
+}
+
+// Tree returns the inventory's CIDR tree.
+func (a *Authority) Tree() (*Tree, error) {
+	var t *Tree
+	err := a.o.Store.View(func(tx Tx) error {
+		var err error
+		t, err = treeOf(tx)
+		return err
+	})
+	return t, err
+}
+
+func treeOf(tx Tx) (*Tree, error) {
+	cs, err := tx.CIDRs()
+	if err != nil {
+		return nil, err
+	}
+	return NewTree(cs)
+}
+
+// Hosts returns every host on record, sorted by IP.
+func (a *Authority) Hosts() ([]Host, error) {
+	var hs []Host
+	err := a.o.Store.View(func(tx Tx) error {
+		var err error
+		hs, err = tx.Hosts()
+		return err
+	})
+	slices.SortFunc(hs, func(x, y Host) int { return x.IP.Addr().Compare(y.IP.Addr()) })
+	return hs, err
+}
+
+// Audit returns the audit log.
+func (a *Authority) Audit() ([]AuditEntry, error) {
+	var es []AuditEntry
+	err := a.o.Store.View(func(tx Tx) error {
+		var err error
+		es, err = tx.Audit()
+		return err
+	})
+	return es, err
+}
+
+func takenSet(hosts []Host) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(hosts))
+	for _, h := range hosts {
+		m[h.IP.Addr()] = true
+	}
+	return m
+}
+
+// NextFreeIP suggests an address in CIDR name.
+func (a *Authority) NextFreeIP(name string) (netip.Addr, error) {
+	var ip netip.Addr
+	err := a.o.Store.View(func(tx Tx) error {
+		t, err := treeOf(tx)
+		if err != nil {
+			return err
+		}
+		hs, err := tx.Hosts()
+		if err != nil {
+			return err
+		}
+		taken := takenSet(hs)
+		ip, err = t.NextFree(name, func(x netip.Addr) bool { return taken[x] })
+		return err
+	})
+	return ip, err
+}
+
+// Invite records the identity req names and returns a single-use token for it. A name is
+// unique; inviting a name again is allowed only while it has not enrolled, and makes the
+// earlier token useless.
+func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
+	if err := checkName("host", req.Name); err != nil {
+		return "", Identity{}, err
+	}
+	for _, g := range req.Groups {
+		if err := checkName("group", g); err != nil {
+			return "", Identity{}, err
+		}
+	}
+	ttl := req.TTL
+	if ttl <= 0 {
+		ttl = a.o.TokenTTL
+	}
+	secret := make([]byte, secretSize)
+	if _, err := io.ReadFull(a.o.Rand, secret); err != nil {
+		return "", Identity{}, fmt.Errorf("token secret: %w", err)
+	}
+	hash := tokenHash(secret)
+	now := a.o.Now()
+	var id Identity
+	err := a.o.Store.Update(func(tx Tx) error {
+		t, err := treeOf(tx)
+		if err != nil {
+			return err
+		}
+		if _, ok := t.Get(req.CIDR); !ok {
+			return fmt.Errorf("%w: %s", ErrCIDRUnknown, req.CIDR)
+		}
+		hs, err := tx.Hosts()
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(hs, func(h Host) bool { return h.Name == req.Name }); i >= 0 {
+			if hs[i].State != HostInvited {
+				return fmt.Errorf("%w: host %s is %s", ErrNameTaken, req.Name, hs[i].State)
+			}
+			hs = slices.Delete(hs, i, i+1) // a re-invite may move the host
+		}
+		taken := takenSet(hs)
+		ip := req.IP
+		if ip.IsValid() {
+			if err := t.CheckAddr(req.CIDR, ip); err != nil {
+				return err
+			}
+			if taken[ip] {
+				return fmt.Errorf("%w: %v", ErrIPTaken, ip)
+			}
+		} else if ip, err = t.NextFree(req.CIDR, func(x netip.Addr) bool { return taken[x] }); err != nil {
+			return err
+		}
+		id = Identity{Name: req.Name, IP: netip.PrefixFrom(ip, t.Root(req.CIDR).Prefix.Bits()), Groups: slices.Clone(req.Groups), CIDR: req.CIDR}
+		if err := a.checkIssuable(id); err != nil {
+			return err
+		}
+		if err := tx.PutHost(Host{Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR, State: HostInvited, TokenHash: hash}); err != nil {
+			return err
+		}
+		if err := tx.PutToken(TokenRecord{Hash: hash, Host: id.Name, Created: now.UTC(), Expires: now.Add(ttl).UTC()}); err != nil {
+			return err
+		}
+		return a.audit(tx, AuditEntry{Action: "invite", Host: id.Name,
+			Detail: fmt.Sprintf("ip=%v groups=%v cidr=%s token=%s expires=%s", id.IP, id.Groups, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339))})
+	})
+	if err != nil {
+		return "", Identity{}, err
+	}
+	a.o.Logger.Info("invited host", "host", id.Name, "ip", id.IP, "token_id", tokenID(hash))
+	return Token{URL: a.o.URL, Pin: a.o.Pin, Secret: secret}.String(), id, nil
+}
+
+// checkIssuable fails early, at invite, for an identity the active CA's constraints forbid.
+func (a *Authority) checkIssuable(id Identity) error {
+	ca := a.active.Cert
+	c := &cert.Certificate{Details: cert.Details{Name: id.Name, Ips: []netip.Prefix{id.IP}, Groups: id.Groups,
+		NotBefore: ca.Details.NotBefore, NotAfter: ca.Details.NotAfter}}
+	if err := c.CheckConstraints(ca); err != nil {
+		return fmt.Errorf("CA %s cannot sign %s: %w", ca.Details.Name, id.Name, err)
+	}
+	return nil
+}
+
+// issue signs a certificate for h's identity on record with publicKey and records it.
+func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert.Certificate, []byte, error) {
+	ca := a.active
+	if ca.Cert.Expired(now) {
+		return nil, nil, ErrNoActiveCA
+	}
+	nb := now.Add(-backdate).Truncate(time.Second)
+	if nb.Before(ca.Cert.Details.NotBefore) {
+		nb = ca.Cert.Details.NotBefore
+	}
+	na := now.Add(a.o.CertDuration).Truncate(time.Second)
+	if na.After(ca.Cert.Details.NotAfter) {
+		na = ca.Cert.Details.NotAfter // a host cert never outlives its CA
+	}
+	c := &cert.Certificate{Details: cert.Details{
+		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups),
+		NotBefore: nb, NotAfter: na, PublicKey: slices.Clone(publicKey), Issuer: ca.Cert.Fingerprint(),
+	}}
+	if err := c.CheckConstraints(ca.Cert); err != nil {
+		return nil, nil, err
+	}
+	if err := c.Sign(ca.Key); err != nil {
+		return nil, nil, err
+	}
+	p, err := c.MarshalPEM()
+	if err != nil {
+		return nil, nil, err
+	}
+	err = tx.PutCert(CertRecord{Fingerprint: c.Fingerprint(), Host: h.Name, Issuer: c.Details.Issuer,
+		NotBefore: nb.UTC(), NotAfter: na.UTC(), Issued: now.UTC(), PEM: p})
+	return c, p, err
+}
+
+// checkPublicKey refuses keys that are not X25519 points or that give an all-zero shared
+// secret (low-order points), which crypto/ecdh reports as an error.
+func (a *Authority) checkPublicKey(pub []byte) error {
+	k, err := ecdh.X25519().NewPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadKey, err)
+	}
+	if _, err := a.serviceKey.ECDH(k); err != nil {
+		return fmt.Errorf("%w: low-order point", ErrBadKey)
+	}
+	return nil
+}
+
+// Enrollment is what a new host receives.
+type Enrollment struct {
+	Cert        *cert.Certificate
+	CertPEM     []byte
+	CABundle    []byte
+	Lighthouses []Lighthouse
+	// ServiceKey is the X25519 public key renewal proofs are made with.
+	ServiceKey []byte
+}
+
+// Enroll consumes the token whose secret is given and issues a certificate for the identity
+// it binds, with publicKey. Checking and consuming the token and recording the certificate
+// are one transaction, so of any number of racing enrollments exactly one succeeds.
+func (a *Authority) Enroll(secret, publicKey []byte) (Enrollment, error) {
+	if len(secret) != secretSize {
+		return Enrollment{}, ErrTokenUnknown
+	}
+	if err := a.checkPublicKey(publicKey); err != nil {
+		return Enrollment{}, err
+	}
+	hash := tokenHash(secret)
+	now := a.o.Now()
+	var c *cert.Certificate
+	var p []byte
+	var host string
+	err := a.o.Store.Update(func(tx Tx) error {
+		tok, ok, err := tx.Token(hash)
+		if err != nil {
+			return err
+		}
+		// The lookup is by hash; the comparison guards against a store that matched loosely.
+		if !ok || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(hash)) != 1 {
+			return ErrTokenUnknown
+		}
+		if tok.Used {
+			return ErrTokenUsed
+		}
+		if now.After(tok.Expires) {
+			return ErrTokenExpired
+		}
+		h, ok, err := tx.Host(tok.Host)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok || h.TokenHash != hash:
+			return ErrTokenUnknown // superseded by a newer invite
+		case h.State == HostRevoked:
+			return fmt.Errorf("%w: %s", ErrRevoked, h.Name)
+		case h.State != HostInvited:
+			return ErrTokenUsed
+		}
+		c, p, err = a.issue(tx, h, publicKey, now)
+		if err != nil {
+			return err
+		}
+		tok.Used, tok.UsedAt = true, now.UTC()
+		if err := tx.PutToken(tok); err != nil {
+			return err
+		}
+		h.State, h.Enrolled, h.Fingerprint, h.NotAfter = HostEnrolled, now.UTC(), c.Fingerprint(), c.Details.NotAfter
+		if err := tx.PutHost(h); err != nil {
+			return err
+		}
+		host = h.Name
+		return a.audit(tx, AuditEntry{Action: "enroll", Host: h.Name, Fingerprint: c.Fingerprint(),
+			Detail: fmt.Sprintf("token=%s not_after=%s", tokenID(hash), c.Details.NotAfter.UTC().Format(time.RFC3339))})
+	})
+	if err != nil {
+		a.o.Logger.Warn("enrollment refused", "token_id", tokenID(hash), "err", err)
+		return Enrollment{}, err
+	}
+	a.o.Logger.Info("enrolled host", "host", host, "fingerprint", c.Fingerprint())
+	return Enrollment{Cert: c, CertPEM: p, CABundle: a.Bundle(), Lighthouses: slices.Clone(a.o.Lighthouses), ServiceKey: a.ServicePublicKey()}, nil
+}
+
+// RevokeResult says what a revocation did.
+type RevokeResult struct {
+	Host         string   // "" for a fingerprint of no known host
+	Fingerprints []string // newly blocked
+	Version      uint64   // blocklist version after the revocation
+}
+
+// Revoke blocks a host (by name) or a certificate (by fingerprint). Revoking a certificate
+// of a known host revokes the host: all its certificates are blocked and it can neither renew
+// nor enroll again. An unknown fingerprint (a cert signed by hand) is blocked on its own.
+func (a *Authority) Revoke(target string) (RevokeResult, error) {
+	now := a.o.Now().UTC()
+	var res RevokeResult
+	err := a.o.Store.Update(func(tx Tx) error {
+		name := ""
+		if h, ok, err := tx.Host(target); err != nil {
+			return err
+		} else if ok {
+			name = h.Name
+		} else if r, ok, err := tx.Cert(target); err != nil {
+			return err
+		} else if ok {
+			name = r.Host
+		} else if !isFingerprint(target) {
+			return fmt.Errorf("%w: %q", ErrNotFound, target)
+		}
+		var fps []string
+		if name == "" {
+			fps = []string{target}
+		} else {
+			h, _, err := tx.Host(name)
+			if err != nil {
+				return err
+			}
+			h.State, h.Revoked = HostRevoked, now
+			if err := tx.PutHost(h); err != nil {
+				return err
+			}
+			certs, err := tx.Certs()
+			if err != nil {
+				return err
+			}
+			for _, c := range certs {
+				if c.Host == name {
+					fps = append(fps, c.Fingerprint)
+				}
+			}
+		}
+		res.Host = name
+		for _, fp := range fps {
+			if _, ok, err := tx.Revocation(fp); err != nil {
+				return err
+			} else if ok {
+				continue
+			}
+			if err := tx.PutRevocation(Revocation{Fingerprint: fp, Host: name, Time: now}); err != nil {
+				return err
+			}
+			res.Fingerprints = append(res.Fingerprints, fp)
+		}
+		var err error
+		if len(res.Fingerprints) > 0 {
+			res.Version, err = tx.BumpBlocklistVersion()
+		} else {
+			res.Version, err = tx.BlocklistVersion()
+		}
+		if err != nil {
+			return err
+		}
+		return a.audit(tx, AuditEntry{Action: "revoke", Host: name, Detail: fmt.Sprintf("target=%s blocked=%d version=%d", target, len(res.Fingerprints), res.Version)})
+	})
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	a.o.Logger.Info("revoked", "host", res.Host, "blocked", len(res.Fingerprints), "version", res.Version)
+	return res, nil
+}
+
+// Blocklist returns the current revocation list signed by the active CA.
+func (a *Authority) Blocklist() (SignedBlocklist, error) {
+	var fps []string
+	var v uint64
+	err := a.o.Store.View(func(tx Tx) error {
+		rs, err := tx.Revocations()
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			fps = append(fps, r.Fingerprint)
+		}
+		v, err = tx.BlocklistVersion()
+		return err
+	})
+	if err != nil {
+		return SignedBlocklist{}, err
+	}
+	return signBlocklist(v, a.o.Now().Unix(), fps, a.active), nil
+}

@@ -1,0 +1,38 @@
+package authority
+
+import "errors"
+
+// Errors of the authority's operations. The server maps them to HTTP statuses; the domain
+// code knows none.
+var (
+	// ErrTokenUnknown covers tokens never issued, forged, for another network, or superseded
+	// by a newer invite for the same name.
+	ErrTokenUnknown = errors.New("unknown enrollment token")
+	ErrTokenUsed    = errors.New("enrollment token already used")
+	ErrTokenExpired = errors.New("enrollment token expired")
+	ErrTokenFormat  = errors.New("malformed enrollment token")
+
+	ErrRevoked  = errors.New("host is revoked")
+	ErrNotFound = errors.New("no such host or certificate")
+
+	// ErrBadKey is a public key that is not a usable X25519 key (wrong size, low order).
+	ErrBadKey = errors.New("invalid public key")
+	// ErrSameKey refuses a renewal that keeps the old key pair.
+	ErrSameKey = errors.New("renewal must use a new key pair")
+	// ErrBadProof means the request's MAC does not prove possession of the cert's key.
+	ErrBadProof = errors.New("proof of possession failed")
+	// ErrReplay is a renewal whose nonce was seen or whose counter did not increase.
+	ErrReplay = errors.New("replayed renewal request")
+	// ErrStale is a renewal request whose time is too far from the service's clock.
+	ErrStale = errors.New("renewal request time out of range")
+	// ErrCertInvalid wraps the cert package's reason (expired, unknown CA, ...).
+	ErrCertInvalid = errors.New("certificate not valid for renewal")
+	// ErrCertSuperseded is an old certificate of the host: only the current one (or the one
+	// it replaced, in case the reply to the last renewal was lost) may renew.
+	ErrCertSuperseded = errors.New("certificate superseded by a newer one")
+	ErrMalformed      = errors.New("malformed request")
+
+	ErrNoActiveCA = errors.New("no unexpired CA with a key to sign with")
+
+	ErrBlocklistInvalid = errors.New("invalid blocklist")
+)

@@ -1,0 +1,63 @@
+package authority
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Token is what an enrollment token carries: where the service is, how to recognise it, and
+// the single-use secret. Written as one string, "mesh1.<url>.<pin>.<secret>" with each part
+// base64url without padding, so `meshnode enroll -token T` needs nothing else.
+type Token struct {
+	URL    string
+	Pin    []byte // SHA-256 of the service's TLS certificate (DER)
+	Secret []byte
+}
+
+const tokenPrefix = "mesh1"
+
+// secretSize is the size of a token secret: 256 bits, never stored, only its hash.
+const secretSize = 32
+
+var b64 = base64.RawURLEncoding
+
+// String formats the token.
+func (t Token) String() string {
+	return strings.Join([]string{tokenPrefix, b64.EncodeToString([]byte(t.URL)), b64.EncodeToString(t.Pin), b64.EncodeToString(t.Secret)}, ".")
+}
+
+// ParseToken reads a token string; errors wrap ErrTokenFormat and never quote the secret.
+func ParseToken(s string) (Token, error) {
+	parts := strings.Split(strings.TrimSpace(s), ".")
+	if len(parts) != 4 || parts[0] != tokenPrefix {
+		return Token{}, fmt.Errorf("%w: want %s.<url>.<pin>.<secret>", ErrTokenFormat, tokenPrefix)
+	}
+	u, err1 := b64.DecodeString(parts[1])
+	pin, err2 := b64.DecodeString(parts[2])
+	secret, err3 := b64.DecodeString(parts[3])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return Token{}, fmt.Errorf("%w: bad base64url", ErrTokenFormat)
+	}
+	if len(pin) != sha256.Size || len(secret) != secretSize {
+		return Token{}, fmt.Errorf("%w: pin or secret has the wrong length", ErrTokenFormat)
+	}
+	pu, err := url.Parse(string(u))
+	if err != nil || pu.Scheme != "https" || pu.Host == "" {
+		return Token{}, fmt.Errorf("%w: service URL %q is not https://host[:port]", ErrTokenFormat, u)
+	}
+	return Token{URL: string(u), Pin: pin, Secret: secret}, nil
+}
+
+// tokenHash is how the store knows a token: hex SHA-256 of the secret. A 256-bit random
+// secret needs no salt or slow hash, and lookup by hash keeps comparisons off the secret.
+func tokenHash(secret []byte) string {
+	h := sha256.Sum256(secret)
+	return hex.EncodeToString(h[:])
+}
+
+// tokenID is a short, non-secret name for a token in the audit log and logs.
+func tokenID(hash string) string { return hash[:12] }
