@@ -5,6 +5,14 @@
 //
 // It is not the runtime: it opens no overlay sockets, sends nothing and owns no timers.
 // The node (package overlay) decrypts meta messages, hands them to these types together with
-// the sender's authenticated VPN IP, and sends whatever they return. The DNS server is the one
-// exception that serves on a UDP socket of its own.
+// the sender's authenticated VPN IP, and sends whatever they return:
+//
+//   - lighthouse: Unmarshal, then Book.Update for a HostUpdateNotification (the sender's
+//     VPN IP comes from its tunnel, never from the message); for a HostQuery, Limiter.Allow,
+//     Book.Lookup for the reply and Book.PunchNotification for the queried host.
+//   - client: HostUpdate every lighthouse.interval; Remotes.Apply for a HostQueryReply from
+//     one of lighthouse.hosts; Remotes.Candidates for the handshake targets.
+//   - config: ParseRemoteAllowList and ParseLocalAllowList take the yaml.Node of their keys.
+//
+// The DNS server is the one part that serves on a UDP socket of its own.
 package lighthouse

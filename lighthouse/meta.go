@@ -26,13 +26,28 @@ const (
 	PathCheckReply         MetaType = 9
 )
 
-var metaTypeNames = [...]string{"None", "HostQuery", "HostQueryReply", "HostUpdateNotification",
-	"HostMovedNotification", "HostPunchNotification", "HostWhoami", "HostWhoamiReply",
-	"PathCheck", "PathCheckReply"}
-
 func (t MetaType) String() string {
-	if int(t) < len(metaTypeNames) {
-		return metaTypeNames[t]
+	switch t {
+	case 0:
+		return "None"
+	case HostQuery:
+		return "HostQuery"
+	case HostQueryReply:
+		return "HostQueryReply"
+	case HostUpdateNotification:
+		return "HostUpdateNotification"
+	case HostMovedNotification:
+		return "HostMovedNotification"
+	case HostPunchNotification:
+		return "HostPunchNotification"
+	case HostWhoami:
+		return "HostWhoami"
+	case HostWhoamiReply:
+		return "HostWhoamiReply"
+	case PathCheck:
+		return "PathCheck"
+	case PathCheckReply:
+		return "PathCheckReply"
 	}
 	return fmt.Sprintf("MetaType(%d)", uint32(t))
 }
