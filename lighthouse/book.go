@@ -135,6 +135,8 @@ func filterRelays(self netip.Addr, relays []netip.Addr, ownNet netip.Prefix, max
 // Update applies a HostUpdateNotification m received over the tunnel with senderVPN, whose
 // packets arrive from learned. It replaces what that host reported before. It refuses an
 // update whose VpnIP is not the sender's own (ErrWrongHost) and any other message type.
+// learned is kept as observed: it is where the host's packets really come from, so no allow
+// list or usability filter applies to it.
 func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) error {
 	if m.Type != HostUpdateNotification {
 		return fmt.Errorf("%w: %v", ErrNotUpdate, m.Type)
