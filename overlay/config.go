@@ -426,9 +426,6 @@ func (c *Config) validate() error {
 			bad(fmt.Sprintf("lighthouse.hosts[%d]", i), "%s has no static_host_map entry", h)
 		}
 	}
-	if c.Relay.AmRelay || len(c.Relay.Relays) > 0 {
-		c.Warnings = append(c.Warnings, "relay: relays are not supported by this build yet")
-	}
 	if !c.SSHD.IsZero() {
 		c.Warnings = append(c.Warnings, "sshd: the debug SSH server is not supported; the section is ignored")
 	}

@@ -63,6 +63,12 @@ func (n *Node) closed() bool {
 
 // handleOutside processes one datagram and returns an inner packet to deliver, or nil.
 func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byte {
+	return n.dispatch(b, from, nil, now)
+}
+
+// dispatch handles a Nebula packet that arrived directly from an address, or (via != nil)
+// unwrapped from a relay frame.
+func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time.Time) []byte {
 	if len(b) < header.Len {
 		// Punch packets (1 byte) land here by design.
 		n.m.dropped(dropShort)
@@ -75,11 +81,18 @@ func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byt
 	}
 	switch h.Type {
 	case header.Message:
+		if h.Subtype == header.SubtypeRelay && via == nil {
+			inner, e := n.handleRelayFrame(&h, b, from, now)
+			if inner == nil {
+				return nil
+			}
+			return n.dispatch(inner, netip.AddrPort{}, e, now)
+		}
 		if h.Subtype != header.SubtypeNone {
 			n.m.dropped(dropUnsupported)
 			return nil
 		}
-		t, pt := n.openPacket(&h, b, from, now)
+		t, pt := n.openPacket(&h, b, from, via, now)
 		if t == nil {
 			return nil
 		}
@@ -87,16 +100,18 @@ func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byt
 	case header.Handshake:
 		switch h.Counter {
 		case 1:
-			n.hs.handleMsg1(b, from)
+			n.hs.handleMsg1(b, from, via)
 		case 2:
-			n.hs.handleMsg2(b, from, h.RemoteIndex)
+			n.hs.handleMsg2(b, from, via, h.RemoteIndex)
 		default:
 			n.m.dropped(dropHandshake)
 		}
 	case header.RecvError:
-		n.handleRecvError(h.RemoteIndex, from, now)
+		if via == nil {
+			n.handleRecvError(h.RemoteIndex, from, now)
+		}
 	case header.Test, header.CloseTunnel, header.LightHouse, header.Control:
-		t, pt := n.openPacket(&h, b, from, now)
+		t, pt := n.openPacket(&h, b, from, via, now)
 		if t == nil {
 			return nil
 		}
@@ -109,11 +124,13 @@ func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byt
 
 // openPacket finds the tunnel, checks the replay window before decrypting and updates it
 // only after authentication. It decrypts in place and returns the plaintext.
-func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, now time.Time) (*tunnel, []byte) {
+func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, via *relayEntry, now time.Time) (*tunnel, []byte) {
 	t := n.hosts.byLocalIndex(h.RemoteIndex)
 	if t == nil {
 		n.m.dropped(dropUnknownIndex)
-		n.sendRecvError(h.RemoteIndex, from)
+		if via == nil {
+			n.sendRecvError(h.RemoteIndex, from)
+		}
 		return nil, nil
 	}
 	if len(b) < header.Len+tagLen {
@@ -139,15 +156,30 @@ func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, now t
 		n.m.dropped(dropReplay)
 		return nil, nil
 	}
-	n.authenticated(t, from, now)
+	n.authenticated(t, from, via, now)
 	return t, pt
 }
 
 // authenticated records life on a tunnel and roams to a new source address. It runs only
 // after a packet passed AEAD and the replay window, so a replay cannot move the tunnel.
-func (n *Node) authenticated(t *tunnel, from netip.AddrPort, now time.Time) {
+func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, now time.Time) {
 	t.lastRecv.Store(now.UnixNano())
 	t.testSent.Store(0)
+	if via != nil {
+		// The peer reaches us through a relay: answer the same way (its direct address,
+		// if any, may be a NAT mapping that only works one way).
+		if t.relay.Load() != via {
+			t.relay.Store(via)
+			n.log.Info("peer reaches us through a relay", "vpn_ip", t.vpnIP, "relay", via.hop)
+		}
+		return
+	}
+	if t.relay.Load() != nil {
+		t.relay.Store(nil)
+		t.setRemote(from)
+		n.log.Info("peer reachable directly; leaving the relay", "vpn_ip", t.vpnIP, "remote", from)
+		return
+	}
 	if cur := t.remoteAddr(); cur != from {
 		t.setRemote(from)
 		t.lastRoam.Store(now.UnixNano())
@@ -213,8 +245,9 @@ func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
 		n.removeTunnel(t)
 	case header.LightHouse:
 		n.lh.handle(t, pt)
+	case header.Control:
+		n.relay.handleControl(t, pt)
 	default:
-		// Relay control messages need relays, which this build does not have.
 		n.m.dropped(dropUnsupported)
 	}
 }
@@ -322,6 +355,20 @@ func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool
 	c := t.sendCounter.Add(1)
 	hdr := header.Encode(buf[:header.Len], header.Message, header.SubtypeNone, t.remoteIndex, c)
 	sealed := t.send.Seal(hdr, hdr, pkt, c)
+	return n.tunnelMessage(t, sealed)
+}
+
+// tunnelMessage addresses a sealed packet to the peer: directly, or framed for its relay.
+func (n *Node) tunnelMessage(t *tunnel, sealed []byte) (udp.Message, bool) {
+	if rel := t.relay.Load(); rel != nil {
+		hop := n.hosts.byVPNIP(rel.hop)
+		idx := rel.remoteIndex.Load()
+		if hop == nil || idx == 0 {
+			n.m.dropped(dropRelay)
+			return udp.Message{}, false
+		}
+		return n.frame(hop, idx, sealed), true
+	}
 	return udp.Message{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}, true
 }
 
@@ -348,11 +395,22 @@ func (n *Node) sendEncrypted(t *tunnel, typ header.Type, sub uint8, payload []by
 	hdr := header.Encode(buf, typ, sub, t.remoteIndex, c)
 	sealed := t.send.Seal(hdr, hdr, payload, c)
 	t.lastSend.Store(n.now().UnixNano())
-	n.writeUDP([]udp.Message{{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}})
+	if m, ok := n.tunnelMessage(t, sealed); ok {
+		n.writeUDP([]udp.Message{m})
+	}
 }
 
 func (n *Node) sendClose(t *tunnel) {
 	n.sendEncrypted(t, header.CloseTunnel, 0, nil)
+}
+
+// reply sends a handshake message back the way its request came.
+func (n *Node) reply(b []byte, to netip.AddrPort, via *relayEntry) {
+	if via != nil {
+		n.sendViaRelay(via, b)
+		return
+	}
+	n.sendRaw(b, []netip.AddrPort{to})
 }
 
 // sendRaw sends the same bytes to each address (handshake messages, recv_error).
@@ -389,7 +447,9 @@ func (n *Node) sendReject(t *tunnel, pkt []byte) {
 	c := t.sendCounter.Add(1)
 	hdr := header.Encode(buf[:header.Len], header.Message, header.SubtypeNone, t.remoteIndex, c)
 	sealed := t.send.Seal(hdr, hdr, buf[header.Len:header.Len+len(reply)], c)
-	n.writeUDP([]udp.Message{{Buf: sealed, N: len(sealed), Addr: t.remoteAddr()}})
+	if m, ok := n.tunnelMessage(t, sealed); ok {
+		n.writeUDP([]udp.Message{m})
+	}
 }
 
 // rejectLocally answers a packet our outbound rules reject, back into our own TUN.

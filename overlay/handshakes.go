@@ -160,6 +160,16 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 	n.lh.query(vpn)
 }
 
+// pendingMsg1 returns the msg1 of a pending handshake to vpn, or nil.
+func (hs *handshakeManager) pendingMsg1(vpn netip.Addr) []byte {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if p, ok := hs.byVPN[vpn]; ok {
+		return p.msg1
+	}
+	return nil
+}
+
 // kick retransmits a pending handshake at once, after a lighthouse told us new addresses.
 func (hs *handshakeManager) kick(vpn netip.Addr) {
 	hs.mu.Lock()
@@ -229,6 +239,8 @@ func (hs *handshakeManager) tick(now time.Time) {
 		if len(addrs) == 0 {
 			n.lh.query(s.vpn)
 		}
+		// Direct tries continue; relays run beside them for peers we cannot reach.
+		n.relay.tryRelays(s.vpn, s.msg)
 	}
 }
 
@@ -257,20 +269,28 @@ func (hs *handshakeManager) allow(src netip.Addr, now time.Time) bool {
 
 // handleMsg1 is the responder side: verify the initiator's cert before any DH, settle races
 // and replays, then answer and install the tunnel.
-func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort) {
+func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *relayEntry) {
 	n := hs.n
 	now := n.now()
+	source := from.Addr()
+	if via != nil {
+		source = via.hop
+	}
 	sum := sha256.Sum256(pkt)
 	hs.mu.Lock()
 	if t, ok := hs.recent[sum]; ok && n.hosts.byLocalIndex(t.localIndex) == t {
-		// A retransmitted msg1 whose reply was lost: answer with the same msg2.
+		// A retransmitted msg1 whose reply was lost: answer with the same msg2, and by the
+		// path this copy came (a relay means the direct one is not working).
 		msg2 := t.msg2
+		if via != nil {
+			t.relay.Store(via)
+		}
 		hs.mu.Unlock()
 		n.m.handshakes.WithLabelValues("responder", "ignored").Inc()
-		n.sendRaw(msg2, []netip.AddrPort{from})
+		n.reply(msg2, from, via)
 		return
 	}
-	if !hs.allow(from.Addr(), now) {
+	if !hs.allow(source, now) {
 		hs.mu.Unlock()
 		n.m.dropped(dropRateLimited)
 		return
@@ -327,7 +347,7 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort) {
 		n.log.Info("handshake refused", "from", from, "err", err)
 		return
 	}
-	t := n.newTunnel(res, false, from)
+	t := n.newTunnel(res, false, from, via)
 	t.msg1Sum = sum
 	t.msg2 = msg2
 	hs.recent[sum] = t
@@ -338,13 +358,13 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort) {
 	hs.mu.Unlock()
 	n.m.handshakes.WithLabelValues("responder", "ok").Inc()
 	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", vpn, "remote", from, "role", "responder")
-	n.sendRaw(msg2, []netip.AddrPort{from})
+	n.reply(msg2, from, via)
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
 }
 
 // handleMsg2 completes a handshake we initiated.
-func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, index uint32) {
+func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *relayEntry, index uint32) {
 	n := hs.n
 	hs.mu.Lock()
 	p, ok := hs.byIndex[index]
@@ -379,7 +399,7 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, index ui
 	}
 	delete(hs.byVPN, p.vpnIP)
 	delete(hs.byIndex, index)
-	t := n.newTunnel(res, true, from)
+	t := n.newTunnel(res, true, from, via)
 	old := n.hosts.install(t)
 	if old != nil {
 		hs.retire = append(hs.retire, retiring{old, n.now()})
@@ -399,7 +419,7 @@ func (hs *handshakeManager) pendingCount() int {
 	return len(hs.byVPN)
 }
 
-func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPort) *tunnel {
+func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPort, via *relayEntry) *tunnel {
 	now := n.now()
 	t := &tunnel{
 		vpnIP: r.PeerCert.VpnIP(), localIndex: r.LocalIndex, remoteIndex: r.RemoteIndex,
@@ -413,7 +433,11 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 	t.fwPeer = newFirewallPeer(r.PeerCert, r.CA)
 	// Handshake messages used counters 1 and 2; the first data packet carries 3.
 	t.sendCounter.Store(2)
-	t.setRemote(from)
+	if via != nil {
+		t.relay.Store(via)
+	} else {
+		t.setRemote(from)
+	}
 	t.lastRecv.Store(now.UnixNano())
 	return t
 }

@@ -35,7 +35,8 @@ type tunnel struct {
 	window      replay.Window
 
 	remote     atomic.Pointer[netip.AddrPort]
-	lastRecv   atomic.Int64 // unix nanos of the last authenticated packet from the peer
+	relay      atomic.Pointer[relayEntry] // set while the tunnel runs through a relay
+	lastRecv   atomic.Int64               // unix nanos of the last authenticated packet from the peer
 	lastSend   atomic.Int64
 	lastRoam   atomic.Int64
 	testSent   atomic.Int64 // unix nanos of an unanswered liveness probe, 0 if none

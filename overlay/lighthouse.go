@@ -210,7 +210,7 @@ func (lh *lighthouseState) tunnelDown(t *tunnel) {
 // addresses allowed by local_allow_list, each with our listening port.
 func (lh *lighthouseState) update() *lighthouse.Meta {
 	n := lh.n
-	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP}
+	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP, Relays: n.relay.advertised()}
 	port := n.conn.LocalAddr().Port()
 	add := func(ap netip.AddrPort) {
 		a := ap.Addr().Unmap()
@@ -387,13 +387,16 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 			kept++
 		}
 	}
+	if m.Type == lighthouse.HostQueryReply {
+		n.relay.learnPeerRelays(vpn, m.Relays)
+	}
 	lh.mu.Lock()
 	if lh.learned[vpn] == nil {
 		lh.learned[vpn] = map[netip.Addr][]netip.AddrPort{}
 	}
 	lh.learned[vpn][from] = addrs
 	lh.mu.Unlock()
-	return len(addrs) > 0
+	return len(addrs) > 0 || len(m.Relays) > 0
 }
 
 func unmapAll(in []netip.AddrPort) []netip.AddrPort {

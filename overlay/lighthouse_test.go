@@ -3,17 +3,25 @@ package overlay_test
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/overlay"
+	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/udp/udptest"
 )
 
 // lighthouseMesh is one lighthouse (index 0, no TUN) and hosts whose configs list only it.
 // Hosts listed in natted sit behind their own NAT of the given kind.
 func lighthouseMesh(t *testing.T, hosts int, nat map[int]udptest.NATKind) *mesh {
+	return lighthouseMeshRelay(t, hosts, nat, false)
+}
+
+// lighthouseMeshRelay is lighthouseMesh where, with relay set, the lighthouse is also a
+// relay that every host lists.
+func lighthouseMeshRelay(t *testing.T, hosts int, nat map[int]udptest.NATKind, relay bool) *mesh {
 	t.Helper()
 	m := &mesh{t: t, ca: certtest.NewCA(t, "lh-test"), net: udptest.NewNetwork(7)}
 	for i := range hosts + 1 {
@@ -38,7 +46,13 @@ func lighthouseMesh(t *testing.T, hosts int, nat map[int]udptest.NATKind) *mesh 
 		y += "handshakes:\n  try_interval: 50ms\n  retries: 20\n"
 		y += "firewall:\n  outbound: [{port: any, proto: any, host: any}]\n  inbound: [{port: any, proto: any, host: any}]\n"
 		if i == 0 {
+			if relay {
+				y += "relay:\n  am_relay: true\n"
+			}
 			return y + "tun:\n  disabled: true\nlighthouse:\n  am_lighthouse: true\n"
+		}
+		if relay {
+			y += fmt.Sprintf("relay:\n  relays: [%q]\n", lh.vpn.String())
 		}
 		y += fmt.Sprintf("static_host_map:\n  %q: [%q]\n", lh.vpn.String(), lh.under.String())
 		y += fmt.Sprintf("lighthouse:\n  interval: 1\n  hosts: [%q]\n", lh.vpn.String())
@@ -97,4 +111,59 @@ func TestLighthouseRefusesUpdateForAnotherHostsIP(t *testing.T) {
 	eventually(t, 2*time.Second, "forged update refused", func() bool {
 		return m.hosts[0].node.Dropped("lighthouse_invalid") > before
 	})
+}
+
+func TestHostsBehindSymmetricNATsConnectThroughARelay(t *testing.T) {
+	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true)
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "through the relay"), 15*time.Second)
+	m.sendUntil(2, 1, m.udpPacket(2, 1, "and back"), 5*time.Second)
+	p, _ := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
+	if p.RelayedVia != m.hosts[0].vpn {
+		t.Errorf("tunnel host1->host2 is %+v, want relayed via the lighthouse", p)
+	}
+}
+
+func TestRelayedTunnelMovesToDirectPathWhenOneAppears(t *testing.T) {
+	// Both hosts are reachable, so a relay may be tried but the direct path must win.
+	m := lighthouseMeshRelay(t, 2, nil, true)
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "direct please"), 10*time.Second)
+	eventually(t, 5*time.Second, "direct tunnel", func() bool {
+		p, ok := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
+		return ok && !p.RelayedVia.IsValid() && p.Remote == m.hosts[2].under
+	})
+}
+
+func TestReplayedRelayFramesAreNotForwarded(t *testing.T) {
+	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true)
+	var mu sync.Mutex
+	var frame []byte
+	var frameFrom netip.AddrPort
+	m.net.Tap(func(from, to netip.AddrPort, b []byte) bool {
+		if to == m.hosts[0].under && len(b) > 2*header.Len && b[0]&0x0f == byte(header.Message) && b[1] == header.SubtypeRelay {
+			mu.Lock()
+			frame, frameFrom = append([]byte(nil), b...), from
+			mu.Unlock()
+		}
+		return true
+	})
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "relayed"), 15*time.Second)
+	drain(m.hosts[2].dev)
+	mu.Lock()
+	replay, src := frame, frameFrom
+	mu.Unlock()
+	if replay == nil {
+		t.Fatal("no relay frame seen")
+	}
+	before := m.hosts[0].node.Dropped("replay")
+	for range 100 {
+		m.net.Inject(src, m.hosts[0].under, replay)
+	}
+	eventually(t, 2*time.Second, "100 replayed frames counted at the relay", func() bool {
+		return m.hosts[0].node.Dropped("replay")-before >= 100
+	})
+	select {
+	case p := <-m.hosts[2].dev.Delivered():
+		t.Fatalf("a replayed relay frame reached host2: %x", p)
+	case <-time.After(100 * time.Millisecond):
+	}
 }

@@ -3,7 +3,9 @@ package overlay_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -110,7 +112,10 @@ func (m *mesh) start(i int) {
 	if h.noTun {
 		opts.Device = nil
 	}
-	h.node, err = overlay.New(cfg, pki, overlay.Options{Device: opts.Device, Conn: conn,
+	if os.Getenv("MESH_TEST_LOG") != "" {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", h.name)
+	}
+	h.node, err = overlay.New(cfg, pki, overlay.Options{Device: opts.Device, Conn: conn, Logger: opts.Logger,
 		Registerer: prometheus.NewRegistry(), Tick: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,7 @@ const (
 	dropLighthouseBad  = "lighthouse_invalid"
 	dropLighthouseRole = "lighthouse_wrong_role"
 	dropLighthouseRate = "lighthouse_rate_limited"
+	dropRelay          = "relay_invalid"
 )
 
 var allDropReasons = []string{
@@ -44,6 +45,7 @@ var allDropReasons = []string{
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
+	dropRelay,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).

@@ -110,6 +110,7 @@ type Node struct {
 	hosts    hostMap
 	hs       *handshakeManager
 	lh       *lighthouseState
+	relay    *relayState
 	pings    pingWaiters
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
@@ -175,6 +176,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	}
 	n.m = newMetrics(opts.Registerer, func() float64 { return float64(n.hosts.count.Load()) })
 	n.hs = newHandshakeManager(n)
+	if n.relay, err = newRelayState(n); err != nil {
+		return nil, err
+	}
 	if n.lh, err = newLighthouseState(n); err != nil {
 		return nil, err
 	}
@@ -283,6 +287,7 @@ func (n *Node) timers(ctx context.Context) {
 			lastLiveness = now
 			n.checkTunnels(now)
 			n.lh.tick(now)
+			n.relay.tick()
 		}
 	}
 }
@@ -313,6 +318,7 @@ type PeerInfo struct {
 	VpnIP        netip.Addr
 	Groups       []string
 	Remote       netip.AddrPort
+	RelayedVia   netip.Addr // valid when the tunnel runs through a relay
 	LocalIndex   uint32
 	RemoteIndex  uint32
 	Initiator    bool
@@ -330,7 +336,11 @@ type PeerInfo struct {
 func (n *Node) Peers() []PeerInfo {
 	var out []PeerInfo
 	for _, t := range n.hosts.all() {
-		out = append(out, PeerInfo{
+		var via netip.Addr
+		if r := t.relay.Load(); r != nil {
+			via = r.hop
+		}
+		out = append(out, PeerInfo{RelayedVia: via,
 			Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
 			Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
 			Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),

@@ -1,0 +1,477 @@
+package overlay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshnode/meshnode/overlay/header"
+	"github.com/meshnode/meshnode/overlay/udp"
+)
+
+// Relays (Nebula 1.6, NEBULA-WIRE §6): A reaches B through R when they cannot reach each
+// other directly. R keeps a pair of relay entries joined back to back; each endpoint keeps
+// one entry naming the hop (R) and the far peer. Frames are authenticated (not encrypted)
+// by the hop tunnel's key and replay window; the end-to-end packet inside is a complete,
+// already encrypted Nebula packet.
+
+// Control message types (NebulaControl.Type).
+const (
+	controlCreateRelayRequest  = 1
+	controlCreateRelayResponse = 2
+)
+
+// control is a decoded NebulaControl.
+type control struct {
+	Type           uint32
+	InitiatorIndex uint32
+	ResponderIndex uint32
+	RelayTo        netip.Addr
+	RelayFrom      netip.Addr
+}
+
+func addrU32(a netip.Addr) uint64 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint64(binary.BigEndian.Uint32(b[:]))
+}
+
+func u32Addr(v uint64) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(v))
+	return netip.AddrFrom4(b)
+}
+
+// marshal encodes in ascending field order, omitting zero values (proto3).
+func (c *control) marshal() []byte {
+	var b []byte
+	put := func(num protowire.Number, v uint64) {
+		if v != 0 {
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, v)
+		}
+	}
+	put(1, uint64(c.Type))
+	put(2, uint64(c.InitiatorIndex))
+	put(3, uint64(c.ResponderIndex))
+	put(4, addrU32(c.RelayTo))
+	put(5, addrU32(c.RelayFrom))
+	return b
+}
+
+var errControl = errors.New("malformed relay control message")
+
+// unmarshalControl decodes a NebulaControl; unknown fields are skipped as proto3 does.
+func unmarshalControl(b []byte) (*control, error) {
+	c := &control{RelayTo: u32Addr(0), RelayFrom: u32Addr(0)}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, errControl
+		}
+		b = b[n:]
+		if typ != protowire.VarintType {
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				return nil, errControl
+			}
+			b = b[m:]
+			continue
+		}
+		v, m := protowire.ConsumeVarint(b)
+		if m < 0 {
+			return nil, errControl
+		}
+		b = b[m:]
+		if v > 0xffffffff && num <= 5 {
+			return nil, fmt.Errorf("%w: field %d out of range", errControl, num)
+		}
+		switch num {
+		case 1:
+			c.Type = uint32(v)
+		case 2:
+			c.InitiatorIndex = uint32(v)
+		case 3:
+			c.ResponderIndex = uint32(v)
+		case 4:
+			c.RelayTo = u32Addr(v)
+		case 5:
+			c.RelayFrom = u32Addr(v)
+		}
+	}
+	return c, nil
+}
+
+// relayEntry is one side of a relay. localIndex is what the hop writes into frames for us;
+// remoteIndex is what we write into frames for the hop (0 until the hop has answered).
+type relayEntry struct {
+	localIndex  uint32
+	remoteIndex atomic.Uint32
+	hop         netip.Addr // VPN IP of the tunnel the frames travel on
+	peer        netip.Addr // the far end-to-end peer (endpoints) or the other side (relay)
+	forward     *relayEntry
+	created     time.Time
+}
+
+// relayTable holds relay entries by local index, and an endpoint's entries by far peer.
+type relayTable struct {
+	mu      sync.Mutex
+	byIndex map[uint32]*relayEntry
+	byPeer  map[netip.Addr][]*relayEntry // endpoint entries, for sending to a relayed peer
+}
+
+func (rt *relayTable) get(i uint32) *relayEntry {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.byIndex[i]
+}
+
+// relayState is this node's relay configuration and table.
+type relayState struct {
+	n         *Node
+	amRelay   bool
+	useRelays bool
+	relays    []netip.Addr // relays that may relay to us (advertised to lighthouses)
+	table     relayTable
+	// peerRelays are the relays a lighthouse said a peer can be reached through.
+	mu         sync.Mutex
+	peerRelays map[netip.Addr][]netip.Addr
+	asked      map[[2]netip.Addr]time.Time // (peer, relay) -> last CreateRelayRequest
+}
+
+func newRelayState(n *Node) (*relayState, error) {
+	c := n.cfg.Relay
+	r := &relayState{n: n, amRelay: c.AmRelay, useRelays: true,
+		peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
+	r.table.byIndex = map[uint32]*relayEntry{}
+	r.table.byPeer = map[netip.Addr][]*relayEntry{}
+	if c.UseRelays != nil {
+		r.useRelays = *c.UseRelays
+	}
+	if r.amRelay {
+		r.useRelays = false
+	}
+	for i, s := range c.Relays {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("relay.relays[%d]: %q is not an IP address", i, s)
+		}
+		if a != n.vpnIP {
+			r.relays = append(r.relays, a)
+		}
+	}
+	return r, nil
+}
+
+// newEntry allocates a relay entry with a fresh local index.
+func (r *relayState) newEntry(hop, peer netip.Addr) (*relayEntry, error) {
+	var b [4]byte
+	r.table.mu.Lock()
+	defer r.table.mu.Unlock()
+	for range 32 {
+		if _, err := r.n.rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		i := binary.BigEndian.Uint32(b[:])
+		if i == 0 || r.table.byIndex[i] != nil {
+			continue
+		}
+		e := &relayEntry{localIndex: i, hop: hop, peer: peer, created: r.n.now()}
+		r.table.byIndex[i] = e
+		return e, nil
+	}
+	return nil, errors.New("no free relay index")
+}
+
+// advertised is what we report to lighthouses as our relays.
+func (r *relayState) advertised() []netip.Addr {
+	if r.amRelay {
+		return nil
+	}
+	return r.relays
+}
+
+// tick keeps tunnels to our own relays up, so they can reach us when someone asks.
+func (r *relayState) tick() {
+	for _, a := range r.relays {
+		if r.n.hosts.byVPNIP(a) == nil {
+			r.n.hs.trigger(a, nil)
+		}
+	}
+	// Entries whose hop tunnel is gone are useless; drop them after a while.
+	now := r.n.now()
+	r.table.mu.Lock()
+	for i, e := range r.table.byIndex {
+		if now.Sub(e.created) > 10*time.Second && r.n.hosts.byVPNIP(e.hop) == nil {
+			delete(r.table.byIndex, i)
+			r.table.byPeer[e.peer] = slices.DeleteFunc(r.table.byPeer[e.peer], func(x *relayEntry) bool { return x == e })
+			if len(r.table.byPeer[e.peer]) == 0 {
+				delete(r.table.byPeer, e.peer)
+			}
+		}
+	}
+	r.table.mu.Unlock()
+}
+
+// learnPeerRelays records the relays a lighthouse named for a peer.
+func (r *relayState) learnPeerRelays(peer netip.Addr, relays []netip.Addr) {
+	var keep []netip.Addr
+	for _, a := range relays {
+		if a != r.n.vpnIP && a != peer && r.n.vpnNet.Contains(a) {
+			keep = append(keep, a)
+		}
+	}
+	r.mu.Lock()
+	r.peerRelays[peer] = keep
+	r.mu.Unlock()
+}
+
+// established returns a usable relay entry to peer, if any.
+func (r *relayState) established(peer netip.Addr) *relayEntry {
+	r.table.mu.Lock()
+	defer r.table.mu.Unlock()
+	for _, e := range r.table.byPeer[peer] {
+		if e.remoteIndex.Load() != 0 && r.n.hosts.byVPNIP(e.hop) != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// tryRelays asks the peer's relays to set up a relay (once a second per relay), and sends
+// msg1 through any relay already set up.
+func (r *relayState) tryRelays(peer netip.Addr, msg1 []byte) {
+	if !r.useRelays {
+		return
+	}
+	if e := r.established(peer); e != nil {
+		r.n.sendViaRelay(e, msg1)
+		return
+	}
+	r.mu.Lock()
+	relays := slices.Clone(r.peerRelays[peer])
+	r.mu.Unlock()
+	now := r.n.now()
+	for _, rel := range relays {
+		t := r.n.hosts.byVPNIP(rel)
+		if t == nil {
+			r.n.hs.trigger(rel, nil)
+			continue
+		}
+		key := [2]netip.Addr{peer, rel}
+		r.mu.Lock()
+		last, asked := r.asked[key]
+		if asked && now.Sub(last) < time.Second {
+			r.mu.Unlock()
+			continue
+		}
+		r.asked[key] = now
+		r.mu.Unlock()
+		e := r.pendingEntry(rel, peer)
+		if e == nil {
+			continue
+		}
+		req := &control{Type: controlCreateRelayRequest, InitiatorIndex: e.localIndex, RelayTo: peer, RelayFrom: r.n.vpnIP}
+		r.n.sendEncrypted(t, header.Control, 0, req.marshal())
+	}
+}
+
+// pendingEntry returns our unanswered entry for (hop, peer) or makes one.
+func (r *relayState) pendingEntry(hop, peer netip.Addr) *relayEntry {
+	r.table.mu.Lock()
+	for _, e := range r.table.byPeer[peer] {
+		if e.hop == hop {
+			r.table.mu.Unlock()
+			return e
+		}
+	}
+	r.table.mu.Unlock()
+	e, err := r.newEntry(hop, peer)
+	if err != nil {
+		return nil
+	}
+	r.table.mu.Lock()
+	r.table.byPeer[peer] = append(r.table.byPeer[peer], e)
+	r.table.mu.Unlock()
+	return e
+}
+
+// handleControl processes an authenticated NebulaControl from tunnel t.
+func (r *relayState) handleControl(t *tunnel, pt []byte) {
+	n := r.n
+	c, err := unmarshalControl(pt)
+	if err != nil {
+		n.m.dropped(dropRelay)
+		return
+	}
+	switch c.Type {
+	case controlCreateRelayRequest:
+		if c.RelayTo == n.vpnIP {
+			r.acceptAsTarget(t, c)
+			return
+		}
+		r.forwardRequest(t, c)
+	case controlCreateRelayResponse:
+		r.handleResponse(t, c)
+	default:
+		n.m.dropped(dropRelay)
+	}
+}
+
+// acceptAsTarget: a relay we listed asks to carry frames from c.RelayFrom to us.
+func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
+	n := r.n
+	if !slices.Contains(r.relays, t.vpnIP) {
+		n.m.dropped(dropRelay)
+		n.log.Info("relay request from a host that is not one of our relays", "relay", t.vpnIP)
+		return
+	}
+	e := r.pendingEntry(t.vpnIP, c.RelayFrom)
+	if e == nil {
+		return
+	}
+	e.remoteIndex.Store(c.InitiatorIndex)
+	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: c.InitiatorIndex,
+		ResponderIndex: e.localIndex, RelayFrom: c.RelayFrom, RelayTo: n.vpnIP}
+	n.sendEncrypted(t, header.Control, 0, resp.marshal())
+}
+
+// forwardRequest: we are asked to relay from t to c.RelayTo.
+func (r *relayState) forwardRequest(from *tunnel, c *control) {
+	n := r.n
+	if !r.amRelay || c.RelayFrom != from.vpnIP {
+		n.m.dropped(dropRelay)
+		return
+	}
+	target := n.hosts.byVPNIP(c.RelayTo)
+	if target == nil {
+		n.hs.trigger(c.RelayTo, nil)
+		return
+	}
+	// One pair per (from, initiator index): a retransmitted request reuses it.
+	r.table.mu.Lock()
+	var side *relayEntry
+	for _, e := range r.table.byIndex {
+		if e.hop == from.vpnIP && e.peer == c.RelayTo && e.remoteIndex.Load() == c.InitiatorIndex {
+			side = e
+			break
+		}
+	}
+	r.table.mu.Unlock()
+	if side == nil {
+		a, err := r.newEntry(from.vpnIP, c.RelayTo)
+		if err != nil {
+			return
+		}
+		b, err := r.newEntry(c.RelayTo, from.vpnIP)
+		if err != nil {
+			return
+		}
+		a.remoteIndex.Store(c.InitiatorIndex)
+		a.forward, b.forward = b, a
+		side = a
+	}
+	req := &control{Type: controlCreateRelayRequest, InitiatorIndex: side.forward.localIndex,
+		RelayTo: c.RelayTo, RelayFrom: c.RelayFrom}
+	n.sendEncrypted(target, header.Control, 0, req.marshal())
+}
+
+// handleResponse completes a relay we asked for (endpoint) or forwarded (relay).
+func (r *relayState) handleResponse(t *tunnel, c *control) {
+	n := r.n
+	e := r.table.get(c.InitiatorIndex)
+	if e == nil || e.hop != t.vpnIP {
+		n.m.dropped(dropRelay)
+		return
+	}
+	e.remoteIndex.Store(c.ResponderIndex)
+	if e.forward == nil {
+		// We are the initiating endpoint: send the pending handshake through the relay.
+		if msg := n.hs.pendingMsg1(e.peer); msg != nil {
+			n.sendViaRelay(e, msg)
+		}
+		return
+	}
+	// We are the relay: tell the initiator its side is ready.
+	back := e.forward
+	bt := n.hosts.byVPNIP(back.hop)
+	if bt == nil {
+		return
+	}
+	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: back.remoteIndex.Load(),
+		ResponderIndex: back.localIndex, RelayFrom: back.hop, RelayTo: e.hop}
+	n.sendEncrypted(bt, header.Control, 0, resp.marshal())
+}
+
+// sendViaRelay wraps a complete packet in a relay frame on the hop tunnel of e.
+func (n *Node) sendViaRelay(e *relayEntry, inner []byte) {
+	hop := n.hosts.byVPNIP(e.hop)
+	idx := e.remoteIndex.Load()
+	if hop == nil || idx == 0 {
+		n.m.dropped(dropRelay)
+		return
+	}
+	n.writeUDP([]udp.Message{n.frame(hop, idx, inner)})
+}
+
+// frame builds outer header || inner || tag, the tag authenticating both.
+func (n *Node) frame(hop *tunnel, index uint32, inner []byte) udp.Message {
+	buf := make([]byte, header.Len+len(inner), header.Len+len(inner)+tagLen)
+	c := hop.sendCounter.Add(1)
+	header.Encode(buf, header.Message, header.SubtypeRelay, index, c)
+	copy(buf[header.Len:], inner)
+	out := hop.send.Seal(buf, buf, nil, c)
+	hop.lastSend.Store(n.now().UnixNano())
+	return udp.Message{Buf: out, N: len(out), Addr: hop.remoteAddr()}
+}
+
+// handleRelayFrame verifies a frame on its hop tunnel, then forwards it (relay) or returns
+// the inner packet with the entry it came through (endpoint).
+func (n *Node) handleRelayFrame(h *header.Header, b []byte, from netip.AddrPort, now time.Time) ([]byte, *relayEntry) {
+	e := n.relay.table.get(h.RemoteIndex)
+	if e == nil || len(b) < 2*header.Len+tagLen {
+		n.m.dropped(dropRelay)
+		return nil, nil
+	}
+	hop := n.hosts.byVPNIP(e.hop)
+	if hop == nil {
+		n.m.dropped(dropRelay)
+		return nil, nil
+	}
+	if !hop.window.Check(h.Counter) {
+		n.m.dropped(dropReplay)
+		return nil, nil
+	}
+	body := b[:len(b)-tagLen]
+	if _, err := hop.recv.Open(nil, body, b[len(b)-tagLen:], h.Counter); err != nil {
+		n.m.dropped(dropDecrypt)
+		return nil, nil
+	}
+	if !hop.window.Update(h.Counter) {
+		n.m.dropped(dropReplay)
+		return nil, nil
+	}
+	n.authenticated(hop, from, nil, now)
+	inner := body[header.Len:]
+	if e.forward != nil {
+		fwd := e.forward
+		ft := n.hosts.byVPNIP(fwd.hop)
+		idx := fwd.remoteIndex.Load()
+		if ft == nil || idx == 0 {
+			n.m.dropped(dropRelay)
+			return nil, nil
+		}
+		n.writeUDP([]udp.Message{n.frame(ft, idx, inner)})
+		return nil, nil
+	}
+	return inner, e
+}
