@@ -71,6 +71,15 @@ var apiErrors = []struct {
 	{ErrCertSuperseded, "cert_superseded", http.StatusForbidden},
 	{ErrCertInvalid, "cert_invalid", http.StatusForbidden},
 	{ErrNoActiveCA, "no_active_ca", http.StatusServiceUnavailable},
+	// Admin operations (the admin socket).
+	{ErrNameTaken, "name_taken", http.StatusConflict},
+	{ErrIPTaken, "ip_taken", http.StatusConflict},
+	{ErrNoFreeIP, "no_free_ip", http.StatusConflict},
+	{ErrCIDRUnknown, "cidr_unknown", http.StatusNotFound},
+	{ErrCIDRInvalid, "cidr_invalid", http.StatusBadRequest},
+	{ErrIPOutsideCIDR, "ip_outside_cidr", http.StatusBadRequest},
+	{ErrInvalidName, "invalid_name", http.StatusBadRequest},
+	{ErrNotFound, "not_found", http.StatusNotFound},
 }
 
 // ErrorCode returns the API code and HTTP status for err; unknown errors are internal.

@@ -267,6 +267,27 @@ func (a *Authority) Hosts() ([]Host, error) {
 	return hs, err
 }
 
+// Inventory is the CIDRs and hosts on record.
+type Inventory struct {
+	CIDRs []CIDR `json:"cidrs"`
+	Hosts []Host `json:"hosts"`
+}
+
+// Inventory returns the CIDRs and hosts (sorted by IP) in one consistent view.
+func (a *Authority) Inventory() (Inventory, error) {
+	var inv Inventory
+	err := a.o.Store.View(func(tx Tx) error {
+		var err error
+		if inv.CIDRs, err = tx.CIDRs(); err != nil {
+			return err
+		}
+		inv.Hosts, err = tx.Hosts()
+		return err
+	})
+	slices.SortFunc(inv.Hosts, func(x, y Host) int { return x.IP.Addr().Compare(y.IP.Addr()) })
+	return inv, err
+}
+
 // Audit returns the audit log.
 func (a *Authority) Audit() ([]AuditEntry, error) {
 	var es []AuditEntry

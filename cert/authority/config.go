@@ -1,0 +1,292 @@
+package authority
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshnode/meshnode/cert"
+)
+
+// Config is ca.yml, the CA service's configuration (testdata/ca.yml documents every key).
+// Relative paths are relative to the file's directory.
+type Config struct {
+	Listen string `yaml:"listen"`
+	// URL is what tokens tell nodes to dial; default https://<listen>.
+	URL string `yaml:"url"`
+	// TLSHosts are extra DNS names for the self-signed TLS certificate (informational:
+	// clients check the pin, not names).
+	TLSHosts []string `yaml:"tls_hosts"`
+	// StateDir holds the TLS identity (tls.pem), the renewal key (service.key) and, by
+	// default, the store (ca.db) and the admin socket (admin.sock).
+	StateDir    string              `yaml:"state_dir"`
+	Store       string              `yaml:"store"`
+	AdminSocket string              `yaml:"admin_socket"`
+	CA          []CAConfig          `yaml:"ca"`
+	Lighthouses []LighthouseConfig  `yaml:"lighthouses"`
+	CIDRs       map[string]CIDRNode `yaml:"cidrs"`
+	Durations   DurationsConfig     `yaml:"durations"`
+	Renewal     RenewalConfig       `yaml:"renewal"`
+	Enroll      EnrollConfig        `yaml:"enroll"`
+
+	dir string
+}
+
+// CAConfig is one CA; the first with a key signs, the others are trusted during rotation.
+type CAConfig struct {
+	Crt string `yaml:"crt"`
+	Key string `yaml:"key"`
+}
+
+// LighthouseConfig is one lighthouse handed to enrolling nodes.
+type LighthouseConfig struct {
+	VpnIP string   `yaml:"vpn_ip"`
+	Addrs []string `yaml:"addrs"`
+}
+
+// CIDRNode is a named CIDR with its children.
+type CIDRNode struct {
+	CIDR     string              `yaml:"cidr"`
+	Children map[string]CIDRNode `yaml:"children"`
+}
+
+// DurationsConfig are default lifetimes.
+type DurationsConfig struct {
+	Cert            time.Duration `yaml:"cert"`
+	Token           time.Duration `yaml:"token"`
+	CAExpiryWarning time.Duration `yaml:"ca_expiry_warning"`
+}
+
+// RenewalConfig tunes renewal checks.
+type RenewalConfig struct {
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+}
+
+// EnrollConfig limits enrollment per source address.
+type EnrollConfig struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// LoadConfig reads and checks ca.yml, reporting every problem with its key.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.dir = filepath.Dir(path)
+	if c.StateDir == "" {
+		c.StateDir = "."
+	}
+	c.StateDir = c.path(c.StateDir)
+	if c.Store == "" {
+		c.Store = filepath.Join(c.StateDir, "ca.db")
+	}
+	c.Store = c.path(c.Store)
+	if c.AdminSocket == "" {
+		c.AdminSocket = filepath.Join(c.StateDir, "admin.sock")
+	}
+	c.AdminSocket = c.path(c.AdminSocket)
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Listen == "" {
+		c.Listen = "0.0.0.0:8443"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.URL == "" {
+		c.URL = "https://" + c.Listen
+	}
+	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+		bad("url", "want https://host:port, got %q", c.URL)
+	}
+	if len(c.CA) == 0 {
+		bad("ca", "at least one CA (crt and key) is required")
+	}
+	for i := range c.CA {
+		if c.CA[i].Crt == "" {
+			bad(fmt.Sprintf("ca[%d].crt", i), "required")
+		}
+		c.CA[i].Crt = c.path(c.CA[i].Crt)
+		if c.CA[i].Key != "" {
+			c.CA[i].Key = c.path(c.CA[i].Key)
+		}
+	}
+	for i, l := range c.Lighthouses {
+		if _, err := netip.ParseAddr(l.VpnIP); err != nil {
+			bad(fmt.Sprintf("lighthouses[%d].vpn_ip", i), "%v", err)
+		}
+		for j, a := range l.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad(fmt.Sprintf("lighthouses[%d].addrs[%d]", i, j), "%v", err)
+			}
+		}
+	}
+	if cs := c.cidrList(&errs); len(errs) == 0 {
+		if _, err := NewTree(cs); err != nil {
+			bad("cidrs", "%v", err)
+		}
+	}
+	if c.Enroll.Rate == 0 {
+		c.Enroll.Rate = 1
+	}
+	if c.Enroll.Burst == 0 {
+		c.Enroll.Burst = 5
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config %s: %w", path, errors.Join(errs...))
+	}
+	return &c, nil
+}
+
+func (c *Config) path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// cidrList flattens the tree; a child's prefix must lie inside its parent's, so the nesting
+// written in the file agrees with the tree containment builds.
+func (c *Config) cidrList(errs *[]error) []CIDR {
+	var out []CIDR
+	var walk func(key string, parent netip.Prefix, nodes map[string]CIDRNode)
+	walk = func(key string, parent netip.Prefix, nodes map[string]CIDRNode) {
+		for _, name := range slices.Sorted(mapsKeys(nodes)) {
+			n := nodes[name]
+			k := key + "." + name
+			p, err := netip.ParsePrefix(n.CIDR)
+			if err != nil {
+				if errs != nil {
+					*errs = append(*errs, fmt.Errorf("%s.cidr: %w", k, err))
+				}
+				continue
+			}
+			if parent.IsValid() && (p.Bits() <= parent.Bits() || !parent.Contains(p.Addr())) {
+				if errs != nil {
+					*errs = append(*errs, fmt.Errorf("%s.cidr: %v is not inside its parent %v", k, p, parent))
+				}
+			}
+			out = append(out, CIDR{Name: name, Prefix: p})
+			walk(k+".children", p, n.Children)
+		}
+	}
+	walk("cidrs", netip.Prefix{}, c.CIDRs)
+	return out
+}
+
+// ConfigCIDRs are the CIDRs the file defines.
+func (c *Config) ConfigCIDRs() []CIDR { return c.cidrList(nil) }
+
+// LoadCAs reads the CA certificates and keys the config names.
+func (c *Config) LoadCAs() ([]SigningCA, error) {
+	var cas []SigningCA
+	for i, cc := range c.CA {
+		b, err := os.ReadFile(cc.Crt)
+		if err != nil {
+			return nil, fmt.Errorf("ca[%d].crt: %w", i, err)
+		}
+		crt, _, err := cert.UnmarshalPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("ca[%d].crt %s: %w", i, cc.Crt, err)
+		}
+		s := SigningCA{Cert: crt}
+		if cc.Key != "" {
+			kb, err := os.ReadFile(cc.Key)
+			if err != nil {
+				return nil, fmt.Errorf("ca[%d].key: %w", i, err)
+			}
+			if s.Key, _, err = cert.UnmarshalEd25519PrivateKey(kb); err != nil {
+				return nil, fmt.Errorf("ca[%d].key %s: %w", i, cc.Key, err)
+			}
+		}
+		cas = append(cas, s)
+	}
+	return cas, nil
+}
+
+// LighthouseList is the lighthouses in Authority form.
+func (c *Config) LighthouseList() []Lighthouse {
+	var out []Lighthouse
+	for _, l := range c.Lighthouses {
+		out = append(out, Lighthouse{VpnIP: netip.MustParseAddr(l.VpnIP), Addrs: slices.Clone(l.Addrs)})
+	}
+	return out
+}
+
+// Service is everything a running CA service (or an admin command on a stopped one) needs.
+type Service struct {
+	Config    *Config
+	Authority *Authority
+	Store     Store
+	TLS       TLSIdentity
+}
+
+// Close closes the store.
+func (s *Service) Close() error { return s.Store.Close() }
+
+// Open loads the CAs, creates the TLS identity and renewal key on first start, opens the
+// store (failing with ErrStoreLocked within storeWait if a running service holds it) and
+// adds the config's CIDRs to the inventory.
+func (c *Config) Open(now func() time.Time, logger *slog.Logger, storeWait time.Duration) (*Service, error) {
+	if now == nil {
+		now = time.Now
+	}
+	cas, err := c.LoadCAs()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	hosts := slices.Clone(c.TLSHosts)
+	if u, err := url.Parse(c.URL); err == nil && u.Hostname() != "" {
+		hosts = append(hosts, u.Hostname())
+	}
+	hosts = slices.DeleteFunc(hosts, func(h string) bool { return net.ParseIP(h) != nil || strings.TrimSpace(h) == "" })
+	id, err := LoadOrCreateTLSIdentity(filepath.Join(c.StateDir, "tls.pem"), hosts, now())
+	if err != nil {
+		return nil, err
+	}
+	sk, err := LoadOrCreateServiceKey(filepath.Join(c.StateDir, "service.key"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := OpenBolt(c.Store, storeWait)
+	if err != nil {
+		return nil, err
+	}
+	a, err := New(Options{
+		Store: st, CAs: cas, ServiceKey: sk, Lighthouses: c.LighthouseList(), URL: c.URL, Pin: id.Pin,
+		CertDuration: c.Durations.Cert, TokenTTL: c.Durations.Token, CAExpiryWarning: c.Durations.CAExpiryWarning,
+		MaxClockSkew: c.Renewal.MaxClockSkew, Logger: logger, Now: now,
+	})
+	if err == nil {
+		err = a.SyncCIDRs(c.ConfigCIDRs())
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Service{Config: c, Authority: a, Store: st, TLS: id}, nil
+}

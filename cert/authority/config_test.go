@@ -1,0 +1,158 @@
+package authority_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/certtest"
+)
+
+// writeConfigDir copies testdata/ca.yml next to a fresh CA, as an admin would set it up.
+func writeConfigDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := os.ReadFile("testdata/ca.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := certtest.NewCA(t, "ca", certtest.WithIPs("10.42.0.0/16"))
+	for name, data := range map[string][]byte{"ca.yml": b, "ca.crt": ca.PEM, "ca.key": ca.KeyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "ca.yml")
+}
+
+func TestExampleConfigOpensAService(t *testing.T) {
+	path := writeConfigDir(t)
+	c, err := authority.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Durations.Cert != 720*time.Hour || c.Enroll.Burst != 5 || len(c.LighthouseList()) != 1 {
+		t.Errorf("config = %+v", c)
+	}
+	svc, err := c.Open(nil, nil, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	tr, err := svc.Authority.Tree()
+	if err != nil || strings.Join(tr.Children("mesh"), ",") != "servers,humans" {
+		t.Fatalf("tree from config: %v", err)
+	}
+	tok, _, err := svc.Authority.Invite(authority.InviteRequest{Name: "web1", CIDR: "servers"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := authority.ParseToken(tok)
+	if err != nil || parsed.URL != "https://127.0.0.1:8443" || string(parsed.Pin) != string(svc.TLS.Pin) {
+		t.Errorf("token %+v, %v", parsed, err)
+	}
+	// A second opener finds the store locked.
+	if _, err := c.Open(nil, nil, 50*time.Millisecond); !errors.Is(err, authority.ErrStoreLocked) {
+		t.Errorf("second Open = %v, want ErrStoreLocked", err)
+	}
+	for _, f := range []string{"tls.pem", "service.key", "ca.db"} {
+		st, err := os.Stat(filepath.Join(filepath.Dir(path), "state", f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v mode %v, want 0600", f, err, st.Mode())
+		}
+	}
+}
+
+func TestLoadConfigReportsEveryProblemWithItsKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ca.yml")
+	os.WriteFile(path, []byte(`
+listen: nope
+url: http://x
+lighthouses:
+  - vpn_ip: 10.42.0.300
+    addrs: ["nope"]
+cidrs:
+  mesh:
+    cidr: 10.42.0.0/16
+    children:
+      servers: {cidr: 10.43.0.0/24}
+`), 0o600)
+	_, err := authority.LoadConfig(path)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, key := range []string{"listen:", "url:", "ca:", "lighthouses[0].vpn_ip", "lighthouses[0].addrs[0]", "cidrs.mesh.children.servers.cidr"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s: %v", key, err)
+		}
+	}
+	os.WriteFile(path, []byte("listen: 127.0.0.1:1\nbogus: 1\n"), 0o600)
+	if _, err := authority.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown key: %v", err)
+	}
+}
+
+func TestAdminSocketServesTheAuthority(t *testing.T) {
+	f := newFixture(t)
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	ln, err := authority.ListenAdmin(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("admin socket mode %v, %v", st.Mode(), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- authority.ServeAdmin(ctx, ln, f.a, nil) }()
+	defer func() { cancel(); <-done }()
+	if _, err := authority.ListenAdmin(sock); err == nil {
+		t.Error("a second service took over a live admin socket")
+	}
+	ac, err := authority.DialAdmin(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, id, err := ac.Invite(authority.InviteRequest{Name: "web1", CIDR: "servers", Groups: []string{"web"}})
+	if err != nil || id.IP.String() != "10.42.0.1/16" {
+		t.Fatalf("Invite = %v, %v", id, err)
+	}
+	parsed, _ := authority.ParseToken(tok)
+	pub, _ := newKey(t)
+	if _, err := f.a.Enroll(parsed.Secret, pub); err != nil {
+		t.Fatalf("token from the admin socket: %v", err)
+	}
+	if _, _, err := ac.Invite(authority.InviteRequest{Name: "web1", CIDR: "servers"}); !errors.Is(err, authority.ErrNameTaken) {
+		t.Errorf("duplicate invite over the socket = %v, want ErrNameTaken", err)
+	}
+	inv, err := ac.Inventory()
+	if err != nil || len(inv.Hosts) != 1 || len(inv.CIDRs) != 3 {
+		t.Errorf("Inventory = %+v, %v", inv, err)
+	}
+	if res, err := ac.Revoke("web1"); err != nil || res.Version != 1 {
+		t.Errorf("Revoke = %+v, %v", res, err)
+	}
+	if _, err := ac.Revoke("nobody"); !errors.Is(err, authority.ErrNotFound) {
+		t.Errorf("Revoke(nobody) = %v", err)
+	}
+	// A stale socket file (nobody listening) is replaced.
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	l2, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.(*net.UnixListener).SetUnlinkOnClose(false)
+	l2.Close()
+	l3, err := authority.ListenAdmin(stale)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l3.Close()
+}
