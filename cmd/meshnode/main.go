@@ -34,13 +34,25 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if cmd, ok := subcommands[args[0]]; ok {
+			return cmd(args[1:], stdout, stderr)
+		}
+	}
+	return runDaemon(args, stdout, stderr)
+}
+
+// runDaemon is `meshnode -config node.yml`: the daemon (or, with -test, a config check).
+func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshnode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path to the node's YAML config (Nebula's format)")
 	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshnode -config node.yml [-test]\n\n")
+		fmt.Fprintf(stderr, "usage: meshnode -config node.yml [-test] [-control PATH]\n"+
+			"       meshnode status [-json] | ping HOST [-c N] | list [--tree] | reload\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -54,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml)\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml, or meshnode status|ping|list|reload)\n", fs.Arg(0))
 		return 2
 	}
 	if *configPath == "" {
@@ -66,7 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
 	}
-	log := newLogger(cfg.Logging, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Logging, level, stderr)
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -79,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
 		return 0
 	}
-	if err := serve(cfg, pki, log); err != nil {
+	if err := serve(cfg, pki, log, level, *controlPath); err != nil {
 		log.Error("meshnode stopped", "err", err)
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
@@ -87,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger) error {
+func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.LevelVar, controlPath string) error {
 	host := strings.Trim(cfg.Listen.Host, "[]")
 	la, err := netip.ParseAddr(host)
 	if err != nil {
@@ -139,13 +152,32 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger) error {
 		}
 		defer srv.Close()
 	}
+	rl := newReloader(cfg, pki, node, level, log)
+	if controlPath != "" {
+		ctl, err := overlay.ListenControl(node, overlay.ControlOptions{Path: controlPath, Reload: rl.reload,
+			Version: version, Logger: log})
+		if err != nil {
+			// The mesh matters more than the status command: run without it.
+			log.Warn("no control socket; meshnode status/ping/list/reload will not work", "err", err)
+		} else {
+			ctlDone := make(chan struct{})
+			go func() {
+				defer close(ctlDone)
+				if err := ctl.Serve(ctx); err != nil {
+					log.Error("control socket stopped", "err", err)
+				}
+			}()
+			defer func() { ctl.Close(); <-ctlDone }()
+			log.Info("control socket", "path", ctl.Path())
+		}
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGHUP {
-				reload(cfg.Path(), node, log)
+				rl.reload() // logs what changed or why it failed
 				continue
 			}
 			log.Info("shutting down", "signal", s.String())
@@ -156,29 +188,6 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger) error {
 	log.Info("meshnode started", "version", version, "host", pki.Creds.Cert.Details.Name,
 		"vpn_ip", pki.Creds.Cert.VpnIP(), "listen", conn.LocalAddr(), "cipher", pickStr(cfg.Cipher, "aes"))
 	return node.Run(ctx)
-}
-
-// reload re-reads the config and swaps in the new PKI and firewall rules.
-func reload(path string, node *overlay.Node, log *slog.Logger) {
-	cfg, err := overlay.LoadConfig(path)
-	if err != nil {
-		log.Error("reload failed; keeping the running config", "err", err)
-		return
-	}
-	pki, err := overlay.LoadPKI(cfg, time.Now())
-	if err != nil {
-		log.Error("reload failed; keeping the running config", "err", err)
-		return
-	}
-	if err := node.SetPKI(pki); err != nil {
-		log.Error("reload failed; keeping the running config", "err", err)
-		return
-	}
-	if err := node.SetFirewall(cfg.Firewall); err != nil {
-		log.Error("reload: firewall rules not applied", "err", err)
-		return
-	}
-	log.Info("config reloaded", "path", path)
 }
 
 func startStats(sc overlay.StatsConfig, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
@@ -198,18 +207,9 @@ func startStats(sc overlay.StatsConfig, reg *prometheus.Registry, log *slog.Logg
 	return srv, nil
 }
 
-func newLogger(lc overlay.LoggingConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch strings.ToLower(lc.Level) {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn", "warning":
-		level = slog.LevelWarn
-	case "error", "fatal", "panic":
-		level = slog.LevelError
-	default:
-		level = slog.LevelInfo
-	}
+// newLogger builds the daemon's logger; level can be changed later (reload).
+func newLogger(lc overlay.LoggingConfig, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	level.Set(parseLevel(lc.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if lc.DisableTimestamp {
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
@@ -223,6 +223,18 @@ func newLogger(lc overlay.LoggingConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func parseLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error", "fatal", "panic":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 func pick(v, def int) int {
