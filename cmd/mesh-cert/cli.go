@@ -72,7 +72,8 @@ func newRoot(e *env) *cobra.Command {
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newCACmd(e), newSignCmd(e), newKeygenCmd(e), newPrintCmd(e), newVerifyCmd(e), newVersionCmd(e))
+	root.AddCommand(newCACmd(e), newSignCmd(e), newKeygenCmd(e), newPrintCmd(e), newVerifyCmd(e), newVersionCmd(e),
+		newServeCmd(e), newInviteCmd(e), newListCmd(e), newRevokeCmd(e))
 	return root
 }
 

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshnode/meshnode/cert/authority"
+)
+
+func newServeCmd(e *env) *cobra.Command {
+	var config string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the CA service: enrollment, renewal and the signed blocklist over pinned HTTPS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runServe(ctx, e, config, nil)
+		},
+	}
+	c.Flags().StringVar(&config, "config", "", "Required: path to the CA service config (ca.yml)")
+	return c
+}
+
+// runServe runs until ctx is done. ready, if set, gets the HTTPS address once both the API
+// and the admin socket accept connections.
+func runServe(ctx context.Context, e *env, config string, ready func(addr string)) error {
+	if config == "" {
+		return usagef("-config is required")
+	}
+	cfg, err := authority.LoadConfig(config)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	if strings.HasSuffix(cfg.URL, ":0") { // listen on a random port (tests): tokens name the real one
+		cfg.URL = "https://" + ln.Addr().String()
+	}
+	svc, err := cfg.Open(e.now, log, time.Second)
+	if errors.Is(err, authority.ErrStoreLocked) {
+		return fmt.Errorf("%w: is another mesh-cert serve running with %s?", err, config)
+	}
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	adminLn, err := authority.ListenAdmin(cfg.AdminSocket)
+	if err != nil {
+		return err
+	}
+	for _, w := range svc.Authority.Warnings() {
+		log.Warn(w)
+	}
+	log.Info("CA service listening", "addr", ln.Addr().String(), "url", cfg.URL, "tls_pin", svc.TLS.PinString(),
+		"active_ca", svc.Authority.ActiveCA().Fingerprint(), "admin_socket", cfg.AdminSocket)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- authority.ServeAdmin(ctx, adminLn, svc.Authority, log) }()
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	srv := authority.NewServer(authority.ServerOptions{Authority: svc.Authority, TLS: svc.TLS,
+		EnrollRate: cfg.Enroll.Rate, EnrollBurst: cfg.Enroll.Burst, Logger: log, Now: e.now})
+	err = srv.Serve(ctx, ln)
+	cancel()
+	if aerr := <-adminDone; err == nil {
+		err = aerr
+	}
+	os.Remove(cfg.AdminSocket)
+	log.Info("CA service stopped")
+	return err
+}
