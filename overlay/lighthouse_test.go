@@ -147,6 +147,8 @@ func TestReplayedRelayFramesAreNotForwarded(t *testing.T) {
 		return true
 	})
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "relayed"), 15*time.Second)
+	// Let copies sendUntil retransmitted land before judging what the replays deliver.
+	time.Sleep(300 * time.Millisecond)
 	drain(m.hosts[2].dev)
 	mu.Lock()
 	replay, src := frame, frameFrom
