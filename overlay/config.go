@@ -80,7 +80,7 @@ func (h *HostList) UnmarshalYAML(n *yaml.Node) error {
 type LighthouseConfig struct {
 	AmLighthouse      bool      `yaml:"am_lighthouse"`
 	ServeDNS          bool      `yaml:"serve_dns"`
-	DNS               yaml.Node `yaml:"dns"`
+	DNS               DNSConfig `yaml:"dns"`
 	Interval          int       `yaml:"interval"`
 	Hosts             []string  `yaml:"hosts"`
 	RemoteAllowList   yaml.Node `yaml:"remote_allow_list"`
@@ -88,6 +88,12 @@ type LighthouseConfig struct {
 	LocalAllowList    yaml.Node `yaml:"local_allow_list"`
 	AdvertiseAddrs    []string  `yaml:"advertise_addrs"`
 	CalculatedRemotes yaml.Node `yaml:"calculated_remotes"`
+}
+
+// DNSConfig is where a lighthouse serves DNS (lighthouse.serve_dns).
+type DNSConfig struct {
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
 }
 
 // ListenConfig is the underlay socket.
@@ -325,6 +331,12 @@ func (c *Config) applyDefaults() {
 	if c.Logging.Format == "" {
 		c.Logging.Format = "text"
 	}
+	if c.Lighthouse.DNS.Host == "" {
+		c.Lighthouse.DNS.Host = "0.0.0.0"
+	}
+	if c.Lighthouse.DNS.Port == 0 {
+		c.Lighthouse.DNS.Port = 53
+	}
 	if c.Stats.Path == "" {
 		c.Stats.Path = "/metrics"
 	}
@@ -418,8 +430,11 @@ func (c *Config) validate() error {
 	if c.Lighthouse.AmLighthouse && c.Listen.Port == 0 {
 		c.Warnings = append(c.Warnings, "lighthouse.am_lighthouse with listen.port 0: hosts cannot be told a fixed port for this lighthouse")
 	}
-	if c.Lighthouse.ServeDNS {
-		c.Warnings = append(c.Warnings, "lighthouse.serve_dns: lighthouse DNS is not served by this build yet")
+	if c.Lighthouse.ServeDNS && !c.Lighthouse.AmLighthouse {
+		c.Warnings = append(c.Warnings, "lighthouse.serve_dns: only a lighthouse (am_lighthouse: true) serves DNS; ignored")
+	}
+	if c.Lighthouse.DNS.Port < 0 || c.Lighthouse.DNS.Port > 65535 {
+		bad("lighthouse.dns.port", "%d is out of range 0-65535", c.Lighthouse.DNS.Port)
 	}
 	for i, h := range c.Lighthouse.Hosts {
 		if _, ok := c.StaticHostMap[h]; !ok {

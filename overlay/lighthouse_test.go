@@ -1,7 +1,9 @@
 package overlay_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -16,12 +18,12 @@ import (
 // lighthouseMesh is one lighthouse (index 0, no TUN) and hosts whose configs list only it.
 // Hosts listed in natted sit behind their own NAT of the given kind.
 func lighthouseMesh(t *testing.T, hosts int, nat map[int]udptest.NATKind) *mesh {
-	return lighthouseMeshRelay(t, hosts, nat, false)
+	return lighthouseMeshRelay(t, hosts, nat, false, "")
 }
 
 // lighthouseMeshRelay is lighthouseMesh where, with relay set, the lighthouse is also a
 // relay that every host lists.
-func lighthouseMeshRelay(t *testing.T, hosts int, nat map[int]udptest.NATKind, relay bool) *mesh {
+func lighthouseMeshRelay(t *testing.T, hosts int, nat map[int]udptest.NATKind, relay bool, lhExtra string) *mesh {
 	t.Helper()
 	m := &mesh{t: t, ca: certtest.NewCA(t, "lh-test"), net: udptest.NewNetwork(7)}
 	for i := range hosts + 1 {
@@ -49,7 +51,7 @@ func lighthouseMeshRelay(t *testing.T, hosts int, nat map[int]udptest.NATKind, r
 			if relay {
 				y += "relay:\n  am_relay: true\n"
 			}
-			return y + "tun:\n  disabled: true\nlighthouse:\n  am_lighthouse: true\n"
+			return y + "tun:\n  disabled: true\nlighthouse:\n  am_lighthouse: true\n" + lhExtra
 		}
 		if relay {
 			y += fmt.Sprintf("relay:\n  relays: [%q]\n", lh.vpn.String())
@@ -114,7 +116,7 @@ func TestLighthouseRefusesUpdateForAnotherHostsIP(t *testing.T) {
 }
 
 func TestHostsBehindSymmetricNATsConnectThroughARelay(t *testing.T) {
-	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true)
+	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true, "")
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "through the relay"), 15*time.Second)
 	m.sendUntil(2, 1, m.udpPacket(2, 1, "and back"), 5*time.Second)
 	p, _ := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
@@ -125,7 +127,7 @@ func TestHostsBehindSymmetricNATsConnectThroughARelay(t *testing.T) {
 
 func TestRelayedTunnelMovesToDirectPathWhenOneAppears(t *testing.T) {
 	// Both hosts are reachable, so a relay may be tried but the direct path must win.
-	m := lighthouseMeshRelay(t, 2, nil, true)
+	m := lighthouseMeshRelay(t, 2, nil, true, "")
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "direct please"), 10*time.Second)
 	eventually(t, 5*time.Second, "direct tunnel", func() bool {
 		p, ok := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
@@ -134,7 +136,7 @@ func TestRelayedTunnelMovesToDirectPathWhenOneAppears(t *testing.T) {
 }
 
 func TestReplayedRelayFramesAreNotForwarded(t *testing.T) {
-	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true)
+	m := lighthouseMeshRelay(t, 2, map[int]udptest.NATKind{1: udptest.HardNAT, 2: udptest.HardNAT}, true, "")
 	var mu sync.Mutex
 	var frame []byte
 	var frameFrom netip.AddrPort
@@ -167,5 +169,34 @@ func TestReplayedRelayFramesAreNotForwarded(t *testing.T) {
 	case p := <-m.hosts[2].dev.Delivered():
 		t.Fatalf("a replayed relay frame reached host2: %x", p)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestLighthouseServesDNSForHostNamesFromCerts(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.LocalAddr().String()
+	l.Close()
+	host, port, _ := net.SplitHostPort(addr)
+	m := lighthouseMeshRelay(t, 2, nil, false, fmt.Sprintf("  serve_dns: true\n  dns:\n    host: %s\n    port: %s\n", host, port))
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "warm up"), 10*time.Second)
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []string
+	eventually(t, 3*time.Second, "DNS answer for host1", func() bool {
+		got, err = r.LookupHost(ctx, "host1")
+		return err == nil
+	})
+	if len(got) != 1 || got[0] != m.hosts[1].vpn.String() {
+		t.Fatalf("host1 resolved to %v, want %v", got, m.hosts[1].vpn)
+	}
+	if _, err := r.LookupHost(ctx, "nosuchhost"); err == nil {
+		t.Fatal("unknown name resolved")
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/firewall"
 	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
@@ -223,6 +226,19 @@ func resolveAddrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
+// resolveName answers lighthouse DNS: the VPN IP of a host name from a certificate we hold.
+func (n *Node) resolveName(name string) (netip.Addr, bool) {
+	if strings.EqualFold(n.pki.Load().Creds.Cert.Details.Name, name) {
+		return n.vpnIP, true
+	}
+	for _, t := range n.hosts.all() {
+		if strings.EqualFold(t.peer.Details.Name, name) {
+			return t.vpnIP, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
 // VpnIP is this node's overlay address.
 func (n *Node) VpnIP() netip.Addr { return n.vpnIP }
 
@@ -231,7 +247,7 @@ func (n *Node) VpnIP() netip.Addr { return n.vpnIP }
 func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); errc <- n.readOutside() }()
 	if n.dev != nil {
@@ -240,6 +256,21 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.timers(ctx) }()
+	if c := n.cfg.Lighthouse; c.AmLighthouse && c.ServeDNS {
+		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, Now: n.now, Logger: n.log})
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort(strings.Trim(c.DNS.Host, "[]"), strconv.Itoa(c.DNS.Port))
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := dns.ListenAndServe(ctx, addr); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("lighthouse.dns %s: %w", addr, err)
+			}
+		}()
+		n.log.Info("lighthouse DNS", "listen", addr)
+	}
 	var err error
 	select {
 	case <-ctx.Done():
