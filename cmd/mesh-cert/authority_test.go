@@ -17,14 +17,13 @@ import (
 	"github.com/meshnode/meshnode/cert/authority/client"
 )
 
-// caService sets up a CA made by `mesh-cert ca` and a ca.yml listening on a random
-// loopback port.
-func caService(t *testing.T) (dir, config string) {
+// caService sets up a CA made by `mesh-cert ca` at now and a ca.yml listening on listen.
+func caService(t *testing.T, now time.Time, listen string) (dir, config string) {
 	t.Helper()
 	dir = t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
-	mustOK(t, meshCert(t, fixedNow, "ca", "-name", "Acme", "-ips", "10.42.0.0/16", "-out-crt", p("ca.crt"), "-out-key", p("ca.key")))
-	yml := `listen: 127.0.0.1:0
+	mustOK(t, meshCert(t, now, "ca", "-name", "Acme", "-ips", "10.42.0.0/16", "-out-crt", p("ca.crt"), "-out-key", p("ca.key")))
+	yml := `listen: ` + listen + `
 state_dir: state
 ca:
   - {crt: ca.crt, key: ca.key}
@@ -57,7 +56,7 @@ func inviteToken(t *testing.T, out string) string {
 }
 
 func TestInviteListRevokeWithServeStopped(t *testing.T) {
-	_, config := caService(t)
+	_, config := caService(t, fixedNow, "127.0.0.1:0")
 	r := mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "web1", "-groups", "web"))
 	if !strings.Contains(r.stdout, "ip:     10.42.0.1/16 (next free in servers)") {
 		t.Errorf("invite output: %q", r.stdout)
@@ -125,7 +124,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func TestServeEnrollsInvitedHostsAndAdminCommandsUseTheSocket(t *testing.T) {
-	_, config := caService(t)
+	_, config := caService(t, fixedNow, "127.0.0.1:0")
 	logs := &lockedBuffer{}
 	e := &env{stdout: logs, stderr: logs, now: func() time.Time { return fixedNow }}
 	ctx, cancel := context.WithCancel(context.Background())
