@@ -200,3 +200,60 @@ func TestLighthouseServesDNSForHostNamesFromCerts(t *testing.T) {
 		t.Fatal("unknown name resolved")
 	}
 }
+
+// TestTwoLighthousesAreNoSinglePointOfFailure: four hosts list two lighthouses; all pairs
+// connect; with one lighthouse stopped new tunnels still form through the other; with both
+// stopped, existing tunnels keep working.
+func TestTwoLighthousesAreNoSinglePointOfFailure(t *testing.T) {
+	m := &mesh{t: t, ca: certtest.NewCA(t, "lh2-test"), net: udptest.NewNetwork(9)}
+	const lhs, hosts = 2, 4
+	for i := range lhs + hosts {
+		h := &meshHost{name: fmt.Sprintf("host%d", i), vpn: vpnOf(i), under: underOf(i), noTun: i < lhs}
+		if i < lhs {
+			h.name = fmt.Sprintf("lighthouse%d", i)
+		}
+		h.host = m.ca.NewHost(t, h.name, h.vpn.String()+"/16", "mesh")
+		m.hosts = append(m.hosts, h)
+	}
+	m.configFn = func(i int) string {
+		y := "listen:\n  port: 4242\nhandshakes:\n  try_interval: 50ms\n  retries: 20\n"
+		y += "timers:\n  connection_alive_interval: 1s\n  pending_deletion_interval: 2s\n"
+		y += "firewall:\n  outbound: [{port: any, proto: any, host: any}]\n  inbound: [{port: any, proto: any, host: any}]\n"
+		if i < lhs {
+			return y + "tun:\n  disabled: true\nlighthouse:\n  am_lighthouse: true\n"
+		}
+		y += "static_host_map:\n"
+		for j := range lhs {
+			y += fmt.Sprintf("  %q: [%q]\n", m.hosts[j].vpn.String(), m.hosts[j].under.String())
+		}
+		y += fmt.Sprintf("lighthouse:\n  interval: 1\n  hosts: [%q, %q]\n", m.hosts[0].vpn.String(), m.hosts[1].vpn.String())
+		return y
+	}
+	for i := range m.hosts {
+		m.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range m.hosts {
+			m.stop(i)
+		}
+	})
+	first, last := lhs, lhs+hosts-1
+	for i := first; i <= last; i++ {
+		for j := first; j <= last; j++ {
+			if i != j {
+				m.sendUntil(i, j, m.udpPacket(i, j, fmt.Sprintf("%d->%d", i, j)), 10*time.Second)
+			}
+		}
+	}
+	// One lighthouse down: a host that restarts (forgetting everything) finds its peers
+	// through the other one.
+	m.stop(0)
+	m.stop(first)
+	m.start(first)
+	m.sendUntil(first, last, m.udpPacket(first, last, "via the second lighthouse"), 10*time.Second)
+	// Both down: tunnels that exist keep carrying traffic, past the liveness timers.
+	m.stop(1)
+	time.Sleep(3 * time.Second)
+	m.sendUntil(first, last, m.udpPacket(first, last, "no lighthouse left"), 2*time.Second)
+	m.sendUntil(last, first+1, m.udpPacket(last, first+1, "old tunnel"), 2*time.Second)
+}
