@@ -26,8 +26,11 @@ unit:
 e2e: build
 	$(GO) test -count=1 -timeout 25m -v ./e2e/...
 
-bench:
+# Go micro-benchmarks, then (as root) the side-by-side daemon comparison with nebula and the
+# bare veth, written to bench-results.md.
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	MESHNODE=$(CURDIR)/$(BIN)/meshnode bash scripts/bench.sh -o bench-results.md
 
 # Runs every Fuzz target for FUZZTIME each.
 fuzz:
