@@ -36,6 +36,7 @@ type Config struct {
 	Tunnels       TunnelsConfig       `yaml:"tunnels"`
 	Relay         RelayConfig         `yaml:"relay"`
 	Routines      int                 `yaml:"routines"`
+	Renewal       RenewalConfig       `yaml:"renewal"`
 	LocalRange    string              `yaml:"local_range"`
 	Preferred     []string            `yaml:"preferred_ranges"`
 	// Nebula's debug SSH server: accepted so Nebula configs load, but not served.
@@ -172,6 +173,24 @@ type RelayConfig struct {
 	AmRelay   bool     `yaml:"am_relay"`
 	Relays    []string `yaml:"relays"`
 	UseRelays *bool    `yaml:"use_relays"`
+}
+
+// RenewalConfig is our own section: where the CA service is and when to renew. `meshnode
+// enroll` writes it; with url empty the node never renews (certs made by hand).
+type RenewalConfig struct {
+	URL string `yaml:"url"` // CA service, e.g. https://ca.example:8443
+	Pin string `yaml:"pin"` // hex SHA-256 of the service's TLS certificate (DER)
+	// ServiceKey is the service's X25519 public key (hex) that renewal requests prove
+	// possession of our key to.
+	ServiceKey string `yaml:"service_key"`
+	// At is the fraction of the cert's lifetime after which it is renewed (default 2/3).
+	At float64 `yaml:"at"`
+	// Jitter spreads renewals of many hosts (default 5% of the lifetime, at most 10 min).
+	Jitter time.Duration `yaml:"jitter"`
+	// BlocklistInterval is how often the signed blocklist is fetched (default 60 s).
+	BlocklistInterval time.Duration `yaml:"blocklist_interval"`
+	// StateFile keeps the renewal counter (default: pki.key + ".renewal").
+	StateFile string `yaml:"state_file"`
 }
 
 // Defaults, in one place, with Nebula 1.6's values where it has them.
@@ -340,6 +359,12 @@ func (c *Config) applyDefaults() {
 	if c.Stats.Path == "" {
 		c.Stats.Path = "/metrics"
 	}
+	if c.Renewal.At == 0 {
+		c.Renewal.At = 2.0 / 3.0
+	}
+	if c.Renewal.BlocklistInterval == 0 {
+		c.Renewal.BlocklistInterval = time.Minute
+	}
 	if c.Routines == 0 {
 		c.Routines = 1
 	}
@@ -449,6 +474,12 @@ func (c *Config) validate() error {
 	}
 	if c.Handshakes.TryInterval < time.Millisecond {
 		bad("handshakes.try_interval", "%s is too short", c.Handshakes.TryInterval)
+	}
+	if c.Renewal.At <= 0 || c.Renewal.At >= 1 {
+		bad("renewal.at", "%v must be a fraction between 0 and 1 (e.g. 0.66)", c.Renewal.At)
+	}
+	if c.Renewal.URL != "" && c.Renewal.Pin == "" {
+		bad("renewal.pin", "required with renewal.url (the CA service's TLS fingerprint)")
 	}
 	if c.Routines < 1 || c.Routines > 64 {
 		bad("routines", "%d is out of range 1-64", c.Routines)
