@@ -591,3 +591,48 @@ func TestNewRefusesWithoutAnUnexpiredSigningCA(t *testing.T) {
 		})
 	}
 }
+
+var errDiskFull = errors.New("disk full")
+
+// auditFails is a store whose audit log cannot be written.
+type auditFails struct{ authority.Store }
+
+func (s auditFails) Update(fn func(authority.Tx) error) error {
+	return s.Store.Update(func(tx authority.Tx) error { return fn(auditFailsTx{tx}) })
+}
+
+type auditFailsTx struct{ authority.Tx }
+
+func (auditFailsTx) AppendAudit(authority.AuditEntry) (uint64, error) { return 0, errDiskFull }
+
+func TestNothingIsIssuedUnaudited(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.invite(t, "web1", "servers")
+	n := f.enroll(t, "web2", "servers")
+	f.opts.Store = auditFails{f.store}
+	a, err := authority.New(f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := newKey(t)
+	if _, err := a.Enroll(tok.Secret, pub); !errors.Is(err, errDiskFull) {
+		t.Errorf("Enroll with a broken audit log = %v, want the audit error", err)
+	}
+	r, _ := f.renewRequest(t, n)
+	if _, err := a.Renew(r); !errors.Is(err, errDiskFull) {
+		t.Errorf("Renew with a broken audit log = %v", err)
+	}
+	if _, _, err := a.Invite(authority.InviteRequest{Name: "x", CIDR: "servers"}); !errors.Is(err, errDiskFull) {
+		t.Errorf("Invite with a broken audit log = %v", err)
+	}
+	if _, err := a.Revoke("web2"); !errors.Is(err, errDiskFull) {
+		t.Errorf("Revoke with a broken audit log = %v", err)
+	}
+	// Nothing happened: the token and the renewal request are still good.
+	if _, err := f.a.Enroll(tok.Secret, pub); err != nil {
+		t.Errorf("token consumed by a failed enrollment: %v", err)
+	}
+	if _, err := f.a.Renew(r); err != nil {
+		t.Errorf("renewal request consumed by a failed renewal: %v", err)
+	}
+}
