@@ -97,7 +97,8 @@ type PeerStatus struct {
 	VpnIP        netip.Addr     `json:"vpn_ip"`
 	Groups       []string       `json:"groups"`
 	Remote       netip.AddrPort `json:"remote"`
-	Path         string         `json:"path"` // "direct" (relayed paths are not built yet)
+	Path         string         `json:"path"`                  // "direct" or "relayed"
+	RelayedVia   string         `json:"relayed_via,omitempty"` // the relay's VPN IP
 	Initiator    bool           `json:"initiator"`
 	Handshake    time.Time      `json:"last_handshake"`
 	LastRecv     time.Time      `json:"last_packet"`
@@ -411,8 +412,12 @@ func (n *Node) ControlStatus() ControlStatus {
 		Lighthouse: n.cfg.Lighthouse.AmLighthouse, Peers: []PeerStatus{}, Drops: map[string]uint64{},
 	}
 	for _, p := range n.Peers() {
+		path, via := "direct", ""
+		if p.RelayedVia.IsValid() {
+			path, via = "relayed", p.RelayedVia.String()
+		}
 		st.Peers = append(st.Peers, PeerStatus{
-			Name: p.Name, VpnIP: p.VpnIP, Groups: nonNil(p.Groups), Remote: p.Remote, Path: "direct",
+			Name: p.Name, VpnIP: p.VpnIP, Groups: nonNil(p.Groups), Remote: p.Remote, Path: path, RelayedVia: via,
 			Initiator: p.Initiator, Handshake: p.Created, LastRecv: lastOrZero(p.LastRecv),
 			PacketsIn: p.PacketsIn, PacketsOut: p.PacketsOut, BytesIn: p.BytesIn, BytesOut: p.BytesOut,
 			CertNotAfter: p.CertNotAfter, Fingerprint: p.Fingerprint,

@@ -145,6 +145,9 @@ func printStatus(w io.Writer, st *overlay.ControlStatus, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVPN IP\tGROUPS\tPATH\tREMOTE\tHANDSHAKE\tLAST PACKET\tIN\tOUT\tCERT EXPIRES")
 	for _, p := range st.Peers {
+		if p.RelayedVia != "" {
+			p.Path = "via " + p.RelayedVia
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.VpnIP, groupList(p.Groups), p.Path,
 			p.Remote, ago(p.Handshake, now), ago(p.LastRecv, now), bytesStr(p.BytesIn), bytesStr(p.BytesOut),
 			when(p.CertNotAfter, now))
