@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,60 +60,84 @@ func goTool() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
-// tools holds the binaries one top-level test uses, built once into its temp dir.
+// tools holds the binaries one top-level test uses, built once into its temp dir. Its
+// methods take the calling (sub)test, so a failure ends that test and not its parent.
 type tools struct {
-	t   *testing.T
 	dir string
+	mu  sync.Mutex
 	got map[string]string
 }
 
 func newTools(t *testing.T) *tools {
-	return &tools{t: t, dir: t.TempDir(), got: map[string]string{}}
+	return &tools{dir: t.TempDir(), got: map[string]string{}}
 }
 
 // build compiles a package of this module (e.g. "./cmd/meshnode") and returns the binary.
-func (tl *tools) build(pkg string) string {
-	tl.t.Helper()
+func (tl *tools) build(t testing.TB, pkg string) string {
+	t.Helper()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	if p, ok := tl.got[pkg]; ok {
 		return p
 	}
 	out := filepath.Join(tl.dir, filepath.Base(pkg))
 	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
-	cmd.Dir = moduleRoot(tl.t)
+	cmd.Dir = moduleRoot(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		tl.t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	tl.got[pkg] = out
 	return out
 }
 
+// prebuilt returns the binary named by an environment variable, if set: E2E_MESHNODE and
+// E2E_MESH_CERT run the suites against a given build (e.g. one made from a commit) instead of
+// building the working tree.
+func prebuilt(t testing.TB, env string) (string, bool) {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		return "", false
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s=%s: %v", env, p, err)
+	}
+	return p, true
+}
+
 // impl returns the binary that runs an overlay implementation.
-func (tl *tools) impl(name string) string {
-	tl.t.Helper()
+func (tl *tools) impl(t testing.TB, name string) string {
+	t.Helper()
 	switch name {
 	case implNebula:
-		return testenv.RequireBinary(tl.t, "nebula")
+		return testenv.RequireBinary(t, "nebula")
 	case implMeshnode:
-		return tl.build("./cmd/meshnode")
+		if p, ok := prebuilt(t, "E2E_MESHNODE"); ok {
+			return p
+		}
+		return tl.build(t, "./cmd/meshnode")
 	}
-	tl.t.Fatalf("unknown overlay implementation %q", name)
+	t.Fatalf("unknown overlay implementation %q", name)
 	return ""
 }
 
 // certTool returns nebula-cert or this module's mesh-cert (same flags).
-func (tl *tools) certTool(name string) string {
-	tl.t.Helper()
+func (tl *tools) certTool(t testing.TB, name string) string {
+	t.Helper()
 	switch name {
 	case "nebula-cert":
-		return testenv.RequireBinary(tl.t, "nebula-cert")
+		return testenv.RequireBinary(t, "nebula-cert")
 	case "mesh-cert":
-		return tl.build("./cmd/mesh-cert")
+		if p, ok := prebuilt(t, "E2E_MESH_CERT"); ok {
+			return p
+		}
+		return tl.build(t, "./cmd/mesh-cert")
 	}
-	tl.t.Fatalf("unknown cert tool %q", name)
+	t.Fatalf("unknown cert tool %q", name)
 	return ""
 }
 
-func (tl *tools) tcpcheck() string { return tl.build("./e2e/internal/tcpcheck") }
+func (tl *tools) tcpcheck(t testing.TB) string { return tl.build(t, "./e2e/internal/tcpcheck") }
 
 // pki is a CA and host certificates in one directory.
 type pki struct {
@@ -179,7 +204,7 @@ func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
 	if spec.mtu == 0 {
 		spec.mtu = 1300
 	}
-	ca := newPKI(t, tl.certTool(spec.certTool))
+	ca := newPKI(t, tl.certTool(t, spec.certTool))
 	hosts := make([]*meshHost, len(spec.impls))
 	for i, impl := range spec.impls {
 		name := fmt.Sprintf("h%d", i+1)
@@ -188,7 +213,7 @@ func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
 			ns:       netns.New(t, name),
 			underlay: fmt.Sprintf("198.18.0.%d", i+1),
 			overlay:  fmt.Sprintf("10.42.0.%d", i+1),
-			bin:      tl.impl(impl),
+			bin:      tl.impl(t, impl),
 		}
 	}
 	if len(hosts) == 2 {
@@ -318,7 +343,7 @@ func (h *meshHost) start(t *testing.T) {
 // the test unless both ends saw the same byte count and checksum.
 func transfer(t *testing.T, tl *tools, from, to *meshHost, port int, n int64, seed uint64) time.Duration {
 	t.Helper()
-	bin := tl.tcpcheck()
+	bin := tl.tcpcheck(t)
 	addr := fmt.Sprintf("%s:%d", to.overlay, port)
 	srv := to.ns.Start(t, "tcpcheck-serve", bin, "serve", "-listen", addr, "-count", "1")
 	if err := srv.WaitLog(10*time.Second, "listening"); err != nil {
