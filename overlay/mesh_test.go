@@ -490,3 +490,45 @@ func TestPingMeasuresRoundTripThroughTheTunnel(t *testing.T) {
 		t.Fatal("ping to a host with no address succeeded")
 	}
 }
+
+func TestRenewedCertReplacesTunnelsWithoutLosingTraffic(t *testing.T) {
+	m := newMesh(t, 2, "")
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "before renewal"), 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	drain(m.hosts[1].dev)
+	before, _ := m.hosts[1].node.Tunnel(m.hosts[0].vpn)
+	// A steady stream runs while host 1 swaps in a new key and cert for the same identity.
+	const total = 200
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := range total {
+			m.hosts[0].dev.Inject(m.udpPacket(0, 1, fmt.Sprintf("stream %d", k)))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	renewed := m.ca.NewHost(t, m.hosts[0].name, m.hosts[0].vpn.String()+"/16", "mesh")
+	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.hosts[0].node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	timeout := time.After(5 * time.Second)
+	for len(seen) < total {
+		select {
+		case p := <-m.hosts[1].dev.Delivered():
+			seen[string(p)] = true
+		case <-timeout:
+			t.Fatalf("only %d of %d packets arrived across the renewal", len(seen), total)
+		}
+	}
+	<-done
+	after, _ := m.hosts[1].node.Tunnel(m.hosts[0].vpn)
+	if after.LocalIndex == before.LocalIndex || after.Fingerprint != renewed.Cert.Fingerprint() {
+		t.Fatalf("tunnel not re-established on the renewed cert: before %+v after %+v", before, after)
+	}
+}

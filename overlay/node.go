@@ -324,12 +324,20 @@ func (n *Node) timers(ctx context.Context) {
 }
 
 // SetPKI swaps in new credentials, CA pool and blocklist (renewal, reload). New handshakes
-// use them at once; tunnels whose peer is no longer valid are cut by the liveness check.
+// use them at once; when our certificate changed, every tunnel re-handshakes onto it; tunnels
+// whose peer is no longer valid are cut by the liveness check.
 func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
-	n.pki.Store(p)
+	old := n.pki.Swap(p)
+	if old != nil && old.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
+		// Peers hold our old cert: re-handshake every tunnel so they learn the new one before
+		// the old one expires. Each old tunnel carries traffic until its successor is up.
+		for _, t := range n.hosts.all() {
+			n.hs.rehandshake(t.vpnIP)
+		}
+	}
 	return nil
 }
 
