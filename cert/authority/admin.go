@@ -69,7 +69,7 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.reply(w, http.StatusOK, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR})
+		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR})
 	})
 	mux.HandleFunc("GET /admin/inventory", func(w http.ResponseWriter, r *http.Request) {
 		inv, err := a.Inventory()
@@ -77,7 +77,7 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.reply(w, http.StatusOK, inv)
+		s.ok(w, r, inv)
 	})
 	mux.HandleFunc("POST /admin/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var req AdminRevokeRequest
@@ -90,7 +90,7 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.reply(w, http.StatusOK, res)
+		s.ok(w, r, res)
 	})
 	return mux
 }

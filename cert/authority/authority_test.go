@@ -636,3 +636,45 @@ func TestNothingIsIssuedUnaudited(t *testing.T) {
 		t.Errorf("renewal request consumed by a failed renewal: %v", err)
 	}
 }
+
+func TestEnrollRefusesSmallOrderKeys(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.invite(t, "web1", "servers")
+	for _, h := range []string{
+		"0000000000000000000000000000000000000000000000000000000000000000", // 0
+		"0100000000000000000000000000000000000000000000000000000000000000", // 1
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", // order 8
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157", // order 8
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p-1
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p (= 0)
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p+1 (= 1)
+	} {
+		k, _ := hex.DecodeString(h)
+		if _, err := f.a.Enroll(tok.Secret, k); !errors.Is(err, authority.ErrBadKey) {
+			t.Errorf("Enroll with small-order key %s = %v, want ErrBadKey", h[:8], err)
+		}
+	}
+	pub, _ := newKey(t)
+	if _, err := f.a.Enroll(tok.Secret, pub); err != nil {
+		t.Errorf("token consumed by refused keys: %v", err)
+	}
+}
+
+// headscale #1885: a host that holds identity A and enrolls with B's token gets B only, and
+// A's cert can never renew into B.
+func TestEnrollingWithAnotherHostsTokenGivesOnlyThatIdentity(t *testing.T) {
+	f := newFixture(t)
+	a := f.enroll(t, "alice", "servers", "admin")
+	tokB, idB := f.invite(t, "bob", "humans", "humans")
+	e, err := f.a.Enroll(tokB.Secret, a.pub) // same key as alice
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Cert.Details; d.Name != "bob" || d.Ips[0] != idB.IP || !slices.Equal(d.Groups, []string{"humans"}) {
+		t.Errorf("cert from bob's token = %+v", d)
+	}
+	f.renew(t, a)
+	if d := a.cert.Details; d.Name != "alice" || !slices.Equal(d.Groups, []string{"admin"}) {
+		t.Errorf("alice renewed into %+v", d)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ServerOptions configure a Server. Authority and TLS are required.
@@ -24,8 +26,10 @@ type ServerOptions struct {
 	EnrollBurst int
 	// MaxBody caps request bodies (default 64 KiB; a cert is well under 1 KiB).
 	MaxBody int64
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Registerer, if set, gets the service's metrics (a private registry, never the global).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Server serves the Authority over HTTPS:
@@ -37,8 +41,9 @@ type ServerOptions struct {
 //
 // Failures answer an ErrorResponse. Handlers only decode, call the Authority and encode.
 type Server struct {
-	o       ServerOptions
-	limiter *limiter
+	o        ServerOptions
+	limiter  *limiter
+	requests *prometheus.CounterVec
 }
 
 // NewServer returns a Server.
@@ -58,7 +63,19 @@ func NewServer(o ServerOptions) *Server {
 	if o.MaxBody <= 0 {
 		o.MaxBody = 64 << 10
 	}
-	return &Server{o: o, limiter: newLimiter(o.EnrollRate, o.EnrollBurst, o.Now)}
+	s := &Server{o: o, limiter: newLimiter(o.EnrollRate, o.EnrollBurst, o.Now),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_ca_requests_total", Help: "CA service requests by path and result code (ok or the error code).",
+		}, []string{"path", "code"})}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(s.requests)
+		if o.Authority != nil {
+			o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meshnode_ca_active_ca_expiry_seconds", Help: "Seconds until the active CA expires; host certs never outlive it.",
+			}, func() float64 { return o.Authority.ActiveCA().Details.NotAfter.Sub(o.Now()).Seconds() }))
+		}
+	}
+	return s
 }
 
 // Handler is the HTTP API (without TLS), for tests and for embedding.
@@ -119,6 +136,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+func (s *Server) ok(w http.ResponseWriter, r *http.Request, v any) {
+	s.requests.WithLabelValues(r.URL.Path, "ok").Inc()
+	s.reply(w, http.StatusOK, v)
+}
+
 func (s *Server) reply(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -128,6 +150,7 @@ func (s *Server) reply(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := ErrorCode(err)
+	s.requests.WithLabelValues(r.URL.Path, code).Inc()
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		// The detail stays in our log; the client learns nothing about the inside.
@@ -160,7 +183,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.reply(w, http.StatusOK, EnrollResponse{Cert: string(e.CertPEM), CABundle: string(e.CABundle), Lighthouses: e.Lighthouses, ServiceKey: e.ServiceKey})
+	s.ok(w, r, EnrollResponse{Cert: string(e.CertPEM), CABundle: string(e.CABundle), Lighthouses: e.Lighthouses, ServiceKey: e.ServiceKey})
 }
 
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +197,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.reply(w, http.StatusOK, RenewResponse{Cert: string(res.CertPEM), CABundle: string(res.CABundle)})
+	s.ok(w, r, RenewResponse{Cert: string(res.CertPEM), CABundle: string(res.CABundle)})
 }
 
 func (s *Server) blocklist(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +206,7 @@ func (s *Server) blocklist(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.reply(w, http.StatusOK, b)
+	s.ok(w, r, b)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
@@ -192,5 +215,5 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.reply(w, http.StatusOK, HealthResponse{Status: "ok", BlocklistVersion: b.Version, Warnings: s.o.Authority.Warnings()})
+	s.ok(w, r, HealthResponse{Status: "ok", BlocklistVersion: b.Version, Warnings: s.o.Authority.Warnings()})
 }
