@@ -204,7 +204,7 @@ func (n *Node) deliverInbound(t *tunnel, pt []byte) []byte {
 		return nil
 	}
 	if v := n.fw.Load().Verdict(pt, firewall.Inbound, t.fwPeer); !v.Accepted() {
-		n.m.dropped(dropFirewallIn)
+		n.m.firewallDropped(firewall.Inbound, v)
 		if v.Rejected() {
 			n.sendReject(t, pt)
 		}
@@ -341,7 +341,7 @@ func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool
 		return udp.Message{}, false
 	}
 	if v := n.fw.Load().Verdict(pkt, firewall.Outbound, t.fwPeer); !v.Accepted() {
-		n.m.dropped(dropFirewallOut)
+		n.m.firewallDropped(firewall.Outbound, v)
 		if v.Rejected() {
 			n.rejectLocally(pkt)
 		}

@@ -3,6 +3,8 @@ package overlay
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/meshnode/meshnode/firewall"
 )
 
 // Drop reasons, used as the `reason` label of meshnode_drops_total. Tests read them through
@@ -55,11 +57,14 @@ type metrics struct {
 	packets    *prometheus.CounterVec
 	bytes      *prometheus.CounterVec
 	drops      *prometheus.CounterVec
+	fwDrops    *prometheus.CounterVec
 
 	// Pre-resolved children keep label lookups off the hot path.
 	packetsIn, packetsOut prometheus.Counter
 	bytesIn, bytesOut     prometheus.Counter
 	drop                  map[string]prometheus.Counter
+	// fwDrop[direction][reason] are the firewall's verdict reasons, pre-resolved.
+	fwDrop [2][]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
@@ -79,7 +84,15 @@ func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshnode_drops_total", Help: "Dropped packets by reason.",
 		}, []string{"reason"}),
+		fwDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_firewall_drops_total", Help: "Packets the firewall dropped or rejected, by direction and reason.",
+		}, []string{"direction", "reason"}),
 		drop: map[string]prometheus.Counter{},
+	}
+	for d, dir := range []string{"inbound", "outbound"} {
+		for _, r := range firewall.Reasons() {
+			m.fwDrop[d] = append(m.fwDrop[d], m.fwDrops.WithLabelValues(dir, r.String()))
+		}
 	}
 	m.packetsIn = m.packets.WithLabelValues("in")
 	m.packetsOut = m.packets.WithLabelValues("out")
@@ -94,9 +107,23 @@ func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.handshakes, m.tunnelsUp, m.packets, m.bytes, m.drops)
+		reg.MustRegister(m.handshakes, m.tunnelsUp, m.packets, m.bytes, m.drops, m.fwDrops)
 	}
 	return m
+}
+
+// firewallDropped counts a firewall verdict that was not Accept.
+func (m *metrics) firewallDropped(dir firewall.Direction, v firewall.Verdict) {
+	d := 0
+	if dir == firewall.Outbound {
+		d = 1
+		m.dropped(dropFirewallOut)
+	} else {
+		m.dropped(dropFirewallIn)
+	}
+	if i := int(v.Reason); i < len(m.fwDrop[d]) {
+		m.fwDrop[d][i].Inc()
+	}
 }
 
 func (m *metrics) dropped(reason string) {
