@@ -25,6 +25,9 @@ const (
 	DefaultMaxClockSkew    = 5 * time.Minute
 	// backdate makes a fresh cert valid on peers whose clocks lag a little (step-ca: 1 min).
 	backdate = time.Minute
+	// blocklistGrace keeps an expired cert on the blocklist a while longer, for receivers
+	// whose clocks lag.
+	blocklistGrace = 24 * time.Hour
 )
 
 // SigningCA is a CA the authority knows. Key is nil for a CA that is only trusted (kept in
@@ -558,9 +561,9 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 		} else if !isFingerprint(target) {
 			return fmt.Errorf("%w: %q", ErrNotFound, target)
 		}
-		var fps []string
+		var fps []Revocation
 		if name == "" {
-			fps = []string{target}
+			fps = []Revocation{{Fingerprint: target}}
 		} else {
 			h, _, err := tx.Host(name)
 			if err != nil {
@@ -575,22 +578,24 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 				return err
 			}
 			for _, c := range certs {
-				if c.Host == name {
-					fps = append(fps, c.Fingerprint)
+				// Certs long expired are dead everywhere already.
+				if c.Host == name && now.Before(c.NotAfter.Add(blocklistGrace)) {
+					fps = append(fps, Revocation{Fingerprint: c.Fingerprint, NotAfter: c.NotAfter})
 				}
 			}
 		}
 		res.Host = name
-		for _, fp := range fps {
-			if _, ok, err := tx.Revocation(fp); err != nil {
+		for _, r := range fps {
+			if _, ok, err := tx.Revocation(r.Fingerprint); err != nil {
 				return err
 			} else if ok {
 				continue
 			}
-			if err := tx.PutRevocation(Revocation{Fingerprint: fp, Host: name, Time: now}); err != nil {
+			r.Host, r.Time = name, now
+			if err := tx.PutRevocation(r); err != nil {
 				return err
 			}
-			res.Fingerprints = append(res.Fingerprints, fp)
+			res.Fingerprints = append(res.Fingerprints, r.Fingerprint)
 		}
 		var err error
 		if len(res.Fingerprints) > 0 {
@@ -610,17 +615,21 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 	return res, nil
 }
 
-// Blocklist returns the current revocation list signed by the active CA.
+// Blocklist returns the current revocation list signed by the active CA. Entries whose
+// certificate expired more than a day ago are left out.
 func (a *Authority) Blocklist() (SignedBlocklist, error) {
 	var fps []string
 	var v uint64
+	now := a.o.Now()
 	err := a.o.Store.View(func(tx Tx) error {
 		rs, err := tx.Revocations()
 		if err != nil {
 			return err
 		}
 		for _, r := range rs {
-			fps = append(fps, r.Fingerprint)
+			if r.NotAfter.IsZero() || now.Before(r.NotAfter.Add(blocklistGrace)) {
+				fps = append(fps, r.Fingerprint)
+			}
 		}
 		v, err = tx.BlocklistVersion()
 		return err
@@ -628,5 +637,5 @@ func (a *Authority) Blocklist() (SignedBlocklist, error) {
 	if err != nil {
 		return SignedBlocklist{}, err
 	}
-	return signBlocklist(v, a.o.Now().Unix(), fps, a.active), nil
+	return signBlocklist(v, now.Unix(), fps, a.active), nil
 }

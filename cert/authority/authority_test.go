@@ -678,3 +678,35 @@ func TestEnrollingWithAnotherHostsTokenGivesOnlyThatIdentity(t *testing.T) {
 		t.Errorf("alice renewed into %+v", d)
 	}
 }
+
+func TestBlocklistDropsCertsLongExpired(t *testing.T) {
+	f := newFixture(t)
+	n := f.enroll(t, "web1", "servers")
+	f.clock.Add(50 * time.Minute)
+	f.renew(t, n) // the first cert expires 10 minutes from now, the second in an hour
+	f.clock.Add(26 * time.Hour)
+	res, err := f.a.Revoke("web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Fingerprints) != 0 {
+		t.Errorf("revoke blocked %v: both certs expired over a day ago", res.Fingerprints)
+	}
+	f2 := newFixture(t)
+	m := f2.enroll(t, "web1", "servers")
+	if _, err := f2.a.Revoke("web1"); err != nil {
+		t.Fatal(err)
+	}
+	bl, _ := f2.a.Blocklist()
+	if !slices.Contains(bl.Fingerprints, m.cert.Fingerprint()) {
+		t.Fatal("fresh revocation missing")
+	}
+	f2.clock.Add(time.Hour + 23*time.Hour)
+	if bl, _ := f2.a.Blocklist(); len(bl.Fingerprints) != 1 {
+		t.Errorf("entry dropped before the grace period ended")
+	}
+	f2.clock.Add(2 * time.Hour)
+	if bl, _ := f2.a.Blocklist(); len(bl.Fingerprints) != 0 || bl.Version != 1 {
+		t.Errorf("blocklist a day after expiry = %+v, want empty at version 1", bl)
+	}
+}

@@ -127,6 +127,9 @@ type Revocation struct {
 	Fingerprint string    `json:"fingerprint"`
 	Host        string    `json:"host,omitempty"`
 	Time        time.Time `json:"time"`
+	// NotAfter of the blocked cert, zero if unknown; the blocklist drops an entry some time
+	// after its cert has expired, so the list does not grow with every renewal forever.
+	NotAfter time.Time `json:"not_after"`
 }
 
 // AuditEntry records one event. It never holds a token secret or a key.
