@@ -69,6 +69,7 @@ type ControlRequest struct {
 type ControlResponse struct {
 	More   bool           `json:"more,omitempty"`
 	Error  string         `json:"error,omitempty"`
+	Note   string         `json:"note,omitempty"` // progress for people (a handshake under way)
 	Status *ControlStatus `json:"status,omitempty"`
 	Probe  *PingProbe     `json:"probe,omitempty"`
 	Ping   *PingSummary   `json:"ping,omitempty"`
@@ -346,6 +347,15 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	interval := clampMS(req.IntervalMS, time.Second)
 	timeout := clampMS(req.TimeoutMS, 2*time.Second)
 	sum := PingSummary{Target: vpn, Name: name}
+	if _, ok := s.n.Tunnel(vpn); !ok {
+		how := "its static_host_map address"
+		if len(s.n.static[vpn]) == 0 {
+			how = "the lighthouses"
+		}
+		if err := send(ControlResponse{More: true, Note: fmt.Sprintf("no tunnel to %s yet: handshaking (finding it through %s)", vpn, how)}); err != nil {
+			return
+		}
+	}
 	var total time.Duration
 	for seq := 1; seq <= count; seq++ {
 		if seq > 1 {

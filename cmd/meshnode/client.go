@@ -231,6 +231,8 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 		IntervalMS: int(interval.Milliseconds()), TimeoutMS: int(timeout.Milliseconds())}
 	ok = call(*path, req, stderr, func(r overlay.ControlResponse) {
 		switch {
+		case r.Note != "":
+			fmt.Fprintln(stdout, r.Note)
 		case r.Probe != nil && r.Probe.Error == "":
 			fmt.Fprintf(stdout, "reply from %s: seq=%d time=%.3f ms\n", target, r.Probe.Seq, r.Probe.RTTMS)
 		case r.Probe != nil:

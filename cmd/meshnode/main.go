@@ -152,7 +152,9 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		}
 		defer srv.Close()
 	}
-	rl := newReloader(cfg, pki, node, level, log)
+	target, stopKeys := startKeyHandling(ctx, cfg, pki, node, reg, log) // renewal + blocklist (renew.go)
+	defer stopKeys()
+	rl := newReloader(cfg, pki, target, level, log)
 	if controlPath != "" {
 		ctl, err := overlay.ListenControl(node, overlay.ControlOptions{Path: controlPath, Reload: rl.reload,
 			Version: version, Logger: log})

@@ -1,0 +1,490 @@
+package main
+
+// `meshnode enroll`: join the mesh with a single-use token. The key pair is made here and
+// only its public half is sent; the certificate, CA bundle and lighthouse list that come back
+// are written next to the config, which gets the pki paths, the renewal section and the
+// lighthouses.
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/client"
+	"github.com/meshnode/meshnode/overlay"
+)
+
+func init() {
+	// Registered here rather than in the table in client.go so that the enroll command
+	// lives entirely in this file.
+	subcommands["enroll"] = cmdEnroll
+}
+
+// enrollOptions are the flags of `meshnode enroll`; now and progress are seams for tests.
+type enrollOptions struct {
+	token     string
+	tokenFile string
+	config    string
+	pkiDir    string
+	force     bool
+	timeout   time.Duration
+	progress  time.Duration // how often "still waiting" is printed
+	now       func() time.Time
+}
+
+func cmdEnroll(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshnode enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o enrollOptions
+	fs.StringVar(&o.token, "token", "", "the enrollment token printed by `mesh-cert invite`")
+	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from this file instead (as written by `mesh-cert invite -out`)")
+	fs.StringVar(&o.config, "config", "", "the node's config to create or update (e.g. /etc/meshnode/node.yml)")
+	fs.StringVar(&o.pkiDir, "pki-dir", "", "where to write ca.crt, host.crt and host.key (default: the directory of the config's pki paths, else of the config)")
+	fs.BoolVar(&o.force, "force", false, "overwrite existing key and certificate files")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up waiting for the CA service after this long")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: meshnode enroll -token TOKEN -config node.yml [-pki-dir DIR] [-force]\n\n"+
+			"Makes this host's key pair, enrolls with the CA service named in the token (only the\n"+
+			"public key is sent), writes the key, certificate and CA bundle, and writes the config's\n"+
+			"pki, renewal, static_host_map and lighthouse sections. Then start: meshnode -config node.yml\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meshnode enroll: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if (o.token == "") == (o.tokenFile == "") {
+		fmt.Fprintln(stderr, "meshnode enroll: give the token with -token TOKEN or -token-file FILE (ask the admin for one: mesh-cert invite)")
+		return 2
+	}
+	if o.config == "" {
+		fmt.Fprintln(stderr, "meshnode enroll: -config is required (e.g. -config /etc/meshnode/node.yml; it is created if missing)")
+		return 2
+	}
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshnode enroll: %v\n", err)
+			return 1
+		}
+		o.token = strings.TrimSpace(string(b))
+	}
+	if err := enroll(context.Background(), o, stdout); err != nil {
+		fmt.Fprintf(stderr, "meshnode enroll: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// pkiPaths are the three files enrollment writes.
+type pkiPaths struct{ ca, cert, key string }
+
+func enroll(ctx context.Context, o enrollOptions, out io.Writer) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.progress <= 0 {
+		o.progress = 5 * time.Second
+	}
+	tok, err := authority.ParseToken(o.token)
+	if err != nil {
+		return fmt.Errorf("%w\n  the token is damaged: copy the whole line that `mesh-cert invite` printed (it starts with mesh1.)", err)
+	}
+	doc, existed, err := readConfigDoc(o.config)
+	if err != nil {
+		return err
+	}
+	paths, err := choosePKIPaths(doc, o.config, o.pkiDir)
+	if err != nil {
+		return err
+	}
+	// Check everything that can fail locally before the token is spent.
+	if !o.force {
+		for _, p := range []string{paths.key, paths.cert, paths.ca} {
+			if _, err := os.Lstat(p); err == nil {
+				return fmt.Errorf("%s already exists: this host seems enrolled already. To enroll again, ask the admin for a new invite and run with -force (the old key is replaced)", p)
+			}
+		}
+	}
+	for _, d := range []string{filepath.Dir(paths.key), filepath.Dir(paths.cert), filepath.Dir(paths.ca), filepath.Dir(o.config)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("cannot create %s: %w", d, err)
+		}
+		if err := checkWritable(d); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(out, "making a key pair and enrolling with the CA service at %s (TLS pin %s…)\n", tok.URL, hex.EncodeToString(tok.Pin)[:16])
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	type result struct {
+		e   *client.Enrollment
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		e, err := client.Enroll(ctx, o.token, client.Options{Now: o.now, Timeout: o.timeout})
+		done <- result{e, err}
+	}()
+	tick := time.NewTicker(o.progress)
+	defer tick.Stop()
+	start := time.Now()
+	var res result
+wait:
+	for {
+		select {
+		case res = <-done:
+			break wait
+		case <-tick.C:
+			fmt.Fprintf(out, "still waiting for the CA service at %s (%s so far, giving up after %s)\n", tok.URL,
+				time.Since(start).Round(time.Second), o.timeout)
+		}
+	}
+	if res.err != nil {
+		return explainEnrollError(res.err, tok.URL)
+	}
+	e := res.e
+	d := e.Cert.Details
+	fmt.Fprintf(out, "enrolled as %s, %s, groups [%s], certificate valid until %s\n", d.Name, d.Ips[0],
+		strings.Join(d.Groups, ","), d.NotAfter.UTC().Format(time.RFC3339))
+
+	files := []cert.File{
+		{Path: paths.ca, Data: e.CABundle, Perm: 0o644},
+		{Path: paths.cert, Data: e.CertPEM, Perm: 0o644},
+		{Path: paths.key, Data: e.KeyPEM, Perm: 0o600},
+	}
+	if err := cert.WriteFiles(files, o.force); err != nil {
+		return fmt.Errorf("writing the key and certificate: %w\n  the token is spent: ask the admin for a new invite once this is fixed", err)
+	}
+	fmt.Fprintf(out, "wrote %s (private key, 0600), %s, %s\n", paths.key, paths.cert, paths.ca)
+
+	notes := updateConfigDoc(doc, e, paths)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	enc.Close()
+	b := buf.Bytes()
+	perm := os.FileMode(0o600)
+	if st, err := os.Stat(o.config); err == nil {
+		perm = st.Mode().Perm()
+	}
+	if err := cert.WriteFileAtomic(o.config, b, perm, true); err != nil {
+		return fmt.Errorf("writing the config: %w", err)
+	}
+	verb := "created"
+	if existed {
+		verb = "updated"
+	}
+	fmt.Fprintf(out, "%s %s: pki, renewal (%s), lighthouses %s\n", verb, o.config, e.URL, lighthouseSummary(e.Lighthouses))
+	for _, n := range notes {
+		fmt.Fprintf(out, "note: %s\n", n)
+	}
+	cfg, err := overlay.LoadConfig(o.config)
+	if err != nil {
+		return fmt.Errorf("the config written does not load, fix it by hand: %w", err)
+	}
+	if _, err := overlay.LoadPKI(cfg, o.now()); err != nil {
+		return fmt.Errorf("the pki written does not load: %w", err)
+	}
+	fmt.Fprintf(out, "done: start the node with: meshnode -config %s\n", o.config)
+	return nil
+}
+
+// explainEnrollError turns an enrollment failure into what happened and what to do next.
+func explainEnrollError(err error, url string) error {
+	var next string
+	switch {
+	case errors.Is(err, authority.ErrTokenExpired):
+		next = "the token has expired: ask the admin for a new invite (mesh-cert invite -name ... prints a fresh token)"
+	case errors.Is(err, authority.ErrTokenUsed):
+		next = "this token was used already (a token enrolls one host, once): ask the admin for a new invite"
+	case errors.Is(err, authority.ErrTokenUnknown):
+		next = "the CA service does not know this token (replaced by a newer invite, or for another network): ask the admin for a new invite"
+	case errors.Is(err, client.ErrPinMismatch):
+		next = "the service at " + url + " is not the CA service the token names (its TLS certificate differs from the pin); nothing was sent to it. " +
+			"Check that the address reaches the right machine; if the CA service's TLS identity was recreated, every token changed: ask the admin for a new invite"
+	case errors.Is(err, authority.ErrRevoked):
+		next = "this host has been revoked by the admin; a revoked host cannot enroll again"
+	case errors.Is(err, authority.ErrRateLimited):
+		next = "the CA service is rate limiting enrollments from this address: wait a minute and run the same command again (the token is still unused)"
+	case errors.Is(err, authority.ErrBadKey), errors.Is(err, authority.ErrMalformed):
+		next = "the CA service refused the request; check that meshnode and mesh-cert versions match"
+	case errors.Is(err, context.DeadlineExceeded), isNetError(err):
+		next = "cannot reach the CA service at " + url + ": check that `mesh-cert serve` runs and that this host can reach it (address, port, firewall); the token is still unused, run the same command again"
+	default:
+		return err
+	}
+	return fmt.Errorf("%w\n  %s", err, next)
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".meshnode-enroll-*")
+	if err != nil {
+		return fmt.Errorf("cannot write to %s (run as root, or choose another -pki-dir/-config): %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return nil
+}
+
+func lighthouseSummary(ls []authority.Lighthouse) string {
+	if len(ls) == 0 {
+		return "(none: the CA service lists no lighthouses)"
+	}
+	var s []string
+	for _, l := range ls {
+		if len(l.Addrs) > 0 {
+			s = append(s, fmt.Sprintf("%s at %s", l.VpnIP, strings.Join(l.Addrs, ",")))
+		} else {
+			s = append(s, l.VpnIP.String())
+		}
+	}
+	return strings.Join(s, "; ")
+}
+
+// readConfigDoc reads the config as a YAML document (to keep the user's other settings and
+// comments), or starts a fresh one when the file does not exist.
+func readConfigDoc(path string) (*yaml.Node, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(defaultNodeConfig), &doc); err != nil {
+			return nil, false, err
+		}
+		return &doc, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, true, fmt.Errorf("config %s: %w (fix it, or move it away to have a fresh one written)", path, err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 || doc.Kind == 0 {
+		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, true, fmt.Errorf("config %s: not a YAML mapping", path)
+	}
+	return &doc, true, nil
+}
+
+// defaultNodeConfig is what enrollment starts from when there is no config yet; it fills
+// in pki, renewal, static_host_map and lighthouse.
+const defaultNodeConfig = `# Written by meshnode enroll. Nebula's format plus meshnode's renewal section.
+pki:
+  ca: ca.crt
+  cert: host.crt
+  key: host.key
+static_host_map: {}
+lighthouse:
+  am_lighthouse: false
+  interval: 60
+  hosts: []
+listen:
+  host: 0.0.0.0
+  port: 4242
+punchy:
+  punch: true
+  respond: true
+tun:
+  dev: mesh0
+  mtu: 1300
+logging:
+  level: info
+  format: text
+firewall:
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: icmp
+      host: any
+`
+
+// choosePKIPaths: -pki-dir with the config's file names (or ca.crt, host.crt, host.key);
+// else the config's own paths; else beside the config. Relative paths in the config are
+// taken as they are written (the daemon reads them relative to its working directory), so
+// enrollment resolves them against the config's directory and writes absolute paths.
+func choosePKIPaths(doc *yaml.Node, config, pkiDir string) (pkiPaths, error) {
+	root := doc.Content[0]
+	get := func(key, def string) string {
+		if v := lookup(root, "pki", key); v != nil && v.Kind == yaml.ScalarNode && v.Value != "" && !strings.Contains(v.Value, "-----BEGIN") {
+			return v.Value
+		}
+		return def
+	}
+	cfgDir, err := filepath.Abs(filepath.Dir(config))
+	if err != nil {
+		return pkiPaths{}, err
+	}
+	p := pkiPaths{ca: get("ca", "ca.crt"), cert: get("cert", "host.crt"), key: get("key", "host.key")}
+	for _, s := range []*string{&p.ca, &p.cert, &p.key} {
+		switch {
+		case pkiDir != "":
+			d, err := filepath.Abs(pkiDir)
+			if err != nil {
+				return pkiPaths{}, err
+			}
+			*s = filepath.Join(d, filepath.Base(*s))
+		case !filepath.IsAbs(*s):
+			*s = filepath.Join(cfgDir, *s)
+		}
+	}
+	if p.ca == p.cert || p.ca == p.key || p.cert == p.key {
+		return pkiPaths{}, fmt.Errorf("pki.ca, pki.cert and pki.key must be three different files")
+	}
+	return p, nil
+}
+
+// updateConfigDoc writes the enrollment into the config: pki paths, renewal, and for each
+// lighthouse other than this host its underlay addresses (static_host_map) and VPN IP
+// (lighthouse.hosts). A host that is itself on the lighthouse list becomes a lighthouse. It
+// returns notes for the user.
+func updateConfigDoc(doc *yaml.Node, e *client.Enrollment, p pkiPaths) []string {
+	root := doc.Content[0]
+	set(root, scalar(p.ca), "pki", "ca")
+	set(root, scalar(p.cert), "pki", "cert")
+	set(root, scalar(p.key), "pki", "key")
+	set(root, scalar(e.URL), "renewal", "url")
+	set(root, scalar(hex.EncodeToString(e.Pin)), "renewal", "pin")
+	set(root, scalar(hex.EncodeToString(e.ServiceKey)), "renewal", "service_key")
+
+	var notes []string
+	me := e.Cert.VpnIP()
+	hosts := lookup(root, "lighthouse", "hosts")
+	var have []string
+	if hosts != nil && hosts.Kind == yaml.SequenceNode {
+		for _, h := range hosts.Content {
+			have = append(have, h.Value)
+		}
+	}
+	iAmLighthouse := false
+	for _, l := range e.Lighthouses {
+		if l.VpnIP == me {
+			iAmLighthouse = true
+			continue
+		}
+		if len(l.Addrs) > 0 {
+			seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+			for _, a := range l.Addrs {
+				seq.Content = append(seq.Content, quoted(a))
+			}
+			if m := lookup(root, "static_host_map"); m != nil && m.Kind == yaml.MappingNode {
+				m.Style = 0 // the empty default is written {}; entries go one per line
+			}
+			setKey(root, seq, quoted(l.VpnIP.String()), "static_host_map")
+		} else {
+			notes = append(notes, fmt.Sprintf("the CA service gave no underlay address for lighthouse %s: add it to static_host_map by hand", l.VpnIP))
+		}
+		if !slices.Contains(have, l.VpnIP.String()) {
+			have = append(have, l.VpnIP.String())
+		}
+	}
+	seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+	for _, h := range have {
+		if a, err := netip.ParseAddr(h); err == nil && a == me {
+			continue
+		}
+		seq.Content = append(seq.Content, quoted(h))
+	}
+	if iAmLighthouse {
+		set(root, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"}, "lighthouse", "am_lighthouse")
+		notes = append(notes, "this host is on the CA service's lighthouse list: lighthouse.am_lighthouse is set to true")
+	}
+	set(root, seq, "lighthouse", "hosts")
+	if len(e.Lighthouses) == 0 {
+		notes = append(notes, "the CA service lists no lighthouses: add static_host_map entries for the hosts to reach")
+	}
+	return notes
+}
+
+func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
+
+func quoted(v string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v, Style: yaml.DoubleQuotedStyle}
+}
+
+// lookup follows keys through nested mappings.
+func lookup(n *yaml.Node, keys ...string) *yaml.Node {
+	for _, k := range keys {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	return n
+}
+
+// set puts v at the path of keys, making mappings on the way (a non-mapping in the way is
+// replaced).
+func set(root, v *yaml.Node, keys ...string) {
+	last := keys[len(keys)-1]
+	setKey(root, v, scalar(last), keys[:len(keys)-1]...)
+}
+
+func setKey(root, v, key *yaml.Node, parents ...string) {
+	n := root
+	for _, k := range parents {
+		child := lookup(n, k)
+		if child == nil || child.Kind != yaml.MappingNode {
+			nm := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			putKey(n, scalar(k), nm)
+			child = nm
+		}
+		n = child
+	}
+	putKey(n, key, v)
+}
+
+func putKey(m, key, v *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key.Value {
+			m.Content[i+1] = v
+			return
+		}
+	}
+	m.Content = append(m.Content, key, v)
+}

@@ -1,0 +1,407 @@
+package main
+
+// Automatic key handling in the daemon (the `renewal:` section): renew the certificate with a
+// fresh key pair at a point of its lifetime, swap it into the running node, and apply the CA
+// service's signed blocklist. It lives here and not in overlay because it talks to the CA
+// service (cert/authority/client), which the runtime must not import.
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/client"
+	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/overlay"
+)
+
+// clock is the time source of the key loops; tests drive a fake one.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Renewal retry backoff while the CA service is unreachable or refuses.
+const (
+	minRetry = time.Second
+	maxRetry = 5 * time.Minute
+)
+
+// pkiTarget is what the key handling drives: the running node (or anything with SetPKI).
+type pkiTarget interface {
+	SetPKI(*overlay.PKI) error
+}
+
+// pkiManager serialises every change of the node's PKI (renewal, blocklist, reload) and
+// makes sure the newest signed blocklist stays applied whatever PKI is swapped in. The
+// reloader drives the node through it.
+type pkiManager struct {
+	mu   sync.Mutex
+	node pkiTarget
+	fw   func(firewall.Config) error
+	cur  *overlay.PKI
+	bl   *authority.SignedBlocklist
+}
+
+func newPKIManager(node pkiTarget, cur *overlay.PKI) *pkiManager {
+	m := &pkiManager{node: node, cur: cur}
+	if f, ok := node.(interface{ SetFirewall(firewall.Config) error }); ok {
+		m.fw = f.SetFirewall
+	}
+	return m
+}
+
+// SetPKI swaps p in with the current signed blocklist applied to its pool.
+func (m *pkiManager) SetPKI(p *overlay.PKI) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.setLocked(p)
+}
+
+func (m *pkiManager) setLocked(p *overlay.PKI) error {
+	if m.bl != nil {
+		for _, fp := range m.bl.Fingerprints {
+			p.Pool.Block(fp)
+		}
+	}
+	if err := m.node.SetPKI(p); err != nil {
+		return err
+	}
+	m.cur = p
+	return nil
+}
+
+// SetFirewall passes through (the reloader's other half).
+func (m *pkiManager) SetFirewall(c firewall.Config) error {
+	if m.fw == nil {
+		return errors.New("firewall reload not supported")
+	}
+	return m.fw(c)
+}
+
+func (m *pkiManager) current() *overlay.PKI {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+func (m *pkiManager) blocklistVersion() (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bl == nil {
+		return 0, false
+	}
+	return m.bl.Version, true
+}
+
+// applyBlocklist keeps b if it is newer than the one we have and applies it: the pool of the
+// running PKI blocks every listed fingerprint (cert.Pool is safe for concurrent use, and
+// revocations only grow), and the PKI is set again, so new handshakes with revoked certs
+// fail and the node's liveness check closes their tunnels. It reports whether b was applied.
+func (m *pkiManager) applyBlocklist(b *authority.SignedBlocklist) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bl != nil && b.Version <= m.bl.Version {
+		return false, nil
+	}
+	m.bl = b
+	return true, m.setLocked(&overlay.PKI{Creds: m.cur.Creds, Pool: m.cur.Pool})
+}
+
+// renewer is the renewal and blocklist loops of one node.
+type renewer struct {
+	cfg        *overlay.Config
+	m          *pkiManager
+	client     *client.Client
+	serviceKey []byte
+	clock      clock
+	log        *slog.Logger
+	rand       func() float64
+	stateFile  string
+
+	// set only by tests
+	minRetry, maxRetry time.Duration
+	renewed            func(*client.Renewal) // after each successful renewal
+}
+
+// newRenewer checks the renewal section; it needs file paths for pki (inline PEM cannot be
+// rewritten).
+func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger) (*renewer, error) {
+	rc := cfg.Renewal
+	pin, err := hex.DecodeString(rc.Pin)
+	if err != nil || len(pin) != 32 {
+		return nil, fmt.Errorf("renewal.pin: want the 64 hex digits of the CA service's TLS fingerprint")
+	}
+	sk, err := hex.DecodeString(rc.ServiceKey)
+	if err != nil || len(sk) != 32 {
+		return nil, fmt.Errorf("renewal.service_key: want the 64 hex digits of the CA service's X25519 key (meshnode enroll writes it)")
+	}
+	for key, v := range map[string]string{"pki.ca": cfg.PKI.CA, "pki.cert": cfg.PKI.Cert, "pki.key": cfg.PKI.Key} {
+		if strings.Contains(v, "-----BEGIN") {
+			return nil, fmt.Errorf("%s: renewal needs file paths, not inline PEM", key)
+		}
+	}
+	state := rc.StateFile
+	if state == "" {
+		state = cfg.PKI.Key + ".renewal"
+	}
+	return &renewer{
+		cfg: cfg, m: m, serviceKey: sk, clock: clk, log: log, stateFile: state,
+		client:   client.New(rc.URL, pin, client.Options{Now: clk.Now}),
+		rand:     rand.Float64,
+		minRetry: minRetry, maxRetry: maxRetry,
+	}, nil
+}
+
+// expiryGauge is meshnode_cert_expiry_seconds: time left on the running certificate.
+func (r *renewer) expiryGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshnode_cert_expiry_seconds",
+		Help: "Seconds until this host's certificate expires (negative once expired).",
+	}, func() float64 {
+		return r.m.current().Creds.Cert.Details.NotAfter.Sub(r.clock.Now()).Seconds()
+	})
+}
+
+// jitter is renewal.jitter, or 5% of the lifetime, at most 10 minutes.
+func (r *renewer) jitter(life time.Duration) time.Duration {
+	if j := r.cfg.Renewal.Jitter; j > 0 {
+		return j
+	}
+	return min(life/20, 10*time.Minute)
+}
+
+// due is when the certificate should be renewed: at renewal.at of its lifetime plus up to
+// the jitter, never after expiry.
+func (r *renewer) due(c *cert.Certificate) time.Time {
+	nb, na := c.Details.NotBefore, c.Details.NotAfter
+	life := na.Sub(nb)
+	t := nb.Add(time.Duration(float64(life) * r.cfg.Renewal.At))
+	t = t.Add(time.Duration(r.rand() * float64(r.jitter(life))))
+	if t.After(na) {
+		t = na
+	}
+	return t
+}
+
+// run renews until ctx ends; runBlocklist is started beside it.
+func (r *renewer) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		c := r.m.current().Creds.Cert
+		due := r.due(c)
+		now := r.clock.Now()
+		r.log.Info("certificate renewal scheduled", "at", due.UTC().Format(time.RFC3339),
+			"in", due.Sub(now).Round(time.Second), "expires_in", c.Details.NotAfter.Sub(now).Round(time.Second))
+		if d := due.Sub(now); d > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.clock.After(d):
+			}
+			if r.m.current().Creds.Cert.Fingerprint() != c.Fingerprint() {
+				continue // replaced meanwhile (reload): schedule for the new one
+			}
+		}
+		r.renewWithRetry(ctx)
+	}
+}
+
+// renewWithRetry tries until one renewal succeeds, backing off while it fails.
+func (r *renewer) renewWithRetry(ctx context.Context) {
+	wait := r.minRetry
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		err := r.renewOnce(ctx)
+		if err == nil {
+			return
+		}
+		c := r.m.current().Creds.Cert
+		left := c.Details.NotAfter.Sub(r.clock.Now())
+		args := []any{"err", err, "attempt", attempt, "retry_in", wait, "expires_in", left.Round(time.Second)}
+		switch {
+		case left <= 0:
+			r.log.Error("certificate expired and could not be renewed: the node cannot make new tunnels; "+
+				"enroll again with a new token (meshnode enroll -force)", args...)
+		case errors.Is(err, authority.ErrRevoked):
+			r.log.Error("certificate renewal refused: this host is revoked", args...)
+		default:
+			r.log.Warn("certificate renewal failed; retrying", args...)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(wait):
+		}
+		wait = min(2*wait, r.maxRetry)
+		// Never back off past expiry by more than the first retry.
+		if left > 0 && wait > left/2 && left/2 > r.minRetry {
+			wait = left / 2
+		}
+	}
+}
+
+// renewOnce renews with the current key, writes key, cert and CA bundle (all or none), and
+// swaps the new PKI into the node.
+func (r *renewer) renewOnce(ctx context.Context) error {
+	cur := r.m.current()
+	certPEM, err := cur.Creds.Cert.MarshalPEM()
+	if err != nil {
+		return err
+	}
+	counter, err := r.nextCounter()
+	if err != nil {
+		return err
+	}
+	rn, err := r.client.Renew(ctx, client.RenewParams{CertPEM: certPEM, Key: cur.Creds.PrivateKey,
+		ServiceKey: r.serviceKey, Counter: counter})
+	if err != nil {
+		return err
+	}
+	files := []cert.File{
+		{Path: r.cfg.PKI.Key, Data: rn.KeyPEM, Perm: 0o600},
+		{Path: r.cfg.PKI.Cert, Data: rn.CertPEM, Perm: 0o644},
+	}
+	if len(rn.CABundle) > 0 {
+		files = append(files, cert.File{Path: r.cfg.PKI.CA, Data: rn.CABundle, Perm: 0o644})
+	}
+	if err := cert.WriteFiles(files, true); err != nil {
+		// The new key exists only in memory: run with it rather than lose it, and say so.
+		r.log.Error("renewed, but writing the new key and certificate failed; running with them in memory", "err", err)
+		return r.swapIn(rn, nil)
+	}
+	p, err := overlay.LoadPKI(r.cfg, r.clock.Now())
+	if err != nil {
+		return fmt.Errorf("renewed files do not load: %w", err)
+	}
+	if p.Creds.Cert.Fingerprint() != rn.Cert.Fingerprint() {
+		return fmt.Errorf("renewed files changed while loading them")
+	}
+	return r.swapIn(rn, p)
+}
+
+func (r *renewer) swapIn(rn *client.Renewal, p *overlay.PKI) error {
+	if p == nil {
+		pool, err := cert.NewPoolFromPEMWithClock(rn.CABundle, r.clock.Now)
+		if err != nil {
+			return err
+		}
+		for _, fp := range r.cfg.Blocklist() {
+			pool.Block(fp)
+		}
+		p = &overlay.PKI{Pool: pool}
+		if p.Creds, err = handshake.NewCredentials(rn.Cert, rn.Key); err != nil {
+			return err
+		}
+	}
+	if err := r.m.SetPKI(p); err != nil {
+		return err
+	}
+	d := rn.Cert.Details
+	r.log.Info("certificate renewed", "fingerprint", short(rn.Cert.Fingerprint()), "valid_until",
+		d.NotAfter.UTC().Format(time.RFC3339), "expires_in", d.NotAfter.Sub(r.clock.Now()).Round(time.Second))
+	if r.renewed != nil {
+		r.renewed(rn)
+	}
+	return nil
+}
+
+// nextCounter returns a renewal counter above every one used before and records it before
+// it is sent, so a crash cannot make us reuse it. It is the wall clock in nanoseconds unless
+// the state file holds a larger value (the clock went back): the service only needs it to
+// grow, and the file keeps that true across clock jumps and restarts.
+func (r *renewer) nextCounter() (uint64, error) {
+	var last uint64
+	if b, err := os.ReadFile(r.stateFile); err == nil {
+		last, _ = strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "counter ")), 10, 64)
+	}
+	next := max(last+1, uint64(r.clock.Now().UnixNano()))
+	if err := cert.WriteFileAtomic(r.stateFile, []byte("counter "+strconv.FormatUint(next, 10)+"\n"), 0o600, true); err != nil {
+		return 0, fmt.Errorf("renewal.state_file: %w", err)
+	}
+	return next, nil
+}
+
+// runBlocklist fetches the signed blocklist every renewal.blocklist_interval and applies the
+// newest; while the service is down the last one stays applied.
+func (r *renewer) runBlocklist(ctx context.Context) {
+	for ctx.Err() == nil {
+		r.fetchBlocklist(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(r.cfg.Renewal.BlocklistInterval):
+		}
+	}
+}
+
+func (r *renewer) fetchBlocklist(ctx context.Context) {
+	cur := r.m.current()
+	b, err := r.client.FetchBlocklist(ctx, cur.Pool)
+	if err != nil {
+		v, ok := r.m.blocklistVersion()
+		if ok {
+			r.log.Warn("cannot fetch the blocklist; keeping the last one", "err", err, "version", v)
+		} else {
+			r.log.Warn("cannot fetch the blocklist", "err", err)
+		}
+		return
+	}
+	applied, err := r.m.applyBlocklist(b)
+	if err != nil {
+		r.log.Error("applying the blocklist failed", "err", err, "version", b.Version)
+		return
+	}
+	if applied {
+		r.log.Info("blocklist applied", "version", b.Version, "entries", len(b.Fingerprints))
+		own := cur.Creds.Cert.Fingerprint()
+		for _, fp := range b.Fingerprints {
+			if fp == own {
+				r.log.Error("this host's certificate is revoked: peers will refuse it", "fingerprint", short(own))
+			}
+		}
+	}
+}
+
+// startKeyHandling starts renewal and blocklist loops when renewal.url is set and returns
+// the target reloads should drive (so a reload keeps the blocklist applied) and a stop
+// function that waits for the loops.
+func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI, node reloadTarget,
+	reg prometheus.Registerer, log *slog.Logger) (reloadTarget, func()) {
+	if cfg.Renewal.URL == "" {
+		return node, func() {}
+	}
+	m := newPKIManager(node, pki)
+	r, err := newRenewer(cfg, m, realClock{}, log.With("part", "renewal"))
+	if err != nil {
+		log.Error("automatic renewal disabled", "err", err)
+		return node, func() {}
+	}
+	if err := reg.Register(r.expiryGauge()); err != nil {
+		log.Warn("meshnode_cert_expiry_seconds not registered", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.run(ctx) }()
+	go func() { defer wg.Done(); r.runBlocklist(ctx) }()
+	log.Info("automatic key handling", "ca_service", cfg.Renewal.URL, "renew_at", cfg.Renewal.At,
+		"blocklist_interval", cfg.Renewal.BlocklistInterval)
+	return m, func() { cancel(); wg.Wait() }
+}
