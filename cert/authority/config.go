@@ -30,15 +30,17 @@ type Config struct {
 	TLSHosts []string `yaml:"tls_hosts"`
 	// StateDir holds the TLS identity (tls.pem), the renewal key (service.key) and, by
 	// default, the store (ca.db) and the admin socket (admin.sock).
-	StateDir    string              `yaml:"state_dir"`
-	Store       string              `yaml:"store"`
-	AdminSocket string              `yaml:"admin_socket"`
-	CA          []CAConfig          `yaml:"ca"`
-	Lighthouses []LighthouseConfig  `yaml:"lighthouses"`
-	CIDRs       map[string]CIDRNode `yaml:"cidrs"`
-	Durations   DurationsConfig     `yaml:"durations"`
-	Renewal     RenewalConfig       `yaml:"renewal"`
-	Enroll      EnrollConfig        `yaml:"enroll"`
+	StateDir string `yaml:"state_dir"`
+	// MetricsListen, if set, serves Prometheus metrics over plain HTTP at /metrics.
+	MetricsListen string              `yaml:"metrics_listen"`
+	Store         string              `yaml:"store"`
+	AdminSocket   string              `yaml:"admin_socket"`
+	CA            []CAConfig          `yaml:"ca"`
+	Lighthouses   []LighthouseConfig  `yaml:"lighthouses"`
+	CIDRs         map[string]CIDRNode `yaml:"cidrs"`
+	Durations     DurationsConfig     `yaml:"durations"`
+	Renewal       RenewalConfig       `yaml:"renewal"`
+	Enroll        EnrollConfig        `yaml:"enroll"`
 
 	dir string
 }
@@ -113,6 +115,11 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen", "%v", err)
+		}
 	}
 	if c.URL == "" {
 		c.URL = "https://" + c.Listen

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/meshnode/meshnode/cert/authority"
@@ -77,14 +80,55 @@ func runServe(ctx context.Context, e *env, config string, ready func(addr string
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
+	reg := prometheus.NewRegistry()
 	srv := authority.NewServer(authority.ServerOptions{Authority: svc.Authority, TLS: svc.TLS,
-		EnrollRate: cfg.Enroll.Rate, EnrollBurst: cfg.Enroll.Burst, Logger: log, Now: e.now})
+		EnrollRate: cfg.Enroll.Rate, EnrollBurst: cfg.Enroll.Burst, Registerer: reg, Logger: log, Now: e.now})
+	metricsDone := make(chan error, 1)
+	if cfg.MetricsListen != "" {
+		go func() { metricsDone <- serveMetrics(ctx, cfg.MetricsListen, reg) }()
+	} else {
+		metricsDone <- nil
+	}
+	go warnPeriodically(ctx, svc.Authority, log)
 	err = srv.Serve(ctx, ln)
 	cancel()
-	if aerr := <-adminDone; err == nil {
-		err = aerr
+	for _, ch := range []chan error{adminDone, metricsDone} {
+		if aerr := <-ch; err == nil {
+			err = aerr
+		}
 	}
 	os.Remove(cfg.AdminSocket)
 	log.Info("CA service stopped")
 	return err
+}
+
+// warnPeriodically repeats the service's warnings (a CA nearing expiry) every few hours,
+// so they show up in logs read long after the start.
+func warnPeriodically(ctx context.Context, a *authority.Authority, log *slog.Logger) {
+	t := time.NewTicker(6 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, w := range a.Warnings() {
+				log.Warn(w)
+			}
+		}
+	}
+}
+
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	return nil
 }
