@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"sync"
@@ -530,5 +531,56 @@ func TestRenewedCertReplacesTunnelsWithoutLosingTraffic(t *testing.T) {
 	after, _ := m.hosts[1].node.Tunnel(m.hosts[0].vpn)
 	if after.LocalIndex == before.LocalIndex || after.Fingerprint != renewed.Cert.Fingerprint() {
 		t.Fatalf("tunnel not re-established on the renewed cert: before %+v after %+v", before, after)
+	}
+}
+
+func TestRandomAndTruncatedDatagramsAreSurvived(t *testing.T) {
+	m := newMesh(t, 2, "")
+	var mu sync.Mutex
+	var sample [][]byte
+	m.net.Tap(func(from, to netip.AddrPort, b []byte) bool {
+		mu.Lock()
+		if len(sample) < 50 {
+			sample = append(sample, append([]byte(nil), b...))
+		}
+		mu.Unlock()
+		return true
+	})
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "up"), 5*time.Second)
+	rng := rand.New(rand.NewPCG(1, 2))
+	src := netip.MustParseAddrPort("198.18.0.77:999")
+	mu.Lock()
+	valid := sample
+	mu.Unlock()
+	for k := range 5000 {
+		var b []byte
+		switch k % 4 {
+		case 0: // pure noise of any length
+			b = make([]byte, rng.IntN(1500))
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+		case 1: // a real packet cut short
+			v := valid[rng.IntN(len(valid))]
+			b = append([]byte(nil), v[:rng.IntN(len(v))]...)
+		case 2: // a real packet with one byte flipped
+			v := valid[rng.IntN(len(valid))]
+			b = append([]byte(nil), v...)
+			b[rng.IntN(len(b))] ^= byte(1 + rng.IntN(255))
+		case 3: // every header type, random index and counter
+			b = make([]byte, header.Len+rng.IntN(200))
+			header.Encode(b, header.Type(rng.IntN(8)), uint8(rng.IntN(3)), rng.Uint32(), rng.Uint64())
+		}
+		_ = m.net.Inject(src, m.hosts[1].under, b)
+	}
+	// The node is alive and the tunnel intact.
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "still up"), 5*time.Second)
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "both ways"), 5*time.Second)
+	var total uint64
+	for _, r := range overlay.DropReasons() {
+		total += m.hosts[1].node.Dropped(r)
+	}
+	if total < 1000 {
+		t.Errorf("only %d drops counted for 5000 bad datagrams", total)
 	}
 }

@@ -1,0 +1,46 @@
+package overlay
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestControlMessageRoundTripsAndMatchesNebulaLayout(t *testing.T) {
+	c := &control{Type: controlCreateRelayResponse, InitiatorIndex: 0x01020304, ResponderIndex: 7,
+		RelayTo: netip.MustParseAddr("10.99.0.2"), RelayFrom: netip.MustParseAddr("10.99.0.1")}
+	b := c.marshal()
+	// Fields ascending, varints: 08 02 | 10 84 86 88 08 | 18 07 | 20 <10.99.0.2> | 28 <10.99.0.1>
+	if b[0] != 0x08 || b[1] != 0x02 || b[2] != 0x10 {
+		t.Fatalf("unexpected encoding % x", b)
+	}
+	got, err := unmarshalControl(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != *c {
+		t.Fatalf("round trip: %+v != %+v", got, c)
+	}
+}
+
+func TestMalformedControlMessagesAreRefused(t *testing.T) {
+	for _, b := range [][]byte{{0x08}, {0x08, 0x80}, {0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, {0x0a, 0x05, 0x01}} {
+		if _, err := unmarshalControl(b); err == nil {
+			t.Errorf("% x accepted", b)
+		}
+	}
+}
+
+func FuzzUnmarshalControl(f *testing.F) {
+	f.Add((&control{Type: 1, InitiatorIndex: 9, RelayTo: netip.MustParseAddr("10.0.0.2"), RelayFrom: netip.MustParseAddr("10.0.0.1")}).marshal())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := unmarshalControl(b)
+		if err != nil {
+			return
+		}
+		again, err := unmarshalControl(c.marshal())
+		if err != nil || *again != *c {
+			t.Fatalf("re-encoding changed the message: %+v vs %+v (%v)", c, again, err)
+		}
+	})
+}
