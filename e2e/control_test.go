@@ -358,3 +358,84 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsATCPStreamAcrossFirewallChangeAndRenewedCert proves that a TCP stream
+// through the tunnel runs on, intact, while the receiving host reloads on SIGHUP with a
+// renewed certificate (new key) and narrower firewall rules that still admit the stream, and
+// the sending host reloads changed rules through `meshnode reload`.
+func TestReloadKeepsATCPStreamAcrossFirewallChangeAndRenewedCert(t *testing.T) {
+	requireNamespaceSuite(t)
+	testenv.RequireBinary(t, "tc")
+	tl := newTools(t)
+	hosts := startControlledPair(t, tl)
+	h1, h2 := hosts[0], hosts[1]
+	tcpcheck := buildPkg(t, t.TempDir(), "./e2e/internal/tcpcheck")
+	// 16 Mbit/s out of h1: 24 MB take about 12 s, long enough to reload in the middle.
+	h1.ns.MustRun(t, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency", "400ms")
+
+	const size = 24 << 20
+	addr := h2.overlay + ":9601"
+	srv := h2.ns.Start(t, "tcpcheck-serve", tcpcheck, "serve", "-listen", addr, "-count", "1")
+	if err := srv.WaitLog(10*time.Second, "listening"); err != nil {
+		t.Fatal(err)
+	}
+	snd := h1.ns.Start(t, "tcpcheck-send", tcpcheck, "send", "-to", addr, "-bytes", fmt.Sprint(size), "-seed", "61", "-timeout", "90s")
+	if err := netns.Eventually(10*time.Second, 100*time.Millisecond, func() error {
+		if st := h2.status(t); len(st.Peers) == 0 || st.Peers[0].BytesIn < 1<<20 {
+			return fmt.Errorf("stream not flowing yet: %+v", st.Peers)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	oldFP := h2.status(t).Fingerprint
+
+	// h2: a renewed certificate (same identity, new key) and rules that admit only the stream.
+	for _, f := range []string{"h2.crt", "h2.key"} {
+		if err := os.Remove(h2.ca.path(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h2.ca.sign(t, "h2", h2.overlay+"/24", "e2e", "ops")
+	c := staticConf(h2.ca.path("ca.crt"), h2.ca.path("h2.crt"), h2.ca.path("h2.key"), h2.spec, h2.meshHost, h2.all)
+	c.inbound = []string{"{port: any, proto: icmp, host: any}", "{port: 9601, proto: tcp, group: e2e}"}
+	h2.writeConfig(t, filepath.Dir(h2.config), c)
+	if err := syscall.Kill(h2.proc.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.proc.WaitLog(10*time.Second, "firewall: rules replaced"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h2.proc.Log(), "pki.cert: new certificate") {
+		t.Fatalf("SIGHUP did not swap in the renewed certificate:\n%s", h2.proc.Tail(20))
+	}
+	if fp := h2.status(t).Fingerprint; fp == oldFP {
+		t.Fatal("status still shows the old certificate after the reload")
+	}
+
+	// h1: different rules through the control socket.
+	c1 := staticConf(h1.ca.path("ca.crt"), h1.ca.path("h1.crt"), h1.ca.path("h1.key"), h1.spec, h1.meshHost, h1.all)
+	c1.inbound = []string{"{port: any, proto: icmp, host: any}", "{port: 22, proto: tcp, group: ops}"}
+	h1.writeConfig(t, filepath.Dir(h1.config), c1)
+	if out, err := h1.cli("reload"); err != nil || !strings.Contains(out, "firewall: rules replaced") {
+		t.Fatalf("reload on h1: %v\n%s", err, out)
+	}
+	if snd.Exited() {
+		t.Fatal("the stream ended before the reloads were done: make it longer")
+	}
+
+	if err := snd.Wait(100 * time.Second); err != nil {
+		t.Fatalf("the stream broke across the reloads: %v\n%s\nreceiver: %s", err, snd.Log(), srv.Log())
+	}
+	if err := srv.Wait(10 * time.Second); err != nil {
+		t.Fatalf("receiver: %v\n%s", err, srv.Log())
+	}
+	sent, received := lineWith(snd.Log(), "sent "), lineWith(srv.Log(), "received ")
+	if !strings.HasPrefix(sent, fmt.Sprintf("bytes=%d ", size)) || sent != received {
+		t.Fatalf("sender %q, receiver %q", sent, received)
+	}
+	t.Logf("%d MB intact across SIGHUP (renewed cert, new rules) on h2 and meshnode reload on h1: %s", size>>20, sent)
+	if _, err := h1.ns.WaitPing(5*time.Second, h2.overlay); err != nil {
+		t.Fatalf("after the reloads: %v", err)
+	}
+}
