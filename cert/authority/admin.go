@@ -44,6 +44,7 @@ type AdminRevokeRequest struct {
 
 // Admin is what the admin commands need; both *Authority and *AdminClient provide it.
 type Admin interface {
+	AddCIDR(CIDR) error
 	Invite(InviteRequest) (string, Identity, error)
 	Inventory() (Inventory, error)
 	Revoke(target string) (RevokeResult, error)
@@ -70,6 +71,18 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			return
 		}
 		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR})
+	})
+	mux.HandleFunc("POST /admin/cidr", func(w http.ResponseWriter, r *http.Request) {
+		var c CIDR
+		if err := s.decode(w, r, &c); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := a.AddCIDR(c); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.ok(w, r, c)
 	})
 	mux.HandleFunc("GET /admin/inventory", func(w http.ResponseWriter, r *http.Request) {
 		inv, err := a.Inventory()
@@ -189,6 +202,12 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// AddCIDR implements Admin.
+func (c *AdminClient) AddCIDR(cidr CIDR) error {
+	var out CIDR
+	return c.do(http.MethodPost, "/admin/cidr", cidr, &out)
+}
 
 // Invite implements Admin.
 func (c *AdminClient) Invite(r InviteRequest) (string, Identity, error) {

@@ -208,9 +208,13 @@ func (a *Authority) SyncCIDRs(cs []CIDR) error {
 	})
 }
 
-// AddCIDR adds one named CIDR to the tree.
+// AddCIDR adds one named CIDR to the tree (adding one that exists with the same prefix
+// changes nothing).
 func (a *Authority) AddCIDR(c CIDR) error {
 	return a.o.Store.Update(func(tx Tx) error {
+		if old, ok, err := tx.CIDR(c.Name); err != nil || (ok && old.Prefix == c.Prefix) {
+			return err
+		}
 		if err := addCIDR(tx, c, false); err != nil {
 			return err
 		}
@@ -233,8 +237,19 @@ func addCIDR(tx Tx, c CIDR, same bool) error {
 	if err != nil {
 		return err
 	}
-	if _, err := NewTree(append(all, c)); err != nil {
+	t, err := NewTree(append(all, c))
+	if err != nil {
 		return err
+	}
+	// A new CIDR must not swallow hosts its parent already gave out.
+	hosts, err := tx.Hosts()
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if c.Prefix.Contains(h.IP.Addr()) && t.CheckAddr(h.CIDR, h.IP.Addr()) != nil {
+			return fmt.Errorf("%w: %s %v would take host %s (%v) from %s", ErrCIDRInvalid, c.Name, c.Prefix, h.Name, h.IP.Addr(), h.CIDR)
+		}
 	}
 	return tx.PutCIDR(c)
 }
@@ -256,6 +271,17 @@ func treeOf(tx Tx) (*Tree, error) {
 		return nil, err
 	}
 	return NewTree(cs)
+}
+
+// BlocklistVersion is the current blocklist version (0 before any revocation).
+func (a *Authority) BlocklistVersion() (uint64, error) {
+	var v uint64
+	err := a.o.Store.View(func(tx Tx) error {
+		var err error
+		v, err = tx.BlocklistVersion()
+		return err
+	})
+	return v, err
 }
 
 // Hosts returns every host on record, sorted by IP.

@@ -81,6 +81,23 @@ func TestInviteRefuses(t *testing.T) {
 	}
 }
 
+func TestAddCIDRRefusesToTakeHostsFromItsParent(t *testing.T) {
+	f := newFixture(t)
+	f.enroll(t, "web1", "servers") // 10.42.0.1
+	if err := f.a.AddCIDR(authority.CIDR{Name: "low", Prefix: netip.MustParsePrefix("10.42.0.0/28")}); !errors.Is(err, authority.ErrCIDRInvalid) {
+		t.Errorf("AddCIDR over a host = %v, want ErrCIDRInvalid", err)
+	}
+	if err := f.a.AddCIDR(authority.CIDR{Name: "high", Prefix: netip.MustParsePrefix("10.42.0.128/25")}); err != nil {
+		t.Errorf("AddCIDR beside the host: %v", err)
+	}
+	if err := f.a.AddCIDR(authority.CIDR{Name: "high", Prefix: netip.MustParsePrefix("10.42.0.128/25")}); err != nil {
+		t.Errorf("adding the same CIDR again: %v", err)
+	}
+	if err := f.a.AddCIDR(authority.CIDR{Name: "high", Prefix: netip.MustParsePrefix("10.42.0.64/26")}); !errors.Is(err, authority.ErrNameTaken) {
+		t.Errorf("moving a CIDR = %v, want ErrNameTaken", err)
+	}
+}
+
 func TestInviteOutsideCAConstraintsIsRefused(t *testing.T) {
 	f := newFixture(t)
 	if err := f.a.AddCIDR(authority.CIDR{Name: "elsewhere", Prefix: netip.MustParsePrefix("10.99.0.0/24")}); err != nil {

@@ -210,10 +210,10 @@ func (s *Server) blocklist(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	b, err := s.o.Authority.Blocklist()
+	v, err := s.o.Authority.BlocklistVersion()
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.ok(w, r, HealthResponse{Status: "ok", BlocklistVersion: b.Version, Warnings: s.o.Authority.Warnings()})
+	s.ok(w, r, HealthResponse{Status: "ok", BlocklistVersion: v, Warnings: s.o.Authority.Warnings()})
 }

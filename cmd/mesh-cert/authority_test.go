@@ -77,11 +77,18 @@ func TestInviteListRevokeWithServeStopped(t *testing.T) {
 		t.Errorf("invite without -cidr: exit %d", r.code)
 	}
 
+	// -cidr NAME=PREFIX adds a CIDR to the tree; a prefix that clashes is refused.
+	mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "db=10.42.0.128/25", "-name", "db1"))
+	if r := meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "db=10.42.7.0/24", "-name", "db2"); r.code != 1 {
+		t.Errorf("redefining a CIDR: %+v", r)
+	}
 	r = mustOK(t, meshCert(t, fixedNow, "list", "-config", config, "-tree"))
 	want := []string{
 		"mesh 10.42.0.0/16",
 		"  servers 10.42.0.0/24",
 		"    - web1 10.42.0.1/16 groups=web,ssh invited",
+		"    db 10.42.0.128/25",
+		"      - db1 10.42.0.129/16 invited",
 		"  humans 10.42.100.0/24",
 		"    - laptop 10.42.100.7/16 invited",
 	}
@@ -97,7 +104,7 @@ func TestInviteListRevokeWithServeStopped(t *testing.T) {
 		t.Errorf("revoke nobody: %+v", r)
 	}
 	out := filepath.Join(t.TempDir(), "invite.token")
-	mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "db1", "-out", out))
+	mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "db9", "-out", out))
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func newInviteCmd(e *env) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&o.config, "config", "", "Required: path to the CA service config (ca.yml)")
-	f.StringVar(&o.cidr, "cidr", "", "Required: name of the CIDR the host joins (see 'mesh-cert list --tree')")
+	f.StringVar(&o.cidr, "cidr", "", "Required: name of the CIDR the host joins (see 'mesh-cert list --tree'); NAME=PREFIX adds that CIDR to the tree first")
 	f.StringVar(&o.name, "name", "", "Required: host name, unique in the network")
 	f.StringVar(&o.groups, "groups", "", "comma separated groups")
 	f.StringVar(&o.ip, "ip", "", "IPv4 address for the host (default: the next free one in the CIDR)")
@@ -51,6 +51,14 @@ func runInvite(e *env, o inviteOptions) error {
 	if o.ttl < 0 {
 		return usagef("-ttl must be positive, got %v", o.ttl)
 	}
+	var newCIDR *authority.CIDR
+	if strings.Contains(o.cidr, "=") {
+		c, err := authority.ParseCIDRSpec(o.cidr)
+		if err != nil {
+			return usagef("-cidr: %v", err)
+		}
+		newCIDR, o.cidr = &c, c.Name
+	}
 	req := authority.InviteRequest{Name: o.name, CIDR: o.cidr, Groups: parseGroups(o.groups), TTL: o.ttl}
 	if o.ip != "" {
 		ip, err := netip.ParseAddr(o.ip)
@@ -64,6 +72,11 @@ func runInvite(e *env, o inviteOptions) error {
 		return err
 	}
 	defer closeAdm()
+	if newCIDR != nil {
+		if err := adm.AddCIDR(*newCIDR); err != nil {
+			return err
+		}
+	}
 	tok, id, err := adm.Invite(req)
 	if err != nil {
 		return err
