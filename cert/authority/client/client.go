@@ -183,11 +183,14 @@ func (c *Client) checkIssued(certPEM, bundle, priv []byte) (*cert.Certificate, e
 	if err := crt.VerifyPrivateKey(priv); err != nil {
 		return nil, fmt.Errorf("CA service sent a certificate for another key: %w", err)
 	}
-	pool, err := cert.NewPoolFromPEMWithClock(bundle, c.now)
+	// Judged at the cert's own start, not by our clock: the token or renewal is spent by
+	// now, so a host whose clock is off must still get its cert (the node warns about skew).
+	at := func() time.Time { return crt.Details.NotBefore }
+	pool, err := cert.NewPoolFromPEMWithClock(bundle, at)
 	if err != nil {
 		return nil, fmt.Errorf("CA service sent a bad CA bundle: %w", err)
 	}
-	if _, err := pool.Verify(crt, c.now()); err != nil {
+	if _, err := pool.Verify(crt, at()); err != nil {
 		return nil, fmt.Errorf("CA service sent a certificate that does not verify: %w", err)
 	}
 	return crt, nil

@@ -372,3 +372,15 @@ func TestServeAnswersHealthAndStops(t *testing.T) {
 		t.Fatal("Serve did not stop")
 	}
 }
+
+func TestEnrollSucceedsWhenTheHostClockIsOff(t *testing.T) {
+	s := startService(t, authority.ServerOptions{})
+	behind := func() time.Time { return s.Now().Add(-2 * time.Hour) }
+	e, err := client.Enroll(ctx, s.invite(t, "web1"), client.Options{Now: behind})
+	if err != nil {
+		t.Fatalf("a host whose clock lags lost its token: %v", err)
+	}
+	if e.Cert.Details.Name != "web1" {
+		t.Errorf("cert %+v", e.Cert.Details)
+	}
+}
