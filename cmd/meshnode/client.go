@@ -28,6 +28,26 @@ var subcommands = map[string]subcommand{
 	"ping":   cmdPing,
 	"list":   cmdList,
 	"reload": cmdReload,
+	"help":   cmdHelp,
+}
+
+const usageText = `usage:
+  meshnode -config node.yml [-control PATH]   run this host of the mesh
+  meshnode -config node.yml -test             check the config and its certificates
+  meshnode status [-json]                     this host, its tunnels, firewall drops
+  meshnode ping HOST|VPN-IP [-c N]            a round trip through the tunnel
+  meshnode list [--tree]                      known hosts, grouped by network
+  meshnode reload                             re-read the config (as SIGHUP does)
+  meshnode -version
+
+The subcommands talk to the running daemon through its control socket
+(default /run/meshnode/meshnode.sock; -control PATH to use another).
+Docs: docs/GETTING-STARTED.md, docs/CONFIG.md.
+`
+
+func cmdHelp(_ []string, stdout, _ io.Writer) int {
+	fmt.Fprint(stdout, usageText)
+	return 0
 }
 
 // clientFlags are the flags every client subcommand takes.

@@ -231,6 +231,12 @@ func TestDaemonFlagsKeepWorking(t *testing.T) {
 	if code, _, errOut := runCLI(); code != 2 || !strings.Contains(errOut, "-config is required") {
 		t.Errorf("no args: %d %q", code, errOut)
 	}
+	if code, out, _ := runCLI("help"); code != 0 || !strings.Contains(out, "meshnode status [-json]") {
+		t.Errorf("help: exit %d\n%s", code, out)
+	}
+	if code, _, errOut := runCLI("-h"); code != 0 || !strings.Contains(errOut, "meshnode ping HOST") || !strings.Contains(errOut, "-control") {
+		t.Errorf("-h: exit %d\n%s", code, errOut)
+	}
 	if code, _, _ := runCLI("status", "-h"); code != 0 {
 		t.Errorf("status -h: exit %d", code)
 	}
@@ -262,4 +268,31 @@ func mustFingerprint(t *testing.T, pem []byte) string {
 		t.Fatal(err)
 	}
 	return c.Fingerprint()
+}
+
+func TestStatusTableShowsRelayedPathsExpiryAndDrops(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	st := &overlay.ControlStatus{
+		Name: "web1", VpnIP: netip.MustParseAddr("10.42.1.1"), Network: netip.MustParsePrefix("10.42.0.0/16"),
+		Groups: []string{"web"}, CertNotAfter: now.Add(30 * 24 * time.Hour), Fingerprint: "0123456789abcdef",
+		Drops: map[string]uint64{"firewall_inbound": 3, "firewall_outbound": 0, "replay": 2},
+		Peers: []overlay.PeerStatus{{
+			Name: "db1", VpnIP: netip.MustParseAddr("10.42.1.2"), Groups: []string{"db"}, Path: "relayed", RelayedVia: "10.42.0.1",
+			Remote: netip.MustParseAddrPort("192.0.2.10:4242"), Handshake: now.Add(-90 * time.Second),
+			BytesIn: 2048, BytesOut: 3 << 20, CertNotAfter: now.Add(-time.Hour),
+		}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	want := `web1 10.42.1.1 (network 10.42.0.0/16), groups web
+  cert 0123456789ab, expires in 30d0h
+  firewall drops: inbound 3, outbound 0
+  other drops: replay 2
+
+NAME  VPN IP     GROUPS  PATH           REMOTE           HANDSHAKE  LAST PACKET  IN       OUT      CERT EXPIRES
+db1   10.42.1.2  db      via 10.42.0.1  192.0.2.10:4242  1m30s ago  never        2.0 KiB  3.0 MiB  EXPIRED 1h0m ago
+`
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
 }
