@@ -481,6 +481,9 @@ func (c *Config) validate() error {
 	if c.Renewal.URL != "" && c.Renewal.Pin == "" {
 		bad("renewal.pin", "required with renewal.url (the CA service's TLS fingerprint)")
 	}
+	if c.Routines > 1 {
+		c.Warnings = append(c.Warnings, "routines: multi-queue packet processing is not implemented yet; using 1")
+	}
 	if c.Routines < 1 || c.Routines > 64 {
 		bad("routines", "%d is out of range 1-64", c.Routines)
 	}
