@@ -232,7 +232,10 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(b []byte) (int, error) { w.t.Log(string(bytes.TrimSpace(b))); return len(b), nil }
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSpace(b)))
+	return len(b), nil
+}
 
 func newTestRenewer(t *testing.T, s *caService, cfg *overlay.Config, p *overlay.PKI) (*renewer, *recordingNode) {
 	t.Helper()
