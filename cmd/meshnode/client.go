@@ -34,6 +34,7 @@ var subcommands = map[string]subcommand{
 const usageText = `usage:
   meshnode -config node.yml [-control PATH]   run this host of the mesh
   meshnode -config node.yml -test             check the config and its certificates
+  meshnode enroll -token T -config node.yml   join the mesh with a token from mesh-cert invite
   meshnode status [-json]                     this host, its tunnels, firewall drops
   meshnode ping HOST|VPN-IP [-c N]            a round trip through the tunnel
   meshnode list [--tree]                      known hosts, grouped by network
