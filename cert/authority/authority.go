@@ -328,10 +328,15 @@ func (a *Authority) Audit() ([]AuditEntry, error) {
 	return es, err
 }
 
-func takenSet(hosts []Host) map[netip.Addr]bool {
-	m := make(map[netip.Addr]bool, len(hosts))
+// takenSet is every address a suggestion must avoid: the hosts' and the lighthouses' (which
+// may have been set up by hand, outside the inventory).
+func (a *Authority) takenSet(hosts []Host) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(hosts)+len(a.o.Lighthouses))
 	for _, h := range hosts {
 		m[h.IP.Addr()] = true
+	}
+	for _, l := range a.o.Lighthouses {
+		m[l.VpnIP] = true
 	}
 	return m
 }
@@ -348,7 +353,7 @@ func (a *Authority) NextFreeIP(name string) (netip.Addr, error) {
 		if err != nil {
 			return err
 		}
-		taken := takenSet(hs)
+		taken := a.takenSet(hs)
 		ip, err = t.NextFree(name, func(x netip.Addr) bool { return taken[x] })
 		return err
 	})
@@ -396,13 +401,14 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 			}
 			hs = slices.Delete(hs, i, i+1) // a re-invite may move the host
 		}
-		taken := takenSet(hs)
+		taken := a.takenSet(hs)
 		ip := req.IP
 		if ip.IsValid() {
 			if err := t.CheckAddr(req.CIDR, ip); err != nil {
 				return err
 			}
-			if taken[ip] {
+			// A lighthouse's address may be chosen explicitly (to enroll that lighthouse).
+			if slices.ContainsFunc(hs, func(h Host) bool { return h.IP.Addr() == ip }) {
 				return fmt.Errorf("%w: %v", ErrIPTaken, ip)
 			}
 		} else if ip, err = t.NextFree(req.CIDR, func(x netip.Addr) bool { return taken[x] }); err != nil {

@@ -20,8 +20,8 @@ import (
 func TestEnrollIssuesTheInvitedIdentity(t *testing.T) {
 	f := newFixture(t)
 	tok, id := f.invite(t, "web1", "servers", "web", "ssh")
-	if id.IP != netip.MustParsePrefix("10.42.0.1/16") {
-		t.Errorf("invite IP = %v, want the first free address of servers with the mesh's mask", id.IP)
+	if id.IP != netip.MustParsePrefix("10.42.0.2/16") {
+		t.Errorf("invite IP = %v, want the first free address of servers (.1 is the lighthouse) with the mesh's mask", id.IP)
 	}
 	if tok.URL != "https://127.0.0.1:8443" || !bytes.Equal(tok.Pin, f.opts.Pin) {
 		t.Errorf("token carries URL %q pin %x", tok.URL, tok.Pin)
@@ -52,7 +52,7 @@ func TestEnrollIssuesTheInvitedIdentity(t *testing.T) {
 		t.Errorf("enrollment lighthouses %v service key %x", e.Lighthouses, e.ServiceKey)
 	}
 	// The next invite in the same CIDR gets the next address.
-	if _, id2 := f.invite(t, "web2", "servers"); id2.IP.Addr() != netip.MustParseAddr("10.42.0.2") {
+	if _, id2 := f.invite(t, "web2", "servers"); id2.IP.Addr() != netip.MustParseAddr("10.42.0.3") {
 		t.Errorf("second host got %v", id2.IP)
 	}
 }
@@ -66,7 +66,7 @@ func TestInviteRefuses(t *testing.T) {
 		want error
 	}{
 		{"enrolled name", authority.InviteRequest{Name: "web1", CIDR: "servers"}, authority.ErrNameTaken},
-		{"taken IP", authority.InviteRequest{Name: "x", CIDR: "servers", IP: netip.MustParseAddr("10.42.0.1")}, authority.ErrIPTaken},
+		{"taken IP", authority.InviteRequest{Name: "x", CIDR: "servers", IP: netip.MustParseAddr("10.42.0.2")}, authority.ErrIPTaken},
 		{"broadcast IP", authority.InviteRequest{Name: "x", CIDR: "servers", IP: netip.MustParseAddr("10.42.0.255")}, authority.ErrIPOutsideCIDR},
 		{"IP of another CIDR", authority.InviteRequest{Name: "x", CIDR: "humans", IP: netip.MustParseAddr("10.42.0.9")}, authority.ErrIPOutsideCIDR},
 		{"unknown CIDR", authority.InviteRequest{Name: "x", CIDR: "nope"}, authority.ErrCIDRUnknown},
@@ -83,7 +83,7 @@ func TestInviteRefuses(t *testing.T) {
 
 func TestAddCIDRRefusesToTakeHostsFromItsParent(t *testing.T) {
 	f := newFixture(t)
-	f.enroll(t, "web1", "servers") // 10.42.0.1
+	f.enroll(t, "web1", "servers") // 10.42.0.2
 	if err := f.a.AddCIDR(authority.CIDR{Name: "low", Prefix: netip.MustParsePrefix("10.42.0.0/28")}); !errors.Is(err, authority.ErrCIDRInvalid) {
 		t.Errorf("AddCIDR over a host = %v, want ErrCIDRInvalid", err)
 	}
@@ -725,5 +725,16 @@ func TestBlocklistDropsCertsLongExpired(t *testing.T) {
 	f2.clock.Add(2 * time.Hour)
 	if bl, _ := f2.a.Blocklist(); len(bl.Fingerprints) != 0 || bl.Version != 1 {
 		t.Errorf("blocklist a day after expiry = %+v, want empty at version 1", bl)
+	}
+}
+
+func TestLighthouseAddressIsNeverSuggestedButMayBeChosen(t *testing.T) {
+	f := newFixture(t) // lighthouse 10.42.0.1
+	if ip, err := f.a.NextFreeIP("servers"); err != nil || ip != netip.MustParseAddr("10.42.0.2") {
+		t.Errorf("NextFreeIP = %v, %v; want 10.42.0.2", ip, err)
+	}
+	_, id, err := f.a.Invite(authority.InviteRequest{Name: "lighthouse1", CIDR: "servers", IP: netip.MustParseAddr("10.42.0.1")})
+	if err != nil || id.IP.Addr() != netip.MustParseAddr("10.42.0.1") {
+		t.Errorf("explicit lighthouse address: %v, %v", id, err)
 	}
 }

@@ -121,7 +121,7 @@ func TestAdminSocketServesTheAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, id, err := ac.Invite(authority.InviteRequest{Name: "web1", CIDR: "servers", Groups: []string{"web"}})
-	if err != nil || id.IP.String() != "10.42.0.1/16" {
+	if err != nil || id.IP.String() != "10.42.0.2/16" {
 		t.Fatalf("Invite = %v, %v", id, err)
 	}
 	parsed, _ := authority.ParseToken(tok)

@@ -58,7 +58,7 @@ func inviteToken(t *testing.T, out string) string {
 func TestInviteListRevokeWithServeStopped(t *testing.T) {
 	_, config := caService(t, fixedNow, "127.0.0.1:0")
 	r := mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "web1", "-groups", "web"))
-	if !strings.Contains(r.stdout, "ip:     10.42.0.1/16 (next free in servers)") {
+	if !strings.Contains(r.stdout, "ip:     10.42.0.2/16 (next free in servers)") {
 		t.Errorf("invite output: %q", r.stdout)
 	}
 	if _, err := authority.ParseToken(inviteToken(t, r.stdout)); err != nil {
@@ -70,7 +70,7 @@ func TestInviteListRevokeWithServeStopped(t *testing.T) {
 	}
 	// Inviting a name that has not enrolled yet again replaces the invite (and its token).
 	r = mustOK(t, meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "web1", "-groups", "web,ssh"))
-	if !strings.Contains(r.stdout, "ip:     10.42.0.1/16") {
+	if !strings.Contains(r.stdout, "ip:     10.42.0.2/16") {
 		t.Errorf("re-invite moved the host: %q", r.stdout)
 	}
 	if r := meshCert(t, fixedNow, "invite", "-config", config, "-name", "x"); r.code != 2 {
@@ -86,7 +86,7 @@ func TestInviteListRevokeWithServeStopped(t *testing.T) {
 	want := []string{
 		"mesh 10.42.0.0/16",
 		"  servers 10.42.0.0/24",
-		"    - web1 10.42.0.1/16 groups=web,ssh invited",
+		"    - web1 10.42.0.2/16 groups=web,ssh invited",
 		"    db 10.42.0.128/25",
 		"      - db1 10.42.0.129/16 invited",
 		"  humans 10.42.100.0/24",
@@ -164,14 +164,14 @@ func TestServeEnrollsInvitedHostsAndAdminCommandsUseTheSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, logs.String())
 	}
-	if en.Cert.Details.Name != "web1" || en.Cert.Details.Ips[0].String() != "10.42.0.1/16" {
+	if en.Cert.Details.Name != "web1" || en.Cert.Details.Ips[0].String() != "10.42.0.2/16" {
 		t.Errorf("enrolled cert %+v", en.Cert.Details)
 	}
 	if r := meshCert(t, fixedNow, "invite", "-config", config, "-cidr", "servers", "-name", "web1"); r.code != 1 || !strings.Contains(r.stderr, "already taken") {
 		t.Errorf("invite of an enrolled name: %+v", r)
 	}
 	r = mustOK(t, meshCert(t, fixedNow, "list", "-config", config, "--tree"))
-	if !strings.Contains(r.stdout, "- web1 10.42.0.1/16 groups=web enrolled expires=") || !strings.Contains(r.stdout, "renewed=never") {
+	if !strings.Contains(r.stdout, "- web1 10.42.0.2/16 groups=web enrolled expires=") || !strings.Contains(r.stdout, "renewed=never") {
 		t.Errorf("list after enroll:\n%s", r.stdout)
 	}
 	mustOK(t, meshCert(t, fixedNow, "revoke", "-config", config, "web1"))
@@ -186,7 +186,7 @@ func TestServeEnrollsInvitedHostsAndAdminCommandsUseTheSocket(t *testing.T) {
 	stop()
 	// With serve stopped, the commands open the store directly and see the same state.
 	r = mustOK(t, meshCert(t, fixedNow, "list", "-config", config))
-	if !strings.Contains(r.stdout, "web1\t10.42.0.1/16 groups=web revoked") {
+	if !strings.Contains(r.stdout, "web1\t10.42.0.2/16 groups=web revoked") {
 		t.Errorf("list after restart: %q", r.stdout)
 	}
 }

@@ -130,7 +130,7 @@ func TestEnrollOverHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := e.Cert.Details
-	if d.Name != "web1" || d.Ips[0] != netip.MustParsePrefix("10.42.0.1/16") || !slices.Equal(d.Groups, []string{"web", "ssh"}) {
+	if d.Name != "web1" || d.Ips[0] != netip.MustParsePrefix("10.42.0.2/16") || !slices.Equal(d.Groups, []string{"web", "ssh"}) {
 		t.Errorf("cert = %+v", d)
 	}
 	if err := e.Cert.VerifyPrivateKey(e.Key); err != nil {
