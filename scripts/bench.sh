@@ -7,8 +7,9 @@
 #   nebula    nebula 1.6.1 from the system on both ends
 #   meshnode  this project's daemon on both ends ($MESHNODE, else built from ./cmd/meshnode)
 # Both overlays get the same Nebula-format config: no lighthouse, static_host_map, overlay MTU
-# 1300 (-m), cipher aes (-c), kernel-default socket buffers unless -B sets listen.read_buffer
-# and listen.write_buffer (bytes) for both. Per run it measures:
+# 1300 (-m), cipher aes (-c). UDP socket buffers are left to each daemon (nebula takes the
+# kernel's default, meshnode sizes its own) unless -B sets listen.read_buffer and
+# listen.write_buffer (bytes) for both. Per run it measures:
 #   TCP Gbit/s   iperf3, 1 stream and 4 streams, -t SECONDS each, receiver side
 #   RTT ms       mean of 200 pings 10 ms apart
 #   CPU s/GB     user+system CPU of both daemons (/proc/PID/stat) during the 1-stream run,
@@ -182,7 +183,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
 
 RESULTS=$W/results.txt
 : >"$RESULTS"
-echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-kernel default}" >&2
+echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-per-daemon default}" >&2
 for r in $(seq 1 "$ROUNDS"); do
   for sc in "${SCENARIOS[@]}"; do
     line=$(measure "$sc")
@@ -194,7 +195,7 @@ done
 # ---- table ----------------------------------------------------------------------------------
 TABLE=$W/table.md
 awk -v rounds="$ROUNDS" -v secs="$SECS" -v mtu="$MTU" -v cipher="$CIPHER" -v cores="$(nproc)" \
-    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-kernel default}" \
+    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-not set (per-daemon default)}" \
     -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" \
     -v cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" '
 function median(arr, n,    i, j, t) {
