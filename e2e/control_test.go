@@ -234,8 +234,9 @@ func guideBlocks(md string) []guideBlock {
 // TestGettingStartedGuideWorks runs docs/GETTING-STARTED.md: every block marked with the
 // machine it runs on is executed there (a namespace per machine on one switch, the guide's
 // public addresses mapped to test addresses, /etc/meshnode to a directory per machine, scp
-// to a copy), daemons are started where the guide starts them, and the guide's checks
-// (meshnode ping, status, list, reload, the system ping) must all succeed.
+// to a copy), daemons (meshnode, mesh-cert serve) are started where the guide starts them,
+// and the guide's checks (meshnode ping, status, list, reload, the system ping, a host
+// enrolled with a token reaching another) must all succeed.
 func TestGettingStartedGuideWorks(t *testing.T) {
 	requireNamespaceSuite(t)
 	md, err := os.ReadFile(filepath.Join(moduleRoot(t), "docs", "GETTING-STARTED.md"))
@@ -243,7 +244,7 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocks := guideBlocks(string(md))
-	if len(blocks) < 8 {
+	if len(blocks) < 10 {
 		t.Fatalf("found %d runnable blocks in the guide", len(blocks))
 	}
 	root := t.TempDir()
@@ -251,41 +252,42 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	buildPkg(t, bin, "./cmd/meshnode")
 	buildPkg(t, bin, "./cmd/mesh-cert")
 
+	// A machine is a namespace on one switch with a working directory; etc stands in for
+	// its /etc/meshnode.
 	type machine struct {
-		ns   *netns.Namespace
-		etc  string
-		sock string
-		proc *netns.Process
+		ns       *netns.Namespace
+		underlay string
+		dir, etc string
+		sock     string
 	}
-	names := []string{"lighthouse1", "lighthouse2", "web1", "db1"}
-	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2"}
+	names := []string{"lighthouse1", "lighthouse2", "web1", "db1", "admin", "app1"}
+	everyHost := names[:4] // the machines of "# on every host" (app1 joins later)
+	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2", "203.0.113.5": "198.18.0.5"}
 	sw := netns.NewSwitch(t, "gsw")
 	machines := map[string]*machine{}
 	for i, n := range names {
-		m := &machine{ns: netns.New(t, fmt.Sprintf("gs%d", i+1)), etc: filepath.Join(root, n, "etc"), sock: filepath.Join(root, n, "meshnode.sock")}
-		sw.Attach(t, m.ns, "eth0", fmt.Sprintf("198.18.0.%d/24", i+1))
-		if err := os.MkdirAll(filepath.Dir(m.etc), 0o700); err != nil {
+		m := &machine{ns: netns.New(t, fmt.Sprintf("gs%d", i+1)), underlay: fmt.Sprintf("198.18.0.%d", i+1),
+			dir: filepath.Join(root, n), sock: filepath.Join(root, n, "meshnode.sock")}
+		m.etc = filepath.Join(m.dir, "etc")
+		if n == "admin" {
+			m.etc = m.dir
+		}
+		sw.Attach(t, m.ns, "eth0", m.underlay+"/24")
+		if err := os.MkdirAll(m.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
 		machines[n] = m
-	}
-	admin := filepath.Join(root, "admin")
-	if err := os.MkdirAll(admin, 0o700); err != nil {
-		t.Fatal(err)
 	}
 	subst := func(where, s string) string {
 		for from, to := range public {
 			s = strings.ReplaceAll(s, from, to)
 		}
-		if m := machines[where]; m != nil {
-			s = strings.ReplaceAll(s, "/etc/meshnode", m.etc)
-		}
-		return s
+		return strings.ReplaceAll(s, "/etc/meshnode", machines[where].etc)
 	}
 	// scp, as the guide uses it, copies to the machine named by the destination.
 	scp := "scp() { local dest=\"${@: -1}\" host; host=\"${dest#*@}\"; host=\"${host%%:*}\"; case \"$host\" in\n"
-	for i, n := range names {
-		scp += fmt.Sprintf("  %s|198.18.0.%d) cp \"${@:1:$#-1}\" %q/ ;;\n", n, i+1, machines[n].etc)
+	for _, n := range names {
+		scp += fmt.Sprintf("  %s|%s) cp \"${@:1:$#-1}\" %q/ ;;\n", n, machines[n].underlay, machines[n].etc)
 	}
 	scp += "  *) echo \"scp: unknown machine $host\" >&2; return 1 ;;\nesac; }\n"
 
@@ -295,31 +297,48 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		if strings.TrimSpace(script) == "" {
 			return
 		}
-		prelude := "set -euo pipefail\nexport PATH=" + bin + ":$PATH\n"
-		var out []byte
-		var err error
-		if where == "admin" {
-			cmd := exec.Command("bash", "-c", prelude+scp+script)
-			cmd.Dir = admin
-			out, err = cmd.CombinedOutput()
-		} else {
-			m := machines[where]
-			prelude += fmt.Sprintf("cd %q\nmeshnode() { case \"${1:-}\" in status|ping|list|reload) local s=$1; shift; command meshnode \"$s\" -control %q \"$@\" ;; *) command meshnode -control %q \"$@\" ;; esac; }\n", filepath.Dir(m.etc), m.sock, m.sock)
-			var s string
-			s, err = m.ns.RunTimeout(2*time.Minute, "bash", "-c", prelude+script)
-			out = []byte(s)
-		}
+		m := machines[where]
+		prelude := "set -euo pipefail\nexport PATH=" + bin + ":$PATH\n" + scp + fmt.Sprintf("cd %q\n", m.dir) +
+			fmt.Sprintf("meshnode() { case \"${1:-}\" in status|ping|list|reload) local s=$1; shift; command meshnode \"$s\" -control %q \"$@\" ;; enroll) command meshnode \"$@\" ;; *) command meshnode -control %q \"$@\" ;; esac; }\n", m.sock, m.sock)
+		out, err := m.ns.RunTimeout(2*time.Minute, "bash", "-c", prelude+script)
 		if err != nil {
 			t.Fatalf("on %s:\n%s\n--- failed: %v\n%s", where, script, err, out)
 		}
-		outputs = append(outputs, string(out))
+		outputs = append(outputs, out)
 		t.Logf("on %s:\n%s\n---\n%s", where, strings.TrimSpace(script), out)
+	}
+	// daemon starts what the guide runs in the foreground (or as a service) and waits until
+	// it is ready; it reports whether line was such a command.
+	daemon := func(where, line string, before func()) bool {
+		t.Helper()
+		m := machines[where]
+		f := strings.Fields(line)
+		var args []string
+		var ready string
+		switch {
+		case len(f) == 3 && f[0] == "meshnode" && f[1] == "-config":
+			args, ready = []string{"-config", f[2], "-control", m.sock}, "control socket"
+		case len(f) == 4 && f[0] == "mesh-cert" && f[1] == "serve" && f[2] == "-config":
+			cfg := f[3]
+			if !filepath.IsAbs(cfg) {
+				cfg = filepath.Join(m.dir, cfg)
+			}
+			args, ready = []string{"serve", "-config", cfg}, "CA service listening"
+		default:
+			return false
+		}
+		before()
+		p := m.ns.Start(t, where+"-"+f[0], filepath.Join(bin, f[0]), args...)
+		if err := p.WaitLog(15*time.Second, ready); err != nil {
+			t.Fatal(err)
+		}
+		return true
 	}
 	for _, b := range blocks {
 		targets := []string{b.where}
 		if b.where == "every host" {
-			targets = names
-		} else if b.where != "admin" && machines[b.where] == nil {
+			targets = everyHost
+		} else if machines[b.where] == nil {
 			t.Fatalf("the guide runs a block on %q, which is not one of its machines", b.where)
 		}
 		for _, where := range targets {
@@ -328,15 +347,7 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 			for _, l := range b.lines {
 				l = subst(where, l)
 				if heredoc == "" {
-					if f := strings.Fields(l); len(f) == 3 && f[0] == "meshnode" && f[1] == "-config" {
-						// The guide starts a daemon here (in the foreground, or as a service).
-						runScript(where, script.String())
-						script.Reset()
-						m := machines[where]
-						m.proc = m.ns.Start(t, where+"-meshnode", filepath.Join(bin, "meshnode"), "-config", f[2], "-control", m.sock)
-						if err := m.proc.WaitLog(10*time.Second, "control socket"); err != nil {
-							t.Fatal(err)
-						}
+					if daemon(where, l, func() { runScript(where, script.String()); script.Reset() }) {
 						continue
 					}
 					if i := strings.Index(l, "<<'"); i >= 0 {
@@ -352,7 +363,7 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	}
 	all := strings.Join(outputs, "\n")
 	for _, want := range []string{"config OK (host lighthouse1, 10.42.0.1)", "reply from 10.42.1.2: seq=", "reply from db1: seq=1",
-		"10.42.0.0/16", "db1", "firewall: rules replaced"} {
+		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq="} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the guide's output lacks %q", want)
 		}
