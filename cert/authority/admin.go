@@ -48,6 +48,7 @@ type Admin interface {
 	Invite(InviteRequest) (string, Identity, error)
 	Inventory() (Inventory, error)
 	Revoke(target string) (RevokeResult, error)
+	Audit() ([]AuditEntry, error)
 }
 
 var (
@@ -91,6 +92,14 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			return
 		}
 		s.ok(w, r, inv)
+	})
+	mux.HandleFunc("GET /admin/audit", func(w http.ResponseWriter, r *http.Request) {
+		es, err := a.Audit()
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.ok(w, r, es)
 	})
 	mux.HandleFunc("POST /admin/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var req AdminRevokeRequest
@@ -223,6 +232,13 @@ func (c *AdminClient) Inventory() (Inventory, error) {
 	var inv Inventory
 	err := c.do(http.MethodGet, "/admin/inventory", nil, &inv)
 	return inv, err
+}
+
+// Audit implements Admin.
+func (c *AdminClient) Audit() ([]AuditEntry, error) {
+	var es []AuditEntry
+	err := c.do(http.MethodGet, "/admin/audit", nil, &es)
+	return es, err
 }
 
 // Revoke implements Admin.

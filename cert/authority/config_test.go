@@ -142,6 +142,9 @@ func TestAdminSocketServesTheAuthority(t *testing.T) {
 	if _, err := ac.Revoke("nobody"); !errors.Is(err, authority.ErrNotFound) {
 		t.Errorf("Revoke(nobody) = %v", err)
 	}
+	if es, err := ac.Audit(); err != nil || len(es) != 3 || es[2].Action != "revoke" {
+		t.Errorf("Audit over the socket = %+v, %v; want invite, enroll, revoke", es, err)
+	}
 	// A stale socket file (nobody listening) is replaced.
 	stale := filepath.Join(t.TempDir(), "stale.sock")
 	l2, err := net.Listen("unix", stale)

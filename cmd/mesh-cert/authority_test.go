@@ -97,6 +97,14 @@ func TestInviteListRevokeWithServeStopped(t *testing.T) {
 	}
 
 	r = mustOK(t, meshCert(t, fixedNow, "revoke", "-config", config, "laptop"))
+	audit := mustOK(t, meshCert(t, fixedNow, "list", "-config", config, "-audit")).stdout
+	var actions []string
+	for _, l := range strings.Split(strings.TrimSpace(audit), "\n") {
+		actions = append(actions, strings.Split(l, "\t")[2])
+	}
+	if !slices.Equal(actions, []string{"invite", "invite", "invite", "cidr", "invite", "revoke"}) {
+		t.Errorf("audit actions %v from:\n%s", actions, audit)
+	}
 	if !strings.Contains(r.stdout, "revoked host laptop") {
 		t.Errorf("revoke output %q", r.stdout)
 	}

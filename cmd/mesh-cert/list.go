@@ -14,6 +14,7 @@ import (
 type listOptions struct {
 	config string
 	tree   bool
+	audit  bool
 }
 
 func newListCmd(e *env) *cobra.Command {
@@ -26,6 +27,7 @@ func newListCmd(e *env) *cobra.Command {
 	}
 	c.Flags().StringVar(&o.config, "config", "", "Required: path to the CA service config (ca.yml)")
 	c.Flags().BoolVar(&o.tree, "tree", false, "show the CIDR tree with its hosts")
+	c.Flags().BoolVar(&o.audit, "audit", false, "show the audit log (every invite, enrollment, renewal and revocation) instead")
 	return c
 }
 
@@ -35,6 +37,16 @@ func runList(e *env, o listOptions) error {
 		return err
 	}
 	defer closeAdm()
+	if o.audit {
+		es, err := adm.Audit()
+		if err != nil {
+			return err
+		}
+		for _, a := range es {
+			fmt.Fprintf(e.stdout, "%d\t%s\t%s\t%s\t%s\t%s\n", a.Seq, a.Time.UTC().Format(time.RFC3339), a.Action, a.Host, a.Fingerprint, a.Detail)
+		}
+		return nil
+	}
 	inv, err := adm.Inventory()
 	if err != nil {
 		return err
