@@ -336,7 +336,29 @@ func (h *meshHost) writeConfig(t *testing.T, dir string, c nodeConf) {
 // start runs the host's daemon (again, after a stop or a kill).
 func (h *meshHost) start(t *testing.T) {
 	t.Helper()
-	h.proc = h.ns.Start(t, h.name+"-"+filepath.Base(h.bin), h.bin, "-config", h.config)
+	args := []string{"-config", h.config}
+	if isMeshnode(h.bin) {
+		// Every host gets its own control socket: the default path is shared by all the
+		// namespaces (one filesystem) and would belong to the machine's own meshnode.
+		args = append(args, "-control", h.controlSocket(t))
+	}
+	h.proc = h.ns.Start(t, h.name+"-"+filepath.Base(h.bin), h.bin, args...)
+}
+
+func isMeshnode(bin string) bool {
+	return filepath.Base(bin) == implMeshnode || (bin != "" && bin == os.Getenv("E2E_MESHNODE"))
+}
+
+// controlSocket is a short path (unix socket paths are limited to 108 bytes, test temp dirs
+// can be longer) that lasts as long as the test.
+func (h *meshHost) controlSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mnctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, h.name+".sock")
 }
 
 // transfer sends n bytes from one host to another over the overlay with tcpcheck and fails
