@@ -126,10 +126,16 @@ firewall:
   inbound: [{port: any, proto: any, host: any}]
 YML
 }
+# meshnode answers `meshnode status` on a control socket; each host gets its own path, since
+# the namespaces share one filesystem. (A stand-in daemon without -control gets no socket.)
+CONTROL=0
+"$MESHNODE" -h 2>&1 | grep -q -- '-control' && CONTROL=1
+ctl_args() { [ "$CONTROL" = 1 ] && printf '%s\n' -control "$W/$1.sock"; }
 for i in 0 1 2; do
   n=${NAMES[$i]}
   node_config "$W/pki" "$n" "$i" >"$W/$n.yml"
-  ip netns exec "mndemo$$-$n" "$MESHNODE" -config "$W/$n.yml" >"$W/$n.log" 2>&1 &
+  mapfile -t CTL < <(ctl_args "$n")
+  ip netns exec "mndemo$$-$n" "$MESHNODE" -config "$W/$n.yml" "${CTL[@]}" >"$W/$n.log" 2>&1 &
   PIDS+=($!)
   note "$n: underlay 198.18.0.$((i + 11)), overlay 10.42.0.$((i + 1)), $(basename "$MESHNODE") started (pid $!)"
 done
@@ -172,6 +178,12 @@ for i in 0 1 2; do
 done
 [ "$FAILED" = 0 ] || { for n in "${NAMES[@]}"; do note "--- $n log:"; tail -n 8 "$W/$n.log" | sed 's/^/   | /'; done; die "not every host could reach every other one"; }
 
+if [ "$CONTROL" = 1 ]; then
+  note ""
+  note "what alpha's daemon reports (meshnode status):"
+  "$MESHNODE" status -control "$W/alpha.sock" 2>&1 | sed 's/^/   | /'
+fi
+
 # ---------------------------------------------------------------------------------------------
 step "5. Sending $TRANSFER_MB MB over TCP from alpha to gamma through the overlay"
 ip netns exec "mndemo$$-gamma" "$W/tcpcheck" serve -listen 10.42.0.3:7000 -count 1 >"$W/recv.out" 2>&1 &
@@ -209,7 +221,8 @@ if "$MESH_CERT" ca -name "Some Other Network" -out-crt "$W/evil/ca.crt" -out-key
   ip -n "$ns" addr add 198.18.0.66/24 dev eth0 && ip -n "$ns" link set eth0 up
   # It trusts its own CA and knows every host's address, like a stolen config with a forged cert.
   node_config "$W/evil" intruder none >"$W/intruder.yml"
-  ip netns exec "$ns" "$MESHNODE" -config "$W/intruder.yml" >"$W/intruder.log" 2>&1 &
+  mapfile -t CTL < <(ctl_args intruder)
+  ip netns exec "$ns" "$MESHNODE" -config "$W/intruder.yml" "${CTL[@]}" >"$W/intruder.log" 2>&1 &
   PIDS+=($!); IPID=$!
   note "intruder: underlay 198.18.0.66, claims overlay 10.42.0.66, certificate signed by \"Some Other Network\""
   if ip netns exec mndemo$$-alpha ping -n -c 1 -W 1 198.18.0.66 >/dev/null 2>&1; then
