@@ -116,6 +116,9 @@ func TestSubcommandsDescribeAndDriveARunningMesh(t *testing.T) {
 		}
 	}
 	t.Logf("meshnode status:\n%s", out)
+	if out, err := h1.cli("status", "-rtt"); err != nil || !strings.Contains(out, "RTT") || !strings.Contains(out, " ms") {
+		t.Errorf("status -rtt: %v\n%s", err, out)
+	}
 	st := h1.status(t)
 	if len(st.Peers) != 1 || st.Peers[0].Name != "h2" || st.Peers[0].BytesOut < 1<<20 || st.Peers[0].CertNotAfter.Before(time.Now()) {
 		t.Fatalf("status -json peers: %+v", st.Peers)

@@ -62,6 +62,8 @@ type ControlRequest struct {
 	// 2000; the first probe also gets time for a handshake).
 	IntervalMS int `json:"interval_ms,omitempty"`
 	TimeoutMS  int `json:"timeout_ms,omitempty"`
+	// RTT asks status to measure each tunnel's round trip (one Test message per peer).
+	RTT bool `json:"rtt,omitempty"`
 }
 
 // ControlResponse is one line sent by the daemon. Exactly one of the payloads is set on a
@@ -109,6 +111,9 @@ type PeerStatus struct {
 	BytesOut     uint64         `json:"bytes_out"`
 	CertNotAfter time.Time      `json:"cert_not_after"`
 	Fingerprint  string         `json:"fingerprint"`
+	// RTTMS is the round trip measured for this status (status -rtt); 0 when not asked
+	// for, -1 when the peer did not answer in time.
+	RTTMS float64 `json:"rtt_ms,omitempty"`
 }
 
 // PingProbe is the outcome of one probe.
@@ -312,6 +317,9 @@ func (s *ControlServer) handle(ctx context.Context, req ControlRequest, send fun
 	case "status":
 		st := s.n.ControlStatus()
 		st.Version, st.Started = s.opts.Version, s.started
+		if req.RTT {
+			s.measureRTT(ctx, st.Peers)
+		}
 		send(ControlResponse{Status: &st})
 	case "list":
 		send(ControlResponse{Hosts: s.n.KnownHosts()})
@@ -402,6 +410,31 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	sum.FirewallInbound = s.n.Dropped(dropFirewallIn)
 	sum.FirewallOutbound = s.n.Dropped(dropFirewallOut)
 	send(ControlResponse{Ping: &sum})
+}
+
+// statusRTTTimeout bounds how long status -rtt waits for the slowest peer.
+const statusRTTTimeout = time.Second
+
+// measureRTT pings every peer at once (at most 32 in flight) and fills in RTTMS.
+func (s *ControlServer) measureRTT(ctx context.Context, peers []PeerStatus) {
+	ctx, cancel := context.WithTimeout(ctx, statusRTTTimeout)
+	defer cancel()
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range peers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(p *PeerStatus) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if rtt, err := s.n.Ping(ctx, p.VpnIP); err == nil {
+				p.RTTMS = max(ms(rtt), 0.001)
+			} else {
+				p.RTTMS = -1
+			}
+		}(&peers[i])
+	}
+	wg.Wait()
 }
 
 func clampMS(v int, def time.Duration) time.Duration {

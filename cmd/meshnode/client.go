@@ -35,7 +35,7 @@ const usageText = `usage:
   meshnode -config node.yml [-control PATH]   run this host of the mesh
   meshnode -config node.yml -test             check the config and its certificates
   meshnode enroll -token T -config node.yml   join the mesh with a token from mesh-cert invite
-  meshnode status [-json]                     this host, its tunnels, firewall drops
+  meshnode status [-json] [-rtt]              this host, its tunnels, firewall drops
   meshnode ping HOST|VPN-IP [-c N]            a round trip through the tunnel
   meshnode list [--tree]                      known hosts, grouped by network
   meshnode reload                             re-read the config (as SIGHUP does)
@@ -109,8 +109,9 @@ func call(path string, req overlay.ControlRequest, stderr io.Writer, each func(o
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("status", "status [-json] [-control PATH]", stderr)
+	fs, path := clientFlags("status", "status [-json] [-rtt] [-control PATH]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	rtt := fs.Bool("rtt", false, "measure each tunnel's round trip (sends one probe per peer, waits up to 1s)")
 	pos, code, ok := parseClient(fs, args, stderr)
 	if !ok {
 		return code
@@ -120,7 +121,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var st *overlay.ControlStatus
-	if !call(*path, overlay.ControlRequest{Cmd: "status"}, stderr, func(r overlay.ControlResponse) { st = r.Status }) {
+	if !call(*path, overlay.ControlRequest{Cmd: "status", RTT: *rtt}, stderr, func(r overlay.ControlResponse) { st = r.Status }) {
 		return 1
 	}
 	if st == nil {
@@ -163,15 +164,31 @@ func printStatus(w io.Writer, st *overlay.ControlStatus, now time.Time) {
 		fmt.Fprintln(w, "no tunnels yet (traffic to a peer, or `meshnode ping HOST`, starts one)")
 		return
 	}
+	withRTT := false
+	for _, p := range st.Peers {
+		withRTT = withRTT || p.RTTMS != 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVPN IP\tGROUPS\tPATH\tREMOTE\tHANDSHAKE\tLAST PACKET\tIN\tOUT\tCERT EXPIRES")
+	head := "NAME\tVPN IP\tGROUPS\tPATH\tREMOTE\tHANDSHAKE\tLAST PACKET\tIN\tOUT\tCERT EXPIRES"
+	if withRTT {
+		head += "\tRTT"
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range st.Peers {
 		if p.RelayedVia != "" {
 			p.Path = "via " + p.RelayedVia
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.VpnIP, groupList(p.Groups), p.Path,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Name, p.VpnIP, groupList(p.Groups), p.Path,
 			p.Remote, ago(p.Handshake, now), ago(p.LastRecv, now), bytesStr(p.BytesIn), bytesStr(p.BytesOut),
 			when(p.CertNotAfter, now))
+		switch {
+		case !withRTT:
+		case p.RTTMS < 0:
+			fmt.Fprint(tw, "\tno answer")
+		default:
+			fmt.Fprintf(tw, "\t%.3f ms", p.RTTMS)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }

@@ -135,6 +135,9 @@ func TestSubcommandsAgainstARunningNode(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
+	if code, out, _ := runCLI("status", "-rtt", "-control", p.sock); code != 0 || !strings.Contains(out, "RTT") || !strings.Contains(out, " ms\n") {
+		t.Errorf("status -rtt: exit %d\n%s", code, out)
+	}
 	code, out, _ = runCLI("status", "-json", "-control", p.sock)
 	var st overlay.ControlStatus
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st.Peers) != 1 || st.Peers[0].Name != "host2" || st.Peers[0].BytesOut == 0 && st.Peers[0].PacketsOut != 0 {
