@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -338,9 +339,37 @@ func (r *renewer) nextCounter() (uint64, error) {
 	return next, nil
 }
 
+// blocklistFile keeps the newest signed blocklist across restarts, so revocations stay in
+// force when the node restarts while the CA service is down. It is signed by the CA, so the
+// file needs no protection beyond what any config file has; a tampered one fails verification.
+func (r *renewer) blocklistFile() string { return r.stateFile + ".blocklist" }
+
+// loadSavedBlocklist applies the blocklist saved by an earlier run, if it verifies.
+func (r *renewer) loadSavedBlocklist() {
+	b, err := os.ReadFile(r.blocklistFile())
+	if err != nil {
+		return
+	}
+	var bl authority.SignedBlocklist
+	if err := json.Unmarshal(b, &bl); err != nil {
+		r.log.Warn("ignoring the saved blocklist", "file", r.blocklistFile(), "err", err)
+		return
+	}
+	if err := authority.VerifyBlocklist(&bl, r.m.current().Pool); err != nil {
+		r.log.Warn("ignoring the saved blocklist", "file", r.blocklistFile(), "err", err)
+		return
+	}
+	if applied, err := r.m.applyBlocklist(&bl); err != nil {
+		r.log.Error("applying the saved blocklist failed", "err", err)
+	} else if applied {
+		r.log.Info("saved blocklist applied", "version", bl.Version, "entries", len(bl.Fingerprints))
+	}
+}
+
 // runBlocklist fetches the signed blocklist every renewal.blocklist_interval and applies the
 // newest; while the service is down the last one stays applied.
 func (r *renewer) runBlocklist(ctx context.Context) {
+	r.loadSavedBlocklist()
 	for ctx.Err() == nil {
 		r.fetchBlocklist(ctx)
 		select {
@@ -370,6 +399,11 @@ func (r *renewer) fetchBlocklist(ctx context.Context) {
 	}
 	if applied {
 		r.log.Info("blocklist applied", "version", b.Version, "entries", len(b.Fingerprints))
+		if j, err := json.Marshal(b); err == nil {
+			if err := cert.WriteFileAtomic(r.blocklistFile(), j, 0o644, true); err != nil {
+				r.log.Warn("cannot save the blocklist", "err", err)
+			}
+		}
 		own := cur.Creds.Cert.Fingerprint()
 		for _, fp := range b.Fingerprints {
 			if fp == own {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -561,5 +562,57 @@ func TestBlocklistLoopFetchesOnItsInterval(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("revocation not applied after one interval")
+	}
+}
+
+func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "a", "")
+	_, pb := s.enrolledNode(t, "b", "")
+	fpB := pb.Creds.Cert.Fingerprint()
+	if _, err := s.a.Revoke("b"); err != nil {
+		t.Fatal(err)
+	}
+	r, node := newTestRenewer(t, s, cfg, p)
+	r.fetchBlocklist(context.Background())
+	<-node.set
+	if _, err := os.Stat(r.blocklistFile()); err != nil {
+		t.Fatalf("blocklist not saved: %v", err)
+	}
+
+	// "Restart": a fresh PKI and renewer, the service down.
+	s.down.Store(true)
+	fresh, err := overlay.LoadPKI(cfg, s.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, node2 := newTestRenewer(t, s, cfg, fresh)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r2.runBlocklist(ctx) }()
+	select {
+	case got := <-node2.set:
+		if !got.Pool.IsBlocked(fpB) {
+			t.Fatal("saved blocklist applied without b")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("saved blocklist not applied")
+	}
+	cancel()
+	<-done
+
+	// A tampered file is ignored.
+	b, _ := os.ReadFile(r.blocklistFile())
+	tampered := bytes.Replace(b, []byte(fpB), []byte(strings.Repeat("0", 64)), 1)
+	if err := os.WriteFile(r.blocklistFile(), tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh2, _ := overlay.LoadPKI(cfg, s.clock.Now())
+	r3, node3 := newTestRenewer(t, s, cfg, fresh2)
+	r3.loadSavedBlocklist()
+	select {
+	case <-node3.set:
+		t.Fatal("a tampered blocklist was applied")
+	default:
 	}
 }
