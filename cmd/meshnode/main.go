@@ -51,8 +51,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshnode -config node.yml [-test] [-control PATH]\n"+
-			"       meshnode status [-json] | ping HOST [-c N] | list [--tree] | reload\n\n")
+		fmt.Fprint(stderr, usageText+"\ndaemon flags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
