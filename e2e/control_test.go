@@ -453,3 +453,36 @@ func TestReloadKeepsATCPStreamAcrossFirewallChangeAndRenewedCert(t *testing.T) {
 		t.Fatalf("after the reloads: %v", err)
 	}
 }
+
+// TestGettingStartedGuideNamesKnownMachines checks, without root, that every runnable block
+// of the guide says where it runs and that its heredocs are closed, so a broken edit of the
+// guide fails even where the namespace suite cannot run.
+func TestGettingStartedGuideNamesKnownMachines(t *testing.T) {
+	md, err := os.ReadFile(filepath.Join(moduleRoot(t), "docs", "GETTING-STARTED.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{"admin": true, "every host": true, "lighthouse1": true, "lighthouse2": true, "web1": true, "db1": true, "app1": true}
+	blocks := guideBlocks(string(md))
+	if len(blocks) < 10 {
+		t.Fatalf("only %d runnable blocks", len(blocks))
+	}
+	for i, b := range blocks {
+		if !known[b.where] {
+			t.Errorf("block %d runs on %q, which the guide test does not set up", i, b.where)
+		}
+		open := ""
+		for _, l := range b.lines {
+			if open == "" {
+				if j := strings.Index(l, "<<'"); j >= 0 {
+					open = strings.TrimSuffix(l[j+3:], "'")
+				}
+			} else if strings.TrimSpace(l) == open {
+				open = ""
+			}
+		}
+		if open != "" {
+			t.Errorf("block %d (on %s): heredoc %s is not closed", i, b.where, open)
+		}
+	}
+}
