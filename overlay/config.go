@@ -45,7 +45,7 @@ type Config struct {
 	// path is where the config was read from, for error messages and relative paths.
 	path string
 	// Warnings collects non-fatal problems found while loading (unsupported keys in use).
-	Warnings []string
+	Warnings []string `yaml:"-"`
 }
 
 // PKIConfig holds the node's identity and trust anchors. Each of CA, Cert and Key is a file
