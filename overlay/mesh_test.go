@@ -238,7 +238,12 @@ func TestHandshakeRaceLeavesOneTunnelPerPair(t *testing.T) {
 		eventually(t, 8*time.Second, fmt.Sprintf("round %d: both sides on one tunnel", round), func() bool {
 			a, _ = m.hosts[0].node.Tunnel(m.hosts[1].vpn)
 			b, _ = m.hosts[1].node.Tunnel(m.hosts[0].vpn)
-			return a.LocalIndex == b.RemoteIndex && b.LocalIndex == a.RemoteIndex
+			if a.LocalIndex == b.RemoteIndex && b.LocalIndex == a.RemoteIndex {
+				return true
+			}
+			m.hosts[0].dev.Inject(m.udpPacket(0, 1, "settle"))
+			m.hosts[1].dev.Inject(m.udpPacket(1, 0, "settle"))
+			return false
 		})
 	}
 }
