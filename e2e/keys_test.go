@@ -2,8 +2,13 @@ package e2e
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,6 +197,15 @@ renewal:
 		}
 	}()
 
+	// Beside the ping, a TCP stream h2 -> h1 (a counter every 20 ms) that must stay unbroken
+	// and in order across the renewals.
+	streamAddr := h1.overlay + ":7000"
+	streamSrv := h1.ns.Start(t, "stream-serve", os.Args[0], "-test.run=^TestKeysStreamHelper$", "-keys.stream=serve,"+streamAddr)
+	if err := streamSrv.WaitLog(10*time.Second, "stream listening"); err != nil {
+		t.Fatalf("%v\n%s", err, streamSrv.Log())
+	}
+	streamCli := h2.ns.Start(t, "stream-send", os.Args[0], "-test.run=^TestKeysStreamHelper$", "-keys.stream=send,"+streamAddr+",88s")
+
 	// 10 pkt/s for 90 s: every host renews two to three times meanwhile (the first renewal
 	// comes later, as certs cannot start before the CA made a moment ago).
 	const pings = 900
@@ -222,6 +236,17 @@ renewal:
 		if len(keys[i]) < renewals[i] {
 			t.Errorf("%s: %d distinct keys for %d renewals: the key did not change each time", h.name, len(keys[i]), renewals[i])
 		}
+	}
+	if err := streamCli.Wait(30 * time.Second); err != nil {
+		t.Errorf("TCP stream sender: %v\n%s", err, streamCli.Log())
+	}
+	if err := streamSrv.Wait(30 * time.Second); err != nil {
+		t.Errorf("TCP stream receiver: %v\n%s", err, streamSrv.Log())
+	}
+	sent, got := lineWith(streamCli.Log(), "stream sent"), lineWith(streamSrv.Log(), "stream ok")
+	t.Logf("TCP stream h2 -> h1 across renewals: sent %s; received %s", sent, got)
+	if sent == "" || !strings.HasPrefix(got, sent+" ") {
+		t.Errorf("TCP stream broken: sender %q, receiver %q\n%s", sent, got, streamSrv.Log())
 	}
 	if t.Failed() {
 		return
@@ -300,4 +325,97 @@ func keysWriteFile(t *testing.T, path, s string) {
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+var keysStream = flag.String("keys.stream", "", "internal to TestKeysStreamHelper: serve,ADDR or send,ADDR,DURATION")
+
+// TestKeysStreamHelper is not a test: the keys suite runs this test binary inside its
+// namespaces with -keys.stream to carry one long TCP connection over the overlay. The
+// sender writes an 8-byte counter every 20 ms; the receiver checks that every counter
+// arrives once and in order and reports the longest pause between two of them.
+func TestKeysStreamHelper(t *testing.T) {
+	if *keysStream == "" {
+		t.Skip("helper process of TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff")
+	}
+	parts := strings.Split(*keysStream, ",")
+	var err error
+	switch {
+	case parts[0] == "serve" && len(parts) == 2:
+		err = streamServe(parts[1])
+	case parts[0] == "send" && len(parts) == 3:
+		var d time.Duration
+		if d, err = time.ParseDuration(parts[2]); err == nil {
+			err = streamSend(parts[1], d)
+		}
+	default:
+		err = fmt.Errorf("bad -keys.stream %q", *keysStream)
+	}
+	if err != nil {
+		fmt.Println("stream error:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func streamServe(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println("stream listening on", addr)
+	conn, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var want uint64
+	var maxGap time.Duration
+	last := time.Now()
+	buf := make([]byte, 8)
+	for {
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				fmt.Printf("stream ok frames=%d maxgap=%v\n", want, maxGap.Round(time.Millisecond))
+				return nil
+			}
+			return fmt.Errorf("after %d frames: %w", want, err)
+		}
+		if got := binary.BigEndian.Uint64(buf); got != want {
+			return fmt.Errorf("frame %d carries %d", want, got)
+		}
+		want++
+		now := time.Now()
+		maxGap = max(maxGap, now.Sub(last))
+		last = now
+	}
+}
+
+func streamSend(addr string, d time.Duration) error {
+	var conn net.Conn
+	err := netns.Eventually(10*time.Second, 200*time.Millisecond, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 8)
+	var n uint64
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		binary.BigEndian.PutUint64(buf, n)
+		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conn.Write(buf); err != nil {
+			return fmt.Errorf("after %d frames: %w", n, err)
+		}
+		n++
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := conn.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("stream sent frames=%d\n", n)
+	return nil
 }
