@@ -45,6 +45,8 @@ type natTopology struct {
 	lh, h1, h2 *meshHost
 	// direct counts the bytes r1 forwards from h1 straight to r2's WAN address.
 	direct func() (int64, error)
+	// routers are r1 and r2, the hosts' NAT routers.
+	routers []*netns.Namespace
 }
 
 func buildNATTopology(t *testing.T, tl *tools, c natCase) natTopology {
@@ -67,6 +69,7 @@ func buildNATTopology(t *testing.T, tl *tools, c natCase) natTopology {
 		netns.Link(t, r, "lan0", gw+"/24", h.ns, "eth0", h.underlay+"/24")
 		h.ns.Route(t, "default", "via", gw)
 		r.NAT(t, "wan0")
+		top.routers = append(top.routers, r)
 		if i == 0 {
 			top.direct = r.Counter(t, "forward", "ip daddr 198.18.0.12 meta l4proto udp")
 		}
