@@ -140,6 +140,7 @@ type renewer struct {
 
 	// set only by tests
 	minRetry, maxRetry time.Duration
+	maxSleep           time.Duration         // longest single timer while waiting for the renewal time
 	renewed            func(*client.Renewal) // after each successful renewal
 }
 
@@ -168,7 +169,7 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		cfg: cfg, m: m, serviceKey: sk, clock: clk, log: log, stateFile: state,
 		client:   client.New(rc.URL, pin, client.Options{Now: clk.Now}),
 		rand:     rand.Float64,
-		minRetry: minRetry, maxRetry: maxRetry,
+		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
 	}, nil
 }
 
@@ -211,17 +212,31 @@ func (r *renewer) run(ctx context.Context) {
 		now := r.clock.Now()
 		r.log.Info("certificate renewal scheduled", "at", due.UTC().Format(time.RFC3339),
 			"in", due.Sub(now).Round(time.Second), "expires_in", c.Details.NotAfter.Sub(now).Round(time.Second))
-		if d := due.Sub(now); d > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-r.clock.After(d):
-			}
-			if r.m.current().Creds.Cert.Fingerprint() != c.Fingerprint() {
-				continue // replaced meanwhile (reload): schedule for the new one
-			}
+		if !r.sleepUntil(ctx, due) {
+			return
+		}
+		if r.m.current().Creds.Cert.Fingerprint() != c.Fingerprint() {
+			continue // replaced meanwhile (reload): schedule for the new one
 		}
 		r.renewWithRetry(ctx)
+	}
+}
+
+// sleepUntil waits until the wall clock reaches t, in steps of at most maxSleep: timers run
+// on the monotonic clock, which stops while the machine is suspended, so a laptop waking up
+// after its renewal time must notice within a step rather than sleep on past expiry. It
+// reports false when ctx ended.
+func (r *renewer) sleepUntil(ctx context.Context, t time.Time) bool {
+	for {
+		d := t.Sub(r.clock.Now())
+		if d <= 0 {
+			return ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-r.clock.After(min(d, r.maxSleep)):
+		}
 	}
 }
 

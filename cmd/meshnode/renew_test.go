@@ -246,6 +246,7 @@ func newTestRenewer(t *testing.T, s *caService, cfg *overlay.Config, p *overlay.
 		t.Fatal(err)
 	}
 	r.rand = func() float64 { return 0 }
+	r.maxSleep = 1000 * time.Hour // one timer per wait, so tests see the schedule
 	return r, node
 }
 
@@ -614,5 +615,33 @@ func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T)
 	case <-node3.set:
 		t.Fatal("a tampered blocklist was applied")
 	default:
+	}
+}
+
+func TestRenewalWaitsInStepsSoASuspendedMachineCatchesUp(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "laptop", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	r.maxSleep = time.Minute
+	renewed := make(chan *client.Renewal, 4)
+	r.renewed = func(rn *client.Renewal) { renewed <- rn }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if at := s.clock.waitFor(t, 1); at.Sub(s.clock.Now()) != time.Minute {
+		t.Fatalf("first step %v, want 1m", at.Sub(s.clock.Now()))
+	}
+	// The machine sleeps through the renewal time: the wall clock jumps, the pending
+	// monotonic timer has not fired yet. The next step notices.
+	s.clock.mu.Lock()
+	s.clock.now = s.clock.now.Add(50 * time.Minute)
+	s.clock.mu.Unlock()
+	s.clock.Advance(time.Minute)
+	select {
+	case <-renewed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal after the wall clock passed the renewal time")
 	}
 }
