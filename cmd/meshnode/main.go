@@ -82,6 +82,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	recoverRenewalAtStart(cfg, log) // a crash mid-renewal can leave key and cert apart (renew.go)
 	pki, err := overlay.LoadPKI(cfg, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)

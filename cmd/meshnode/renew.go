@@ -6,6 +6,7 @@ package main
 // service (cert/authority/client), which the runtime must not import.
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,10 +163,7 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 			return nil, fmt.Errorf("%s: renewal needs file paths, not inline PEM", key)
 		}
 	}
-	state := rc.StateFile
-	if state == "" {
-		state = cfg.PKI.Key + ".renewal"
-	}
+	state := stateFileOf(cfg)
 	return &renewer{
 		cfg: cfg, m: m, serviceKey: sk, clock: clk, log: log, stateFile: state,
 		client:   client.New(rc.URL, pin, client.Options{Now: clk.Now}),
@@ -297,11 +296,19 @@ func (r *renewer) renewOnce(ctx context.Context) error {
 	if len(rn.CABundle) > 0 {
 		files = append(files, cert.File{Path: r.cfg.PKI.CA, Data: rn.CABundle, Perm: 0o644})
 	}
+	// The journal holds the new set until all files are in place: a crash between two
+	// renames leaves a key that does not match the certificate, which recoverRenewal repairs
+	// from it at the next start.
+	journal := pendingFile(r.stateFile)
+	if err := cert.WriteFileAtomic(journal, slices.Concat(rn.CertPEM, rn.KeyPEM, rn.CABundle), 0o600, true); err != nil {
+		r.log.Warn("cannot write the renewal journal", "err", err)
+	}
 	if err := cert.WriteFiles(files, true); err != nil {
 		// The new key exists only in memory: run with it rather than lose it, and say so.
 		r.log.Error("renewed, but writing the new key and certificate failed; running with them in memory", "err", err)
 		return r.swapIn(rn, nil)
 	}
+	os.Remove(journal)
 	p, err := overlay.LoadPKI(r.cfg, r.clock.Now())
 	if err != nil {
 		return fmt.Errorf("renewed files do not load: %w", err)
@@ -453,4 +460,79 @@ func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI
 	log.Info("automatic key handling", "ca_service", cfg.Renewal.URL, "renew_at", cfg.Renewal.At,
 		"blocklist_interval", cfg.Renewal.BlocklistInterval)
 	return m, func() { cancel(); wg.Wait() }
+}
+
+func pendingFile(stateFile string) string { return stateFile + ".pending" }
+
+// stateFileOf is renewal.state_file or its default.
+func stateFileOf(cfg *overlay.Config) string {
+	if cfg.Renewal.StateFile != "" {
+		return cfg.Renewal.StateFile
+	}
+	return cfg.PKI.Key + ".renewal"
+}
+
+// recoverRenewal repairs the pki files after a crash in the middle of writing a renewal:
+// when the renewal journal exists and the key on disk does not match the certificate on
+// disk (or the certificate does not verify against the CA bundle on disk), the set from the
+// journal is written. It must run before the PKI is loaded. It reports what it did.
+func recoverRenewal(cfg *overlay.Config, now time.Time) (string, error) {
+	if cfg.Renewal.URL == "" || strings.Contains(cfg.PKI.Key, "-----BEGIN") {
+		return "", nil
+	}
+	journal := pendingFile(stateFileOf(cfg))
+	j, err := os.ReadFile(journal)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, err := overlay.LoadPKI(cfg, now); err == nil {
+		os.Remove(journal)
+		return "", nil // the files are a consistent set (old or new)
+	}
+	crtPEM, rest, err := splitPEM(j)
+	if err != nil {
+		return "", fmt.Errorf("renewal journal %s: %w", journal, err)
+	}
+	keyPEM, bundle, err := splitPEM(rest)
+	if err != nil {
+		return "", fmt.Errorf("renewal journal %s: %w", journal, err)
+	}
+	files := []cert.File{{Path: cfg.PKI.Key, Data: keyPEM, Perm: 0o600}, {Path: cfg.PKI.Cert, Data: crtPEM, Perm: 0o644}}
+	if len(bundle) > 0 {
+		files = append(files, cert.File{Path: cfg.PKI.CA, Data: bundle, Perm: 0o644})
+	}
+	if err := cert.WriteFiles(files, true); err != nil {
+		return "", err
+	}
+	if _, err := overlay.LoadPKI(cfg, now); err != nil {
+		return "", fmt.Errorf("restored the renewal from %s, but it does not load: %w", journal, err)
+	}
+	os.Remove(journal)
+	return "restored the key and certificate of an interrupted renewal from " + journal, nil
+}
+
+// splitPEM returns the first PEM block of b and what follows it.
+func splitPEM(b []byte) (block, rest []byte, err error) {
+	const end = "-----END "
+	i := bytes.Index(b, []byte(end))
+	if i < 0 {
+		return nil, nil, errors.New("truncated")
+	}
+	j := bytes.IndexByte(b[i:], '\n')
+	if j < 0 {
+		return b, nil, nil
+	}
+	return b[:i+j+1], b[i+j+1:], nil
+}
+
+// recoverRenewalAtStart is recoverRenewal for the daemon's start, logging what it did.
+func recoverRenewalAtStart(cfg *overlay.Config, log *slog.Logger) {
+	if msg, err := recoverRenewal(cfg, time.Now()); err != nil {
+		log.Error("cannot repair an interrupted renewal", "err", err)
+	} else if msg != "" {
+		log.Warn(msg)
+	}
 }

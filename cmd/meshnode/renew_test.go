@@ -645,3 +645,57 @@ func TestRenewalWaitsInStepsSoASuspendedMachineCatchesUp(t *testing.T) {
 		t.Fatal("no renewal after the wall clock passed the renewal time")
 	}
 }
+
+func TestRecoverRenewalRepairsAKeyAndCertSplitByACrash(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "web1", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	certPEM, _ := p.Creds.Cert.MarshalPEM()
+	rn, err := r.client.Renew(context.Background(), client.RenewParams{CertPEM: certPEM, Key: p.Creds.PrivateKey, ServiceKey: r.serviceKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal := pendingFile(r.stateFile)
+	// Crash after the journal and the key were written, before the certificate.
+	if err := cert.WriteFileAtomic(journal, append(append(append([]byte(nil), rn.CertPEM...), rn.KeyPEM...), rn.CABundle...), 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.WriteFileAtomic(cfg.PKI.Key, rn.KeyPEM, 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := overlay.LoadPKI(cfg, s.clock.Now()); err == nil {
+		t.Fatal("the split set loads: the test does not model the crash")
+	}
+	msg, err := recoverRenewal(cfg, s.clock.Now())
+	if err != nil || msg == "" {
+		t.Fatalf("recoverRenewal = %q, %v", msg, err)
+	}
+	checkFilesMatch(t, cfg, rn.Cert)
+	if _, err := os.Stat(journal); err == nil {
+		t.Fatal("journal left behind")
+	}
+	// A journal beside a consistent set (crash before the first rename) is dropped and
+	// the files are left alone.
+	if err := cert.WriteFileAtomic(journal, []byte("stale"), 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := recoverRenewal(cfg, s.clock.Now()); err != nil || msg != "" {
+		t.Fatalf("recoverRenewal on a consistent set = %q, %v", msg, err)
+	}
+	checkFilesMatch(t, cfg, rn.Cert)
+	if _, err := os.Stat(journal); err == nil {
+		t.Fatal("stale journal left behind")
+	}
+}
+
+func TestRenewalLeavesNoJournal(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "web1", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	if err := r.renewOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pendingFile(r.stateFile)); err == nil {
+		t.Fatal("journal left after a complete renewal")
+	}
+}
