@@ -237,7 +237,7 @@ func explainEnrollError(err error, url string) error {
 	case errors.Is(err, authority.ErrBadKey), errors.Is(err, authority.ErrMalformed):
 		next = "the CA service refused the request; check that meshnode and mesh-cert versions match"
 	case errors.Is(err, context.DeadlineExceeded), isNetError(err):
-		next = "cannot reach the CA service at " + url + ": check that `mesh-cert serve` runs and that this host can reach it (address, port, firewall); the token is still unused, run the same command again"
+		next = "cannot reach the CA service at " + url + ": check that `mesh-cert serve` runs and that this host can reach it (address, port, firewall), then run the same command again: unless the service got the request, the token is still unused"
 	default:
 		return err
 	}
