@@ -357,7 +357,7 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	sum := PingSummary{Target: vpn, Name: name}
 	if _, ok := s.n.Tunnel(vpn); !ok {
 		how := "its static_host_map address"
-		if len(s.n.static[vpn]) == 0 {
+		if len(s.n.staticMap()[vpn]) == 0 {
 			how = "the lighthouses"
 		}
 		if err := send(ControlResponse{More: true, Note: fmt.Sprintf("no tunnel to %s yet: handshaking (finding it through %s)", vpn, how)}); err != nil {
@@ -514,7 +514,7 @@ func (n *Node) KnownHosts() []KnownHost {
 		h.Sources = append(h.Sources, "tunnel")
 		h.Remotes = append(h.Remotes, t.remoteAddr())
 	}
-	for a, addrs := range n.static {
+	for a, addrs := range n.staticMap() {
 		h := get(a)
 		h.Sources = append(h.Sources, "static")
 		for _, ap := range addrs {
@@ -523,7 +523,7 @@ func (n *Node) KnownHosts() []KnownHost {
 			}
 		}
 	}
-	for _, a := range n.lh.hosts {
+	for _, a := range n.lh.c().hosts {
 		h := get(a)
 		h.Sources = append(h.Sources, "lighthouse")
 	}

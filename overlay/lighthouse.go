@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshnode/meshnode/lighthouse"
@@ -25,20 +26,25 @@ const (
 	maxLearned = 10
 )
 
-// lighthouseState is both roles of the lighthouse protocol: the client that reports its
-// addresses and asks where peers are, and (with am_lighthouse) the server keeping the book.
-type lighthouseState struct {
-	n           *Node
-	am          bool
+// lhConf is the part of the lighthouse section a reload may replace; it is swapped whole.
+type lhConf struct {
 	hosts       []netip.Addr // the lighthouses we report to and query
 	isLH        map[netip.Addr]bool
 	interval    time.Duration
-	book        *lighthouse.Book
-	queries     *lighthouse.Limiter
 	remoteAllow *lighthouse.RemoteAllowList
 	localAllow  *lighthouse.AllowList
 	advertise   []netip.AddrPort
 	preferred   []netip.Prefix
+}
+
+// lighthouseState is both roles of the lighthouse protocol: the client that reports its
+// addresses and asks where peers are, and (with am_lighthouse) the server keeping the book.
+type lighthouseState struct {
+	n       *Node
+	am      bool
+	conf    atomic.Pointer[lhConf]
+	book    *lighthouse.Book
+	queries *lighthouse.Limiter
 
 	mu         sync.Mutex
 	learned    map[netip.Addr]map[netip.Addr][]netip.AddrPort // peer -> source lighthouse -> addrs
@@ -47,16 +53,33 @@ type lighthouseState struct {
 	lastPunch  time.Time
 }
 
+func (lh *lighthouseState) c() *lhConf { return lh.conf.Load() }
+
 func newLighthouseState(n *Node) (*lighthouseState, error) {
-	c := n.cfg.Lighthouse
 	lh := &lighthouseState{
-		n: n, am: c.AmLighthouse, isLH: map[netip.Addr]bool{},
-		interval:  time.Duration(c.Interval) * time.Second,
+		n: n, am: n.cfg.Lighthouse.AmLighthouse,
 		learned:   map[netip.Addr]map[netip.Addr][]netip.AddrPort{},
 		lastQuery: map[netip.Addr]time.Time{},
 	}
-	if lh.interval <= 0 {
-		lh.interval = DefaultLighthouseInterval
+	conf, err := parseLHConf(n, n.cfg)
+	if err != nil {
+		return nil, err
+	}
+	lh.conf.Store(conf)
+	if lh.am {
+		lh.book = lighthouse.NewBook(lighthouse.BookOptions{Now: n.now, RemoteAllowList: conf.remoteAllow,
+			OwnVPNNet: n.vpnNet, TTL: bookTTL, AllowLoopback: n.conn.LocalAddr().Addr().IsLoopback()})
+		lh.queries = lighthouse.NewLimiter(lighthouse.LimiterOptions{Rate: 50, Burst: 100, Now: n.now})
+	}
+	return lh, nil
+}
+
+// parseLHConf reads the reloadable part of the lighthouse section.
+func parseLHConf(n *Node, cfg *Config) (*lhConf, error) {
+	c := cfg.Lighthouse
+	lc := &lhConf{isLH: map[netip.Addr]bool{}, interval: time.Duration(c.Interval) * time.Second}
+	if lc.interval <= 0 {
+		lc.interval = DefaultLighthouseInterval
 	}
 	for i, h := range c.Hosts {
 		a, err := netip.ParseAddr(h)
@@ -66,15 +89,15 @@ func newLighthouseState(n *Node) (*lighthouseState, error) {
 		if a == n.vpnIP {
 			continue // a lighthouse may list itself in a shared config
 		}
-		lh.hosts = append(lh.hosts, a)
-		lh.isLH[a] = true
+		lc.hosts = append(lc.hosts, a)
+		lc.isLH[a] = true
 	}
 	var err error
-	if lh.remoteAllow, err = lighthouse.ParseRemoteAllowList("lighthouse.remote_allow_list",
+	if lc.remoteAllow, err = lighthouse.ParseRemoteAllowList("lighthouse.remote_allow_list",
 		&c.RemoteAllowList, "lighthouse.remote_allow_ranges", &c.RemoteAllowRanges); err != nil {
 		return nil, err
 	}
-	if lh.localAllow, err = lighthouse.ParseLocalAllowList("lighthouse.local_allow_list", &c.LocalAllowList); err != nil {
+	if lc.localAllow, err = lighthouse.ParseLocalAllowList("lighthouse.local_allow_list", &c.LocalAllowList); err != nil {
 		return nil, err
 	}
 	for i, s := range c.AdvertiseAddrs {
@@ -82,28 +105,23 @@ func newLighthouseState(n *Node) (*lighthouseState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lighthouse.advertise_addrs[%d]: %w", i, err)
 		}
-		lh.advertise = append(lh.advertise, ap)
+		lc.advertise = append(lc.advertise, ap)
 	}
-	for _, p := range n.cfg.PreferredRanges() {
+	for _, p := range cfg.PreferredRanges() {
 		if pp, err := netip.ParsePrefix(p); err == nil {
-			lh.preferred = append(lh.preferred, pp.Masked())
+			lc.preferred = append(lc.preferred, pp.Masked())
 		}
 	}
-	if lh.am {
-		lh.book = lighthouse.NewBook(lighthouse.BookOptions{Now: n.now, RemoteAllowList: lh.remoteAllow,
-			OwnVPNNet: n.vpnNet, TTL: bookTTL, AllowLoopback: n.conn.LocalAddr().Addr().IsLoopback()})
-		lh.queries = lighthouse.NewLimiter(lighthouse.LimiterOptions{Rate: 50, Burst: 100, Now: n.now})
-	}
-	return lh, nil
+	return lc, nil
 }
 
 // client reports whether this node queries lighthouses.
-func (lh *lighthouseState) client() bool { return !lh.am && len(lh.hosts) > 0 }
+func (lh *lighthouseState) client() bool { return !lh.am && len(lh.c().hosts) > 0 }
 
 // remotesFor lists the underlay addresses to try for a peer: static entries first, then what
 // lighthouses told us, deduplicated, with preferred_ranges first.
 func (n *Node) remotesFor(vpn netip.Addr) []netip.AddrPort {
-	out := append([]netip.AddrPort(nil), n.static[vpn]...)
+	out := append([]netip.AddrPort(nil), n.staticMap()[vpn]...)
 	lh := n.lh
 	lh.mu.Lock()
 	for _, addrs := range lh.learned[vpn] {
@@ -114,7 +132,7 @@ func (n *Node) remotesFor(vpn netip.Addr) []netip.AddrPort {
 		}
 	}
 	lh.mu.Unlock()
-	if len(lh.preferred) > 0 {
+	if len(lh.c().preferred) > 0 {
 		slices.SortStableFunc(out, func(a, b netip.AddrPort) int {
 			return boolRank(lh.isPreferred(a.Addr())) - boolRank(lh.isPreferred(b.Addr()))
 		})
@@ -130,7 +148,7 @@ func boolRank(b bool) int {
 }
 
 func (lh *lighthouseState) isPreferred(a netip.Addr) bool {
-	for _, p := range lh.preferred {
+	for _, p := range lh.c().preferred {
 		if p.Contains(a) {
 			return true
 		}
@@ -140,7 +158,7 @@ func (lh *lighthouseState) isPreferred(a netip.Addr) bool {
 
 // query asks every lighthouse where vpn is (at most every queryMinGap per peer).
 func (lh *lighthouseState) query(vpn netip.Addr) {
-	if !lh.client() || lh.isLH[vpn] {
+	if !lh.client() || lh.c().isLH[vpn] {
 		return
 	}
 	now := lh.n.now()
@@ -156,7 +174,7 @@ func (lh *lighthouseState) query(vpn netip.Addr) {
 }
 
 func (lh *lighthouseState) sendToLighthouses(msg []byte) {
-	for _, h := range lh.hosts {
+	for _, h := range lh.c().hosts {
 		if t := lh.n.hosts.byVPNIP(h); t != nil {
 			lh.n.sendEncrypted(t, header.LightHouse, 0, msg)
 		} else {
@@ -168,7 +186,7 @@ func (lh *lighthouseState) sendToLighthouses(msg []byte) {
 // tick sends periodic updates and punches, and ages the book.
 func (lh *lighthouseState) tick(now time.Time) {
 	n := lh.n
-	if lh.client() && now.Sub(lh.lastUpdate) >= lh.interval {
+	if lh.client() && now.Sub(lh.lastUpdate) >= lh.c().interval {
 		lh.lastUpdate = now
 		lh.sendToLighthouses(lh.update().Marshal(nil))
 	}
@@ -192,7 +210,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 
 // tunnelUp sends our addresses to a lighthouse as soon as its tunnel forms.
 func (lh *lighthouseState) tunnelUp(t *tunnel) {
-	if lh.client() && lh.isLH[t.vpnIP] {
+	if lh.client() && lh.c().isLH[t.vpnIP] {
 		lh.n.sendEncrypted(t, header.LightHouse, 0, lh.update().Marshal(nil))
 	}
 }
@@ -200,7 +218,7 @@ func (lh *lighthouseState) tunnelUp(t *tunnel) {
 // tunnelDown forgets a host whose tunnel to this lighthouse ended.
 func (lh *lighthouseState) tunnelDown(t *tunnel) {
 	if lh.book != nil {
-		if _, static := lh.n.static[t.vpnIP]; !static {
+		if _, static := lh.n.staticMap()[t.vpnIP]; !static {
 			lh.book.Forget(t.vpnIP)
 		}
 	}
@@ -226,7 +244,7 @@ func (lh *lighthouseState) update() *lighthouse.Meta {
 			m.V6 = append(m.V6, ap)
 		}
 	}
-	for _, a := range lh.advertise {
+	for _, a := range lh.c().advertise {
 		if a.Port() == 0 {
 			a = netip.AddrPortFrom(a.Addr(), port)
 		}
@@ -252,7 +270,7 @@ func (lh *lighthouseState) localAddrs() []netip.Addr {
 		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		if lh.localAllow != nil && !lh.localAllow.AllowName(ifc.Name) {
+		if lh.c().localAllow != nil && !lh.c().localAllow.AllowName(ifc.Name) {
 			continue
 		}
 		addrs, err := ifc.Addrs()
@@ -272,7 +290,7 @@ func (lh *lighthouseState) localAddrs() []netip.Addr {
 			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
 				continue
 			}
-			if lh.localAllow != nil && !lh.localAllow.Allow(ip) {
+			if lh.c().localAllow != nil && !lh.c().localAllow.Allow(ip) {
 				continue
 			}
 			out = append(out, ip)
@@ -321,7 +339,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			}
 		}
 	case lighthouse.HostQueryReply:
-		if !lh.isLH[t.vpnIP] {
+		if !lh.c().isLH[t.vpnIP] {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
@@ -329,7 +347,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.hs.kick(m.VpnIP)
 		}
 	case lighthouse.HostPunchNotification:
-		if !lh.isLH[t.vpnIP] {
+		if !lh.c().isLH[t.vpnIP] {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
@@ -380,7 +398,7 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 			if a.Addr().Is4() && n.vpnNet.Contains(a.Addr()) {
 				continue
 			}
-			if lh.remoteAllow != nil && !lh.remoteAllow.Allow(vpn, a.Addr()) {
+			if lh.c().remoteAllow != nil && !lh.c().remoteAllow.Allow(vpn, a.Addr()) {
 				continue
 			}
 			addrs = append(addrs, a)

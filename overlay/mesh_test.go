@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +80,11 @@ func (m *mesh) config(i int) string {
 	if m.configFn != nil {
 		return m.pkiYAML(i) + m.configFn(i)
 	}
+	return m.configWithoutFn(i)
+}
+
+// configWithoutFn is the static full-mesh config.
+func (m *mesh) configWithoutFn(i int) string {
 	y := m.pkiYAML(i)
 	y += "static_host_map:\n"
 	for j, o := range m.hosts {
@@ -591,4 +597,32 @@ func TestRandomAndTruncatedDatagramsAreSurvived(t *testing.T) {
 	if total < 1000 {
 		t.Errorf("only %d drops counted for 5000 bad datagrams", total)
 	}
+}
+
+func TestReloadedStaticHostMapAppliesWithoutRestart(t *testing.T) {
+	m := newMesh(t, 2, "")
+	// Host 1 starts with a wrong address for host 2, then reloads the right one.
+	m.stop(0)
+	good := m.config(0)
+	bad := strings.Replace(good, m.hosts[1].under.String(), "198.18.9.9:4242", 1)
+	m.configFn = func(i int) string {
+		if i == 0 {
+			return strings.TrimPrefix(bad, m.pkiYAML(0))
+		}
+		return strings.TrimPrefix(m.configWithoutFn(i), m.pkiYAML(i))
+	}
+	m.start(0)
+	m.hosts[0].dev.Inject(m.udpPacket(0, 1, "to nowhere"))
+	time.Sleep(200 * time.Millisecond)
+	if _, ok := m.hosts[0].node.Tunnel(m.hosts[1].vpn); ok {
+		t.Fatal("tunnel formed with a wrong static address")
+	}
+	cfg, err := overlay.ParseConfig([]byte(good), "reloaded.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.hosts[0].node.SetLighthouses(cfg); err != nil {
+		t.Fatal(err)
+	}
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "after reload"), 5*time.Second)
 }

@@ -109,7 +109,7 @@ type Node struct {
 	vpnNet   netip.Prefix
 	ownIPs   []netip.Addr
 	ownNets  []netip.Prefix
-	static   map[netip.Addr][]netip.AddrPort
+	static   atomic.Pointer[map[netip.Addr][]netip.AddrPort]
 	hosts    hostMap
 	hs       *handshakeManager
 	lh       *lighthouseState
@@ -173,10 +173,11 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.fw.Store(fw)
-	n.static, err = resolveStatic(cfg.StaticHostMap, n.vpnNet)
+	static, err := resolveStatic(cfg.StaticHostMap, n.vpnNet)
 	if err != nil {
 		return nil, err
 	}
+	n.static.Store(&static)
 	n.m = newMetrics(opts.Registerer, func() float64 { return float64(n.hosts.count.Load()) })
 	n.hs = newHandshakeManager(n)
 	if n.relay, err = newRelayState(n); err != nil {
@@ -237,6 +238,34 @@ func (n *Node) resolveName(name string) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// staticMap is static_host_map, resolved; a reload may replace it.
+func (n *Node) staticMap() map[netip.Addr][]netip.AddrPort { return *n.static.Load() }
+
+// SetLighthouses applies a reloaded static_host_map, lighthouse list, lighthouse client
+// settings, preferred ranges and relay settings. Tunnels are kept; am_lighthouse needs a
+// restart (the node's role changes).
+func (n *Node) SetLighthouses(cfg *Config) error {
+	if cfg.Lighthouse.AmLighthouse != n.lh.am {
+		return errors.New("lighthouse.am_lighthouse changed; restart meshnode to apply")
+	}
+	static, err := resolveStatic(cfg.StaticHostMap, n.vpnNet)
+	if err != nil {
+		return err
+	}
+	lc, err := parseLHConf(n, cfg)
+	if err != nil {
+		return err
+	}
+	rc, err := parseRelayConf(n, cfg.Relay)
+	if err != nil {
+		return err
+	}
+	n.static.Store(&static)
+	n.lh.conf.Store(lc)
+	n.relay.conf.Store(rc)
+	return nil
 }
 
 // VpnIP is this node's overlay address.

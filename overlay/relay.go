@@ -135,30 +135,45 @@ func (rt *relayTable) get(i uint32) *relayEntry {
 	return rt.byIndex[i]
 }
 
-// relayState is this node's relay configuration and table.
-type relayState struct {
-	n         *Node
+// relayConf is the relay section as in force; a reload swaps it whole.
+type relayConf struct {
 	amRelay   bool
 	useRelays bool
 	relays    []netip.Addr // relays that may relay to us (advertised to lighthouses)
-	table     relayTable
+}
+
+// relayState is this node's relay configuration and table.
+type relayState struct {
+	n     *Node
+	conf  atomic.Pointer[relayConf]
+	table relayTable
 	// peerRelays are the relays a lighthouse said a peer can be reached through.
 	mu         sync.Mutex
 	peerRelays map[netip.Addr][]netip.Addr
 	asked      map[[2]netip.Addr]time.Time // (peer, relay) -> last CreateRelayRequest
 }
 
+func (r *relayState) c() *relayConf { return r.conf.Load() }
+
 func newRelayState(n *Node) (*relayState, error) {
-	c := n.cfg.Relay
-	r := &relayState{n: n, amRelay: c.AmRelay, useRelays: true,
-		peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
+	r := &relayState{n: n, peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
 	r.table.byIndex = map[uint32]*relayEntry{}
 	r.table.byPeer = map[netip.Addr][]*relayEntry{}
-	if c.UseRelays != nil {
-		r.useRelays = *c.UseRelays
+	rc, err := parseRelayConf(n, n.cfg.Relay)
+	if err != nil {
+		return nil, err
 	}
-	if r.amRelay {
-		r.useRelays = false
+	r.conf.Store(rc)
+	return r, nil
+}
+
+func parseRelayConf(n *Node, c RelayConfig) (*relayConf, error) {
+	rc := &relayConf{amRelay: c.AmRelay, useRelays: true}
+	if c.UseRelays != nil {
+		rc.useRelays = *c.UseRelays
+	}
+	if rc.amRelay {
+		rc.useRelays = false
 	}
 	for i, s := range c.Relays {
 		a, err := netip.ParseAddr(s)
@@ -166,10 +181,10 @@ func newRelayState(n *Node) (*relayState, error) {
 			return nil, fmt.Errorf("relay.relays[%d]: %q is not an IP address", i, s)
 		}
 		if a != n.vpnIP {
-			r.relays = append(r.relays, a)
+			rc.relays = append(rc.relays, a)
 		}
 	}
-	return r, nil
+	return rc, nil
 }
 
 // newEntry allocates a relay entry with a fresh local index.
@@ -194,15 +209,15 @@ func (r *relayState) newEntry(hop, peer netip.Addr) (*relayEntry, error) {
 
 // advertised is what we report to lighthouses as our relays.
 func (r *relayState) advertised() []netip.Addr {
-	if r.amRelay {
+	if r.c().amRelay {
 		return nil
 	}
-	return r.relays
+	return r.c().relays
 }
 
 // tick keeps tunnels to our own relays up, so they can reach us when someone asks.
 func (r *relayState) tick() {
-	for _, a := range r.relays {
+	for _, a := range r.c().relays {
 		if r.n.hosts.byVPNIP(a) == nil {
 			r.n.hs.trigger(a, nil)
 		}
@@ -250,7 +265,7 @@ func (r *relayState) established(peer netip.Addr) *relayEntry {
 // tryRelays asks the peer's relays to set up a relay (once a second per relay), and sends
 // msg1 through any relay already set up.
 func (r *relayState) tryRelays(peer netip.Addr, msg1 []byte) {
-	if !r.useRelays {
+	if !r.c().useRelays {
 		return
 	}
 	if e := r.established(peer); e != nil {
@@ -330,7 +345,7 @@ func (r *relayState) handleControl(t *tunnel, pt []byte) {
 // acceptAsTarget: a relay we listed asks to carry frames from c.RelayFrom to us.
 func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 	n := r.n
-	if !slices.Contains(r.relays, t.vpnIP) {
+	if !slices.Contains(r.c().relays, t.vpnIP) {
 		n.m.dropped(dropRelay)
 		n.log.Info("relay request from a host that is not one of our relays", "relay", t.vpnIP)
 		return
@@ -348,7 +363,7 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 // forwardRequest: we are asked to relay from t to c.RelayTo.
 func (r *relayState) forwardRequest(from *tunnel, c *control) {
 	n := r.n
-	if !r.amRelay || c.RelayFrom != from.vpnIP {
+	if !r.c().amRelay || c.RelayFrom != from.vpnIP {
 		n.m.dropped(dropRelay)
 		return
 	}

@@ -19,8 +19,13 @@ import (
 // any other section is reported as needing a restart.
 var liveSections = map[string]bool{"pki": true, "firewall": true, "logging": true}
 
+// lighthouseSections apply live when the target supports it (see lighthouseTarget).
+var lighthouseSections = map[string]bool{"static_host_map": true, "lighthouse": true, "relay": true,
+	"preferred_ranges": true, "local_range": true}
+
 // reloader re-reads the config (SIGHUP, `meshnode reload`) and applies what can change
-// without a restart: PKI (cert, key, CA bundle, blocklist), firewall rules, log level.
+// without a restart: PKI (cert, key, CA bundle, blocklist), firewall rules, static_host_map,
+// lighthouse list and client settings, relays, preferred ranges, log level.
 // Tunnels whose peer stays valid are kept.
 type reloader struct {
 	mu    sync.Mutex
@@ -36,6 +41,12 @@ type reloader struct {
 type reloadTarget interface {
 	SetPKI(*overlay.PKI) error
 	SetFirewall(firewall.Config) error
+}
+
+// lighthouseTarget is implemented by targets that can also apply static_host_map, the
+// lighthouse list and relay settings live.
+type lighthouseTarget interface {
+	SetLighthouses(*overlay.Config) error
 }
 
 type pkiFiles struct{ ca, cert, key []byte }
@@ -107,6 +118,24 @@ func (r *reloader) apply() ([]string, error) {
 		}
 		changes = append(changes, "firewall: rules replaced (flows they no longer allow are cut)")
 	}
+	lt, canLH := r.node.(lighthouseTarget)
+	lhChanged := false
+	for _, key := range changedSections(r.cfg, cfg) {
+		switch key {
+		case "static_host_map", "lighthouse", "relay", "preferred_ranges", "local_range":
+			if canLH {
+				lhChanged = true
+				changes = append(changes, key+": applied")
+			} else {
+				changes = append(changes, key+": changed; restart meshnode to apply")
+			}
+		}
+	}
+	if lhChanged {
+		if err := lt.SetLighthouses(cfg); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Logging.Level != r.cfg.Logging.Level {
 		r.level.Set(parseLevel(cfg.Logging.Level))
 		changes = append(changes, fmt.Sprintf("logging.level: %s -> %s", r.cfg.Logging.Level, cfg.Logging.Level))
@@ -115,7 +144,7 @@ func (r *reloader) apply() ([]string, error) {
 		changes = append(changes, "logging: format changed; restart meshnode to apply")
 	}
 	for _, key := range changedSections(r.cfg, cfg) {
-		if !liveSections[key] {
+		if !liveSections[key] && !lighthouseSections[key] {
 			changes = append(changes, key+": changed; restart meshnode to apply")
 		}
 	}
