@@ -288,6 +288,10 @@ renewal:
 	if err := h2.proc.WaitLog(60*time.Second, "renewal refused: this host is revoked"); err != nil {
 		t.Fatalf("h2 was not refused a renewal: %v\n%s", err, h2.proc.Tail(20))
 	}
+	// Nor can it come back under its name: the admin cannot invite it again.
+	if out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", "h2").CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
+		t.Fatalf("invite of the revoked h2: %v\n%s", err, out)
+	}
 }
 
 // hasPeer asks a host's daemon whether it has a tunnel to vpn.
