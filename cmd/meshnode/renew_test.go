@@ -28,6 +28,7 @@ import (
 	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/cert/authority/client"
 	"github.com/meshnode/meshnode/cert/certtest"
+	"github.com/meshnode/meshnode/firewall"
 	"github.com/meshnode/meshnode/overlay"
 )
 
@@ -697,5 +698,43 @@ func TestRenewalLeavesNoJournal(t *testing.T) {
 	}
 	if _, err := os.Stat(pendingFile(r.stateFile)); err == nil {
 		t.Fatal("journal left after a complete renewal")
+	}
+}
+
+// fwNode is a recordingNode that also takes firewall changes (the reloader's target).
+type fwNode struct{ *recordingNode }
+
+func (fwNode) SetFirewall(firewall.Config) error { return nil }
+
+func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "web1", "")
+	node := fwNode{newRecordingNode()}
+	reg := prometheus.NewRegistry()
+	target, stop := startKeyHandling(context.Background(), cfg, p, node, reg, testLogger(t))
+	if _, ok := target.(*pkiManager); !ok {
+		t.Fatalf("reloads drive %T, want the pkiManager", target)
+	}
+	select {
+	case <-node.set: // the first blocklist fetch
+	case <-time.After(10 * time.Second):
+		t.Fatal("no blocklist fetch at start")
+	}
+	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
+		t.Fatalf("meshnode_cert_expiry_seconds gathered %d times (%v)", n, err)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop did not return")
+	}
+
+	cfg.Renewal.URL = ""
+	if target, stop := startKeyHandling(context.Background(), cfg, p, node, prometheus.NewRegistry(), testLogger(t)); target != reloadTarget(node) {
+		t.Fatalf("without renewal.url reloads drive %T", target)
+	} else {
+		stop()
 	}
 }
