@@ -37,6 +37,7 @@ type Config struct {
 	Relay         RelayConfig         `yaml:"relay"`
 	Routines      int                 `yaml:"routines"`
 	Renewal       RenewalConfig       `yaml:"renewal"`
+	Control       ControlConfig       `yaml:"control"`
 	LocalRange    string              `yaml:"local_range"`
 	Preferred     []string            `yaml:"preferred_ranges"`
 	// Nebula's debug SSH server: accepted so Nebula configs load, but not served.
@@ -191,6 +192,24 @@ type RenewalConfig struct {
 	BlocklistInterval time.Duration `yaml:"blocklist_interval"`
 	// StateFile keeps the renewal counter (default: pki.key + ".renewal").
 	StateFile string `yaml:"state_file"`
+}
+
+// ControlConfig is our own section: the daemon's local control socket, used by
+// `meshnode status | ping | list | reload`.
+type ControlConfig struct {
+	Path     string `yaml:"path"`     // default /run/meshnode/meshnode.sock
+	Disabled bool   `yaml:"disabled"` // no control socket at all
+	// Mode is the socket's permission bits as an octal string (default "0600": root only).
+	Mode string `yaml:"mode"`
+}
+
+// SocketMode parses control.mode (validated at load).
+func (c ControlConfig) SocketMode() os.FileMode {
+	m, err := strconv.ParseUint(c.Mode, 8, 32)
+	if err != nil || c.Mode == "" {
+		return DefaultControlMode
+	}
+	return os.FileMode(m)
 }
 
 // Defaults, in one place, with Nebula 1.6's values where it has them.
@@ -480,6 +499,11 @@ func (c *Config) validate() error {
 	}
 	if c.Renewal.URL != "" && c.Renewal.Pin == "" {
 		bad("renewal.pin", "required with renewal.url (the CA service's TLS fingerprint)")
+	}
+	if c.Control.Mode != "" {
+		if m, err := strconv.ParseUint(c.Control.Mode, 8, 32); err != nil || m > 0o777 {
+			bad("control.mode", "%q is not octal permission bits (e.g. \"0600\")", c.Control.Mode)
+		}
 	}
 	if c.Routines > 1 {
 		c.Warnings = append(c.Warnings, "routines: multi-queue packet processing is not implemented yet; using 1")

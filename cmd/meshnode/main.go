@@ -49,7 +49,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "path to the node's YAML config (Nebula's format)")
 	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it)")
+	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it; overrides control.path)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText+"\ndaemon flags:\n")
 		fs.PrintDefaults()
@@ -92,7 +92,19 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
 		return 0
 	}
-	if err := serve(cfg, pki, log, level, *controlPath); err != nil {
+	// The flag wins when given; otherwise the config's control section decides.
+	ctlPath := *controlPath
+	flagSet := false
+	fs.Visit(func(f *flag.Flag) { flagSet = flagSet || f.Name == "control" })
+	if !flagSet {
+		switch {
+		case cfg.Control.Disabled:
+			ctlPath = ""
+		case cfg.Control.Path != "":
+			ctlPath = cfg.Control.Path
+		}
+	}
+	if err := serve(cfg, pki, log, level, ctlPath); err != nil {
 		log.Error("meshnode stopped", "err", err)
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
@@ -156,7 +168,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	defer stopKeys()
 	rl := newReloader(cfg, pki, target, level, log)
 	if controlPath != "" {
-		ctl, err := overlay.ListenControl(node, overlay.ControlOptions{Path: controlPath, Reload: rl.reload,
+		ctl, err := overlay.ListenControl(node, overlay.ControlOptions{Path: controlPath, Mode: cfg.Control.SocketMode(), Reload: rl.reload,
 			Version: version, Logger: log})
 		if err != nil {
 			// The mesh matters more than the status command: run without it.
