@@ -236,9 +236,9 @@ func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
 	switch h.Type {
 	case header.Test:
 		if h.Subtype == header.SubtypeTestRequest {
-			n.sendEncrypted(t, header.Test, header.SubtypeTestReply, pt)
+			n.handleTestRequest(t, pt)
 		} else if h.Subtype == header.SubtypeTestReply {
-			n.pings.answer(t.vpnIP)
+			n.handleTestReply(t, pt)
 		}
 	case header.CloseTunnel:
 		n.log.Info("peer closed the tunnel", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP)

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"context"
 	"net/netip"
 
 	"github.com/meshnode/meshnode/lighthouse"
@@ -33,4 +34,14 @@ func (n *Node) SendLighthouseForTest(peer netip.Addr, msg []byte) bool {
 // ForgedUpdate is a HostUpdateNotification claiming vpn is at addr.
 func ForgedUpdate(vpn netip.Addr, addr netip.AddrPort) []byte {
 	return (&lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: vpn, V4: []netip.AddrPort{addr}}).Marshal(nil)
+}
+
+// HandleExtForTest registers an extension handler for op on n.
+func (n *Node) HandleExtForTest(op byte, fn func(peer netip.Addr, body []byte) []byte) {
+	n.ext.handle(op, func(t *tunnel, body, out []byte) []byte { return append(out, fn(t.vpnIP, body)...) })
+}
+
+// ExtCallForTest sends an extension query to peer and waits for the answer.
+func (n *Node) ExtCallForTest(ctx context.Context, peer netip.Addr, op byte, body []byte) ([]byte, error) {
+	return n.extCall(ctx, peer, op, body)
 }

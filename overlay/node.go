@@ -115,6 +115,7 @@ type Node struct {
 	lh       *lighthouseState
 	relay    *relayState
 	pings    pingWaiters
+	ext      extState
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
 	sendRecv string

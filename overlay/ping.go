@@ -61,22 +61,9 @@ func (p *pingWaiters) answer(vpn netip.Addr) {
 // establishing the tunnel if needed (as traffic would). It proves the peer's daemon holds
 // the tunnel, independently of either side's firewall.
 func (n *Node) Ping(ctx context.Context, vpn netip.Addr) (time.Duration, error) {
-	if vpn == n.vpnIP {
-		return 0, fmt.Errorf("%s is this host", vpn)
-	}
-	t := n.hosts.byVPNIP(vpn)
-	if t == nil {
-		n.hs.trigger(vpn, nil)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for t == nil {
-			select {
-			case <-ctx.Done():
-				return 0, fmt.Errorf("%w %s: %v", ErrNoTunnel, vpn, ctx.Err())
-			case <-tick.C:
-				t = n.hosts.byVPNIP(vpn)
-			}
-		}
+	t, err := n.waitTunnel(ctx, vpn)
+	if err != nil {
+		return 0, err
 	}
 	c := n.pings.add(vpn)
 	defer n.pings.remove(vpn, c)

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 )
@@ -41,6 +42,21 @@ func FuzzUnmarshalControl(f *testing.F) {
 		again, err := unmarshalControl(c.marshal())
 		if err != nil || *again != *c {
 			t.Fatalf("re-encoding changed the message: %+v vs %+v (%v)", c, again, err)
+		}
+	})
+}
+
+func FuzzParseExt(f *testing.F) {
+	f.Add(appendExt(nil, extOpFirewallQuery, 7))
+	f.Add([]byte("MNX1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		op, id, body, ok := parseExt(b)
+		if !ok {
+			return
+		}
+		again := append(appendExt(nil, op, id), body...)
+		if !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs: % x vs % x", again, b)
 		}
 	})
 }
