@@ -23,17 +23,21 @@
 #   up s         start of the daemons until the first ping across the overlay succeeds
 # Rounds are interleaved (raw, nebula, meshnode, raw, nebula, ...) so a machine whose speed
 # drifts affects every scenario alike; the table shows median (min-max) and ratios per round.
+# -P DIR makes each meshnode daemon write a CPU profile of its whole life (start, idle, the
+# load, shutdown) to DIR/meshnode-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
+# and prints `go tool pprof -top` of each at the end; profiling costs a few per cent.
 #
-# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-o OUT.md] [scenario ...]
+# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-o OUT.md] [-P DIR] [scenario ...]
 # Needs root, iperf3, ping, ip; nebula and nebula-cert for the overlays (scripts/install-deps.sh).
 # Traffic stays inside the two namespaces this script creates and deletes (trap).
 set -uo pipefail
 
-ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""
+ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""; PROF=""
 usage() { sed -n '/^# Usage/,/^# Traffic/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-while getopts "r:t:m:c:B:o:h" opt; do
+while getopts "r:t:m:c:B:o:P:h" opt; do
   case $opt in
-    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; o) OUT=$OPTARG ;; *) usage ;;
+    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; o) OUT=$OPTARG ;;
+    P) PROF=$OPTARG ;; *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -47,6 +51,7 @@ for t in ip ping iperf3 awk; do
   command -v $t >/dev/null || { echo "bench.sh: '$t' missing; run: bash scripts/install-deps.sh" >&2; exit 2; }
 done
 
+if [ -n "$PROF" ]; then mkdir -p "$PROF" && PROF=$(cd "$PROF" && pwd) || { echo "bench.sh: cannot use -P $PROF" >&2; exit 2; }; fi
 W=$(mktemp -d -t meshbench.XXXXXX)
 NA=mnbench$$-a; NB=mnbench$$-b
 PIDS=()   # every process this script started, killed by PID
@@ -127,9 +132,13 @@ iperf_result() {
        r && /"bits_per_second"/ { gsub(/[^0-9.e+]/, "", $2); print $2, b, (rt == "" ? "NA" : rt); exit }'
 }
 
-start_daemons() { # binary -> DAEMONS
-  ip netns exec $NA "$1" -config "$W/a.yml" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
-  ip netns exec $NB "$1" -config "$W/b.yml" >"$W/b.log" 2>&1 & PIDS+=($!); DAEMONS+=($!)
+start_daemons() { # scenario binary -> DAEMONS
+  local pa=() pb=()
+  if [ -n "$PROF" ] && [ "$1" = meshnode ]; then
+    pa=(-cpuprofile "$PROF/meshnode-r$ROUND-a.pprof"); pb=(-cpuprofile "$PROF/meshnode-r$ROUND-b.pprof")
+  fi
+  ip netns exec $NA "$2" -config "$W/a.yml" "${pa[@]}" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
+  ip netns exec $NB "$2" -config "$W/b.yml" "${pb[@]}" >"$W/b.log" 2>&1 & PIDS+=($!); DAEMONS+=($!)
 }
 
 measure() { # scenario -> one line of numbers, "skip" or "fail"
@@ -144,7 +153,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
   [ "$sc" = raw ] || [ -n "$bin" ] || { echo skip; return; }
   net_up || { net_down; echo fail; return; }
   t0=$(date +%s%N)
-  [ "$sc" = raw ] || start_daemons "$bin"
+  [ "$sc" = raw ] || start_daemons "$sc" "$bin"
   up=""
   for i in $(seq 1 150); do
     if ip netns exec $NA ping -n -c 1 -W 1 $target >/dev/null 2>&1; then up=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
@@ -185,6 +194,7 @@ RESULTS=$W/results.txt
 : >"$RESULTS"
 echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-per-daemon default}" >&2
 for r in $(seq 1 "$ROUNDS"); do
+  ROUND=$r
   for sc in "${SCENARIOS[@]}"; do
     line=$(measure "$sc")
     echo "  round $r $sc: $line" >&2
@@ -236,4 +246,11 @@ END {
 
 cat "$TABLE"
 if [ -n "$OUT" ]; then cp "$TABLE" "$OUT" && echo "bench: table written to $OUT" >&2; fi
+if [ -n "$PROF" ]; then
+  for f in "$PROF"/meshnode-r*-[ab].pprof; do
+    [ -s "$f" ] || continue
+    echo; echo "== $f (go tool pprof -top -nodecount=25)"
+    go tool pprof -top -nodecount=25 ${MESHNODE:+"$MESHNODE"} "$f" 2>/dev/null
+  done
+fi
 exit 0

@@ -50,6 +50,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it; overrides control.path)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the daemon's whole run to this file, on exit (SIGTERM/SIGINT)")
+	memProfile := fs.String("memprofile", "", "write a heap profile (pprof) to this file on exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText+"\ndaemon flags:\n")
 		fs.PrintDefaults()
@@ -104,7 +106,16 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 			ctlPath = cfg.Control.Path
 		}
 	}
-	if err := serve(cfg, pki, log, level, ctlPath); err != nil {
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshnode: %v\n", err)
+		return 1
+	}
+	err = serve(cfg, pki, log, level, ctlPath)
+	if perr := stopProfiles(); perr != nil {
+		fmt.Fprintf(stderr, "meshnode: %v\n", perr)
+	}
+	if err != nil {
 		log.Error("meshnode stopped", "err", err)
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1

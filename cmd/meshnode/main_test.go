@@ -299,3 +299,24 @@ db1   10.42.1.2  db      via 10.42.0.1  192.0.2.10:4242  1m30s ago  never       
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// -cpuprofile and -memprofile leave non-empty pprof files once the daemon's run ends.
+func TestProfilesAreWrittenWhenTheRunEnds(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof")
+	stop, err := startProfiles(cpu, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cpu, mem} {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v, size %v", p, err, st)
+		}
+	}
+	if _, err := startProfiles(filepath.Join(dir, "no", "such", "dir"), ""); err == nil {
+		t.Error("a CPU profile path that cannot be created was accepted")
+	}
+}
