@@ -18,6 +18,7 @@ type portIndex struct {
 // table is one direction's compiled rules.
 type table struct {
 	rules   []compiledRule
+	text    []string // each rule as configured (Rule.String), for Check's explanations
 	classes [numClasses]portIndex
 }
 
