@@ -45,3 +45,17 @@ func (n *Node) HandleExtForTest(op byte, fn func(peer netip.Addr, body []byte) [
 func (n *Node) ExtCallForTest(ctx context.Context, peer netip.Addr, op byte, body []byte) ([]byte, error) {
 	return n.extCall(ctx, peer, op, body)
 }
+
+// Nebula behaviours AnswerTestsAsNebulaForTest can play.
+const (
+	NebulaOff   = nebulaModeOff
+	Nebula161   = nebulaMode161
+	NebulaEmpty = nebulaModeEmpty
+	NebulaEcho  = nebulaModeEcho
+)
+
+// AnswerTestsAsNebulaForTest makes n answer Test requests as a Nebula peer of that kind.
+func (n *Node) AnswerTestsAsNebulaForTest(mode int32) { n.ext.asNebula.Store(mode) }
+
+// NebulaPanicsForTest counts the Test requests that would have crashed a Nebula 1.6 peer.
+func (n *Node) NebulaPanicsForTest() int { return int(n.ext.nebulaPanics.Load()) }

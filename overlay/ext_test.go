@@ -55,3 +55,58 @@ func TestExtensionQueryIsAnsweredByTheHandlerOrReportedUnsupported(t *testing.T)
 		t.Fatal(err)
 	}
 }
+
+// TestExtensionQueriesNeverCrashANebulaPeer plays each kind of Nebula peer: 1.6.1 (answers
+// a Test request of up to 16 bytes with bytes of its own header, and panics on a longer
+// one), one that answers empty, and a later release that echoes. Short and long queries
+// must all end in ErrExtUnsupported, without a request that would crash 1.6.1, and the
+// peer's liveness (ping) keeps working.
+func TestExtensionQueriesNeverCrashANebulaPeer(t *testing.T) {
+	m := newMesh(t, 2, "")
+	a, b := m.hosts[0], m.hosts[1]
+	b.node.HandleExtForTest(0x7e, func(_ netip.Addr, body []byte) []byte { return body })
+	for _, mode := range []struct {
+		name string
+		m    int32
+	}{{"nebula-1.6.1", overlay.Nebula161}, {"empty", overlay.NebulaEmpty}, {"echo", overlay.NebulaEcho}} {
+		t.Run(mode.name, func(t *testing.T) {
+			b.node.AnswerTestsAsNebulaForTest(mode.m)
+			defer b.node.AnswerTestsAsNebulaForTest(overlay.NebulaOff)
+			// A fresh tunnel: what a peer is known to be is remembered per tunnel.
+			m.stop(1)
+			m.start(1)
+			b = m.hosts[1]
+			b.node.AnswerTestsAsNebulaForTest(mode.m)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for _, body := range [][]byte{[]byte("abc"), make([]byte, 200), []byte("abc")} {
+				start := time.Now()
+				_, err := a.node.ExtCallForTest(ctx, b.vpn, 0x7e, body)
+				if !errors.Is(err, overlay.ErrExtUnsupported) {
+					t.Fatalf("%d-byte query: %v", len(body), err)
+				}
+				t.Logf("%d-byte query: unsupported after %s", len(body), time.Since(start).Round(time.Millisecond))
+			}
+			if n := b.node.NebulaPanicsForTest(); n != 0 {
+				t.Fatalf("%d requests would have crashed a nebula 1.6.1 peer", n)
+			}
+			if _, err := a.node.Ping(ctx, b.vpn); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestLongExtensionQueriesGoToAMeshnodePeerAfterAHello(t *testing.T) {
+	m := newMesh(t, 2, "")
+	a, b := m.hosts[0], m.hosts[1]
+	b.node.HandleExtForTest(0x7e, func(_ netip.Addr, body []byte) []byte { return body[:3] })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 2 {
+		got, err := a.node.ExtCallForTest(ctx, b.vpn, 0x7e, bytes.Repeat([]byte("x"), 500))
+		if err != nil || string(got) != "xxx" {
+			t.Fatalf("long query: %q, %v", got, err)
+		}
+	}
+}

@@ -45,6 +45,10 @@ type tunnel struct {
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 
+	// Extension queries (ext.go): what the peer is known to be, and the answers it may get.
+	extPeer  atomic.Int32
+	extLimit extLimiter
+
 	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
 	// retransmitted copy gets the same reply rather than a new tunnel.
 	msg1Sum [32]byte

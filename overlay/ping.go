@@ -15,7 +15,8 @@ import (
 var ErrNoTunnel = errors.New("no tunnel to the peer")
 
 // pingWaiters are callers of Ping waiting for a Test reply from a peer. Any reply from the
-// peer answers them: Nebula 1.6 does not echo the request payload, so it cannot be matched.
+// peer answers them: Nebula 1.6 does not echo the request payload (see ext.go), so it cannot
+// be matched.
 type pingWaiters struct {
 	mu sync.Mutex
 	m  map[netip.Addr][]chan struct{}
