@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Linux is a TUN device (IFF_TUN, no packet info) opened through water. As a Device it
-// uses its first queue; Queues returns all of them.
+// Linux is a TUN device (IFF_TUN, no packet info). Without offloads it is opened through
+// water; with them (Options.Offload) by openOffload, because water cannot ask for the
+// virtio-net header. As a Device it uses its first queue; Queues returns all of them.
 type Linux struct {
 	name   string
 	mtu    int
@@ -25,6 +26,7 @@ type Linux struct {
 type Queue struct {
 	dev *Linux
 	rw  io.ReadWriteCloser
+	off *offloadQueue // nil without offloads
 }
 
 var (
@@ -55,6 +57,22 @@ func OpenLinux(opts Options) (*Linux, error) {
 	queues := max(opts.Queues, 1)
 	d := &Linux{name: opts.Name, mtu: opts.MTU}
 	for range queues {
+		if opts.Offload {
+			f, name, err := openOffload(d.name, queues > 1)
+			if err != nil {
+				d.Close()
+				return nil, fmt.Errorf("tun: open %q: %w", d.name, err)
+			}
+			off, err := newOffloadQueue(f)
+			if err != nil {
+				f.Close()
+				d.Close()
+				return nil, fmt.Errorf("tun: open %q: %w", d.name, err)
+			}
+			d.name = name
+			d.queues = append(d.queues, &Queue{dev: d, rw: f, off: off})
+			continue
+		}
 		ifce, err := water.New(water.Config{
 			DeviceType: water.TUN,
 			PlatformSpecificParams: water.PlatformSpecificParams{
@@ -136,7 +154,21 @@ func (d *Linux) Queues() []Device {
 	return qs
 }
 
-// Read reads one packet from the first queue into bufs[0].
+// Offload reports whether the device was opened with offloads.
+func (d *Linux) Offload() bool { return len(d.queues) > 0 && d.queues[0].off != nil }
+
+// OffloadStats sums the offload counters of all queues.
+func (d *Linux) OffloadStats() OffloadStats {
+	var s OffloadStats
+	for _, q := range d.queues {
+		if q.off != nil {
+			s.add(&q.off.stats)
+		}
+	}
+	return s
+}
+
+// Read reads from the first queue.
 func (d *Linux) Read(bufs [][]byte, sizes []int) (int, error) { return d.queues[0].Read(bufs, sizes) }
 
 // Write writes each of bufs as one packet to the first queue.
@@ -153,7 +185,7 @@ func (d *Linux) Close() error {
 	var errs []error
 	d.once.Do(func() {
 		for _, q := range d.queues {
-			if err := q.rw.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			if err := q.close(); err != nil && !errors.Is(err, os.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
@@ -164,8 +196,17 @@ func (d *Linux) Close() error {
 	return nil
 }
 
-// Read reads one packet into bufs[0]: a TUN read returns exactly one packet.
+// Read reads packets: without offloads one into bufs[0] (a TUN read returns exactly one
+// packet); with them as many as one read of the device yields, split into MTU-sized
+// packets, keeping those that did not fit for the next Read.
 func (q *Queue) Read(bufs [][]byte, sizes []int) (int, error) {
+	if q.off != nil {
+		n, err := q.off.read(bufs, sizes)
+		if err != nil {
+			return 0, q.mapErr("read", err)
+		}
+		return n, nil
+	}
 	if len(bufs) == 0 || len(sizes) == 0 {
 		return 0, nil
 	}
@@ -177,8 +218,16 @@ func (q *Queue) Read(bufs [][]byte, sizes []int) (int, error) {
 	return 1, nil
 }
 
-// Write writes each of bufs as one packet.
+// Write writes each of bufs as one packet; with offloads, runs of segments of one TCP flow
+// go to the kernel as one super-packet.
 func (q *Queue) Write(bufs [][]byte) (int, error) {
+	if q.off != nil {
+		n, err := q.off.write(bufs)
+		if err != nil {
+			return n, q.mapErr("write", err)
+		}
+		return n, nil
+	}
 	for i, b := range bufs {
 		if _, err := q.rw.Write(b); err != nil {
 			return i, q.mapErr("write", err)
@@ -188,7 +237,7 @@ func (q *Queue) Write(bufs [][]byte) (int, error) {
 }
 
 func (q *Queue) mapErr(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, ErrClosed) {
 		return ErrClosed
 	}
 	return fmt.Errorf("tun: %s %s: %w", op, q.dev.name, err)
@@ -202,8 +251,15 @@ func (q *Queue) Name() string { return q.dev.name }
 
 // Close closes this queue only; the device goes away when its last queue is closed.
 func (q *Queue) Close() error {
-	if err := q.rw.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := q.close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("tun: close queue of %s: %w", q.dev.name, err)
 	}
 	return nil
+}
+
+func (q *Queue) close() error {
+	if q.off != nil {
+		return q.off.close()
+	}
+	return q.rw.Close()
 }

@@ -24,10 +24,16 @@ import (
 // afterwards. Nothing in these tests touches the machine's own namespace.
 func netns(t testing.TB) string {
 	t.Helper()
+	return netnsTagged(t, "")
+}
+
+// netnsTagged is netns for a test that needs more than one namespace: tag tells them apart.
+func netnsTagged(t testing.TB, tag string) string {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "ip")
 	h := fnv.New32a()
-	h.Write([]byte(t.Name()))
+	h.Write([]byte(t.Name() + "\x00" + tag))
 	name := fmt.Sprintf("mntun-%d-%08x", os.Getpid(), h.Sum32())
 	ip(t, "netns", "add", name)
 	t.Cleanup(func() {

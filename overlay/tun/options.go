@@ -22,4 +22,9 @@ type Options struct {
 	// Queues opens a multi-queue device with that many queues when > 1, so that several
 	// goroutines read and write in parallel (one per Queues() entry).
 	Queues int
+	// Offload opens the device with TCP segmentation and checksum offloads (Linux): the
+	// kernel reads and writes TCP in super-packets of up to 64 KiB, which the device splits
+	// and joins, so the caller still sees MTU-sized IP packets. Open fails with ErrNoOffload
+	// when the kernel cannot.
+	Offload bool
 }

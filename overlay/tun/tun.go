@@ -8,6 +8,11 @@ import "errors"
 // ErrClosed is returned by Read and Write after Close.
 var ErrClosed = errors.New("tun: device closed")
 
+// ErrNoOffload is returned by Open with Options.Offload when the kernel refuses the virtio-net
+// header or TCP offloads; the device is not left behind, and opening it without offloads
+// is the way on.
+var ErrNoOffload = errors.New("tun: the kernel does not support TUN offloads")
+
 // Device moves IP packets between the kernel (or a test) and the overlay.
 //
 // Read fills bufs[i] with packets and sizes[i] with their lengths, returning how many it

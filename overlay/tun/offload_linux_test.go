@@ -1,0 +1,207 @@
+package tun_test
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/overlay/tun"
+	"github.com/meshnode/meshnode/overlay/tun/tuntest"
+)
+
+// bridge copies packets from one device to the other until either is closed: the wire
+// between two namespaces, as the overlay would be, minus the encryption.
+func bridge(t *testing.T, from, to tun.Device, batch int) {
+	t.Helper()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, from.MTU()+64)
+	}
+	sizes := make([]int, batch)
+	out := make([][]byte, batch)
+	for {
+		n, err := from.Read(bufs, sizes)
+		if err != nil {
+			return
+		}
+		for i := range n {
+			out[i] = bufs[i][:sizes[i]]
+		}
+		if _, err := to.Write(out[:n]); err != nil {
+			if errors.Is(err, tun.ErrClosed) {
+				return
+			}
+			t.Errorf("write to %s: %v", to.Name(), err)
+			return
+		}
+	}
+}
+
+// transfer sends size random bytes over TCP from a socket in ns a to a listener in ns b at
+// dst, and checks that the SHA-256 of what arrived matches.
+func transfer(t *testing.T, a, b string, dst netip.AddrPort, size int) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	inNetns(t, b, func() { ln, err = net.Listen("tcp", dst.String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		got <- r
+	}()
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	var c net.Conn
+	inNetns(t, a, func() { c, err = net.DialTimeout("tcp", dst.String(), 5*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	// Writes of odd sizes, so that the kernel makes super-packets of every shape (and sends
+	// PSH in the middle of the stream).
+	for off, step := 0, uint32(1); off < len(data); step = step*7 + 3 {
+		n := min(int(step%200000)+1, len(data)-off)
+		if _, err := c.Write(data[off : off+n]); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		off += n
+	}
+	c.Close()
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != int64(size) || r.sum != want {
+			t.Fatalf("received %d of %d bytes, err %v, sha256 match %v", r.n, size, r.err, r.sum == want)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("transfer did not finish")
+	}
+}
+
+func noDAD(t *testing.T, ns string) {
+	t.Helper()
+	for _, k := range []string{"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"} {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", k).CombinedOutput(); err != nil {
+			t.Fatalf("sysctl %s: %v: %s", k, err, out)
+		}
+	}
+}
+
+// TestOffloadTCPTransfer joins two namespaces by their TUN devices, copying packets between
+// them in this process, and sends TCP across: the kernel hands us super-packets, which are
+// split, and takes the segments back joined; the data must arrive intact.
+func TestOffloadTCPTransfer(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		offA, offB   bool
+		addrA, addrB netip.Prefix
+	}{
+		{"v4", true, true, netip.MustParsePrefix("10.42.0.1/24"), netip.MustParsePrefix("10.42.0.2/24")},
+		{"v6", true, true, netip.MustParsePrefix("fd42::1/64"), netip.MustParsePrefix("fd42::2/64")},
+		{"v4-offload-to-plain", true, false, netip.MustParsePrefix("10.42.0.1/24"), netip.MustParsePrefix("10.42.0.2/24")},
+		{"v4-plain-to-offload", false, true, netip.MustParsePrefix("10.42.0.1/24"), netip.MustParsePrefix("10.42.0.2/24")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := netnsTagged(t, "a"), netnsTagged(t, "b")
+			noDAD(t, a)
+			noDAD(t, b)
+			da := open(t, a, tun.Options{Name: "mesh0", MTU: 1300, Addr: tc.addrA, Offload: tc.offA})
+			db := open(t, b, tun.Options{Name: "mesh0", MTU: 1300, Addr: tc.addrB, Offload: tc.offB})
+			if da.Offload() != tc.offA || db.Offload() != tc.offB {
+				t.Fatalf("Offload() = %v/%v", da.Offload(), db.Offload())
+			}
+			if tc.offA {
+				if feat := ethtool(t, a); !strings.Contains(feat, "tcp-segmentation-offload: on") {
+					t.Errorf("device does not do TSO:\n%s", feat)
+				}
+			}
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); bridge(t, da, db, 64) }()
+			go func() { defer wg.Done(); bridge(t, db, da, 64) }()
+			defer func() { da.Close(); db.Close(); wg.Wait() }()
+
+			transfer(t, a, b, netip.AddrPortFrom(tc.addrB.Addr(), 5201), 32<<20)
+			transfer(t, b, a, netip.AddrPortFrom(tc.addrA.Addr(), 5202), 8<<20)
+
+			sa, sb := da.OffloadStats(), db.OffloadStats()
+			t.Logf("A: %+v", sa)
+			t.Logf("B: %+v", sb)
+			// Each side splits what its kernel sends; it joins what the other side read in
+			// batches, which a plain device (one packet per read) does not give it.
+			for _, s := range []struct {
+				name      string
+				off, peer bool
+				st        tun.OffloadStats
+			}{{"A", tc.offA, tc.offB, sa}, {"B", tc.offB, tc.offA, sb}} {
+				if s.off && (s.st.Split == 0 || s.st.Segments <= s.st.Split) {
+					t.Errorf("%s split nothing: %+v", s.name, s.st)
+				}
+				if s.off && s.peer && (s.st.Coalesced == 0 || s.st.Joined <= s.st.Coalesced) {
+					t.Errorf("%s joined nothing: %+v", s.name, s.st)
+				}
+			}
+			if sa.Dropped+sb.Dropped+sa.Fallbacks+sb.Fallbacks != 0 {
+				t.Errorf("drops or fallbacks: %+v %+v", sa, sb)
+			}
+		})
+	}
+}
+
+// ethtool returns the offload features of mesh0 in ns, or "" without ethtool.
+func ethtool(t *testing.T, ns string) string {
+	t.Helper()
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		return "tcp-segmentation-offload: on (ethtool not installed)"
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "ethtool", "-k", "mesh0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ethtool: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+// TestOffloadDeviceAnswersEcho: packets that are not TCP pass both ways unchanged.
+func TestOffloadDeviceAnswersEcho(t *testing.T) {
+	ns := netns(t)
+	d := open(t, ns, tun.Options{Name: "mesh0", Addr: vpnAddr, Offload: true})
+	ch := packets(d)
+	req := tuntest.IPv4ICMPEcho(peerIP, vpnAddr.Addr(), 0x4d4e, 7, []byte("offload"))
+	if n, err := d.Write([][]byte{req}); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	p := await(t, ch, "echo reply", func(p tuntest.Packet) bool {
+		return p.Proto == tuntest.ProtoICMP && p.ICMPType == tuntest.ICMPEchoReply && p.ICMPID == 0x4d4e
+	})
+	if p.Src != vpnAddr.Addr() || p.ICMPSeq != 7 || string(p.Data) != "offload" {
+		t.Fatalf("reply %+v", p)
+	}
+}
