@@ -343,10 +343,12 @@ func sameFlow(p []byte, ps *tcpSeg, q []byte, qs *tcpSeg) bool {
 		}
 	}
 	pt, qt := p[ps.iph:ps.hlen], q[qs.iph:qs.hlen]
-	// ports, ack, data offset and window equal; flags equal except PSH, and CWR only on the
-	// first; options byte for byte (timestamps included: segments of one send share them).
+	// ports, ack, data offset, window and urgent pointer equal; flags equal except PSH, and
+	// CWR only on the first; options byte for byte (timestamps included: segments of one
+	// send share them).
 	if [4]byte(pt[0:4]) != [4]byte(qt[0:4]) || [5]byte(pt[8:13]) != [5]byte(qt[8:13]) ||
-		[2]byte(pt[14:16]) != [2]byte(qt[14:16]) || string(pt[20:]) != string(qt[20:]) {
+		[2]byte(pt[14:16]) != [2]byte(qt[14:16]) || [2]byte(pt[18:20]) != [2]byte(qt[18:20]) ||
+		string(pt[20:]) != string(qt[20:]) {
 		return false
 	}
 	return qs.flags&tcpCWR == 0 && (ps.flags&^(tcpPSH|tcpCWR)) == qs.flags&^tcpPSH
