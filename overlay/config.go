@@ -125,6 +125,7 @@ type TunConfig struct {
 	MTU                int         `yaml:"mtu"`
 	Routes             []yaml.Node `yaml:"routes"`
 	UnsafeRoutes       []yaml.Node `yaml:"unsafe_routes"`
+	Offload            *bool       `yaml:"offload"` // TSO/checksum offloads; default true
 }
 
 // LoggingConfig selects log level and format.
@@ -329,6 +330,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Tun.Dev == "" {
 		c.Tun.Dev = "mesh0"
+	}
+	if c.Tun.Offload == nil {
+		on := true
+		c.Tun.Offload = &on
 	}
 	if c.Handshakes.TryInterval == 0 {
 		c.Handshakes.TryInterval = DefaultTryInterval

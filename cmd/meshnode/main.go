@@ -144,8 +144,14 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	var dev tun.Device
 	if !cfg.Tun.Disabled {
 		own := pki.Creds.Cert
-		dev, err = tun.Open(tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
-			TxQueueLen: cfg.Tun.TxQueue})
+		opts := tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
+			TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload}
+		dev, err = tun.Open(opts)
+		if errors.Is(err, tun.ErrNoOffload) {
+			log.Warn("TUN offloads unavailable; using the plain device (one packet per system call)", "err", err)
+			opts.Offload = false
+			dev, err = tun.Open(opts)
+		}
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("tun.dev %q: %w", cfg.Tun.Dev, err)

@@ -205,3 +205,49 @@ func TestOffloadDeviceAnswersEcho(t *testing.T) {
 		t.Fatalf("reply %+v", p)
 	}
 }
+
+// TestOffloadMultiQueueCloses: every queue of a multi-queue device gets offloads, and Close
+// unblocks a Read, fails later Writes with ErrClosed and removes the device.
+func TestOffloadMultiQueueCloses(t *testing.T) {
+	ns := netns(t)
+	d := open(t, ns, tun.Options{Name: "mesh0", Addr: vpnAddr, Queues: 2, Offload: true})
+	if link := ip(t, "-n", ns, "-d", "link", "show", "mesh0"); !strings.Contains(link, "multi_queue") {
+		t.Errorf("device is not multi-queue:\n%s", link)
+	}
+	qs := d.Queues()
+	errc := make(chan error, len(qs))
+	for _, q := range qs {
+		go func() {
+			bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
+			for {
+				if _, err := q.Read(bufs, sizes); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range qs {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, tun.ErrClosed) {
+				t.Fatalf("Read after Close: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("Close did not unblock Read")
+		}
+	}
+	pkt := tuntest.IPv4ICMPEcho(peerIP, vpnAddr.Addr(), 1, 1, nil)
+	for _, q := range qs {
+		if _, err := q.Write([][]byte{pkt}); !errors.Is(err, tun.ErrClosed) {
+			t.Fatalf("Write after Close: %v", err)
+		}
+	}
+	if out, err := exec.Command("ip", "-n", ns, "link", "show", "mesh0").CombinedOutput(); err == nil {
+		t.Fatalf("device still exists after Close:\n%s", out)
+	}
+}
