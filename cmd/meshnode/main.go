@@ -159,6 +159,9 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d, ok := dev.(offloader); ok && d.Offload() {
+		registerOffloadMetrics(reg, d)
+	}
 	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Logger: log, Registerer: reg})
 	if err != nil {
 		conn.Close()
@@ -280,4 +283,29 @@ func pickStr(v, def string) string {
 		return v
 	}
 	return def
+}
+
+// offloader is a TUN device that may run with offloads (tun.Linux).
+type offloader interface {
+	Offload() bool
+	OffloadStats() tun.OffloadStats
+}
+
+// registerOffloadMetrics exports the device's offload counters, read at scrape time.
+func registerOffloadMetrics(reg prometheus.Registerer, d offloader) {
+	for _, c := range []struct {
+		event, help string
+		get         func(tun.OffloadStats) uint64
+	}{
+		{"split", "TCP super-packets read from the TUN device and split.", func(s tun.OffloadStats) uint64 { return s.Split }},
+		{"segments", "Packets the split super-packets became.", func(s tun.OffloadStats) uint64 { return s.Segments }},
+		{"coalesced", "TCP super-packets written to the TUN device.", func(s tun.OffloadStats) uint64 { return s.Coalesced }},
+		{"joined", "Packets joined into written super-packets.", func(s tun.OffloadStats) uint64 { return s.Joined }},
+		{"dropped", "TUN reads dropped: malformed virtio-net header or super-packet, or too big.", func(s tun.OffloadStats) uint64 { return s.Dropped }},
+		{"fallbacks", "Super-packets the kernel refused, written one packet at a time.", func(s tun.OffloadStats) uint64 { return s.Fallbacks }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "meshnode_tun_offload_" + c.event + "_total", Help: c.help,
+		}, func() float64 { return float64(c.get(d.OffloadStats())) }))
+	}
 }

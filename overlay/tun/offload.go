@@ -13,6 +13,17 @@ import (
 // what goes on the wire is unchanged and Nebula peers see nothing new. This file is plain
 // byte work, free of system calls, so it is tested and fuzzed on any platform.
 
+// OffloadStats counts the work of the offload path of a device (all queues), for tests and
+// metrics. All zero when the device was opened without offloads.
+type OffloadStats struct {
+	Split     uint64 // super-packets read and split
+	Segments  uint64 // packets those became
+	Coalesced uint64 // super-packets written
+	Joined    uint64 // packets that went into them
+	Dropped   uint64 // reads that yielded nothing: malformed virtio-net header or super-packet, or a packet too big for the caller's buffer
+	Fallbacks uint64 // super-packets the kernel refused, written one packet at a time instead
+}
+
 // The virtio_net_hdr without the num_buffers field: what TUNSETVNETHDRSZ is given.
 const (
 	vnetHdrLen = 10

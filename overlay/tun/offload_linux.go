@@ -219,17 +219,6 @@ func (o *offloadQueue) close() error {
 	return o.f.Close()
 }
 
-// OffloadStats counts the work of the offload path of a device (all queues), for tests and
-// metrics. All zero when the device was opened without offloads.
-type OffloadStats struct {
-	Split     uint64 // super-packets read and split
-	Segments  uint64 // packets those became
-	Coalesced uint64 // super-packets written
-	Joined    uint64 // packets that went into them
-	Dropped   uint64 // reads that yielded nothing: malformed virtio-net header or super-packet, or a packet too big for the caller's buffer
-	Fallbacks uint64 // super-packets the kernel refused, written one packet at a time instead
-}
-
 func (s *OffloadStats) add(c *offloadCounters) {
 	s.Split += c.split.Load()
 	s.Segments += c.segments.Load()
