@@ -16,6 +16,11 @@ const (
 	// sweepEvery bounds how often one shard is scanned for expired entries.
 	sweepEvery = int64(5e9)
 
+	// maxRefreshSlack bounds how far behind the exact expiry (last packet + timeout) a flow's
+	// recorded expiry may lag: a hit moves it only when that gains more than the slack, so a
+	// busy flow writes its entry about once a second instead of on every packet.
+	maxRefreshSlack = int64(1e9)
+
 	// DefaultMaxFlows caps conntrack: about 25 MiB of table. Like the kernel's nf_conntrack,
 	// a full table refuses new flows rather than grow without bound under a port spray.
 	DefaultMaxFlows = 1 << 18
@@ -114,7 +119,7 @@ func (c *conntrack) lookup(k *flowKey, now int64, gen uint64, refresh int64) (en
 	case e.expires <= now:
 		delete(s.m, *k)
 		ok = false
-	case e.gen == gen && refresh > e.expires:
+	case e.gen == gen && refresh > e.expires+refreshSlack(refresh-now):
 		e.expires = refresh
 		s.m[*k] = e
 	}
@@ -182,3 +187,7 @@ func (c *conntrack) sweep(now int64) {
 		s.mu.Unlock()
 	}
 }
+
+// refreshSlack is the lag allowed for a flow with this timeout: a sixteenth of it, at most
+// maxRefreshSlack, so short test timeouts stay nearly exact.
+func refreshSlack(timeout int64) int64 { return min(timeout/16, maxRefreshSlack) }

@@ -126,14 +126,24 @@ func (f *Firewall) Expire() { f.ct.sweep(f.now().UnixNano()) }
 // Verdict parses pkt and judges it. peer is the tunnel's identity; dir says whether the packet
 // leaves a tunnel (Inbound) or enters one (Outbound). It does not allocate.
 func (f *Firewall) Verdict(pkt []byte, dir Direction, peer *Peer) Verdict {
+	return f.VerdictAt(pkt, dir, peer, f.now())
+}
+
+// VerdictAt is Verdict at a time the caller read from the firewall's clock (Options.Now):
+// the data path reads it once per batch of packets rather than once per packet.
+func (f *Firewall) VerdictAt(pkt []byte, dir Direction, peer *Peer, now time.Time) Verdict {
 	var p Packet
 	p.Parse(pkt)
-	return f.VerdictPacket(&p, dir, peer)
+	return f.verdict(&p, dir, peer, now.UnixNano())
 }
 
 // VerdictPacket judges a packet the caller already parsed (a failed parse is dropped with its
 // reason).
 func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
+	return f.verdict(p, dir, peer, f.now().UnixNano())
+}
+
+func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verdict {
 	if p.Reason != ReasonNone || p.Version == 0 {
 		r := p.Reason
 		if r == ReasonNone {
@@ -162,7 +172,6 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	if !f.ownsLocal(fl.local) {
 		return Verdict{Drop, ReasonLocalAddr}
 	}
-	now := f.now().UnixNano()
 	if fl.frag {
 		return f.laterFragment(p, dir, peer, rs, &fl, now)
 	}

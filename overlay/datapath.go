@@ -96,7 +96,7 @@ func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time
 		if t == nil {
 			return nil
 		}
-		return n.deliverInbound(t, pt)
+		return n.deliverInbound(t, pt, now)
 	case header.Handshake:
 		switch h.Counter {
 		case 1:
@@ -188,7 +188,7 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 }
 
 // deliverInbound applies the source check, the destination check and the inbound firewall.
-func (n *Node) deliverInbound(t *tunnel, pt []byte) []byte {
+func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time) []byte {
 	if len(pt) < 20 || pt[0]>>4 != 4 {
 		n.m.dropped(dropNotIPv4)
 		return nil
@@ -203,7 +203,7 @@ func (n *Node) deliverInbound(t *tunnel, pt []byte) []byte {
 		n.m.dropped(dropNotForUs)
 		return nil
 	}
-	if v := n.fw.Load().Verdict(pt, firewall.Inbound, t.fwPeer); !v.Accepted() {
+	if v := n.fw.Load().VerdictAt(pt, firewall.Inbound, t.fwPeer, now); !v.Accepted() {
 		n.m.firewallDropped(firewall.Inbound, v)
 		if v.Rejected() {
 			n.sendReject(t, pt)
@@ -340,7 +340,7 @@ func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool
 		n.hs.trigger(dst, pkt)
 		return udp.Message{}, false
 	}
-	if v := n.fw.Load().Verdict(pkt, firewall.Outbound, t.fwPeer); !v.Accepted() {
+	if v := n.fw.Load().VerdictAt(pkt, firewall.Outbound, t.fwPeer, time.Unix(0, now)); !v.Accepted() {
 		n.m.firewallDropped(firewall.Outbound, v)
 		if v.Rejected() {
 			n.rejectLocally(pkt)
