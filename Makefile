@@ -20,7 +20,7 @@ deps:
 test: lint build
 	@# The race detector makes sync.Pool drop items, so the zero-allocation guards of the hot
 	@# path run once without it, then everything runs with it.
-	$(GO) test -count=1 -run 'Allocate' ./handshake/ ./firewall/ ./overlay/header/ ./overlay/replay/ ./overlay/udp/
+	$(GO) test -count=1 -run 'Allocate' ./handshake/ ./firewall/ ./overlay/ ./overlay/header/ ./overlay/replay/ ./overlay/udp/
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 unit:

@@ -6,9 +6,12 @@ import (
 	"crypto/cipher"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/meshnode/meshnode/cert/certtest"
@@ -205,5 +208,32 @@ func TestDataPathDoesNotAllocate(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("%s: %v allocs per packet (seal and open), want 0", c, allocs)
 		}
+	}
+}
+
+// meshnode_packets_total and meshnode_bytes_total are summed from the tunnels at scrape time
+// and keep the counts of tunnels that are gone.
+func TestTrafficCountersSurviveTheTunnel(t *testing.T) {
+	p := newPathPair(t, "aes")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.a.m.traffic)
+	buf := make([]byte, header.Len+pathPacket+tagLen)
+	const k = 5
+	for range k {
+		p.seal(t, buf, time.Now().UnixNano())
+	}
+	want := fmt.Sprintf(`
+# HELP meshnode_packets_total Tunneled IP packets by direction (in = from peers).
+# TYPE meshnode_packets_total counter
+meshnode_packets_total{direction="in"} 0
+meshnode_packets_total{direction="out"} %d
+`, k)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meshnode_packets_total"); err != nil {
+		t.Fatal(err)
+	}
+	tun := p.a.hosts.byVPNIP(p.b.vpnIP)
+	p.a.removeTunnel(tun)
+	if got := p.a.hosts.traffic(); got.packetsOut != k || got.bytesOut != k*pathPacket {
+		t.Fatalf("after the tunnel went: %+v, want %d packets and %d bytes out", got, k, k*pathPacket)
 	}
 }

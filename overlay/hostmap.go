@@ -31,19 +31,11 @@ type tunnel struct {
 	allowedIPs     []netip.Addr
 	allowedSubnets []netip.Prefix
 
-	sendCounter atomic.Uint64
-	window      replay.Window
-
+	// Read per packet, written rarely.
 	remote     atomic.Pointer[netip.AddrPort]
 	relay      atomic.Pointer[relayEntry] // set while the tunnel runs through a relay
-	lastRecv   atomic.Int64               // unix nanos of the last authenticated packet from the peer
-	lastSend   atomic.Int64
 	lastRoam   atomic.Int64
-	testSent   atomic.Int64 // unix nanos of an unanswered liveness probe, 0 if none
 	rekeyAsked atomic.Int64 // unix nanos of the last re-handshake a recv_error asked for
-
-	bytesIn, bytesOut     atomic.Uint64
-	packetsIn, packetsOut atomic.Uint64
 
 	// Extension queries (ext.go): what the peer is known to be, and the answers it may get.
 	extPeer  atomic.Int32
@@ -53,7 +45,26 @@ type tunnel struct {
 	// retransmitted copy gets the same reply rather than a new tunnel.
 	msg1Sum [32]byte
 	msg2    []byte
+
+	// The send path and the receive path run on different cores and each writes its own
+	// fields per packet: keeping the two groups on separate cache lines stops every packet
+	// one way from invalidating the line the other way reads.
+	_                  cacheLinePad
+	sendCounter        atomic.Uint64
+	lastSend           atomic.Int64 // unix nanos
+	packetsOut         atomic.Uint64
+	bytesOut           atomic.Uint64
+	_                  cacheLinePad
+	window             replay.Window
+	lastRecv           atomic.Int64 // unix nanos of the last authenticated packet from the peer
+	testSent           atomic.Int64 // unix nanos of an unanswered liveness probe, 0 if none
+	packetsIn, bytesIn atomic.Uint64
+	_                  cacheLinePad
 }
+
+// cacheLinePad separates fields that different cores write (64-byte lines on amd64 and
+// arm64).
+type cacheLinePad struct{ _ [64]byte }
 
 func (t *tunnel) remoteAddr() netip.AddrPort {
 	if p := t.remote.Load(); p != nil {
@@ -86,6 +97,34 @@ type hostMap struct {
 	byIndex sync.Map // uint32 -> *tunnel
 	byVPN   sync.Map // netip.Addr -> *tunnel
 	count   atomic.Int64
+	gone    trafficTotals // counters of tunnels no longer indexed; guarded by mu
+}
+
+// trafficTotals are the packet and byte counters of one or more tunnels.
+type trafficTotals struct {
+	packetsIn, packetsOut, bytesIn, bytesOut uint64
+}
+
+func (s *trafficTotals) add(t *tunnel) {
+	s.packetsIn += t.packetsIn.Load()
+	s.packetsOut += t.packetsOut.Load()
+	s.bytesIn += t.bytesIn.Load()
+	s.bytesOut += t.bytesOut.Load()
+}
+
+// traffic is the node's total since start: tunnels still indexed plus those gone. Tunnels
+// leave the index under mu, and their counts move to gone then, so totals never go back.
+// (A packet counted by a data-path goroutine that found the tunnel just before it left is
+// lost; a handful at most, once per tunnel.)
+func (h *hostMap) traffic() trafficTotals {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.gone
+	h.byIndex.Range(func(_, v any) bool {
+		s.add(v.(*tunnel))
+		return true
+	})
+	return s
 }
 
 func (h *hostMap) byLocalIndex(i uint32) *tunnel {
@@ -125,7 +164,10 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 func (h *hostMap) remove(t *tunnel) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, had := h.byIndex.LoadAndDelete(t.localIndex)
+	had := h.byIndex.CompareAndDelete(t.localIndex, t)
+	if had {
+		h.gone.add(t)
+	}
 	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
 		return true
@@ -139,6 +181,7 @@ func (h *hostMap) retire(t *tunnel) {
 	defer h.mu.Unlock()
 	if v, ok := h.byIndex.Load(t.localIndex); ok && v.(*tunnel) == t {
 		h.byIndex.Delete(t.localIndex)
+		h.gone.add(t)
 	}
 }
 

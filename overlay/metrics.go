@@ -54,33 +54,28 @@ var allDropReasons = []string{
 type metrics struct {
 	handshakes *prometheus.CounterVec
 	tunnelsUp  prometheus.GaugeFunc
-	packets    *prometheus.CounterVec
-	bytes      *prometheus.CounterVec
+	traffic    *trafficCollector
 	drops      *prometheus.CounterVec
 	fwDrops    *prometheus.CounterVec
 
 	// Pre-resolved children keep label lookups off the hot path.
-	packetsIn, packetsOut prometheus.Counter
-	bytesIn, bytesOut     prometheus.Counter
-	drop                  map[string]prometheus.Counter
+	drop map[string]prometheus.Counter
 	// fwDrop[direction][reason] are the firewall's verdict reasons, pre-resolved.
 	fwDrop [2][]prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
 	m := &metrics{
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshnode_handshakes_total", Help: "Handshakes by role and outcome.",
 		}, []string{"role", "outcome"}),
 		tunnelsUp: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshnode_tunnels", Help: "Established tunnels.",
-		}, tunnels),
-		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshnode_packets_total", Help: "Tunneled IP packets by direction (in = from peers).",
-		}, []string{"direction"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshnode_bytes_total", Help: "Tunneled IP bytes (inner packets) by direction.",
-		}, []string{"direction"}),
+		}, func() float64 { return float64(hosts.count.Load()) }),
+		traffic: &trafficCollector{hosts: hosts,
+			packets: prometheus.NewDesc("meshnode_packets_total", "Tunneled IP packets by direction (in = from peers).", []string{"direction"}, nil),
+			bytes:   prometheus.NewDesc("meshnode_bytes_total", "Tunneled IP bytes (inner packets) by direction.", []string{"direction"}, nil),
+		},
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshnode_drops_total", Help: "Dropped packets by reason.",
 		}, []string{"reason"}),
@@ -94,10 +89,6 @@ func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
 			m.fwDrop[d] = append(m.fwDrop[d], m.fwDrops.WithLabelValues(dir, r.String()))
 		}
 	}
-	m.packetsIn = m.packets.WithLabelValues("in")
-	m.packetsOut = m.packets.WithLabelValues("out")
-	m.bytesIn = m.bytes.WithLabelValues("in")
-	m.bytesOut = m.bytes.WithLabelValues("out")
 	for _, r := range allDropReasons {
 		m.drop[r] = m.drops.WithLabelValues(r)
 	}
@@ -107,9 +98,30 @@ func newMetrics(reg prometheus.Registerer, tunnels func() float64) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.handshakes, m.tunnelsUp, m.packets, m.bytes, m.drops, m.fwDrops)
+		reg.MustRegister(m.handshakes, m.tunnelsUp, m.traffic, m.drops, m.fwDrops)
 	}
 	return m
+}
+
+// trafficCollector reports packets and bytes from the tunnels' own counters, summed at
+// scrape time: the data path then updates two per-tunnel atomics per packet instead of
+// those and two shared Prometheus counters as well.
+type trafficCollector struct {
+	hosts          *hostMap
+	packets, bytes *prometheus.Desc
+}
+
+func (c *trafficCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.packets
+	ch <- c.bytes
+}
+
+func (c *trafficCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.hosts.traffic()
+	ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packetsIn), "in")
+	ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packetsOut), "out")
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytesIn), "in")
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytesOut), "out")
 }
 
 // firewallDropped counts a firewall verdict that was not Accept.

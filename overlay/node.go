@@ -179,7 +179,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.static.Store(&static)
-	n.m = newMetrics(opts.Registerer, func() float64 { return float64(n.hosts.count.Load()) })
+	n.m = newMetrics(opts.Registerer, &n.hosts)
 	n.hs = newHandshakeManager(n)
 	if n.relay, err = newRelayState(n); err != nil {
 		return nil, err
