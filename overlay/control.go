@@ -1,6 +1,6 @@
 package overlay
 
-// The control socket: a local unix socket on which `meshnode status | ping | list | reload`
+// The control socket: a local unix socket on which `meshnode status | ping | check | list | reload`
 // ask the running daemon questions. One JSON request per line, answered by JSON lines; every
 // line but the last carries "more": true (ping streams one line per probe).
 
@@ -55,9 +55,11 @@ type ControlOptions struct {
 
 // ControlRequest is one line sent by a client.
 type ControlRequest struct {
-	Cmd    string `json:"cmd"`              // status, ping, list, reload
-	Target string `json:"target,omitempty"` // ping: VPN IP or host name
-	Count  int    `json:"count,omitempty"`  // ping: probes (default 3)
+	Cmd    string `json:"cmd"`              // status, ping, check, list, reload
+	Target string `json:"target,omitempty"` // ping, check: VPN IP or host name
+	// Traffic is what check asks about: tcp/PORT, udp/PORT or icmp.
+	Traffic string `json:"traffic,omitempty"`
+	Count   int    `json:"count,omitempty"` // ping: probes (default 3)
 	// Ping timing in milliseconds: between probes (default 1000) and per probe (default
 	// 2000; the first probe also gets time for a handshake).
 	IntervalMS int `json:"interval_ms,omitempty"`
@@ -77,6 +79,7 @@ type ControlResponse struct {
 	Ping   *PingSummary   `json:"ping,omitempty"`
 	Hosts  []KnownHost    `json:"hosts,omitempty"`
 	Reload *ReloadResult  `json:"reload,omitempty"`
+	Check  *FirewallCheck `json:"check,omitempty"`
 }
 
 // ControlStatus is this host and its tunnels.
@@ -325,6 +328,8 @@ func (s *ControlServer) handle(ctx context.Context, req ControlRequest, send fun
 		send(ControlResponse{Hosts: s.n.KnownHosts()})
 	case "ping":
 		s.ping(ctx, req, send)
+	case "check":
+		s.check(ctx, req, send)
 	case "reload":
 		if s.opts.Reload == nil {
 			send(ControlResponse{Error: "reload is not available on this daemon"})
@@ -337,14 +342,13 @@ func (s *ControlServer) handle(ctx context.Context, req ControlRequest, send fun
 		}
 		send(ControlResponse{Reload: &ReloadResult{Changes: changes}})
 	default:
-		send(ControlResponse{Error: fmt.Sprintf("unknown command %q (want status, ping, list or reload)", req.Cmd)})
+		send(ControlResponse{Error: fmt.Sprintf("unknown command %q (want status, ping, check, list or reload)", req.Cmd)})
 	}
 }
 
 func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(ControlResponse) error) {
-	vpn, name, err := s.n.ResolveHost(req.Target)
-	if err != nil {
-		send(ControlResponse{Error: err.Error()})
+	vpn, name, ok := s.resolve(req, send)
+	if !ok {
 		return
 	}
 	count := req.Count
@@ -355,15 +359,6 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	interval := clampMS(req.IntervalMS, time.Second)
 	timeout := clampMS(req.TimeoutMS, 2*time.Second)
 	sum := PingSummary{Target: vpn, Name: name}
-	if _, ok := s.n.Tunnel(vpn); !ok {
-		how := "its static_host_map address"
-		if len(s.n.staticMap()[vpn]) == 0 {
-			how = "the lighthouses"
-		}
-		if err := send(ControlResponse{More: true, Note: fmt.Sprintf("no tunnel to %s yet: handshaking (finding it through %s)", vpn, how)}); err != nil {
-			return
-		}
-	}
 	var total time.Duration
 	for seq := 1; seq <= count; seq++ {
 		if seq > 1 {
@@ -410,6 +405,54 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	sum.FirewallInbound = s.n.Dropped(dropFirewallIn)
 	sum.FirewallOutbound = s.n.Dropped(dropFirewallOut)
 	send(ControlResponse{Ping: &sum})
+}
+
+// resolve finds the target of a ping or check and, when there is no tunnel to it yet, tells
+// the client a handshake is under way.
+func (s *ControlServer) resolve(req ControlRequest, send func(ControlResponse) error) (netip.Addr, string, bool) {
+	vpn, name, err := s.n.ResolveHost(req.Target)
+	if err != nil {
+		send(ControlResponse{Error: err.Error()})
+		return netip.Addr{}, "", false
+	}
+	if _, ok := s.n.Tunnel(vpn); !ok {
+		how := "its static_host_map address"
+		if len(s.n.staticMap()[vpn]) == 0 {
+			how = "the lighthouses"
+		}
+		if err := send(ControlResponse{More: true, Note: fmt.Sprintf("no tunnel to %s yet: handshaking (finding it through %s)", vpn, how)}); err != nil {
+			return netip.Addr{}, "", false
+		}
+	}
+	return vpn, name, true
+}
+
+// check reports the tunnel and both firewalls' verdicts for traffic to the target.
+func (s *ControlServer) check(ctx context.Context, req ControlRequest, send func(ControlResponse) error) {
+	tr, err := ParseTraffic(req.Traffic)
+	if err != nil {
+		send(ControlResponse{Error: err.Error()})
+		return
+	}
+	vpn, _, ok := s.resolve(req, send)
+	if !ok {
+		return
+	}
+	// Room for a handshake (as ping's first probe), then the probe and the query.
+	hctx, cancel := context.WithTimeout(ctx, max(clampMS(req.TimeoutMS, 5*time.Second), 5*time.Second))
+	_, err = s.n.waitTunnel(hctx, vpn)
+	cancel()
+	if err != nil {
+		send(ControlResponse{Error: fmt.Sprintf("%v: the tunnel does not come up, so nothing reaches %s; "+
+			"check `meshnode status` on both hosts, static_host_map or the lighthouses, and that UDP reaches the peer's listen port", err, req.Target)})
+		return
+	}
+	c, err := s.n.CheckFirewall(ctx, vpn, tr)
+	if err != nil {
+		send(ControlResponse{Error: err.Error()})
+		return
+	}
+	send(ControlResponse{Check: c})
 }
 
 // statusRTTTimeout bounds how long status -rtt waits for the slowest peer.

@@ -187,6 +187,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	if n.lh, err = newLighthouseState(n); err != nil {
 		return nil, err
 	}
+	n.ext.handle(extOpFirewallQuery, n.answerFirewallQuery)
 	return n, nil
 }
 
