@@ -26,6 +26,7 @@ type subcommand func(args []string, stdout, stderr io.Writer) int
 var subcommands = map[string]subcommand{
 	"status": cmdStatus,
 	"ping":   cmdPing,
+	"check":  cmdCheck,
 	"list":   cmdList,
 	"reload": cmdReload,
 	"help":   cmdHelp,
@@ -37,6 +38,7 @@ const usageText = `usage:
   meshnode enroll -token T -config node.yml   join the mesh with a token from mesh-cert invite
   meshnode status [-json] [-rtt]              this host, its tunnels, firewall drops
   meshnode ping HOST|VPN-IP [-c N]            a round trip through the tunnel
+  meshnode check HOST tcp/PORT [-json]        can this traffic reach HOST: tunnel and both firewalls
   meshnode list [--tree]                      known hosts, grouped by network
   meshnode reload                             re-read the config (as SIGHUP does)
   meshnode -version
@@ -298,8 +300,9 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "note: this proves the tunnel (both daemons answer), not the firewalls: the peer's firewall may still drop the traffic you want to send. "+
-		"Here, this host's firewall dropped %d inbound and %d outbound packets so far (meshnode status shows them; the peer's status shows its own).\n",
-		sum.FirewallInbound, sum.FirewallOutbound)
+		"Here, this host's firewall dropped %d inbound and %d outbound packets so far (meshnode status shows them; the peer's status shows its own). "+
+		"meshnode check %s tcp/PORT asks both firewalls about your traffic.\n",
+		sum.FirewallInbound, sum.FirewallOutbound, target)
 	return 0
 }
 

@@ -49,7 +49,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "path to the node's YAML config (Nebula's format)")
 	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/list/reload (\"\" disables it; overrides control.path)")
+	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/check/list/reload (\"\" disables it; overrides control.path)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the daemon's whole run to this file, on exit (SIGTERM/SIGINT)")
 	memProfile := fs.String("memprofile", "", "write a heap profile (pprof) to this file on exit")
 	fs.Usage = func() {
@@ -67,7 +67,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml, or meshnode status|ping|list|reload)\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml, or meshnode status|ping|check|list|reload)\n", fs.Arg(0))
 		return 2
 	}
 	if *configPath == "" {
