@@ -37,14 +37,15 @@ type tunnel struct {
 	lastRoam   atomic.Int64
 	rekeyAsked atomic.Int64 // unix nanos of the last re-handshake a recv_error asked for
 
-	// Extension queries (ext.go): what the peer is known to be, and the answers it may get.
-	extPeer  atomic.Int32
-	extLimit extLimiter
-
 	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
 	// retransmitted copy gets the same reply rather than a new tunnel.
 	msg1Sum [32]byte
 	msg2    []byte
+
+	// Extension queries (ext.go), cold: what the peer is known to be, and the answers it
+	// may still get this second.
+	extPeer  atomic.Int32
+	extLimit extLimiter
 
 	// The send path and the receive path run on different cores and each writes its own
 	// fields per packet: keeping the two groups on separate cache lines stops every packet
