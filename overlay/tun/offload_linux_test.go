@@ -2,6 +2,7 @@ package tun_test
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -250,4 +251,76 @@ func TestOffloadMultiQueueCloses(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", ns, "link", "show", "mesh0").CombinedOutput(); err == nil {
 		t.Fatalf("device still exists after Close:\n%s", out)
 	}
+}
+
+// TestOffloadPathsDoNotAllocate: a write that joins segments, a plain write and the reads
+// that follow allocate nothing.
+func TestOffloadPathsDoNotAllocate(t *testing.T) {
+	ns := netns(t)
+	d := open(t, ns, tun.Options{Name: "mesh0", Addr: vpnAddr, Offload: true})
+	// Two segments of one flow from the peer to a closed port: joined on write; the kernel
+	// answers with a RST, which the reads below take along.
+	segs := [][]byte{
+		tcp4(peerIP, vpnAddr.Addr(), 1, 1000, make([]byte, 1000)),
+		tcp4(peerIP, vpnAddr.Addr(), 2, 2000, make([]byte, 1000)),
+	}
+	echo := [][]byte{tuntest.IPv4ICMPEcho(peerIP, vpnAddr.Addr(), 0x77, 1, make([]byte, 100))}
+	bufs, sizes := [][]byte{make([]byte, 1500), make([]byte, 1500)}, []int{0, 0}
+	round := func() {
+		if _, err := d.Write(segs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Write(echo); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			n, err := d.Read(bufs, sizes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 && sizes[0] == len(echo[0]) && bufs[0][9] == 1 && bufs[0][20] == tuntest.ICMPEchoReply {
+				return
+			}
+		}
+	}
+	round()
+	if allocs := testing.AllocsPerRun(50, round); allocs != 0 {
+		t.Fatalf("%v allocations per round", allocs)
+	}
+	if s := d.OffloadStats(); s.Coalesced == 0 {
+		t.Fatalf("the segments were not joined: %+v", s)
+	}
+}
+
+// tcp4 builds an IPv4 TCP ACK segment with DF, from port 40000 to 9, checksums included.
+func tcp4(src, dst netip.Addr, id uint16, seq uint32, payload []byte) []byte {
+	p := make([]byte, 40+len(payload))
+	p[0], p[6], p[8], p[9] = 0x45, 0x40, 64, 6
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	binary.BigEndian.PutUint16(p[4:], id)
+	copy(p[12:16], src.AsSlice())
+	copy(p[16:20], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[10:], ^sum16(0, p[:20]))
+	binary.BigEndian.PutUint16(p[20:], 40000)
+	binary.BigEndian.PutUint16(p[22:], 9)
+	binary.BigEndian.PutUint32(p[24:], seq)
+	p[32], p[33] = 5<<4, 0x10
+	binary.BigEndian.PutUint16(p[34:], 1000)
+	copy(p[40:], payload)
+	pseudo := sum16(uint32(6+len(p)-20), p[12:20])
+	binary.BigEndian.PutUint16(p[36:], ^sum16(uint32(pseudo), p[20:]))
+	return p
+}
+
+func sum16(s uint32, b []byte) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return uint16(s)
 }
