@@ -2,8 +2,8 @@ package tun_test
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
