@@ -96,7 +96,8 @@ func (h *controlHost) status(t *testing.T) overlay.ControlStatus {
 // and by VPN IP prints a reply per probe and fails (exit 1) when the peer is gone; that
 // `meshnode list --tree` groups the hosts under their network; that `meshnode reload` and
 // SIGHUP apply a changed firewall without re-handshaking the tunnel, and that traffic the
-// new firewall refuses shows up as inbound firewall drops in status; and that once the
+// new firewall refuses shows up as inbound firewall drops in status, and `meshnode check`
+// (words and -json) says h2's inbound firewall drops it and ICMP passes; and that once the
 // daemon stops the subcommands say how to start it.
 func TestSubcommandsDescribeAndDriveARunningMesh(t *testing.T) {
 	requireNamespaceSuite(t)
@@ -153,6 +154,26 @@ func TestSubcommandsDescribeAndDriveARunningMesh(t *testing.T) {
 	}
 	if _, err := h1.ns.RunTimeout(20*time.Second, buildPkg(t, t.TempDir(), "./e2e/internal/tcpcheck"), "send", "-to", h2.overlay+":9502", "-bytes", "1000", "-dial-timeout", "2s", "-timeout", "2s"); err == nil {
 		t.Fatal("TCP got through a firewall that admits only ICMP")
+	}
+	// meshnode check names the firewall, the rule and the fix, in words and in JSON.
+	out, err = h1.cli("check", "h2", "tcp/9502")
+	if exitCode(err) != 1 || !strings.Contains(out, "result: DROPPED by h2's inbound firewall") ||
+		!strings.Contains(out, "tunnel    up, direct to 198.18.0.2:4242") || !strings.Contains(out, "to allow it: on h2, add") {
+		t.Fatalf("check h2 tcp/9502 (exit %d, want 1): %v\n%s", exitCode(err), err, out)
+	}
+	t.Logf("meshnode check h2 tcp/9502:\n%s", out)
+	out, err = h1.cli("check", "h2", "icmp")
+	if err != nil || !strings.Contains(out, "result: ALLOWED") || !strings.Contains(out, "h2 lets it in: inbound[0]") {
+		t.Fatalf("check h2 icmp: %v\n%s", err, out)
+	}
+	out, err = h1.cli("check", "10.42.0.2", "tcp/9502", "-json")
+	var fc overlay.FirewallCheck
+	if exitCode(err) != 1 || json.Unmarshal([]byte(jsonPart(out)), &fc) != nil || fc.Result != overlay.CheckDroppedInbound ||
+		fc.Name != "h2" || fc.Inbound == nil || fc.Inbound.Allowed || !fc.Outbound.Allowed || fc.Traffic != "tcp/9502" {
+		t.Fatalf("check -json (exit %d): %v\n%s", exitCode(err), err, out)
+	}
+	if out, err := h1.cli("check", "h2", "tcp/99999"); exitCode(err) != 2 || !strings.Contains(out, "meshnode check:") {
+		t.Fatalf("check with a bad port: exit %d\n%s", exitCode(err), out)
 	}
 	if st := h2.status(t); st.Drops["firewall_inbound"] == 0 {
 		t.Fatalf("no inbound firewall drops counted on h2: %v", st.Drops)

@@ -192,6 +192,7 @@ type meshHost struct {
 	bin      string
 	config   string
 	proc     *netns.Process
+	sock     string // the meshnode daemon's control socket ("" for nebula)
 }
 
 const overlayPort = 4242
@@ -340,7 +341,8 @@ func (h *meshHost) start(t *testing.T) {
 	if isMeshnode(h.bin) {
 		// Every host gets its own control socket: the default path is shared by all the
 		// namespaces (one filesystem) and would belong to the machine's own meshnode.
-		args = append(args, "-control", h.controlSocket(t))
+		h.sock = h.controlSocket(t)
+		args = append(args, "-control", h.sock)
 	}
 	h.proc = h.ns.Start(t, h.name+"-"+filepath.Base(h.bin), h.bin, args...)
 }
