@@ -259,7 +259,7 @@ func guideBlocks(md string) []guideBlock {
 // machine it runs on is executed there (a namespace per machine on one switch, the guide's
 // public addresses mapped to test addresses, /etc/meshnode to a directory per machine, scp
 // to a copy), daemons (meshnode, mesh-cert serve) are started where the guide starts them,
-// and the guide's checks (meshnode ping, status, list, reload, the system ping, a host
+// and the guide's checks (meshnode ping, status, list, check, reload, the system ping, a host
 // enrolled with a token reaching another) must all succeed.
 func TestGettingStartedGuideWorks(t *testing.T) {
 	requireNamespaceSuite(t)
@@ -323,7 +323,7 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		}
 		m := machines[where]
 		prelude := "set -euo pipefail\nexport PATH=" + bin + ":$PATH\n" + scp + fmt.Sprintf("cd %q\n", m.dir) +
-			fmt.Sprintf("meshnode() { case \"${1:-}\" in status|ping|list|reload) local s=$1; shift; command meshnode \"$s\" -control %q \"$@\" ;; enroll) command meshnode \"$@\" ;; *) command meshnode -control %q \"$@\" ;; esac; }\n", m.sock, m.sock)
+			fmt.Sprintf("meshnode() { case \"${1:-}\" in status|ping|check|list|reload) local s=$1; shift; command meshnode \"$s\" -control %q \"$@\" ;; enroll) command meshnode \"$@\" ;; *) command meshnode -control %q \"$@\" ;; esac; }\n", m.sock, m.sock)
 		out, err := m.ns.RunTimeout(2*time.Minute, "bash", "-c", prelude+script)
 		if err != nil {
 			t.Fatalf("on %s:\n%s\n--- failed: %v\n%s", where, script, err, out)
