@@ -23,8 +23,9 @@ const (
 	DefaultTokenTTL        = 24 * time.Hour
 	DefaultCAExpiryWarning = 30 * 24 * time.Hour
 	DefaultMaxClockSkew    = 5 * time.Minute
-	// backdate makes a fresh cert valid on peers whose clocks lag a little (step-ca: 1 min).
-	backdate = time.Minute
+	// maxBackdate makes a fresh cert valid on peers whose clocks lag a little (step-ca: 1
+	// min). It is taken out of the lifetime, not added to it, and is at most a tenth of it.
+	maxBackdate = time.Minute
 	// blocklistGrace keeps an expired cert on the blocklist a while longer, for receivers
 	// whose clocks lag.
 	blocklistGrace = 24 * time.Hour
@@ -58,7 +59,10 @@ type Options struct {
 	URL string
 	Pin []byte
 
-	CertDuration    time.Duration // host certificate lifetime (capped by the CA's)
+	// CertDuration is a host certificate's whole validity, NotAfter − NotBefore, backdating
+	// included (see backdateFor), so renewal at 2/3 of it comes 2/3 of it after NotBefore.
+	// A cert never outlives its CA, so near the CA's end it is shorter.
+	CertDuration    time.Duration
 	TokenTTL        time.Duration // default invite lifetime
 	CAExpiryWarning time.Duration // warn when the active CA expires sooner than this
 	MaxClockSkew    time.Duration // allowed distance of a renewal request's time
@@ -93,6 +97,9 @@ func New(opts Options) (*Authority, error) {
 	}
 	if opts.CertDuration <= 0 {
 		opts.CertDuration = DefaultCertDuration
+	}
+	if opts.CertDuration < time.Second {
+		return nil, fmt.Errorf("authority: certificate lifetime %v: at least 1s (certs keep whole seconds)", opts.CertDuration)
 	}
 	if opts.TokenTTL <= 0 {
 		opts.TokenTTL = DefaultTokenTTL
@@ -336,7 +343,7 @@ func (a *Authority) takenSet(hosts []Host) map[netip.Addr]bool {
 		m[h.IP.Addr()] = true
 	}
 	for _, l := range a.o.Lighthouses {
-		m[l.VpnIP] = true
+		m[l.VpnIP.Unmap()] = true // addresses in the tree are plain IPv4
 	}
 	return m
 }
@@ -451,14 +458,7 @@ func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert
 	if ca.Cert.Expired(now) {
 		return nil, nil, ErrNoActiveCA
 	}
-	nb := now.Add(-backdate).Truncate(time.Second)
-	if nb.Before(ca.Cert.Details.NotBefore) {
-		nb = ca.Cert.Details.NotBefore
-	}
-	na := now.Add(a.o.CertDuration).Truncate(time.Second)
-	if na.After(ca.Cert.Details.NotAfter) {
-		na = ca.Cert.Details.NotAfter // a host cert never outlives its CA
-	}
+	nb, na := a.validity(now, ca.Cert)
 	c := &cert.Certificate{Details: cert.Details{
 		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups),
 		NotBefore: nb, NotAfter: na, PublicKey: slices.Clone(publicKey), Issuer: ca.Cert.Fingerprint(),
@@ -476,6 +476,26 @@ func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert
 	err = tx.PutCert(CertRecord{Fingerprint: c.Fingerprint(), Host: h.Name, Issuer: c.Details.Issuer,
 		NotBefore: nb.UTC(), NotAfter: na.UTC(), Issued: now.UTC(), PEM: p})
 	return c, p, err
+}
+
+// backdateFor is how far before issuance a cert of lifetime life starts: a minute, but at
+// most a tenth of the lifetime, so short-lived certs keep most of their life ahead of them.
+func backdateFor(life time.Duration) time.Duration { return min(maxBackdate, life/10) }
+
+// validity is the NotBefore and NotAfter of a cert issued at now by ca: NotAfter − NotBefore
+// is CertDuration (the backdating is part of it, not added to it), cut short only by the
+// CA's own NotAfter. Both are whole seconds, as the cert encoding keeps them.
+func (a *Authority) validity(now time.Time, ca *cert.Certificate) (nb, na time.Time) {
+	life := a.o.CertDuration.Truncate(time.Second)
+	nb = now.Add(-backdateFor(life).Truncate(time.Second)).Truncate(time.Second)
+	if nb.Before(ca.Details.NotBefore) {
+		nb = ca.Details.NotBefore
+	}
+	na = nb.Add(life)
+	if na.After(ca.Details.NotAfter) {
+		na = ca.Details.NotAfter // a host cert never outlives its CA
+	}
+	return nb, na
 }
 
 // checkPublicKey refuses keys that are not X25519 points or that give an all-zero shared
@@ -525,21 +545,24 @@ func (a *Authority) Enroll(secret, publicKey []byte) (Enrollment, error) {
 		if !ok || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(hash)) != 1 {
 			return ErrTokenUnknown
 		}
+		h, ok, err := tx.Host(tok.Host)
+		if err != nil {
+			return err
+		}
+		// Revocation voids every token ever issued for the host, used, expired, superseded
+		// or outstanding; it is checked first so the error says why.
+		if ok && h.State == HostRevoked {
+			return fmt.Errorf("%w: %s: its enrollment tokens are void", ErrRevoked, h.Name)
+		}
 		if tok.Used {
 			return ErrTokenUsed
 		}
 		if now.After(tok.Expires) {
 			return ErrTokenExpired
 		}
-		h, ok, err := tx.Host(tok.Host)
-		if err != nil {
-			return err
-		}
 		switch {
 		case !ok || h.TokenHash != hash:
 			return ErrTokenUnknown // superseded by a newer invite
-		case h.State == HostRevoked:
-			return fmt.Errorf("%w: %s", ErrRevoked, h.Name)
 		case h.State != HostInvited:
 			return ErrTokenUsed
 		}

@@ -45,8 +45,8 @@ func TestEnrollIssuesTheInvitedIdentity(t *testing.T) {
 	if want := f.clock.Now().Add(-time.Minute); !d.NotBefore.Equal(want) {
 		t.Errorf("NotBefore = %v, want backdated by a minute to %v", d.NotBefore, want)
 	}
-	if want := f.clock.Now().Add(time.Hour); !d.NotAfter.Equal(want) {
-		t.Errorf("NotAfter = %v, want %v", d.NotAfter, want)
+	if want := f.clock.Now().Add(-time.Minute + time.Hour); !d.NotAfter.Equal(want) {
+		t.Errorf("NotAfter = %v, want %v (an hour after NotBefore)", d.NotAfter, want)
 	}
 	if len(e.Lighthouses) != 1 || !bytes.Equal(e.ServiceKey, f.a.ServicePublicKey()) {
 		t.Errorf("enrollment lighthouses %v service key %x", e.Lighthouses, e.ServiceKey)
@@ -207,7 +207,7 @@ func TestRenewReissuesTheIdentityOnRecordWithTheNewKey(t *testing.T) {
 	if err := n.cert.VerifyPrivateKey(n.priv); err != nil {
 		t.Error(err)
 	}
-	if want := f.clock.Now().Add(time.Hour); !n.cert.Details.NotAfter.Equal(want) {
+	if want := f.clock.Now().Add(-time.Minute + time.Hour); !n.cert.Details.NotAfter.Equal(want) {
 		t.Errorf("renewed NotAfter %v, want %v", n.cert.Details.NotAfter, want)
 	}
 	hs, _ := f.a.Hosts()

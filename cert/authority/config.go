@@ -140,8 +140,10 @@ func LoadConfig(path string) (*Config, error) {
 		}
 	}
 	for i, l := range c.Lighthouses {
-		if _, err := netip.ParseAddr(l.VpnIP); err != nil {
+		if a, err := netip.ParseAddr(l.VpnIP); err != nil {
 			bad(fmt.Sprintf("lighthouses[%d].vpn_ip", i), "%v", err)
+		} else if !a.Unmap().Is4() {
+			bad(fmt.Sprintf("lighthouses[%d].vpn_ip", i), "%v is not an IPv4 address", a)
 		}
 		for j, a := range l.Addrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -236,7 +238,9 @@ func (c *Config) LoadCAs() ([]SigningCA, error) {
 func (c *Config) LighthouseList() []Lighthouse {
 	var out []Lighthouse
 	for _, l := range c.Lighthouses {
-		out = append(out, Lighthouse{VpnIP: netip.MustParseAddr(l.VpnIP), Addrs: slices.Clone(l.Addrs)})
+		// ::ffff:10.42.0.1 is 10.42.0.1: hosts' addresses are plain IPv4, and a mapped form
+		// would compare unequal to them (and be handed out again).
+		out = append(out, Lighthouse{VpnIP: netip.MustParseAddr(l.VpnIP).Unmap(), Addrs: slices.Clone(l.Addrs)})
 	}
 	return out
 }
