@@ -24,7 +24,9 @@
 // counter greater than any the host used before and the time, with
 // MAC = HMAC-SHA256(HMAC-SHA256(X25519(cert key, service key), "meshnode-renew-v1"), fields).
 // The service's X25519 public key comes with the enrollment. Only the identity on record is
-// re-issued; the new cert is backdated one minute and never outlives the signing CA.
+// re-issued. Every cert's NotAfter − NotBefore is the configured lifetime, of which a bounded
+// part (a minute, at most a tenth) lies before issuance for lagging clocks; it never outlives
+// the signing CA.
 //
 // Blocklist (GET /v1/blocklist, see SignedBlocklist): a version, the fingerprints of
 // revoked certs and an Ed25519 signature of the active CA over a canonical text encoding, so
