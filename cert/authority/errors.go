@@ -33,6 +33,4 @@ var (
 	ErrMalformed      = errors.New("malformed request")
 
 	ErrNoActiveCA = errors.New("no unexpired CA with a key to sign with")
-
-	ErrBlocklistInvalid = errors.New("invalid blocklist")
 )
