@@ -37,6 +37,7 @@ type Config struct {
 	Relay         RelayConfig         `yaml:"relay"`
 	Routines      int                 `yaml:"routines"`
 	Renewal       RenewalConfig       `yaml:"renewal"`
+	Enroll        EnrollConfig        `yaml:"enroll"`
 	Control       ControlConfig       `yaml:"control"`
 	LocalRange    string              `yaml:"local_range"`
 	Preferred     []string            `yaml:"preferred_ranges"`
@@ -195,6 +196,21 @@ type RenewalConfig struct {
 	StateFile string `yaml:"state_file"`
 }
 
+// EnrollConfig is our own section: a first start from an enrollment token. While the pki
+// files do not exist, the daemon enrolls with the token before it starts, as `meshnode
+// enroll` does; once they exist the section is ignored (the token is spent by then).
+type EnrollConfig struct {
+	Token string `yaml:"token"` // as printed by `mesh-cert invite`
+	// TokenFile holds the token instead (e.g. written by `mesh-cert invite -out`), so it
+	// need not sit in the config. Exactly one of Token and TokenFile.
+	TokenFile string `yaml:"token_file"`
+	// Timeout bounds the wait for the CA service, retries included (default 5 min).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Enabled reports whether the section asks for enrollment.
+func (e EnrollConfig) Enabled() bool { return e.Token != "" || e.TokenFile != "" }
+
 // ControlConfig is our own section: the daemon's local control socket, used by
 // `meshnode status | ping | list | reload`.
 type ControlConfig struct {
@@ -224,6 +240,7 @@ const (
 	DefaultConnectionAliveInterval = 5 * time.Second
 	DefaultPendingDeletionInterval = 10 * time.Second
 	DefaultInactivityTimeout       = 10 * time.Minute
+	DefaultEnrollTimeout           = 5 * time.Minute
 	DefaultBatch                   = 64
 	DefaultSocketBuffer            = 4 << 20
 )
@@ -389,6 +406,9 @@ func (c *Config) applyDefaults() {
 	if c.Renewal.BlocklistInterval == 0 {
 		c.Renewal.BlocklistInterval = time.Minute
 	}
+	if c.Enroll.Timeout == 0 {
+		c.Enroll.Timeout = DefaultEnrollTimeout
+	}
 	if c.Routines == 0 {
 		c.Routines = 1
 	}
@@ -501,6 +521,19 @@ func (c *Config) validate() error {
 	}
 	if c.Renewal.At <= 0 || c.Renewal.At >= 1 {
 		bad("renewal.at", "%v must be a fraction between 0 and 1 (e.g. 0.66)", c.Renewal.At)
+	}
+	if c.Enroll.Token != "" && c.Enroll.TokenFile != "" {
+		bad("enroll", "set token or token_file, not both")
+	}
+	if c.Enroll.Timeout < 0 {
+		bad("enroll.timeout", "%s is negative", c.Enroll.Timeout)
+	}
+	if c.Enroll.Enabled() {
+		for _, kv := range [][2]string{{"pki.ca", c.PKI.CA}, {"pki.cert", c.PKI.Cert}, {"pki.key", c.PKI.Key}} {
+			if strings.Contains(kv[1], "-----BEGIN") {
+				bad(kv[0], "the enroll section writes this file: give a path, not inline PEM")
+			}
+		}
 	}
 	if c.Renewal.URL != "" && c.Renewal.Pin == "" {
 		bad("renewal.pin", "required with renewal.url (the CA service's TLS fingerprint)")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -46,6 +47,8 @@ type enrollOptions struct {
 	force     bool
 	timeout   time.Duration
 	progress  time.Duration // how often "still waiting" is printed
+	minRetry  time.Duration // first retry delay while the service cannot be reached
+	atStart   bool          // the daemon enrolls from the config's enroll section
 	now       func() time.Time
 }
 
@@ -141,33 +144,10 @@ func enroll(ctx context.Context, o enrollOptions, out io.Writer) error {
 	fmt.Fprintf(out, "making a key pair and enrolling with the CA service at %s (TLS pin %s…)\n", tok.URL, hex.EncodeToString(tok.Pin)[:16])
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	type result struct {
-		e   *client.Enrollment
-		err error
+	e, err := enrollWithRetry(ctx, o, tok.URL, out)
+	if err != nil {
+		return explainEnrollError(err, tok.URL)
 	}
-	done := make(chan result, 1)
-	go func() {
-		e, err := client.Enroll(ctx, o.token, client.Options{Now: o.now, Timeout: o.timeout})
-		done <- result{e, err}
-	}()
-	tick := time.NewTicker(o.progress)
-	defer tick.Stop()
-	start := time.Now()
-	var res result
-wait:
-	for {
-		select {
-		case res = <-done:
-			break wait
-		case <-tick.C:
-			fmt.Fprintf(out, "still waiting for the CA service at %s (%s so far, giving up after %s)\n", tok.URL,
-				time.Since(start).Round(time.Second), o.timeout)
-		}
-	}
-	if res.err != nil {
-		return explainEnrollError(res.err, tok.URL)
-	}
-	e := res.e
 	d := e.Cert.Details
 	fmt.Fprintf(out, "enrolled as %s, %s, groups [%s], certificate valid until %s\n", d.Name, d.Ips[0],
 		strings.Join(d.Groups, ","), d.NotAfter.UTC().Format(time.RFC3339))
@@ -213,8 +193,76 @@ wait:
 	if _, err := overlay.LoadPKI(cfg, o.now()); err != nil {
 		return fmt.Errorf("the pki written does not load: %w", err)
 	}
-	fmt.Fprintf(out, "done: start the node with: meshnode -config %s\n", o.config)
+	if !o.atStart {
+		fmt.Fprintf(out, "done: start the node with: meshnode -config %s\n", o.config)
+	}
 	return nil
+}
+
+// Enrollment retry backoff while the CA service cannot be reached.
+const (
+	enrollMinRetry = time.Second
+	enrollMaxRetry = 30 * time.Second
+)
+
+// enrollWithRetry asks the CA service until it answers, backing off while it cannot be
+// reached or is rate limiting, until ctx's deadline; it prints progress while it waits. An
+// answer about the token is final: asking again could not change it.
+func enrollWithRetry(ctx context.Context, o enrollOptions, url string, out io.Writer) (*client.Enrollment, error) {
+	type result struct {
+		e   *client.Enrollment
+		err error
+	}
+	retry := o.minRetry
+	if retry <= 0 {
+		retry = enrollMinRetry
+	}
+	tick := time.NewTicker(o.progress)
+	defer tick.Stop()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		done := make(chan result, 1)
+		go func() {
+			e, err := client.Enroll(ctx, o.token, client.Options{Now: o.now, Timeout: o.timeout})
+			done <- result{e, err}
+		}()
+		var res result
+	wait:
+		for {
+			select {
+			case res = <-done:
+				break wait
+			case <-tick.C:
+				fmt.Fprintf(out, "still waiting for the CA service at %s (%s so far, giving up after %s)\n", url,
+					time.Since(start).Round(time.Second), o.timeout)
+			}
+		}
+		if res.err == nil || !retryableEnrollError(res.err) {
+			return res.e, res.err
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < retry {
+			return nil, res.err // no time left for another try
+		}
+		fmt.Fprintf(out, "attempt %d: %v; retrying in %s (giving up after %s)\n", attempt, res.err, retry, o.timeout)
+		select {
+		case <-ctx.Done():
+			return nil, res.err
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, enrollMaxRetry)
+	}
+}
+
+// retryableEnrollError: the service could not be reached, was overloaded or asked us to
+// slow down. The token is unspent in all these cases unless the service got the request and
+// its answer was lost; then the next try says the token was used, which is final.
+func retryableEnrollError(err error) bool {
+	if errors.Is(err, client.ErrPinMismatch) || errors.Is(err, authority.ErrTokenFormat) {
+		return false
+	}
+	// A 5xx without an API error code comes from a proxy or an overloaded service.
+	return isNetError(err) || errors.Is(err, authority.ErrRateLimited) || errors.Is(err, authority.ErrNoActiveCA) ||
+		strings.HasPrefix(err.Error(), "CA service: 5")
 }
 
 // explainEnrollError turns an enrollment failure into what happened and what to do next.
@@ -487,4 +535,119 @@ func putKey(m, key, v *yaml.Node) {
 		}
 	}
 	m.Content = append(m.Content, key, v)
+}
+
+// The daemon's side of the config's enroll section: `meshnode -config node.yml` on a host
+// that has no pki files yet enrolls first, exactly as `meshnode enroll` would, then starts.
+
+// pkiFilesOnDisk splits the config's pki paths into those that exist and those that do not,
+// named by their keys. The paths are checked as the daemon reads them.
+func pkiFilesOnDisk(cfg *overlay.Config) (have, missing []string) {
+	for _, kv := range [][2]string{{"pki.ca", cfg.PKI.CA}, {"pki.cert", cfg.PKI.Cert}, {"pki.key", cfg.PKI.Key}} {
+		if _, err := os.Lstat(kv[1]); err == nil {
+			have = append(have, kv[0]+" "+kv[1])
+		} else {
+			missing = append(missing, kv[0]+" "+kv[1])
+		}
+	}
+	return have, missing
+}
+
+// enrollToken reads the section's token (from token_file if that is set) and checks its form.
+func enrollToken(ec overlay.EnrollConfig) (string, authority.Token, error) {
+	s := ec.Token
+	if ec.TokenFile != "" {
+		b, err := os.ReadFile(ec.TokenFile)
+		if err != nil {
+			return "", authority.Token{}, fmt.Errorf("enroll.token_file: %w", err)
+		}
+		s = strings.TrimSpace(string(b))
+	}
+	key := "enroll.token"
+	if ec.TokenFile != "" {
+		key = "enroll.token_file " + ec.TokenFile
+	}
+	tok, err := authority.ParseToken(s)
+	if err != nil {
+		return "", authority.Token{}, fmt.Errorf("%s: %w (copy the whole line `mesh-cert invite` printed; it starts with mesh1.)", key, err)
+	}
+	return s, tok, nil
+}
+
+// enrollState is what the enroll section means for this start: nothing to do (section
+// absent, or the pki files exist), enroll (all pki files missing), or an error (some
+// missing: enrolling would replace a key that may still be in use).
+func enrollState(cfg *overlay.Config) (enrollNow bool, err error) {
+	if !cfg.Enroll.Enabled() {
+		return false, nil
+	}
+	have, missing := pkiFilesOnDisk(cfg)
+	switch {
+	case len(missing) == 0:
+		return false, nil
+	case len(have) > 0:
+		return false, fmt.Errorf("enroll: %s exist(s) but %s missing: restore the missing file(s); or, to enroll again, "+
+			"move the others away and put a new invite's token in the enroll section (ask the admin: mesh-cert invite)",
+			strings.Join(have, ", "), strings.Join(missing, ", "))
+	}
+	return true, nil
+}
+
+// enrollAtStart enrolls when the section asks for it and returns the config as enrollment
+// rewrote it (pki paths, renewal, lighthouses); otherwise it returns cfg. Progress goes to
+// the log.
+func enrollAtStart(ctx context.Context, cfg *overlay.Config, configPath string, log *slog.Logger) (*overlay.Config, error) {
+	now, err := enrollState(cfg)
+	if err != nil || !cfg.Enroll.Enabled() {
+		return cfg, err
+	}
+	if !now {
+		log.Info("the pki files exist: the enroll section is ignored (its token was spent at enrollment; the section may be removed)")
+		return cfg, nil
+	}
+	token, tok, err := enrollToken(cfg.Enroll)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("no pki files yet: enrolling with the token of the enroll section", "ca_service", tok.URL,
+		"key", cfg.PKI.Key, "timeout", cfg.Enroll.Timeout)
+	w := &logWriter{log: log.With("part", "enroll")}
+	err = enroll(ctx, enrollOptions{token: token, config: configPath, timeout: cfg.Enroll.Timeout, progress: 10 * time.Second,
+		atStart: true}, w)
+	w.flush()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	cfg, err = overlay.LoadConfig(configPath)
+	if err != nil {
+		return nil, fmt.Errorf("the config written by enrollment: %w", err)
+	}
+	return cfg, nil
+}
+
+// logWriter turns the enroll command's lines of output into log records.
+type logWriter struct {
+	log *slog.Logger
+	buf []byte
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		if line := strings.TrimSpace(string(w.buf[:i])); line != "" {
+			w.log.Info(line)
+		}
+		w.buf = w.buf[i+1:]
+	}
+}
+
+func (w *logWriter) flush() {
+	if line := strings.TrimSpace(string(w.buf)); line != "" {
+		w.log.Info(line)
+	}
+	w.buf = nil
 }

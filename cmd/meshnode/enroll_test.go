@@ -228,7 +228,7 @@ func TestEnrollErrorsSayWhatToDoNext(t *testing.T) {
 				c.before()
 			}
 			dir := t.TempDir()
-			code, out := runEnroll(t, "-token", c.token, "-config", filepath.Join(dir, "node.yml"), "-timeout", "10s")
+			code, out := runEnroll(t, "-token", c.token, "-config", filepath.Join(dir, "node.yml"), "-timeout", "4s")
 			if code != 1 {
 				t.Fatalf("exit %d, want 1\n%s", code, out)
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/overlay"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
@@ -84,6 +85,25 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	if *testOnly {
+		// The enroll section (enroll.go): with no pki files yet, check the token and stop there.
+		enrollNow, err := enrollState(cfg)
+		if err == nil && enrollNow {
+			var tok authority.Token
+			if _, tok, err = enrollToken(cfg.Enroll); err == nil {
+				fmt.Fprintf(stdout, "%s: config OK; no pki files yet: the daemon will enroll at start with the CA service at %s\n", *configPath, tok.URL)
+				return 0
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
+			return 1
+		}
+	} else if cfg, err = enrollAtStart(context.Background(), cfg, *configPath, log); err != nil {
+		log.Error("enrollment failed", "err", err)
+		fmt.Fprintf(stderr, "meshnode: %v\n", err)
+		return 1
+	}
 	recoverRenewalAtStart(cfg, log) // a crash mid-renewal can leave key and cert apart (renew.go)
 	pki, err := overlay.LoadPKI(cfg, time.Now())
 	if err != nil {
@@ -92,6 +112,9 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 	if *testOnly {
 		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
+		if cfg.Enroll.Enabled() {
+			fmt.Fprintf(stdout, "note: the pki files exist, so the enroll section is ignored (its token is spent)\n")
+		}
 		return 0
 	}
 	// The flag wins when given; otherwise the config's control section decides.
