@@ -212,6 +212,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 func (lh *lighthouseState) tunnelUp(t *tunnel) {
 	if lh.client() && lh.c().isLH[t.vpnIP] {
 		lh.n.sendEncrypted(t, header.LightHouse, 0, lh.update().Marshal(nil))
+		lh.n.lighthouseUp() // and ask it for a newer blocklist
 	}
 }
 

@@ -116,6 +116,7 @@ type Node struct {
 	relay    *relayState
 	pings    pingWaiters
 	ext      extState
+	bl       *blocklistState
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
 	sendRecv string
@@ -188,6 +189,10 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.ext.handle(extOpFirewallQuery, n.answerFirewallQuery)
+	n.bl = newBlocklistState(n, opts.Registerer)
+	if n.lh.am {
+		n.ext.handle(extOpBlocklistQuery, n.answerBlocklistQuery) // lighthouses relay the blocklist
+	}
 	return n, nil
 }
 
@@ -287,6 +292,10 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.timers(ctx) }()
+	if !n.lh.am {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.blocklistLoop(ctx) }()
+	}
 	if c := n.cfg.Lighthouse; c.AmLighthouse && c.ServeDNS {
 		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, Now: n.now, Logger: n.log})
 		if err != nil {
@@ -354,14 +363,17 @@ func (n *Node) timers(ctx context.Context) {
 	}
 }
 
-// SetPKI swaps in new credentials, CA pool and blocklist (renewal, reload). New handshakes
-// use them at once; when our certificate changed, every tunnel re-handshakes onto it; tunnels
-// whose peer is no longer valid are cut by the liveness check.
+// SetPKI swaps in new credentials, CA pool and blocklist (renewal, reload). The signed
+// blocklist in force (ApplyBlocklist) stays applied to the new pool. New handshakes use them
+// at once; when our certificate changed, every tunnel re-handshakes onto it; tunnels of
+// blocked peers are closed now, others whose peer is no longer valid by the liveness check.
 func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
+	n.blockHeld(p.Pool)
 	old := n.pki.Swap(p)
+	n.closeRevoked(p.Pool)
 	if old != nil && old.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
 		// Peers hold our old cert: re-handshake every tunnel so they learn the new one before
 		// the old one expires. Each old tunnel carries traffic until its successor is up.
