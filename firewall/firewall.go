@@ -143,7 +143,20 @@ func (f *Firewall) VerdictPacket(p *Packet, dir Direction, peer *Peer) Verdict {
 	return f.verdict(p, dir, peer, f.now().UnixNano())
 }
 
+// VerdictMemo is VerdictAt (now in unix nanoseconds) for a caller that keeps a Memo for one
+// direction of one tunnel: the packets of the flow it last admitted skip the conntrack table.
+// m may be nil; a Memo must not be shared between goroutines.
+func (f *Firewall) VerdictMemo(pkt []byte, dir Direction, peer *Peer, now int64, m *Memo) Verdict {
+	var p Packet
+	p.Parse(pkt)
+	return f.verdictMemo(&p, dir, peer, now, m)
+}
+
 func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verdict {
+	return f.verdictMemo(p, dir, peer, now, nil)
+}
+
+func (f *Firewall) verdictMemo(p *Packet, dir Direction, peer *Peer, now int64, m *Memo) Verdict {
 	if p.Reason != ReasonNone || p.Version == 0 {
 		r := p.Reason
 		if r == ReasonNone {
@@ -156,7 +169,7 @@ func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verd
 	}
 	rs := f.rules.Load()
 
-	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort, groups: peer.groupsIn(rs)}
+	fl := flow{proto: p.Proto, icmp: p.isICMP(), frag: p.Frag == FragLater, ported: p.hasPorts(), port: p.DstPort}
 	remotePort, localPort := p.SrcPort, p.DstPort
 	fl.remote, fl.local = p.Src, p.Dst
 	if dir == Outbound {
@@ -173,9 +186,15 @@ func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verd
 		return Verdict{Drop, ReasonLocalAddr}
 	}
 	if fl.frag {
+		fl.groups = peer.groupsIn(rs)
 		return f.laterFragment(p, dir, peer, rs, &fl, now)
 	}
 	k := newFlowKey(fl.remote, fl.local, remotePort, localPort, p.Proto)
+	memo := m != nil && p.Frag == FragNone // fragments keep their own entries: no memo
+	if memo && m.hit(&k, rs, peer, dir, now) {
+		return Verdict{Accept, ReasonConntrack}
+	}
+	fl.groups = peer.groupsIn(rs)
 
 	timeout := rs.timeouts.other
 	switch p.Proto {
@@ -187,6 +206,9 @@ func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verd
 	if e, ok := f.ct.lookup(&k, now, rs.gen, now+timeout); ok {
 		if e.gen == rs.gen || f.recheck(&k, e, rs, peer, &fl, now+timeout) {
 			f.trackFirst(p, dir, rs, &fl, now)
+			if memo {
+				m.set(&k, rs, peer, dir, now, timeout)
+			}
 			return Verdict{Accept, ReasonConntrack}
 		}
 	}
@@ -202,6 +224,9 @@ func (f *Firewall) verdict(p *Packet, dir Direction, peer *Peer, now int64) Verd
 		return Verdict{Drop, ReasonConntrackFull}
 	}
 	f.trackFirst(p, dir, rs, &fl, now)
+	if memo {
+		m.set(&k, rs, peer, dir, now, timeout)
+	}
 	return Verdict{Accept, ReasonRule}
 }
 

@@ -209,7 +209,8 @@ func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time) []byte {
 		n.m.dropped(dropNotForUs)
 		return nil
 	}
-	if v := n.fw.Load().VerdictAt(pt, firewall.Inbound, t.fwPeer, now); !v.Accepted() {
+	// Only the receive goroutine delivers inbound packets, so the memo is its alone.
+	if v := n.fw.Load().VerdictMemo(pt, firewall.Inbound, t.fwPeer, now.UnixNano(), &t.recvMemo); !v.Accepted() {
 		n.m.firewallDropped(firewall.Inbound, v)
 		if v.Rejected() {
 			n.sendReject(t, pt)
@@ -329,6 +330,12 @@ func (n *Node) readInside() error {
 
 // encryptInside routes and seals one packet held at buf[16:16+size], in place.
 func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool) {
+	return n.encrypt(buf, size, now, true)
+}
+
+// encrypt is encryptInside; hot says the caller is the send path's goroutine, which alone
+// may use the tunnel's firewall memo (queued packets flushed after a handshake are not).
+func (n *Node) encrypt(buf []byte, size int, now int64, hot bool) (udp.Message, bool) {
 	pkt := buf[header.Len : header.Len+size]
 	if len(pkt) < 20 || pkt[0]>>4 != 4 {
 		n.m.dropped(dropNotIPv4)
@@ -344,7 +351,11 @@ func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool
 		n.hs.trigger(dst, pkt)
 		return udp.Message{}, false
 	}
-	if v := n.fw.Load().VerdictAt(pkt, firewall.Outbound, t.fwPeer, time.Unix(0, now)); !v.Accepted() {
+	var memo *firewall.Memo
+	if hot {
+		memo = &t.sendMemo
+	}
+	if v := n.fw.Load().VerdictMemo(pkt, firewall.Outbound, t.fwPeer, now, memo); !v.Accepted() {
 		n.m.firewallDropped(firewall.Outbound, v)
 		if v.Rejected() {
 			n.rejectLocally(pkt)
@@ -380,7 +391,7 @@ func (n *Node) tunnelMessage(t *tunnel, sealed []byte) (udp.Message, bool) {
 func (n *Node) sendInner(t *tunnel, pkt []byte) {
 	buf := make([]byte, header.Len+len(pkt)+tagLen)
 	copy(buf[header.Len:], pkt)
-	if m, ok := n.encryptInside(buf, len(pkt), n.now().UnixNano()); ok {
+	if m, ok := n.encrypt(buf, len(pkt), n.now().UnixNano(), false); ok {
 		n.writeUDP([]udp.Message{m})
 	}
 }

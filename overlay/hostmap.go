@@ -55,10 +55,12 @@ type tunnel struct {
 	lastSend           atomic.Int64 // unix nanos
 	packetsOut         atomic.Uint64
 	bytesOut           atomic.Uint64
+	sendMemo           firewall.Memo // the send goroutine's last admitted flow
 	_                  cacheLinePad
 	window             replay.Window
-	lastRecv           atomic.Int64 // unix nanos of the last authenticated packet from the peer
-	testSent           atomic.Int64 // unix nanos of an unanswered liveness probe, 0 if none
+	recvMemo           firewall.Memo // the receive goroutine's last admitted flow
+	lastRecv           atomic.Int64  // unix nanos of the last authenticated packet from the peer
+	testSent           atomic.Int64  // unix nanos of an unanswered liveness probe, 0 if none
 	packetsIn, bytesIn atomic.Uint64
 	_                  cacheLinePad
 }
