@@ -130,9 +130,9 @@ func (n *Node) BlocklistApplied(source string) uint64 {
 	return counterValue(n.bl.applied.WithLabelValues(source))
 }
 
-// OnBlocklist registers fn, called (in order of version, one at a time) with every list
-// ApplyBlocklist applied and its source, so the daemon can save it across restarts. It
-// must not call back into ApplyBlocklist.
+// OnBlocklist registers fn, called with every list ApplyBlocklist applied and its source,
+// so the daemon can save it across restarts. Calls may overlap and arrive out of version
+// order; fn must keep the newest.
 func (n *Node) OnBlocklist(fn func(*cert.SignedBlocklist, string)) {
 	n.bl.mu.Lock()
 	defer n.bl.mu.Unlock()
@@ -167,8 +167,8 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 		return false, err
 	}
 	n.bl.mu.Lock()
-	defer n.bl.mu.Unlock()
 	if cur := n.bl.list; cur != nil && b.Version <= cur.Version {
+		n.bl.mu.Unlock()
 		if b.Version < cur.Version {
 			n.bl.refused.WithLabelValues(BlocklistRefusedOlder).Inc()
 			n.log.Info("older blocklist ignored", "source", source, "version", b.Version, "have", cur.Version)
@@ -177,6 +177,7 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 	}
 	enc, err := b.MarshalBinary()
 	if err != nil { // cannot happen for a list that verified
+		n.bl.mu.Unlock()
 		n.bl.refused.WithLabelValues(BlocklistRefusedMalformed).Inc()
 		return false, err
 	}
@@ -184,6 +185,8 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 	for _, fp := range b.Fingerprints {
 		p.Pool.Block(fp)
 	}
+	saved := n.bl.saved
+	n.bl.mu.Unlock()
 	n.bl.applied.WithLabelValues(source).Inc()
 	n.log.Info("blocklist applied", "source", source, "version", b.Version, "entries", len(b.Fingerprints))
 	own := p.Creds.Cert.Fingerprint()
@@ -193,8 +196,11 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 		}
 	}
 	n.closeRevoked(p.Pool)
-	if n.bl.saved != nil {
-		n.bl.saved(b, source)
+	// Outside the lock: the hook may take the daemon's own locks, which are held while
+	// SetPKI (and so Blocklist) runs. Two hooks may then run out of order; the hook keeps
+	// the newest.
+	if saved != nil {
+		saved(b, source)
 	}
 	return true, nil
 }

@@ -61,13 +61,26 @@ type pkiManager struct {
 	node pkiTarget
 	fw   func(firewall.Config) error
 	cur  *overlay.PKI
-	bl   *authority.SignedBlocklist
+	bl   *cert.SignedBlocklist
+	// save persists a newly applied blocklist (the renewer's <state_file>.blocklist).
+	save func(*cert.SignedBlocklist, string)
+}
+
+// blocklistNode is *overlay.Node's one apply path for signed blocklists: it verifies, keeps
+// the newest, blocks, closes revoked tunnels, relays it if it is a lighthouse, and reports
+// every list it applied (also those relayed to it by lighthouses) to its OnBlocklist hook.
+type blocklistNode interface {
+	ApplyBlocklist(*cert.SignedBlocklist, string) (bool, error)
+	OnBlocklist(func(*cert.SignedBlocklist, string))
 }
 
 func newPKIManager(node pkiTarget, cur *overlay.PKI) *pkiManager {
 	m := &pkiManager{node: node, cur: cur}
 	if f, ok := node.(interface{ SetFirewall(firewall.Config) error }); ok {
 		m.fw = f.SetFirewall
+	}
+	if bn, ok := node.(blocklistNode); ok {
+		bn.OnBlocklist(m.applied)
 	}
 	return m
 }
@@ -115,18 +128,41 @@ func (m *pkiManager) blocklistVersion() (uint64, bool) {
 	return m.bl.Version, true
 }
 
-// applyBlocklist keeps b if it is newer than the one we have and applies it: the pool of the
-// running PKI blocks every listed fingerprint (cert.Pool is safe for concurrent use, and
-// revocations only grow), and the PKI is set again, so new handshakes with revoked certs
-// fail and the node's liveness check closes their tunnels. It reports whether b was applied.
-func (m *pkiManager) applyBlocklist(b *authority.SignedBlocklist) (bool, error) {
+// applyBlocklist applies b (which the caller verified) if it is newer than the one in
+// force, through the node's apply path; it reports whether it did. The node calls applied
+// back, which records and saves it. A target without that path (tests' stand-in) gets the
+// list in its pool through SetPKI.
+func (m *pkiManager) applyBlocklist(b *cert.SignedBlocklist, source string) (bool, error) {
+	if bn, ok := m.node.(blocklistNode); ok {
+		return bn.ApplyBlocklist(b, source)
+	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.bl != nil && b.Version <= m.bl.Version {
+		m.mu.Unlock()
 		return false, nil
 	}
 	m.bl = b
-	return true, m.setLocked(&overlay.PKI{Creds: m.cur.Creds, Pool: m.cur.Pool})
+	err := m.setLocked(&overlay.PKI{Creds: m.cur.Creds, Pool: m.cur.Pool})
+	save := m.save
+	m.mu.Unlock()
+	if err == nil && save != nil {
+		save(b, source)
+	}
+	return true, err
+}
+
+// applied is the node's OnBlocklist hook: a list it applied, fetched from the CA service or
+// relayed by a lighthouse. It is kept for PKIs swapped in later and saved.
+func (m *pkiManager) applied(b *cert.SignedBlocklist, source string) {
+	m.mu.Lock()
+	if m.bl == nil || b.Version > m.bl.Version {
+		m.bl = b
+	}
+	save := m.save
+	m.mu.Unlock()
+	if save != nil {
+		save(b, source)
+	}
 }
 
 // renewer is the renewal and blocklist loops of one node.
@@ -144,6 +180,9 @@ type renewer struct {
 	minRetry, maxRetry time.Duration
 	maxSleep           time.Duration         // longest single timer while waiting for the renewal time
 	renewed            func(*client.Renewal) // after each successful renewal
+
+	saveMu       sync.Mutex
+	savedVersion *uint64 // version in the blocklist file, once this run wrote it
 }
 
 // newRenewer checks the renewal section; it needs file paths for pki (inline PEM cannot be
@@ -164,12 +203,16 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		}
 	}
 	state := stateFileOf(cfg)
-	return &renewer{
+	r := &renewer{
 		cfg: cfg, m: m, serviceKey: sk, clock: clk, log: log, stateFile: state,
 		client:   client.New(rc.URL, pin, client.Options{Now: clk.Now}),
 		rand:     rand.Float64,
 		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
-	}, nil
+	}
+	m.mu.Lock()
+	m.save = r.saveBlocklist
+	m.mu.Unlock()
+	return r, nil
 }
 
 // expiryGauge is meshnode_cert_expiry_seconds: time left on the running certificate.
@@ -372,24 +415,48 @@ func (r *renewer) loadSavedBlocklist() {
 	if err != nil {
 		return
 	}
-	var bl authority.SignedBlocklist
+	var bl cert.SignedBlocklist
 	if err := json.Unmarshal(b, &bl); err != nil {
 		r.log.Warn("ignoring the saved blocklist", "file", r.blocklistFile(), "err", err)
 		return
 	}
-	if err := authority.VerifyBlocklist(&bl, r.m.current().Pool); err != nil {
+	if err := cert.VerifyBlocklist(&bl, r.m.current().Pool); err != nil {
 		r.log.Warn("ignoring the saved blocklist", "file", r.blocklistFile(), "err", err)
 		return
 	}
-	if applied, err := r.m.applyBlocklist(&bl); err != nil {
+	if applied, err := r.m.applyBlocklist(&bl, overlay.BlocklistFromFile); err != nil {
 		r.log.Error("applying the saved blocklist failed", "err", err)
 	} else if applied {
 		r.log.Info("saved blocklist applied", "version", bl.Version, "entries", len(bl.Fingerprints))
 	}
 }
 
+// saveBlocklist keeps b in the blocklist file unless the file already holds it or a newer
+// one. Lists fetched from the CA service and lists relayed by lighthouses come here alike.
+func (r *renewer) saveBlocklist(b *cert.SignedBlocklist, source string) {
+	if source == overlay.BlocklistFromFile {
+		return
+	}
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	if r.savedVersion != nil && b.Version <= *r.savedVersion {
+		return
+	}
+	j, err := json.Marshal(b)
+	if err == nil {
+		err = cert.WriteFileAtomic(r.blocklistFile(), j, 0o644, true)
+	}
+	if err != nil {
+		r.log.Warn("cannot save the blocklist", "err", err)
+		return
+	}
+	v := b.Version
+	r.savedVersion = &v
+}
+
 // runBlocklist fetches the signed blocklist every renewal.blocklist_interval and applies the
-// newest; while the service is down the last one stays applied.
+// newest; while the service is down the last one stays applied (and lighthouses relay newer
+// ones to the node meanwhile, see overlay/blocklist.go).
 func (r *renewer) runBlocklist(ctx context.Context) {
 	r.loadSavedBlocklist()
 	for ctx.Err() == nil {
@@ -414,24 +481,8 @@ func (r *renewer) fetchBlocklist(ctx context.Context) {
 		}
 		return
 	}
-	applied, err := r.m.applyBlocklist(b)
-	if err != nil {
+	if _, err := r.m.applyBlocklist(b, overlay.BlocklistFromCA); err != nil {
 		r.log.Error("applying the blocklist failed", "err", err, "version", b.Version)
-		return
-	}
-	if applied {
-		r.log.Info("blocklist applied", "version", b.Version, "entries", len(b.Fingerprints))
-		if j, err := json.Marshal(b); err == nil {
-			if err := cert.WriteFileAtomic(r.blocklistFile(), j, 0o644, true); err != nil {
-				r.log.Warn("cannot save the blocklist", "err", err)
-			}
-		}
-		own := cur.Creds.Cert.Fingerprint()
-		for _, fp := range b.Fingerprints {
-			if fp == own {
-				r.log.Error("this host's certificate is revoked: peers will refuse it", "fingerprint", short(own))
-			}
-		}
 	}
 }
 

@@ -507,7 +507,7 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 	default:
 	}
 	// An older version is ignored.
-	if applied, _ := r.m.applyBlocklist(old); applied {
+	if applied, _ := r.m.applyBlocklist(old, overlay.BlocklistFromCA); applied {
 		t.Fatal("an older blocklist was applied")
 	}
 	if _, err := s.a.Revoke("c"); err != nil {
