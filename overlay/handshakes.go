@@ -155,6 +155,10 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 	hs.byVPN[vpn] = p
 	hs.byIndex[idx] = p
 	hs.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default: // a wake-up is already on its way
+	}
 	n.log.Debug("handshake: initiating", "vpn_ip", vpn, "local_index", idx, "remotes", addrs)
 	n.sendRaw(msg1, addrs)
 	n.lh.query(vpn)
@@ -182,6 +186,13 @@ func (hs *handshakeManager) kick(vpn netip.Addr) {
 	if ok {
 		hs.n.sendRaw(msg, hs.n.remotesFor(vpn))
 	}
+}
+
+// busy reports whether handshakes are pending, which the timer loop serves at the fast pace.
+func (hs *handshakeManager) busy() bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return len(hs.byVPN) > 0
 }
 
 // tick retransmits due handshakes, times out stale ones and retires replaced tunnels.

@@ -626,3 +626,31 @@ func TestReloadedStaticHostMapAppliesWithoutRestart(t *testing.T) {
 	}
 	m.sendUntil(0, 1, m.udpPacket(0, 1, "after reload"), 5*time.Second)
 }
+
+// TestHandshakeFromAnIdleNodeRetriesAtTheFastPace: an idle node's timers run once a second,
+// but a handshake it starts must be retried every try_interval from the start. host2 is not
+// listening when host1's first msg1 goes out and comes up right after: only a prompt retry
+// delivers the queued packet well within the second the idle pace would take.
+func TestHandshakeFromAnIdleNodeRetriesAtTheFastPace(t *testing.T) {
+	m := newMesh(t, 2, "")
+	m.stop(1)
+	time.Sleep(1100 * time.Millisecond) // host1's timer loop settles at its idle pace
+	pkt := m.udpPacket(0, 1, "after a quiet spell")
+	m.hosts[0].dev.Inject(pkt)
+	time.Sleep(5 * time.Millisecond) // the first msg1 is lost: nobody listens yet
+	start := time.Now()
+	m.start(1)
+	select {
+	case got := <-m.hosts[1].dev.Delivered():
+		if string(got) != string(pkt) {
+			t.Fatalf("delivered %x, want the queued packet", got)
+		}
+		if d := time.Since(start); d > 450*time.Millisecond {
+			t.Fatalf("the queued packet took %v: handshake retries ran at the idle pace", d)
+		} else {
+			t.Logf("delivered %v after host2 came up", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queued packet never arrived")
+	}
+}

@@ -123,6 +123,9 @@ type Node struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
+	// wake tells the timer loop a handshake started, so it goes from its idle pace (once a
+	// second) to the handshake pace (tick) at once.
+	wake chan struct{}
 	wg        sync.WaitGroup
 }
 
@@ -145,6 +148,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		mtu:      cfg.Tun.MTU,
 		sendRecv: cfg.Listen.SendRecvError,
 		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -341,7 +345,10 @@ func (n *Node) shutdown() {
 
 // timers drives handshake retries and tunnel liveness from one goroutine.
 func (n *Node) timers(ctx context.Context) {
-	t := time.NewTicker(n.tick)
+	// Only pending handshakes need the fast pace (retries every try_interval); everything
+	// else is per second, so an idle node wakes once a second instead of twenty times.
+	idle := max(time.Second, n.tick)
+	t := time.NewTimer(n.tick)
 	defer t.Stop()
 	lastLiveness := time.Time{}
 	for {
@@ -351,9 +358,15 @@ func (n *Node) timers(ctx context.Context) {
 		case <-n.done:
 			return
 		case <-t.C:
+		case <-n.wake:
 		}
 		now := n.now()
 		n.hs.tick(now)
+		if n.hs.busy() {
+			t.Reset(n.tick)
+		} else {
+			t.Reset(idle)
+		}
 		if now.Sub(lastLiveness) >= time.Second || now.Before(lastLiveness) {
 			lastLiveness = now
 			n.checkTunnels(now)
