@@ -126,7 +126,7 @@ type Node struct {
 	// wake tells the timer loop a handshake started, so it goes from its idle pace (once a
 	// second) to the handshake pace (tick) at once.
 	wake chan struct{}
-	wg        sync.WaitGroup
+	wg   sync.WaitGroup
 }
 
 // New builds a node from a validated config and its PKI.
