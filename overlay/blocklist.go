@@ -5,7 +5,8 @@ package overlay
 // peers at once. Lists come from the CA service (cmd/meshnode fetches them and calls
 // ApplyBlocklist) and from lighthouses, which answer the blocklist query (extOpBlocklistQuery)
 // with the newest list they hold, so revocation keeps spreading while the CA service is
-// down. A relay needs no trust: every receiver checks the CA's signature itself.
+// down. A lighthouse that applies a newer list tells its peers (extOpBlocklistNotify), so
+// they ask at once rather than at their next interval. A relay needs no trust: every receiver checks the CA's signature itself.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/overlay/header"
 )
 
 // Where a blocklist came from (ApplyBlocklist's source, a label of
@@ -160,6 +163,9 @@ func (n *Node) BlocklistVersion() uint64 {
 // refused), closes the tunnels of peers it revokes, and hands it to the OnBlocklist hook.
 // It reports whether b was applied; an invalid or older list is refused and counted.
 func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, error) {
+	// Our own copy: the list is kept and served, and must not change under us.
+	b = &cert.SignedBlocklist{Version: b.Version, Issued: b.Issued, CA: b.CA,
+		Fingerprints: slices.Clone(b.Fingerprints), Signature: slices.Clone(b.Signature)}
 	p := n.pki.Load()
 	if err := cert.VerifyBlocklist(b, p.Pool); err != nil {
 		n.bl.refused.WithLabelValues(BlocklistRefusedInvalid).Inc()
@@ -196,6 +202,9 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 		}
 	}
 	n.closeRevoked(p.Pool)
+	if n.lh.am {
+		n.notifyBlocklist()
+	}
 	// Outside the lock: the hook may take the daemon's own locks, which are held while
 	// SetPKI (and so Blocklist) runs. Two hooks may then run out of order; the hook keeps
 	// the newest.
@@ -406,6 +415,25 @@ func (n *Node) blocklistLoop(ctx context.Context) {
 		}
 		n.askLighthouses(ctx)
 	}
+}
+
+// notifyBlocklist tells every peer of a lighthouse that a newer list is here, so a revocation
+// reaches hosts cut off from the CA service at once rather than at their next ask. A lost
+// notice costs only that wait; a Nebula peer answers the 9-byte request harmlessly.
+func (n *Node) notifyBlocklist() {
+	msg := appendExt(nil, extOpBlocklistNotify, 0)
+	for _, t := range n.hosts.all() {
+		n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, msg)
+	}
+}
+
+// answerBlocklistNotify is the extOpBlocklistNotify handler of a node that is not a
+// lighthouse: a notice from one of its lighthouses makes it ask now; others are ignored.
+func (n *Node) answerBlocklistNotify(t *tunnel, _, _ []byte) []byte {
+	if n.lh.c().isLH[t.vpnIP] {
+		n.lighthouseUp()
+	}
+	return nil // the lighthouse waits for no answer
 }
 
 // lighthouseUp asks for the blocklist soon after a tunnel to a lighthouse forms.

@@ -29,8 +29,9 @@ func hasTunnel(n *overlay.Node, h *meshHost) bool {
 }
 
 // TestLighthouseRelaysBlocklistAndRevokedTunnelIsClosed: the CA's signed list reaches only
-// the lighthouse; host1 gets it from the lighthouse (in several chunks: it is larger than
-// one answer), closes its tunnel to the revoked host3 at once, refuses host3's new
+// the lighthouse, which notifies its peers; host1 (whose ask interval is a minute away)
+// fetches it from the lighthouse at once (in several chunks: it is larger than one
+// answer), closes its tunnel to the revoked host3 at once, refuses host3's new
 // handshakes, keeps its tunnel to host2, and hands the list to the persistence hook.
 func TestLighthouseRelaysBlocklistAndRevokedTunnelIsClosed(t *testing.T) {
 	m := lighthouseMesh(t, 3, nil)
@@ -55,7 +56,6 @@ func TestLighthouseRelaysBlocklistAndRevokedTunnelIsClosed(t *testing.T) {
 		t.Fatalf("lighthouse: applied %v, %v", ok, err)
 	}
 	start := time.Now()
-	h1.node.KickBlocklistForTest()
 	eventually(t, 20*time.Second, "host1 learns the list from the lighthouse", func() bool {
 		return h1.node.BlocklistVersion() == 4
 	})
@@ -149,15 +149,32 @@ func TestForgedAndOlderBlocklistsAreRefused(t *testing.T) {
 
 // TestNebulaLighthouseNeverRelaysAndSurvives: a lighthouse answering Test messages as
 // Nebula 1.6.1 does is never sent a request that would crash it; the host gets no list and
-// its tunnels keep working.
+// its tunnels keep working. And a (meshnode) lighthouse's notice of a new list does not
+// crash a host that runs Nebula 1.6.1.
 func TestNebulaLighthouseNeverRelaysAndSurvives(t *testing.T) {
 	m := lighthouseMesh(t, 2, nil)
-	lh, h1 := m.hosts[0], m.hosts[1]
-	lh.node.AnswerTestsAsNebulaForTest(overlay.Nebula161)
-	bl := cert.SignBlocklist(3, time.Now().Unix(), fillerFingerprints(2), m.ca.Cert, m.ca.Key)
+	lh, h1, h2 := m.hosts[0], m.hosts[1], m.hosts[2]
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "up"), 10*time.Second)
+	h2.node.AnswerTestsAsNebulaForTest(overlay.Nebula161)
+	bl := cert.SignBlocklist(2, time.Now().Unix(), fillerFingerprints(2), m.ca.Cert, m.ca.Key)
 	if ok, err := lh.node.ApplyBlocklist(&bl, overlay.BlocklistFromCA); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
+	eventually(t, 10*time.Second, "host1 gets the list", func() bool { return h1.node.BlocklistVersion() == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if n := h2.node.NebulaPanicsForTest(); n != 0 {
+		t.Fatalf("the notice would have crashed a nebula 1.6.1 host %d times", n)
+	}
+	h2.node.AnswerTestsAsNebulaForTest(overlay.NebulaOff)
+
+	// Now the lighthouse (holding version 2) answers as Nebula 1.6.1. Fresh hosts: what a
+	// peer is, is learnt per tunnel, and a real peer does not change its nature mid-tunnel.
+	lh.node.AnswerTestsAsNebulaForTest(overlay.Nebula161)
+	for i := 1; i <= 2; i++ {
+		m.stop(i)
+		m.start(i)
+	}
+	h1 = m.hosts[1]
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "up"), 10*time.Second)
 	for range 3 {
 		h1.node.KickBlocklistForTest()

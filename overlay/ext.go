@@ -45,6 +45,9 @@ const (
 	extOpHello          byte = 0 // no body; answered with an empty body: "I am meshnode"
 	extOpFirewallQuery  byte = 1
 	extOpBlocklistQuery byte = 2
+	// extOpBlocklistNotify (no body; 9 bytes, safe for Nebula 1.6) is a lighthouse telling
+	// its peers it holds a newer blocklist; they ask for it (op 2). Sent without waiting.
+	extOpBlocklistNotify byte = 3
 )
 
 // Retransmission of a query: extensions ride on UDP, and an empty Test reply (what a Nebula

@@ -196,6 +196,8 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	n.bl = newBlocklistState(n, opts.Registerer)
 	if n.lh.am {
 		n.ext.handle(extOpBlocklistQuery, n.answerBlocklistQuery) // lighthouses relay the blocklist
+	} else {
+		n.ext.handle(extOpBlocklistNotify, n.answerBlocklistNotify)
 	}
 	return n, nil
 }
