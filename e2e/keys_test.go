@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/e2e/netns"
 	"github.com/meshnode/meshnode/overlay"
 )
@@ -48,16 +49,29 @@ func keysBuild(t *testing.T, dir, pkg string) string {
 	return out
 }
 
+// Timing of the key-handling suite: certificates live 90 s (durations.cert, the whole
+// validity) and are renewed at the default renewal.at, 2/3 of it, so about every 52 s.
+const (
+	keysCertLife = 90 * time.Second
+	keysWindow   = 5 * time.Minute // traffic across renewals
+	keysCutOff   = 60 * time.Second
+)
+
 // TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff runs a CA service, a
-// lighthouse and two hosts, each in its own namespace on one switch. No cert file is copied:
-// every host is invited with `mesh-cert invite` and joins with `meshnode enroll -token`.
-// Certificates live 120 s (60 s plus the service's 1 min backdating) and are renewed at 2/3
-// of that, i.e. every ~20 s; a 10 pkt/s ping between the two hosts runs across several
-// renewals of both with zero loss, and every host's key changes at each renewal. Then
-// `mesh-cert revoke` of one host cuts its tunnels on the others within 60 s, and its renewals
-// are refused.
+// lighthouse and three hosts, each in its own namespace on one switch. No cert file is
+// copied: every node is invited with `mesh-cert invite` (the hosts without -ip, so the service
+// picks their addresses and must skip the lighthouse's) and joins with `meshnode enroll
+// -token`. Certificates live 90 s and are renewed at 2/3 of that. For 5 minutes a ring of
+// 10 pkt/s pings (h1→h2, h2→h3, h3→h1) and two TCP streams (h2→h1, h1→h3) run across every
+// host's renewals with zero lost pings and unbroken in-order streams, and each renewal gives
+// the host a new private key and a cert with the new public key (counted: at least 4
+// distinct keys per host in the 5 minutes). Then `mesh-cert revoke h3` cuts h3's tunnels on
+// the lighthouse, h1 and h2 within 60 s (because it is blocked, not because its cert ran
+// out), h3's renewal is refused as revoked, and it cannot come back: a fresh invite under its
+// name, its old unused token and its used token are all refused.
 func TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff(t *testing.T) {
 	requireNamespaceSuite(t)
+	testStart := time.Now()
 	dir := t.TempDir()
 	meshnode := keysBuild(t, dir, "./cmd/meshnode")
 	meshCert := keysBuild(t, dir, "./cmd/mesh-cert")
@@ -65,11 +79,11 @@ func TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff(t *testing.T
 	sw := netns.NewSwitch(t, "ksw")
 	caNS := netns.New(t, "kca")
 	sw.Attach(t, caNS, "eth0", "198.18.0.10/24")
-	hosts := []*keysHost{
-		{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"},
-		{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"},
-		{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"},
-	}
+	lh := &keysHost{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"}
+	h1 := &keysHost{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"}
+	h2 := &keysHost{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"}
+	h3 := &keysHost{name: "h3", underlay: "198.18.0.4", overlay: "10.42.0.4"}
+	hosts := []*keysHost{lh, h1, h2, h3}
 	for _, h := range hosts {
 		h.ns = netns.New(t, "k"+h.name)
 		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
@@ -91,7 +105,7 @@ func TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff(t *testing.T
 		t.Fatalf("mesh-cert ca: %v\n%s", err, out)
 	}
 	caYML := filepath.Join(caDir, "ca.yml")
-	keysWriteFile(t, caYML, `listen: 198.18.0.10:8443
+	keysWriteFile(t, caYML, fmt.Sprintf(`listen: 198.18.0.10:8443
 url: https://198.18.0.10:8443
 state_dir: state
 ca:
@@ -107,27 +121,41 @@ cidrs:
       servers:
         cidr: 10.42.0.0/24
 durations:
-  cert: 60s
+  cert: %v
   token: 10m
-`)
+`, keysCertLife))
 	svc := caNS.Start(t, "mesh-cert-serve", meshCert, "serve", "-config", caYML)
 	if err := svc.WaitLog(20*time.Second, "CA service listening"); err != nil {
 		t.Fatal(err)
 	}
 
-	// Invite, enroll, start: the only way a host gets its credentials.
-	for _, h := range hosts {
-		out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h.name,
-			"-ip", h.overlay, "-groups", "e2e").CombinedOutput()
+	// Invite: the hosts first and without -ip, so the first suggestion would be the
+	// lighthouse's 10.42.0.1 if the service did not skip it; h3 twice, which leaves its first
+	// token unused (superseded) for the re-enrollment check at the end; the lighthouse by its
+	// address.
+	invite := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(meshCert, append([]string{"invite", "-config", caYML, "-cidr", "servers", "-name", name, "-groups", "e2e"}, args...)...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("mesh-cert invite %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
+			t.Fatalf("mesh-cert invite %s: %v\n%s\nservice: %s", name, err, out, svc.Tail(20))
 		}
 		token := strings.TrimSpace(lineWith(string(out), "token:"))
 		if token == "" {
 			t.Fatalf("no token in:\n%s", out)
 		}
-		// Settings the CA service does not decide; enroll fills in pki, renewal and lighthouses.
-		keysWriteFile(t, h.config, `listen:
+		return token
+	}
+	tokens := map[*keysHost]string{}
+	var h3Unused string
+	for _, h := range []*keysHost{h1, h2, h3} {
+		tokens[h] = invite(h.name)
+	}
+	h3Unused, tokens[h3] = tokens[h3], invite(h3.name)
+	tokens[lh] = invite(lh.name, "-ip", lh.overlay)
+
+	// Enroll and start: the only way a node gets its credentials. Settings the CA service
+	// does not decide; enroll fills in pki, renewal and lighthouses.
+	nodeYML := `listen:
   host: 0.0.0.0
   port: 4242
 tun:
@@ -146,152 +174,303 @@ firewall:
 renewal:
   jitter: 2s
   blocklist_interval: 5s
-`)
-		out2, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", token, "-config", h.config)
+`
+	for _, h := range hosts {
+		keysWriteFile(t, h.config, nodeYML)
+		out, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", tokens[h], "-config", h.config)
 		if err != nil {
-			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out2, svc.Tail(20))
+			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
 		}
-		t.Logf("%s: %s", h.name, strings.TrimSpace(out2))
+		t.Logf("%s: %s", h.name, strings.TrimSpace(out))
 		if st, err := os.Stat(filepath.Join(h.dir, "host.key")); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: host.key %v %v", h.name, st, err)
 		}
+		// The address the service chose is the one we expect (the lighthouse's skipped).
+		c := keysReadCert(t, h)
+		if got := c.VpnIP().String(); got != h.overlay {
+			t.Fatalf("%s was given %s, want %s", h.name, got, h.overlay)
+		}
+		if life := c.Details.NotAfter.Sub(c.Details.NotBefore); life != keysCertLife {
+			t.Fatalf("%s: cert valid %v – %v (%v), want %v", h.name, c.Details.NotBefore, c.Details.NotAfter, life, keysCertLife)
+		}
 		h.proc = h.ns.Start(t, h.name+"-meshnode", meshnode, "-config", h.config, "-control", h.sock)
 	}
-	h1, h2 := hosts[1], hosts[2]
 	for _, h := range hosts {
 		if err := h.proc.WaitLog(10*time.Second, "certificate renewal scheduled"); err != nil {
 			t.Fatalf("%s: %v", h.name, err)
 		}
 	}
-	if _, err := h1.ns.WaitPing(tunnelUpTimeout, h2.overlay); err != nil {
-		t.Fatalf("h1 cannot reach h2 through the lighthouse: %v\n%s\n%s", err, h1.proc.Tail(20), h2.proc.Tail(20))
-	}
-	if _, err := h2.ns.WaitPing(tunnelUpTimeout, h1.overlay); err != nil {
-		t.Fatal(err)
-	}
-
-	// Watch every host's key file: it must change at each renewal.
-	keys := make([]map[[32]byte]bool, len(hosts))
-	stopWatch := make(chan struct{})
-	var watch sync.WaitGroup
-	watch.Add(1)
-	var mu sync.Mutex
-	go func() {
-		defer watch.Done()
-		for {
-			for i, h := range hosts {
-				if b, err := os.ReadFile(filepath.Join(h.dir, "host.key")); err == nil {
-					mu.Lock()
-					if keys[i] == nil {
-						keys[i] = map[[32]byte]bool{}
-					}
-					keys[i][sha256.Sum256(b)] = true
-					mu.Unlock()
-				}
-			}
-			select {
-			case <-stopWatch:
-				return
-			case <-time.After(200 * time.Millisecond):
+	ring := [][2]*keysHost{{h1, h2}, {h2, h3}, {h3, h1}}
+	for _, p := range ring {
+		for _, d := range [][2]*keysHost{p, {p[1], p[0]}} {
+			if _, err := d[0].ns.WaitPing(tunnelUpTimeout, d[1].overlay); err != nil {
+				t.Fatalf("%s cannot reach %s through the lighthouse: %v\n%s\n%s", d[0].name, d[1].name, err, d[0].proc.Tail(20), d[1].proc.Tail(20))
 			}
 		}
-	}()
-
-	// Beside the ping, a TCP stream h2 -> h1 (a counter every 20 ms) that must stay unbroken
-	// and in order across the renewals.
-	streamAddr := h1.overlay + ":7000"
-	streamSrv := h1.ns.Start(t, "stream-serve", os.Args[0], "-test.run=^TestKeysStreamHelper$", "-keys.stream=serve,"+streamAddr)
-	if err := streamSrv.WaitLog(10*time.Second, "stream listening"); err != nil {
-		t.Fatalf("%v\n%s", err, streamSrv.Log())
 	}
-	streamCli := h2.ns.Start(t, "stream-send", os.Args[0], "-test.run=^TestKeysStreamHelper$", "-keys.stream=send,"+streamAddr+",88s")
+	t.Logf("set up in %v", time.Since(testStart).Round(time.Second))
 
-	// 10 pkt/s for 90 s: every host renews two to three times meanwhile (the first renewal
-	// comes later, as certs cannot start before the CA made a moment ago).
-	const pings = 900
+	// Watch every node's key file and certificate: both must change at each renewal.
+	w := newKeyWatch(t, hosts)
+
+	// Two TCP streams (a counter every 20 ms) that must stay unbroken and in order.
+	type stream struct {
+		from, to *keysHost
+		srv, cli *netns.Process
+	}
+	streams := []*stream{{from: h2, to: h1}, {from: h1, to: h3}}
+	for i, s := range streams {
+		addr := s.to.overlay + ":7000"
+		s.srv = s.to.ns.Start(t, fmt.Sprintf("stream%d-serve", i), os.Args[0], "-test.run=^TestKeysStreamHelper$", "-keys.stream=serve,"+addr)
+		if err := s.srv.WaitLog(10*time.Second, "stream listening"); err != nil {
+			t.Fatalf("%v\n%s", err, s.srv.Log())
+		}
+		s.cli = s.from.ns.Start(t, fmt.Sprintf("stream%d-send", i), os.Args[0], "-test.run=^TestKeysStreamHelper$",
+			"-keys.stream=send,"+addr+","+keysWindow.String())
+	}
+
+	// The ring of pings, 10 pkt/s each, for the whole window.
+	pings := int(keysWindow / (100 * time.Millisecond))
+	renewalsBefore := make([]int, len(hosts))
+	for i, h := range hosts {
+		renewalsBefore[i] = strings.Count(h.proc.Log(), "certificate renewed")
+	}
 	start := time.Now()
-	out, err := h1.ns.RunTimeout(120*time.Second, "ping", "-i", "0.1", "-c", strconv.Itoa(pings), "-W", "1", h2.overlay)
+	pingOut := make([]string, len(ring))
+	pingErr := make([]error, len(ring))
+	var pingWG sync.WaitGroup
+	for i, p := range ring {
+		pingWG.Add(1)
+		go func() {
+			defer pingWG.Done()
+			pingOut[i], pingErr[i] = p[0].ns.RunTimeout(keysWindow+60*time.Second, "ping", "-n", "-i", "0.1", "-c", strconv.Itoa(pings), "-W", "1", p[1].overlay)
+		}()
+	}
+	pingWG.Wait()
 	took := time.Since(start)
-	close(stopWatch)
-	watch.Wait()
-	received := pingReceived(out)
-	t.Logf("ping h1 -> h2: %d/%d in %v (%s)", received, pings, took.Round(time.Second), lineWith(out, "rtt"))
 	renewals := make([]int, len(hosts))
 	for i, h := range hosts {
-		renewals[i] = strings.Count(h.proc.Log(), "certificate renewed")
-		t.Logf("%s: %d renewals, %d distinct keys seen on disk", h.name, renewals[i], len(keys[i]))
+		renewals[i] = strings.Count(h.proc.Log(), "certificate renewed") - renewalsBefore[i]
 	}
-	if err != nil && received == 0 {
-		t.Fatalf("ping: %v\n%s", err, out)
-	}
-	if received != pings {
-		t.Errorf("lost %d of %d pings across renewals\n%s\nh1:\n%s\nh2:\n%s", pings-received, pings,
-			lastLines(out, 5), h1.proc.Tail(30), h2.proc.Tail(30))
+	keyFiles, certKeys := w.stop() // after counting, so every counted renewal's files are seen
+
+	for i, p := range ring {
+		received := pingReceived(pingOut[i])
+		t.Logf("ping %s -> %s: %d/%d in %v (%s)", p[0].name, p[1].name, received, pings, took.Round(time.Second), lineWith(pingOut[i], "rtt"))
+		if received != pings {
+			t.Errorf("%s -> %s lost %d of %d pings across renewals (%v)\n%s\n%s:\n%s\n%s:\n%s", p[0].name, p[1].name, pings-received, pings,
+				pingErr[i], lastLines(pingOut[i], 5), p[0].name, p[0].proc.Tail(30), p[1].name, p[1].proc.Tail(30))
+		}
 	}
 	for i, h := range hosts {
-		if renewals[i] < 2 {
-			t.Errorf("%s renewed %d times in %v, want at least 2\n%s", h.name, renewals[i], took.Round(time.Second), h.proc.Tail(20))
+		t.Logf("%s: %d renewals in %v; %d distinct private keys, %d distinct cert public keys", h.name, renewals[i],
+			took.Round(time.Second), len(keyFiles[i]), len(certKeys[i]))
+		if renewals[i] < 4 {
+			t.Errorf("%s renewed %d times in %v, want at least 4 (every ~%v)\n%s", h.name, renewals[i], took.Round(time.Second),
+				keysCertLife*2/3, h.proc.Tail(20))
 		}
-		// The initial key plus one per renewal (a renewal during the last poll may be unseen).
-		if len(keys[i]) < renewals[i] {
-			t.Errorf("%s: %d distinct keys for %d renewals: the key did not change each time", h.name, len(keys[i]), renewals[i])
+		// The key at the start plus a new one per renewal.
+		if len(keyFiles[i]) < max(4, renewals[i]+1) || len(certKeys[i]) < max(4, renewals[i]+1) {
+			t.Errorf("%s: %d private keys and %d cert keys for %d renewals: the key did not change each time",
+				h.name, len(keyFiles[i]), len(certKeys[i]), renewals[i])
 		}
 	}
-	if err := streamCli.Wait(30 * time.Second); err != nil {
-		t.Errorf("TCP stream sender: %v\n%s", err, streamCli.Log())
-	}
-	if err := streamSrv.Wait(30 * time.Second); err != nil {
-		t.Errorf("TCP stream receiver: %v\n%s", err, streamSrv.Log())
-	}
-	sent, got := lineWith(streamCli.Log(), "stream sent"), lineWith(streamSrv.Log(), "stream ok")
-	t.Logf("TCP stream h2 -> h1 across renewals: sent %s; received %s", sent, got)
-	if sent == "" || !strings.HasPrefix(got, sent+" ") {
-		t.Errorf("TCP stream broken: sender %q, receiver %q\n%s", sent, got, streamSrv.Log())
+	for _, s := range streams {
+		if err := s.cli.Wait(60 * time.Second); err != nil {
+			t.Errorf("TCP stream %s -> %s sender: %v\n%s", s.from.name, s.to.name, err, s.cli.Log())
+		}
+		if err := s.srv.Wait(60 * time.Second); err != nil {
+			t.Errorf("TCP stream %s -> %s receiver: %v\n%s", s.from.name, s.to.name, err, s.srv.Log())
+		}
+		sent, got := lineWith(s.cli.Log(), "stream sent"), lineWith(s.srv.Log(), "stream ok")
+		t.Logf("TCP stream %s -> %s across renewals: sent %s; received %s", s.from.name, s.to.name, sent, got)
+		if sent == "" || !strings.HasPrefix(got, sent+" ") {
+			t.Errorf("TCP stream %s -> %s broken: sender %q, receiver %q", s.from.name, s.to.name, sent, got)
+		}
 	}
 	if t.Failed() {
 		return
 	}
 
-	// Revoke h2: within 60 s neither h1 nor the lighthouse has a tunnel to it, and it cannot
-	// renew any more.
-	out3, err := exec.Command(meshCert, "revoke", "-config", caYML, "h2").CombinedOutput()
+	// Revoke h3. Its cert at that moment would stay valid a while yet: the cut must come
+	// from the blocklist, before that expiry.
+	h3Cert := keysReadCert(t, h3)
+	out, err := exec.Command(meshCert, "revoke", "-config", caYML, h3.name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("mesh-cert revoke: %v\n%s", err, out3)
+		t.Fatalf("mesh-cert revoke: %v\n%s", err, out)
 	}
 	revoked := time.Now()
-	t.Logf("%s", strings.TrimSpace(string(out3)))
-	for _, h := range []*keysHost{h1, hosts[0]} {
-		err := netns.Eventually(60*time.Second-time.Since(revoked), 500*time.Millisecond, func() error {
-			if hasPeer(t, meshnode, h, h2.overlay) {
-				return fmt.Errorf("%s still has a tunnel to h2", h.name)
+	t.Logf("%s (h3's cert would expire in %v)", strings.TrimSpace(string(out)), h3Cert.Details.NotAfter.Sub(revoked).Round(100*time.Millisecond))
+	peers := []*keysHost{lh, h1, h2}
+	cut := make(map[*keysHost]time.Duration)
+	err = netns.Eventually(keysCutOff, 250*time.Millisecond, func() error {
+		for _, h := range peers {
+			if _, ok := cut[h]; !ok && !hasPeer(t, meshnode, h, h3.overlay) {
+				cut[h] = time.Since(revoked)
 			}
-			if h.ns.Ping(h2.overlay) == nil {
-				return fmt.Errorf("%s still reaches h2", h.name)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("%v %v after the revocation\n%s", err, time.Since(revoked).Round(time.Second), h.proc.Tail(20))
 		}
-		t.Logf("%s: tunnel to h2 gone %v after the revocation", h.name, time.Since(revoked).Round(100*time.Millisecond))
+		if len(cut) < len(peers) {
+			return fmt.Errorf("%d of %d peers still have a tunnel to h3", len(peers)-len(cut), len(peers))
+		}
+		return nil
+	})
+	for _, h := range peers {
+		if d, ok := cut[h]; ok {
+			t.Logf("%s: tunnel to h3 gone %v after the revocation", h.name, d.Round(100*time.Millisecond))
+		}
 	}
-	// It stays cut (h2 keeps trying to handshake), while h1 and the lighthouse still talk.
+	if err != nil {
+		for _, h := range peers {
+			if _, ok := cut[h]; !ok {
+				t.Errorf("%s still has a tunnel to h3 %v after the revocation\n%s", h.name, keysCutOff, h.proc.Tail(20))
+			}
+		}
+		t.FailNow()
+	}
+	for _, h := range peers {
+		if line := keysLogLine(h.proc.Log(), "closing tunnel: peer certificate no longer valid", "peer=h3"); !strings.Contains(line, "blocked") {
+			t.Errorf("%s did not close the tunnel to h3 because it is blocked: %q", h.name, line)
+		}
+		if !revoked.Add(cut[h]).Before(h3Cert.Details.NotAfter) {
+			t.Errorf("%s cut h3 only when its cert expired, not at its revocation", h.name)
+		}
+	}
+	// It stays cut both ways (h3 keeps trying to handshake), while the others still talk.
 	for range 5 {
 		time.Sleep(time.Second)
-		if h1.ns.Ping(h2.overlay) == nil || h2.ns.Ping(h1.overlay) == nil {
-			t.Fatal("h2 is reachable again after its revocation")
+		for _, h := range peers {
+			if h.ns.Ping(h3.overlay) == nil || h3.ns.Ping(h.overlay) == nil {
+				t.Fatalf("h3 and %s reach each other again after the revocation", h.name)
+			}
 		}
 	}
-	if err := h1.ns.Ping(hosts[0].overlay); err != nil {
-		t.Fatalf("h1 lost the lighthouse: %v", err)
+	for _, d := range [][2]*keysHost{{h1, h2}, {h2, h1}, {h1, lh}, {h2, lh}} {
+		if err := d[0].ns.Ping(d[1].overlay); err != nil {
+			t.Errorf("%s lost %s after h3's revocation: %v", d[0].name, d[1].name, err)
+		}
 	}
-	if err := h2.proc.WaitLog(60*time.Second, "renewal refused: this host is revoked"); err != nil {
-		t.Fatalf("h2 was not refused a renewal: %v\n%s", err, h2.proc.Tail(20))
+
+	// h3 cannot renew: its next renewal (due at most ~2/3 of a lifetime after the last) is
+	// refused by the service as revoked.
+	if err := h3.proc.WaitLog(keysCertLife, "certificate renewal refused: this host is revoked"); err != nil {
+		t.Errorf("h3 was not refused a renewal: %v\n%s", err, h3.proc.Tail(20))
+	} else {
+		t.Logf("h3: %s", keysLogLine(h3.proc.Log(), "certificate renewal refused"))
 	}
-	// Nor can it come back under its name: the admin cannot invite it again.
-	if out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", "h2").CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
-		t.Fatalf("invite of the revoked h2: %v\n%s", err, out)
+	if line := keysLogLine(svc.Log(), "renewal refused"); !strings.Contains(line, "revoked") {
+		t.Errorf("the service did not refuse h3's renewal as revoked: %q", line)
 	}
+	// Nor re-enroll: the admin cannot invite the name again, and every token it ever had
+	// (the unused superseded one and the one it enrolled with) is refused as revoked.
+	if out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h3.name).CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
+		t.Errorf("invite of the revoked h3: %v\n%s", err, out)
+	}
+	for what, tok := range map[string]string{"old unused token": h3Unused, "enrollment token": tokens[h3]} {
+		again := filepath.Join(h3.dir, "again-"+strings.ReplaceAll(what, " ", "-"))
+		if err := os.MkdirAll(again, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(again, "node.yml")
+		keysWriteFile(t, cfg, nodeYML)
+		out, err := h3.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", tok, "-config", cfg)
+		if err == nil || !strings.Contains(out, "revoked") {
+			t.Errorf("re-enrollment of h3 with its %s: %v\n%s", what, err, out)
+		} else {
+			t.Logf("h3 re-enrolling with its %s: %s", what, lastLines(strings.TrimSpace(out), 1))
+		}
+		if _, err := os.Stat(filepath.Join(again, "host.crt")); err == nil {
+			t.Errorf("a refused enrollment with the %s wrote a certificate", what)
+		}
+	}
+	t.Logf("whole test: %v", time.Since(testStart).Round(time.Second))
+}
+
+// keysReadCert reads a node's certificate file.
+func keysReadCert(t *testing.T, h *keysHost) *cert.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.dir, "host.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := cert.UnmarshalPEM(b)
+	if err != nil {
+		t.Fatalf("%s: host.crt: %v", h.name, err)
+	}
+	return c
+}
+
+// keysLogLine is the first line of log containing every one of subs, or "".
+func keysLogLine(log string, subs ...string) string {
+	for _, l := range strings.Split(log, "\n") {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			return l
+		}
+	}
+	return ""
+}
+
+// keyWatch polls every node's private key file and certificate and collects the distinct
+// keys each one had.
+type keyWatch struct {
+	hosts              []*keysHost
+	keyFiles, certKeys []map[[32]byte]bool
+	done               chan struct{}
+	wg                 sync.WaitGroup
+}
+
+func newKeyWatch(t *testing.T, hosts []*keysHost) *keyWatch {
+	w := &keyWatch{hosts: hosts, done: make(chan struct{})}
+	for range hosts {
+		w.keyFiles = append(w.keyFiles, map[[32]byte]bool{})
+		w.certKeys = append(w.certKeys, map[[32]byte]bool{})
+	}
+	w.poll()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			w.poll()
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-w.done:
+		default:
+			close(w.done)
+		}
+		w.wg.Wait()
+	})
+	return w
+}
+
+func (w *keyWatch) poll() {
+	for i, h := range w.hosts {
+		if b, err := os.ReadFile(filepath.Join(h.dir, "host.key")); err == nil {
+			w.keyFiles[i][sha256.Sum256(b)] = true
+		}
+		if b, err := os.ReadFile(filepath.Join(h.dir, "host.crt")); err == nil {
+			if c, _, err := cert.UnmarshalPEM(b); err == nil {
+				w.certKeys[i][sha256.Sum256(c.Details.PublicKey)] = true
+			}
+		}
+	}
+}
+
+// stop ends the polling, polls once more and returns what was seen.
+func (w *keyWatch) stop() (keyFiles, certKeys []map[[32]byte]bool) {
+	close(w.done)
+	w.wg.Wait()
+	w.poll()
+	return w.keyFiles, w.certKeys
 }
 
 // hasPeer asks a host's daemon whether it has a tunnel to vpn.
