@@ -21,13 +21,13 @@ test: lint build
 	@# The race detector makes sync.Pool drop items, so the zero-allocation guards of the hot
 	@# path run once without it, then everything runs with it.
 	$(GO) test -count=1 -run 'Allocate' ./handshake/ ./firewall/ ./overlay/ ./overlay/header/ ./overlay/replay/ ./overlay/udp/
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 unit:
 	$(GO) test -race -count=1 -short $(PKGS)
 
 e2e: build
-	$(GO) test -count=1 -timeout 25m -v ./e2e/...
+	$(GO) test -count=1 -timeout 40m -v ./e2e/...
 
 # Go micro-benchmarks, then (as root) the side-by-side daemon comparison with nebula and the
 # bare veth, written to bench-results.md.

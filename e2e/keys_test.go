@@ -283,7 +283,7 @@ renewal:
 			t.Errorf("TCP stream %s -> %s receiver: %v\n%s", s.from.name, s.to.name, err, s.srv.Log())
 		}
 		sent, got := lineWith(s.cli.Log(), "stream sent"), lineWith(s.srv.Log(), "stream ok")
-		t.Logf("TCP stream %s -> %s across renewals: sent %s; received %s", s.from.name, s.to.name, sent, got)
+		t.Logf("TCP stream %s -> %s across renewals: %s; %s", s.from.name, s.to.name, sent, got)
 		if sent == "" || !strings.HasPrefix(got, sent+" ") {
 			t.Errorf("TCP stream %s -> %s broken: sender %q, receiver %q", s.from.name, s.to.name, sent, got)
 		}
