@@ -1,0 +1,319 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/e2e/netns"
+	"github.com/meshnode/meshnode/overlay"
+)
+
+// TestRevocationReachesAHostCutOffFromTheCAThroughTheLighthouse runs a CA service, a
+// lighthouse and three hosts joined by tokens. h1's traffic to the CA service is dropped
+// inside its namespace, so it can only learn revocations from the lighthouse. After
+// `mesh-cert revoke h3`, h1 must get the signed list from the lighthouse (its log says
+// source=relay), close its tunnel to h3 (status -json over the control socket) and stop
+// carrying traffic to it, all within 60 s, while h1 <-> h2 keeps working; the relayed list
+// is saved beside the renewal state, so it survives a restart.
+//
+// The lighthouse fetches from the CA service every 15 s; the hosts keep the default 60 s, so
+// what h1 gets within seconds of the lighthouse comes from the lighthouse's notice.
+func TestRevocationReachesAHostCutOffFromTheCAThroughTheLighthouse(t *testing.T) {
+	requireNamespaceSuite(t)
+	dir := t.TempDir()
+	meshnode := keysBuild(t, dir, "./cmd/meshnode")
+	meshCert := keysBuild(t, dir, "./cmd/mesh-cert")
+
+	const caAddr = "198.18.0.10"
+	sw := netns.NewSwitch(t, "bsw")
+	caNS := netns.New(t, "bca")
+	sw.Attach(t, caNS, "eth0", caAddr+"/24")
+	hosts := []*keysHost{
+		{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"},
+		{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"},
+		{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"},
+		{name: "h3", underlay: "198.18.0.4", overlay: "10.42.0.4"},
+	}
+	for _, h := range hosts {
+		h.ns = netns.New(t, "b"+h.name)
+		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
+		h.dir = filepath.Join(dir, h.name)
+		h.config = filepath.Join(h.dir, "node.yml")
+		h.sock = filepath.Join(dir, h.name+".sock")
+		if err := os.MkdirAll(h.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	caDir := filepath.Join(dir, "ca")
+	if err := os.MkdirAll(caDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(meshCert, "ca", "-name", "blocklist e2e CA", "-duration", "24h",
+		"-out-crt", filepath.Join(caDir, "ca.crt"), "-out-key", filepath.Join(caDir, "ca.key")).CombinedOutput(); err != nil {
+		t.Fatalf("mesh-cert ca: %v\n%s", err, out)
+	}
+	caYML := filepath.Join(caDir, "ca.yml")
+	keysWriteFile(t, caYML, `listen: `+caAddr+`:8443
+url: https://`+caAddr+`:8443
+state_dir: state
+ca:
+  - crt: ca.crt
+    key: ca.key
+lighthouses:
+  - vpn_ip: 10.42.0.1
+    addrs: ["198.18.0.1:4242"]
+cidrs:
+  mesh:
+    cidr: 10.42.0.0/16
+    children:
+      servers:
+        cidr: 10.42.0.0/24
+durations:
+  cert: 2h
+  token: 10m
+`)
+	svc := caNS.Start(t, "mesh-cert-serve", meshCert, "serve", "-config", caYML)
+	if err := svc.WaitLog(20*time.Second, "CA service listening"); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, h := range hosts {
+		out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h.name,
+			"-ip", h.overlay, "-groups", "e2e").CombinedOutput()
+		if err != nil {
+			t.Fatalf("mesh-cert invite %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
+		}
+		token := strings.TrimSpace(lineWith(string(out), "token:"))
+		if token == "" {
+			t.Fatalf("no token in:\n%s", out)
+		}
+		renewal := "renewal:\n  jitter: 2s\n" // hosts: the default blocklist_interval (60 s)
+		if h.name == "lighthouse" {
+			renewal += "  blocklist_interval: 15s\n"
+		}
+		keysWriteFile(t, h.config, `listen:
+  host: 0.0.0.0
+  port: 4242
+tun:
+  dev: mesh0
+  mtu: 1300
+lighthouse:
+  interval: 2
+punchy:
+  punch: true
+  respond: true
+logging:
+  level: info
+firewall:
+  outbound: [{port: any, proto: any, host: any}]
+  inbound: [{port: any, proto: any, host: any}]
+`+renewal)
+		out2, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", token, "-config", h.config)
+		if err != nil {
+			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out2, svc.Tail(20))
+		}
+		h.proc = h.ns.Start(t, h.name+"-meshnode", meshnode, "-config", h.config, "-control", h.sock)
+	}
+	lh, h1, h2, h3 := hosts[0], hosts[1], hosts[2], hosts[3]
+	for _, h := range hosts {
+		if err := h.proc.WaitLog(10*time.Second, "certificate renewal scheduled"); err != nil {
+			t.Fatalf("%s: %v", h.name, err)
+		}
+	}
+	for _, to := range []*keysHost{h2, h3} {
+		if _, err := h1.ns.WaitPing(tunnelUpTimeout, to.overlay); err != nil {
+			t.Fatalf("h1 cannot reach %s: %v\n%s\n%s", to.name, err, h1.proc.Tail(20), to.proc.Tail(20))
+		}
+	}
+	if !hasPeer(t, meshnode, h1, h3.overlay) {
+		t.Fatal("h1 has no tunnel to h3 before the revocation")
+	}
+
+	// Cut h1 off from the CA service: everything it sends to the service's address is dropped.
+	dropToCA(t, h1.ns, caAddr)
+	if h1.ns.Ping(caAddr) == nil {
+		t.Fatal("h1 still reaches the CA service")
+	}
+	if h2.ns.Ping(caAddr) != nil {
+		t.Fatal("h2 cannot reach the CA service (only h1 should be cut off)")
+	}
+
+	out, err := exec.Command(meshCert, "revoke", "-config", caYML, "h3").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mesh-cert revoke: %v\n%s", err, out)
+	}
+	revoked := time.Now()
+	t.Logf("%s", strings.TrimSpace(string(out)))
+
+	var lhGot, tunnelGone time.Duration
+	err = netns.Eventually(60*time.Second, 250*time.Millisecond, func() error {
+		if lhGot == 0 && strings.Contains(lh.proc.Log(), "version=1") {
+			lhGot = time.Since(revoked)
+		}
+		if hasPeer(t, meshnode, h1, h3.overlay) {
+			return fmt.Errorf("h1 still has a tunnel to h3")
+		}
+		if tunnelGone == 0 {
+			tunnelGone = time.Since(revoked)
+		}
+		if h1.ns.Ping(h3.overlay) == nil {
+			return fmt.Errorf("h1 still reaches h3")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v %v after the revocation\nh1:\n%s\nlighthouse:\n%s", err, time.Since(revoked).Round(time.Second),
+			h1.proc.Tail(30), lh.proc.Tail(30))
+	}
+	t.Logf("revocation: lighthouse had the list after ~%v, h1's tunnel to h3 gone %v after `mesh-cert revoke`, traffic stopped by %v",
+		lhGot.Round(250*time.Millisecond), tunnelGone.Round(250*time.Millisecond), time.Since(revoked).Round(250*time.Millisecond))
+
+	// h1 learnt it from the lighthouse (the CA service is out of its reach); the time between
+	// the lighthouse's and h1's "blocklist applied" is the relay's own delay.
+	lhLine := logLine(lh.proc.Log(), `msg="blocklist applied"`, "version=1 ")
+	h1Line := logLine(h1.proc.Log(), `msg="blocklist applied"`, "source="+overlay.BlocklistFromRelay, "version=1 ")
+	if h1Line == "" {
+		t.Fatalf("h1 did not apply a relayed blocklist:\n%s", h1.proc.Tail(30))
+	}
+	t.Logf("lighthouse: %s\nh1: %s", lhLine, h1Line)
+	if a, b := logTime(t, lhLine), logTime(t, h1Line); !a.IsZero() && !b.IsZero() {
+		t.Logf("relay delay (lighthouse applied -> h1 applied): %v", b.Sub(a).Round(time.Millisecond))
+	}
+
+	// It stays cut, in both directions, while h1 <-> h2 and h1 <-> lighthouse keep working.
+	for range 3 {
+		time.Sleep(time.Second)
+		if h1.ns.Ping(h3.overlay) == nil || h3.ns.Ping(h1.overlay) == nil {
+			t.Fatal("h3 is reachable from h1 again after its revocation")
+		}
+	}
+	for _, to := range []*keysHost{h2, lh} {
+		if err := h1.ns.Ping(to.overlay); err != nil {
+			t.Fatalf("h1 lost %s: %v\n%s", to.name, err, h1.proc.Tail(20))
+		}
+	}
+	if err := h2.ns.Ping(h1.overlay); err != nil {
+		t.Fatalf("h2 lost h1: %v", err)
+	}
+
+	// The relayed list is saved where the next start finds it (renewal.state_file's default
+	// is pki.key + ".renewal").
+	b, err := os.ReadFile(filepath.Join(h1.dir, "host.key.renewal.blocklist"))
+	if err != nil {
+		t.Fatalf("relayed blocklist not saved: %v", err)
+	}
+	var saved cert.SignedBlocklist
+	if err := json.Unmarshal(b, &saved); err != nil {
+		t.Fatal(err)
+	}
+	if saved.Version < 1 || len(saved.Fingerprints) != 1 {
+		t.Fatalf("saved blocklist: version %d with %d entries, want h3's revocation", saved.Version, len(saved.Fingerprints))
+	}
+}
+
+// dropToCA drops every packet ns sends to addr (nft, inside ns only).
+func dropToCA(t *testing.T, ns *netns.Namespace, addr string) {
+	t.Helper()
+	rules := "table ip e2eblockca {\n\tchain out {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tip daddr " +
+		addr + " drop\n\t}\n}\n"
+	ctx, cancel := context.WithTimeout(context.Background(), netns.CommandTimeout)
+	defer cancel()
+	cmd := ns.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s", ns.Name, err, out)
+	}
+}
+
+// logLine is the first line of a daemon's log containing every one of subs.
+func logLine(log string, subs ...string) string {
+	for _, l := range strings.Split(log, "\n") {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			return l
+		}
+	}
+	return ""
+}
+
+// logTime is the time= field of a text log line (zero when there is none).
+func logTime(t *testing.T, line string) time.Time {
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		return time.Time{}
+	}
+	ts, _, _ := strings.Cut(rest, " ")
+	tm, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		t.Logf("unreadable log time %q: %v", ts, err)
+	}
+	return tm
+}
+
+// TestMeshnodeHostsWithANebulaLighthouseKeepWorking: meshnode hosts ask their lighthouse
+// for the blocklist every 2 s and whenever its tunnel comes up; with the real Nebula 1.6.1
+// as the lighthouse (which panics on Test payloads over 16 bytes) they must only ever send
+// it the 9-byte hello, get no list, and the lighthouse and the mesh keep running.
+func TestMeshnodeHostsWithANebulaLighthouseKeepWorking(t *testing.T) {
+	requireNamespaceSuite(t)
+	tl := newTools(t)
+	sw := netns.NewSwitch(t, "nsw")
+	lh := &meshHost{name: "lh", underlay: "198.18.0.1", overlay: "10.42.0.1", bin: tl.impl(t, implNebula)}
+	h1 := &meshHost{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2", bin: tl.impl(t, implMeshnode)}
+	h2 := &meshHost{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3", bin: tl.impl(t, implMeshnode)}
+	all := []*meshHost{lh, h1, h2}
+	ca := newPKI(t, tl.certTool(t, "nebula-cert"))
+	dir := t.TempDir()
+	for _, h := range all {
+		h.ns = netns.New(t, "n"+h.name)
+		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
+		crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
+		conf := nodeConf{ca: ca.path("ca.crt"), cert: crt, key: key, cipher: "aes", punch: true}
+		if h == lh {
+			conf.amLighthouse = true
+		} else {
+			conf.lighthouses = []string{lh.overlay}
+			conf.static = map[string]string{lh.overlay: fmt.Sprintf("%s:%d", lh.underlay, overlayPort)}
+			conf.extra = "renewal:\n  blocklist_interval: 2s\n"
+		}
+		h.writeConfig(t, dir, conf)
+	}
+	for _, h := range all {
+		h.start(t)
+	}
+	for _, h := range []*meshHost{h1, h2} {
+		if _, err := h.ns.WaitPing(tunnelUpTimeout, lh.overlay); err != nil {
+			t.Fatalf("%s cannot reach the nebula lighthouse: %v\n%s", h.name, err, lh.proc.Tail(20))
+		}
+	}
+	if _, err := h1.ns.WaitPing(tunnelUpTimeout, h2.overlay); err != nil {
+		t.Fatalf("h1 cannot reach h2: %v", err)
+	}
+	time.Sleep(10 * time.Second) // about five asks per host
+	if lh.proc.Exited() || strings.Contains(lh.proc.Log(), "panic") {
+		t.Fatalf("the nebula lighthouse died:\n%s", lh.proc.Tail(30))
+	}
+	for _, h := range []*meshHost{h1, h2} {
+		if err := h.ns.Ping(lh.overlay); err != nil {
+			t.Fatalf("%s lost the nebula lighthouse: %v", h.name, err)
+		}
+		if l := logLine(h.proc.Log(), `msg="blocklist applied"`); l != "" {
+			t.Fatalf("%s applied a blocklist from a Nebula lighthouse: %s", h.name, l)
+		}
+	}
+	if err := h1.ns.Ping(h2.overlay); err != nil {
+		t.Fatalf("h1 lost h2: %v", err)
+	}
+}
