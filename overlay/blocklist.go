@@ -188,6 +188,8 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 		return false, err
 	}
 	n.bl.list, n.bl.enc = b, enc
+	// The pool in force now: SetPKI swaps pools under n.bl.mu, so none misses this list.
+	p = n.pki.Load()
 	for _, fp := range b.Fingerprints {
 		p.Pool.Block(fp)
 	}
@@ -228,13 +230,17 @@ func (n *Node) closeRevoked(pool *cert.Pool) {
 	}
 }
 
-// blockHeld applies the list in force to a pool being swapped in (renewal, reload).
-func (n *Node) blockHeld(pool *cert.Pool) {
-	if b := n.Blocklist(); b != nil {
+// swapPKI swaps p in with the list in force applied to its pool, under n.bl.mu so that a
+// list being applied meanwhile lands in whichever pool ends up in force.
+func (n *Node) swapPKI(p *PKI) (old *PKI) {
+	n.bl.mu.Lock()
+	defer n.bl.mu.Unlock()
+	if b := n.bl.list; b != nil {
 		for _, fp := range b.Fingerprints {
-			pool.Block(fp)
+			p.Pool.Block(fp)
 		}
 	}
+	return n.pki.Swap(p)
 }
 
 // answerBlocklistQuery is a lighthouse's extOpBlocklistQuery handler.

@@ -80,6 +80,17 @@ func TestLighthouseRelaysBlocklistAndRevokedTunnelIsClosed(t *testing.T) {
 	if hasTunnel(h1.node, h3) {
 		t.Fatal("revoked host3 built a new tunnel to host1")
 	}
+	// A reload swaps in a fresh pool: the list in force stays applied to it.
+	fresh, err := overlay.LoadPKI(h1.cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.node.SetPKI(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if !fresh.Pool.IsBlocked(revoked) {
+		t.Fatal("a reloaded pool lost the relayed revocation")
+	}
 	// Asking again with the list in hand gets "nothing newer", and nothing changes.
 	h1.node.KickBlocklistForTest()
 	time.Sleep(300 * time.Millisecond)

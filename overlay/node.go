@@ -386,8 +386,7 @@ func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
-	n.blockHeld(p.Pool)
-	old := n.pki.Swap(p)
+	old := n.swapPKI(p)
 	n.closeRevoked(p.Pool)
 	if old != nil && old.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
 		// Peers hold our old cert: re-handshake every tunnel so they learn the new one before
