@@ -48,8 +48,9 @@ type Lighthouse struct {
 type Options struct {
 	Store Store
 	// CAs in order of preference: the first unexpired one with a key signs (the active
-	// CA); every unexpired one goes into the bundle nodes trust. Rotating is putting the
-	// new CA first and, once every host has renewed, dropping the old one.
+	// CA); every unexpired one goes into the bundle nodes trust. Rotating takes three
+	// steps, each followed by a round of renewals: the new CA added without a key (trusted
+	// everywhere before it signs), then first with its key, then the old one dropped.
 	CAs []SigningCA
 	// ServiceKey is the service's X25519 private key; nodes prove possession of their key
 	// by a MAC keyed with X25519(node key, service public key).
