@@ -362,6 +362,10 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	t.msg1Sum = sum
 	t.msg2 = msg2
 	hs.recent[sum] = t
+	// msg2 leaves before the send path can see the tunnel: a data packet overtaking it would
+	// reach the initiator before it knows the index, be dropped, and (with a RecvError)
+	// start yet another handshake. Loses a packet at every re-handshake of a renewal.
+	n.reply(msg2, from, via)
 	old := n.hosts.install(t)
 	if old != nil {
 		hs.retire = append(hs.retire, retiring{old, now})
@@ -369,7 +373,6 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	hs.mu.Unlock()
 	n.m.handshakes.WithLabelValues("responder", "ok").Inc()
 	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", vpn, "remote", from, "role", "responder")
-	n.reply(msg2, from, via)
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
 }
