@@ -337,6 +337,9 @@ func (tr *traffic) expectNoLoss(t *testing.T, phase string) {
 			for f, ks := range miss {
 				fmt.Fprintf(&b, "\n  %s: %d lost of %d (first %v)", f, len(ks), upTo[f], ks[:min(len(ks), 10)])
 			}
+			for _, h := range tr.hosts {
+				fmt.Fprintf(&b, "\n  %s: TUN deliveries dropped %d, node drops %v", h.name, h.dev.Dropped(), h.node.ControlStatus().Drops)
+			}
 			t.Fatalf("%s: packets lost:%s", phase, b.String())
 		}
 		time.Sleep(20 * time.Millisecond)
