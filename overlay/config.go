@@ -543,9 +543,6 @@ func (c *Config) validate() error {
 			bad("control.mode", "%q is not octal permission bits (e.g. \"0600\")", c.Control.Mode)
 		}
 	}
-	if c.Routines > 1 {
-		c.Warnings = append(c.Warnings, "routines: multi-queue packet processing is not implemented yet; using 1")
-	}
 	if c.Routines < 1 || c.Routines > 64 {
 		bad("routines", "%d is out of range 1-64", c.Routines)
 	}

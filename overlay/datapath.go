@@ -19,7 +19,7 @@ const tagLen = 16
 
 // readOutside is the receive path: UDP -> header -> decrypt -> checks -> firewall -> TUN.
 // It owns its buffers; nothing is allocated per packet on the data path.
-func (n *Node) readOutside() error {
+func (n *Node) readOutside(l *lane) error {
 	batch := n.cfg.Listen.Batch
 	msgs := make([]udp.Message, batch)
 	for i := range msgs {
@@ -27,7 +27,7 @@ func (n *Node) readOutside() error {
 	}
 	toTun := make([][]byte, 0, batch)
 	for {
-		k, err := n.conn.ReadBatch(msgs)
+		k, err := l.conn.ReadBatch(msgs)
 		if err != nil {
 			if errors.Is(err, udp.ErrClosed) || n.closed() {
 				return nil
@@ -37,12 +37,12 @@ func (n *Node) readOutside() error {
 		now := n.now()
 		toTun = toTun[:0]
 		for i := range k {
-			if pt := n.handleOutside(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, now); pt != nil {
+			if pt := n.dispatch(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, nil, now, l.idx); pt != nil {
 				toTun = append(toTun, pt)
 			}
 		}
-		if len(toTun) > 0 && n.dev != nil {
-			if _, err := n.dev.Write(toTun); err != nil {
+		if len(toTun) > 0 && l.dev != nil {
+			if _, err := l.dev.Write(toTun); err != nil {
 				if errors.Is(err, tun.ErrClosed) || n.closed() {
 					return nil
 				}
@@ -63,12 +63,13 @@ func (n *Node) closed() bool {
 
 // handleOutside processes one datagram and returns an inner packet to deliver, or nil.
 func (n *Node) handleOutside(b []byte, from netip.AddrPort, now time.Time) []byte {
-	return n.dispatch(b, from, nil, now)
+	return n.dispatch(b, from, nil, now, 0)
 }
 
 // dispatch handles a Nebula packet that arrived directly from an address, or (via != nil)
 // unwrapped from a relay frame.
-func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time.Time) []byte {
+// lane is the routine whose receive goroutine handles it (its firewall memo).
+func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time.Time, lane int) []byte {
 	if len(b) < header.Len {
 		// Punch packets (1 byte) land here by design.
 		n.m.dropped(dropShort)
@@ -86,7 +87,7 @@ func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time
 			if inner == nil {
 				return nil
 			}
-			return n.dispatch(inner, netip.AddrPort{}, e, now)
+			return n.dispatch(inner, netip.AddrPort{}, e, now, lane)
 		}
 		if h.Subtype != header.SubtypeNone {
 			n.m.dropped(dropUnsupported)
@@ -96,7 +97,7 @@ func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time
 		if t == nil {
 			return nil
 		}
-		return n.deliverInbound(t, pt, now)
+		return n.deliverInbound(t, pt, now, lane)
 	case header.Handshake:
 		switch h.Counter {
 		case 1:
@@ -194,7 +195,7 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 }
 
 // deliverInbound applies the source check, the destination check and the inbound firewall.
-func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time) []byte {
+func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time, lane int) []byte {
 	if len(pt) < 20 || pt[0]>>4 != 4 {
 		n.m.dropped(dropNotIPv4)
 		return nil
@@ -209,8 +210,8 @@ func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time) []byte {
 		n.m.dropped(dropNotForUs)
 		return nil
 	}
-	// Only the receive goroutine delivers inbound packets, so the memo is its alone.
-	if v := n.fw.Load().VerdictMemo(pt, firewall.Inbound, t.fwPeer, now.UnixNano(), &t.recvMemo); !v.Accepted() {
+	// Only the lane's receive goroutine delivers inbound packets, so the memo is its alone.
+	if v := n.fw.Load().VerdictMemo(pt, firewall.Inbound, t.fwPeer, now.UnixNano(), t.memo(firewall.Inbound, lane)); !v.Accepted() {
 		n.m.firewallDropped(firewall.Inbound, v)
 		if v.Rejected() {
 			n.sendReject(t, pt)
@@ -297,7 +298,7 @@ func (n *Node) sendRecvError(index uint32, to netip.AddrPort) {
 }
 
 // readInside is the send path: TUN -> route to a tunnel -> firewall -> encrypt -> UDP.
-func (n *Node) readInside() error {
+func (n *Node) readInside(l *lane) error {
 	batch := n.cfg.Listen.Batch
 	bufs := make([][]byte, batch)
 	views := make([][]byte, batch)
@@ -308,7 +309,7 @@ func (n *Node) readInside() error {
 	}
 	out := make([]udp.Message, 0, batch)
 	for {
-		k, err := n.dev.Read(views, sizes)
+		k, err := l.dev.Read(views, sizes)
 		if err != nil {
 			if errors.Is(err, tun.ErrClosed) || n.closed() {
 				return nil
@@ -318,24 +319,24 @@ func (n *Node) readInside() error {
 		out = out[:0]
 		now := n.now().UnixNano()
 		for i := range k {
-			if m, ok := n.encryptInside(bufs[i], sizes[i], now); ok {
+			if m, ok := n.encrypt(bufs[i], sizes[i], now, l.idx); ok {
 				out = append(out, m)
 			}
 		}
 		if len(out) > 0 {
-			n.writeUDP(out)
+			n.writeLane(l, out)
 		}
 	}
 }
 
 // encryptInside routes and seals one packet held at buf[16:16+size], in place.
 func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool) {
-	return n.encrypt(buf, size, now, true)
+	return n.encrypt(buf, size, now, 0)
 }
 
-// encrypt is encryptInside; hot says the caller is the send path's goroutine, which alone
-// may use the tunnel's firewall memo (queued packets flushed after a handshake are not).
-func (n *Node) encrypt(buf []byte, size int, now int64, hot bool) (udp.Message, bool) {
+// encrypt is encryptInside for the send goroutine of a lane, which alone may use that lane's
+// firewall memo of the tunnel; lane -1 (queued packets flushed after a handshake) uses none.
+func (n *Node) encrypt(buf []byte, size int, now int64, lane int) (udp.Message, bool) {
 	pkt := buf[header.Len : header.Len+size]
 	if len(pkt) < 20 || pkt[0]>>4 != 4 {
 		n.m.dropped(dropNotIPv4)
@@ -351,11 +352,7 @@ func (n *Node) encrypt(buf []byte, size int, now int64, hot bool) (udp.Message, 
 		n.hs.trigger(dst, pkt)
 		return udp.Message{}, false
 	}
-	var memo *firewall.Memo
-	if hot {
-		memo = &t.sendMemo
-	}
-	if v := n.fw.Load().VerdictMemo(pkt, firewall.Outbound, t.fwPeer, now, memo); !v.Accepted() {
+	if v := n.fw.Load().VerdictMemo(pkt, firewall.Outbound, t.fwPeer, now, t.memo(firewall.Outbound, lane)); !v.Accepted() {
 		n.m.firewallDropped(firewall.Outbound, v)
 		if v.Rejected() {
 			n.rejectLocally(pkt)
@@ -391,7 +388,7 @@ func (n *Node) tunnelMessage(t *tunnel, sealed []byte) (udp.Message, bool) {
 func (n *Node) sendInner(t *tunnel, pkt []byte) {
 	buf := make([]byte, header.Len+len(pkt)+tagLen)
 	copy(buf[header.Len:], pkt)
-	if m, ok := n.encrypt(buf, len(pkt), n.now().UnixNano(), false); ok {
+	if m, ok := n.encrypt(buf, len(pkt), n.now().UnixNano(), -1); ok {
 		n.writeUDP([]udp.Message{m})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshnode/meshnode/firewall"
 	"github.com/meshnode/meshnode/handshake"
 	"github.com/meshnode/meshnode/overlay/header"
 )
@@ -445,6 +446,9 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 	}
 	t.allowedSubnets = append(t.allowedSubnets, r.PeerCert.Details.Subnets...)
 	t.fwPeer = newFirewallPeer(r.PeerCert, r.CA)
+	if len(n.lanes) > 1 {
+		t.laneMemos = make([]firewall.Memo, 2*(len(n.lanes)-1))
+	}
 	// Handshake messages used counters 1 and 2; the first data packet carries 3.
 	t.sendCounter.Store(2)
 	if via != nil {

@@ -47,6 +47,9 @@ type tunnel struct {
 	extPeer  atomic.Int32
 	extLimit extLimiter
 
+	// laneMemos are the firewall memos of lanes 1 and up: send and receive of each.
+	laneMemos []firewall.Memo
+
 	// The send path and the receive path run on different cores and each writes its own
 	// fields per packet: keeping the two groups on separate cache lines stops every packet
 	// one way from invalidating the line the other way reads.
@@ -55,14 +58,33 @@ type tunnel struct {
 	lastSend           atomic.Int64 // unix nanos
 	packetsOut         atomic.Uint64
 	bytesOut           atomic.Uint64
-	sendMemo           firewall.Memo // the send goroutine's last admitted flow
+	sendMemo           firewall.Memo // lane 0's send goroutine's last admitted flow
 	_                  cacheLinePad
 	window             replay.Window
-	recvMemo           firewall.Memo // the receive goroutine's last admitted flow
+	recvMemo           firewall.Memo // lane 0's receive goroutine's last admitted flow
 	lastRecv           atomic.Int64  // unix nanos of the last authenticated packet from the peer
 	testSent           atomic.Int64  // unix nanos of an unanswered liveness probe, 0 if none
 	packetsIn, bytesIn atomic.Uint64
 	_                  cacheLinePad
+}
+
+// memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
+// Lane 0's sit in the tunnel beside the fields its goroutines write; further lanes' in
+// laneMemos, made with the tunnel.
+func (t *tunnel) memo(dir firewall.Direction, lane int) *firewall.Memo {
+	switch {
+	case lane < 0:
+		return nil
+	case lane == 0 && dir == firewall.Outbound:
+		return &t.sendMemo
+	case lane == 0:
+		return &t.recvMemo
+	case 2*lane-1 >= len(t.laneMemos):
+		return nil
+	case dir == firewall.Outbound:
+		return &t.laneMemos[2*lane-2]
+	}
+	return &t.laneMemos[2*lane-1]
 }
 
 // cacheLinePad separates fields that different cores write (64-byte lines on amd64 and

@@ -28,8 +28,12 @@ import (
 // Options are the seams a Node is built with: the devices it moves packets between, and the
 // clock, randomness, logger and metrics registry, so that a whole mesh runs in one test.
 type Options struct {
-	Device     tun.Device // nil when tun.disabled
-	Conn       udp.Conn
+	Device tun.Device // nil when tun.disabled
+	Conn   udp.Conn
+	// Conns are more sockets bound to Conn's address with SO_REUSEPORT, one per routine
+	// beyond the first; with a multi-queue Device (one queue per routine) each routine gets
+	// a queue and a socket of its own and runs its own pair of data-path goroutines.
+	Conns      []udp.Conn
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -126,7 +130,10 @@ type Node struct {
 	// wake tells the timer loop a handshake started, so it goes from its idle pace (once a
 	// second) to the handshake pace (tick) at once.
 	wake chan struct{}
-	wg   sync.WaitGroup
+	// lanes are the data path's routines: lane 0 is (Device or its first queue, Conn), each
+	// further lane a queue and a socket of Options.Conns.
+	lanes []*lane
+	wg    sync.WaitGroup
 }
 
 // New builds a node from a validated config and its PKI.
@@ -162,6 +169,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	if n.tick == 0 {
 		n.tick = cfg.Handshakes.TryInterval / 2
 	}
+	n.lanes = n.buildLanes(opts)
 	var err error
 	if n.cipher, err = handshake.ParseCipher(cfg.Cipher); err != nil {
 		return nil, fmt.Errorf("cipher: %w", err)
@@ -289,12 +297,14 @@ func (n *Node) VpnIP() netip.Addr { return n.vpnIP }
 func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); errc <- n.readOutside() }()
-	if n.dev != nil {
+	errc := make(chan error, 2*len(n.lanes)+1)
+	for _, l := range n.lanes {
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); errc <- n.readInside() }()
+		go func() { defer n.wg.Done(); errc <- n.readOutside(l) }()
+		if l.dev != nil {
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); errc <- n.readInside(l) }()
+		}
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.timers(ctx) }()
@@ -340,8 +350,11 @@ func (n *Node) shutdown() {
 	}
 	n.Close()
 	_ = n.conn.Close()
+	for _, l := range n.lanes[1:] {
+		_ = l.conn.Close()
+	}
 	if n.dev != nil {
-		_ = n.dev.Close()
+		_ = n.dev.Close() // closes every queue
 	}
 }
 

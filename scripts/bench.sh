@@ -27,16 +27,18 @@
 # load, shutdown) to DIR/meshnode-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
 # and prints `go tool pprof -top` of each at the end; profiling costs a few per cent.
 #
-# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-o OUT.md] [-P DIR] [scenario ...]
+# -R N sets routines: N for both overlays (multi-queue TUN, N sockets; default 1).
+#
+# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-R ROUTINES] [-o OUT.md] [-P DIR] [scenario ...]
 # Needs root, iperf3, ping, ip; nebula and nebula-cert for the overlays (scripts/install-deps.sh).
 # Traffic stays inside the two namespaces this script creates and deletes (trap).
 set -uo pipefail
 
-ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""; PROF=""
+ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""; PROF=""; ROUTINES=1
 usage() { sed -n '/^# Usage/,/^# Traffic/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-while getopts "r:t:m:c:B:o:P:h" opt; do
+while getopts "r:t:m:c:B:R:o:P:h" opt; do
   case $opt in
-    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; o) OUT=$OPTARG ;;
+    r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; R) ROUTINES=$OPTARG ;; o) OUT=$OPTARG ;;
     P) PROF=$OPTARG ;; *) usage ;;
   esac
 done
@@ -106,6 +108,7 @@ lighthouse: {am_lighthouse: false, hosts: []}
 listen: {host: 0.0.0.0, port: 4242${BUF:+, read_buffer: $BUF, write_buffer: $BUF}}
 tun: {dev: bench0, mtu: $MTU}
 cipher: $CIPHER
+routines: $ROUTINES
 logging: {level: error, format: text}
 firewall:
   outbound: [{port: any, proto: any, host: any}]
@@ -192,7 +195,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
 
 RESULTS=$W/results.txt
 : >"$RESULTS"
-echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-per-daemon default}" >&2
+echo "bench: ${SCENARIOS[*]}; $ROUNDS rounds of ${SECS}s iperf3 runs; overlay MTU $MTU, cipher $CIPHER, socket buffers ${BUF:-per-daemon default}, routines $ROUTINES" >&2
 for r in $(seq 1 "$ROUNDS"); do
   ROUND=$r
   for sc in "${SCENARIOS[@]}"; do
@@ -205,7 +208,7 @@ done
 # ---- table ----------------------------------------------------------------------------------
 TABLE=$W/table.md
 awk -v rounds="$ROUNDS" -v secs="$SECS" -v mtu="$MTU" -v cipher="$CIPHER" -v cores="$(nproc)" \
-    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-not set (per-daemon default)}" \
+    -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-not set (per-daemon default)}" -v routines="$ROUTINES" \
     -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" \
     -v cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" '
 function median(arr, n,    i, j, t) {
@@ -239,7 +242,7 @@ END {
     for (k = 1; k <= 9; k++) printf " %s |", cell(sc, k)
     printf " %s | %s | %s | %s |\n", ratio(sc, "nebula", 1), ratio(sc, "nebula", 2), ratio(sc, "nebula", 4), ratio(sc, "nebula", 6)
   }
-  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; nebula %s.\n", rounds, secs, mtu, cipher, buf, nebver
+  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; routines %s; nebula %s.\n", rounds, secs, mtu, cipher, buf, routines, nebver
   printf "Ratios are taken per round, then the median. RSS and CPU are both daemons summed; CPU during the 1-stream run.\n"
   printf "Machine: %s, %s cores; measured %s.\n", cpu, cores, when
 }' "$RESULTS" >"$TABLE"

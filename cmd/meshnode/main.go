@@ -157,18 +157,36 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		la, _ = netip.AddrFromSlice(ips[0])
 	}
 	bufSize := overlay.DefaultSocketBuffer
-	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), udp.Options{
+	uopts := udp.Options{
 		ReadBuffer: pick(cfg.Listen.ReadBuffer, bufSize), WriteBuffer: pick(cfg.Listen.WriteBuffer, bufSize),
-		Batch: cfg.Listen.Batch,
-	})
+		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1,
+	}
+	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
 	if err != nil {
 		return fmt.Errorf("listen on %s:%d: %w", cfg.Listen.Host, cfg.Listen.Port, err)
+	}
+	// routines > 1: one more socket per routine on the same address (SO_REUSEPORT; the
+	// first one's port, which listen.port 0 left to the kernel).
+	var conns []udp.Conn
+	closeConns := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for range cfg.Routines - 1 {
+		c, err := udp.Listen(conn.LocalAddr(), uopts)
+		if err != nil {
+			conn.Close()
+			closeConns()
+			return fmt.Errorf("routines: another socket on %s: %w", conn.LocalAddr(), err)
+		}
+		conns = append(conns, c)
 	}
 	var dev tun.Device
 	if !cfg.Tun.Disabled {
 		own := pki.Creds.Cert
 		opts := tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
-			TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload}
+			TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines}
 		dev, err = tun.Open(opts)
 		if errors.Is(err, tun.ErrNoOffload) {
 			log.Warn("TUN offloads unavailable; using the plain device (one packet per system call)", "err", err)
@@ -177,6 +195,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		}
 		if err != nil {
 			conn.Close()
+			closeConns()
 			return fmt.Errorf("tun.dev %q: %w", cfg.Tun.Dev, err)
 		}
 	}
@@ -185,9 +204,10 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	if d, ok := dev.(offloader); ok && d.Offload() {
 		registerOffloadMetrics(reg, d)
 	}
-	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Logger: log, Registerer: reg})
+	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Conns: conns, Logger: log, Registerer: reg})
 	if err != nil {
 		conn.Close()
+		closeConns()
 		if dev != nil {
 			dev.Close()
 		}
