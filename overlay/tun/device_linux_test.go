@@ -2,18 +2,12 @@ package tun_test
 
 import (
 	"errors"
-	"fmt"
-	"hash/fnv"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meshnode/meshnode/internal/testenv"
 	"github.com/meshnode/meshnode/overlay/tun"
@@ -24,65 +18,24 @@ import (
 // afterwards. Nothing in these tests touches the machine's own namespace.
 func netns(t testing.TB) string {
 	t.Helper()
-	return netnsTagged(t, "")
+	return testenv.NetNS(t, "mntun", "")
 }
 
 // netnsTagged is netns for a test that needs more than one namespace: tag tells them apart.
 func netnsTagged(t testing.TB, tag string) string {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireBinary(t, "ip")
-	h := fnv.New32a()
-	h.Write([]byte(t.Name() + "\x00" + tag))
-	name := fmt.Sprintf("mntun-%d-%08x", os.Getpid(), h.Sum32())
-	ip(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
+	return testenv.NetNS(t, "mntun", tag)
 }
 
 func ip(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testenv.Run(t, append([]string{"ip"}, args...)...)
 }
 
-// inNetns runs fn on an OS thread switched into the namespace: sockets and devices it
-// opens belong to that namespace for their whole life.
+// inNetns runs fn on an OS thread switched into the namespace.
 func inNetns(t testing.TB, ns string, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("setns: %v", err)
-	}
-	defer func() {
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime discards it when the goroutine ends.
-			t.Errorf("setns back: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
+	testenv.InNetNS(t, ns, fn)
 }
 
 func open(t testing.TB, ns string, opts tun.Options) *tun.Linux {

@@ -2,15 +2,8 @@ package udp
 
 import (
 	"fmt"
-	"hash/fnv"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meshnode/meshnode/internal/testenv"
 )
@@ -19,16 +12,7 @@ import (
 // 198.18.0.1/24 and 198.18.0.2/24, and deletes them afterwards.
 func vethPair(t *testing.T) (nsA, nsB string) {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireBinary(t, "ip")
-	h := fnv.New32a()
-	h.Write([]byte(t.Name()))
-	base := fmt.Sprintf("mnudp-%d-%08x", os.Getpid(), h.Sum32())
-	nsA, nsB = base+"-a", base+"-b"
-	for _, ns := range []string{nsA, nsB} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
+	nsA, nsB = testenv.NetNS(t, "mnudp", "a"), testenv.NetNS(t, "mnudp", "b")
 	run(t, "ip", "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
 	run(t, "ip", "-n", nsA, "addr", "add", "198.18.0.1/24", "dev", "va")
 	run(t, "ip", "-n", nsB, "addr", "add", "198.18.0.2/24", "dev", "vb")
@@ -37,40 +21,16 @@ func vethPair(t *testing.T) (nsA, nsB string) {
 	return nsA, nsB
 }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
+func run(t *testing.T, args ...string) { t.Helper(); testenv.Run(t, args...) }
 
 // listenIn opens a socket from a thread switched into ns; the socket stays in ns.
 func listenIn(t *testing.T, ns string, addr netip.AddrPort, opts Options) *Socket {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	var s *Socket
+	var err error
+	testenv.InNetNS(t, ns, func() { s, err = ListenSocket(addr, opts) })
 	if err != nil {
-		runtime.UnlockOSThread()
 		t.Fatal(err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	s, lerr := ListenSocket(addr, opts)
-	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("setns back: %v", err) // the thread stays locked and is discarded
-	}
-	runtime.UnlockOSThread()
-	if lerr != nil {
-		t.Fatal(lerr)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
