@@ -4,7 +4,6 @@ package main
 // the peer's inbound rules (asked over the tunnel), with what to change when something drops it.
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -53,9 +52,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(c)
+		writeJSON(stdout, c)
 	} else {
 		printCheck(stdout, c)
 	}

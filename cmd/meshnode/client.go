@@ -118,8 +118,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "meshnode status: unexpected argument %q\n", pos[0])
+	if !noArgs("status", pos, stderr) {
 		return 2
 	}
 	var st *overlay.ControlStatus
@@ -131,9 +130,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(st)
+		writeJSON(stdout, st)
 		return 0
 	}
 	printStatus(stdout, st, time.Now())
@@ -314,8 +311,7 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "meshnode list: unexpected argument %q\n", pos[0])
+	if !noArgs("list", pos, stderr) {
 		return 2
 	}
 	var hosts []overlay.KnownHost
@@ -324,9 +320,7 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *asJSON:
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(hosts)
+		writeJSON(stdout, hosts)
 	case *tree:
 		printTree(stdout, hosts)
 	default:
@@ -387,8 +381,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "meshnode reload: unexpected argument %q\n", pos[0])
+	if !noArgs("reload", pos, stderr) {
 		return 2
 	}
 	var res *overlay.ReloadResult
@@ -402,4 +395,21 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// noArgs reports whether a subcommand that takes no positional arguments got none, and
+// says which one was unexpected otherwise.
+func noArgs(cmd string, pos []string, stderr io.Writer) bool {
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "meshnode %s: unexpected argument %q\n", cmd, pos[0])
+		return false
+	}
+	return true
+}
+
+// writeJSON prints v as one indented JSON document (the -json output of the subcommands).
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
