@@ -404,7 +404,11 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 			return err
 		}
 		if i := slices.IndexFunc(hs, func(h Host) bool { return h.Name == req.Name }); i >= 0 {
-			if hs[i].State != HostInvited {
+			switch hs[i].State {
+			case HostInvited:
+			case HostRevoked:
+				return fmt.Errorf("%w: host %s is revoked, and a revoked name is never invited again", ErrNameTaken, req.Name)
+			default:
 				return fmt.Errorf("%w: host %s is %s", ErrNameTaken, req.Name, hs[i].State)
 			}
 			hs = slices.Delete(hs, i, i+1) // a re-invite may move the host
