@@ -118,10 +118,19 @@ func parseLHConf(n *Node, cfg *Config) (*lhConf, error) {
 // client reports whether this node queries lighthouses.
 func (lh *lighthouseState) client() bool { return !lh.am && len(lh.c().hosts) > 0 }
 
-// remotesFor lists the underlay addresses to try for a peer: static entries first, then what
-// lighthouses told us, deduplicated, with preferred_ranges first.
+// remotesFor lists the underlay addresses to try for a peer: static entries first, then the
+// address of the current tunnel to it, then what lighthouses told us, deduplicated, with
+// preferred_ranges first.
 func (n *Node) remotesFor(vpn netip.Addr) []netip.AddrPort {
 	out := append([]netip.AddrPort(nil), n.staticMap()[vpn]...)
+	// The address a tunnel to vpn runs on now is a proven one, and for a peer that reached
+	// us (a lighthouse's hosts, a host behind NAT) the only one: a re-handshake after a
+	// renewal goes there too.
+	if t := n.hosts.byVPNIP(vpn); t != nil {
+		if a := t.remoteAddr(); a.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
 	lh := n.lh
 	lh.mu.Lock()
 	for _, addrs := range lh.learned[vpn] {

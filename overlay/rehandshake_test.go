@@ -74,3 +74,33 @@ func TestRenewalLosesNoPacketFromTheResponder(t *testing.T) {
 		t.Fatalf("%d of %d packets lost across 20 renewals: %v", total-len(seen), total, lost[:min(len(lost), 20)])
 	}
 }
+
+// TestRenewedLighthouseReHandshakesWithItsHosts: a lighthouse knows its hosts' addresses
+// only from the tunnels they made to it (no static_host_map, no lighthouse to ask). When it
+// renews, it must still re-handshake each tunnel onto the new certificate, through the
+// address the tunnel runs on; otherwise the hosts keep its old certificate until that
+// expires and the tunnels are cut.
+func TestRenewedLighthouseReHandshakesWithItsHosts(t *testing.T) {
+	m := lighthouseMesh(t, 2, nil)
+	lh := m.hosts[0]
+	for i := 1; i < len(m.hosts); i++ {
+		eventually(t, 10*time.Second, "a tunnel to the lighthouse", func() bool {
+			_, ok := m.hosts[i].node.Tunnel(lh.vpn)
+			return ok
+		})
+	}
+	renewed := m.ca.NewHost(t, lh.name, lh.vpn.String()+"/16", "mesh")
+	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lh.node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(m.hosts); i++ {
+		eventually(t, 10*time.Second, m.hosts[i].name+"'s tunnel to the lighthouse on its renewed certificate", func() bool {
+			p, ok := m.hosts[i].node.Tunnel(lh.vpn)
+			return ok && p.Fingerprint == renewed.Cert.Fingerprint()
+		})
+	}
+}
