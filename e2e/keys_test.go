@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -212,6 +213,9 @@ renewal:
 
 	// Watch every node's key file and certificate: both must change at each renewal.
 	w := newKeyWatch(t, hosts)
+	// And what the peers see: every 5 s, the cert fingerprint each node's tunnels carry for
+	// its peers, so a renewal is seen to reach the peers live, not just the disk.
+	seen := newPeerWatch(t, meshnode, hosts)
 
 	// Two TCP streams (a counter every 20 ms) that must stay unbroken and in order.
 	type stream struct {
@@ -253,6 +257,7 @@ renewal:
 		renewals[i] = strings.Count(h.proc.Log(), "certificate renewed") - renewalsBefore[i]
 	}
 	keyFiles, certKeys := w.stop() // after counting, so every counted renewal's files are seen
+	peerCerts, statusErrs := seen.stop()
 
 	for i, p := range ring {
 		received := pingReceived(pingOut[i])
@@ -273,6 +278,36 @@ renewal:
 		if len(keyFiles[i]) < max(4, renewals[i]+1) || len(certKeys[i]) < max(4, renewals[i]+1) {
 			t.Errorf("%s: %d private keys and %d cert keys for %d renewals: the key did not change each time",
 				h.name, len(keyFiles[i]), len(certKeys[i]), renewals[i])
+		}
+	}
+	// The peers took up every new cert: each node in the ring saw its peer's tunnel carry a
+	// new cert after each renewal (all but possibly one in the last seconds), and ends on the
+	// one the peer has on disk now.
+	if statusErrs > 0 {
+		t.Logf("%d status calls failed while watching the peers' certs", statusErrs)
+	}
+	for _, p := range append(ring, [2]*keysHost{lh, h1}, [2]*keysHost{lh, h2}, [2]*keysHost{lh, h3}) {
+		a, b := p[0], p[1]
+		bi := slices.Index(hosts, b)
+		n := len(peerCerts[slices.Index(hosts, a)][b.overlay])
+		t.Logf("%s saw %d certs of %s on its tunnel", a.name, n, b.name)
+		if n < renewals[bi] {
+			t.Errorf("%s saw %d certs of %s on its tunnel in %v, but %s renewed %d times: a renewal did not reach it",
+				a.name, n, b.name, took.Round(time.Second), b.name, renewals[bi])
+		}
+		err := netns.Eventually(30*time.Second, time.Second, func() error {
+			want := keysReadCert(t, b).Fingerprint()
+			got, err := peerFingerprints(meshnode, a)
+			if err != nil {
+				return err
+			}
+			if got[b.overlay] != want {
+				return fmt.Errorf("%s's tunnel to %s carries %.16s, %s's current cert is %.16s", a.name, b.name, got[b.overlay], b.name, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
 		}
 	}
 	for _, s := range streams {
@@ -475,6 +510,79 @@ func (w *keyWatch) stop() (keyFiles, certKeys []map[[32]byte]bool) {
 	w.wg.Wait()
 	w.poll()
 	return w.keyFiles, w.certKeys
+}
+
+// peerFingerprints asks a node's daemon for the cert fingerprint of each of its tunnels, by
+// the peer's VPN IP.
+func peerFingerprints(meshnode string, h *keysHost) (map[string]string, error) {
+	out, err := h.ns.RunTimeout(10*time.Second, meshnode, "status", "-json", "-control", h.sock)
+	if err != nil {
+		return nil, fmt.Errorf("%s: status: %v: %s", h.name, err, out)
+	}
+	var st overlay.ControlStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("%s: status -json: %v: %s", h.name, err, out)
+	}
+	m := make(map[string]string, len(st.Peers))
+	for _, p := range st.Peers {
+		m[p.VpnIP.String()] = p.Fingerprint
+	}
+	return m, nil
+}
+
+// peerWatch collects, every 5 s, the distinct cert fingerprints each node's tunnels carry
+// for each peer.
+type peerWatch struct {
+	meshnode string
+	hosts    []*keysHost
+	seen     []map[string]map[string]bool // node -> peer VPN IP -> fingerprints
+	errs     int
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+}
+
+func newPeerWatch(t *testing.T, meshnode string, hosts []*keysHost) *peerWatch {
+	w := &peerWatch{meshnode: meshnode, hosts: hosts, done: make(chan struct{})}
+	for range hosts {
+		w.seen = append(w.seen, map[string]map[string]bool{})
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			w.poll()
+			select {
+			case <-w.done:
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+func (w *peerWatch) poll() {
+	for i, h := range w.hosts {
+		fps, err := peerFingerprints(w.meshnode, h)
+		if err != nil {
+			w.errs++
+			continue
+		}
+		for ip, fp := range fps {
+			if w.seen[i][ip] == nil {
+				w.seen[i][ip] = map[string]bool{}
+			}
+			w.seen[i][ip][fp] = true
+		}
+	}
+}
+
+func (w *peerWatch) stop() ([]map[string]map[string]bool, int) {
+	w.once.Do(func() { close(w.done) })
+	w.wg.Wait()
+	return w.seen, w.errs
 }
 
 // hasPeer asks a host's daemon whether it has a tunnel to vpn.
