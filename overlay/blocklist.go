@@ -223,9 +223,7 @@ func (n *Node) closeRevoked(pool *cert.Pool) {
 	now := n.now()
 	for _, t := range n.hosts.all() {
 		if _, err := pool.Verify(t.peer, now); errors.Is(err, cert.ErrBlocked) {
-			n.log.Warn("closing tunnel: peer certificate revoked", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP)
-			n.sendClose(t)
-			n.removeTunnel(t)
+			n.closeInvalid(t, err)
 		}
 	}
 }

@@ -482,10 +482,7 @@ func (n *Node) checkTunnels(now time.Time) {
 	for _, t := range n.hosts.all() {
 		if *n.cfg.PKI.DisconnectInvalid {
 			if _, err := p.Pool.Verify(t.peer, now); err != nil {
-				n.log.Warn("closing tunnel: peer certificate no longer valid", "peer", t.peer.Details.Name,
-					"vpn_ip", t.vpnIP, "err", err)
-				n.sendClose(t)
-				n.removeTunnel(t)
+				n.closeInvalid(t, err)
 				continue
 			}
 		}
@@ -515,6 +512,15 @@ func (n *Node) checkTunnels(now time.Time) {
 			}
 		}
 	}
+}
+
+// closeInvalid tells the peer and forgets a tunnel whose peer certificate no longer verifies
+// (the liveness check, and at once for a revocation).
+func (n *Node) closeInvalid(t *tunnel, err error) {
+	n.log.Warn("closing tunnel: peer certificate no longer valid", "peer", t.peer.Details.Name,
+		"vpn_ip", t.vpnIP, "err", err)
+	n.sendClose(t)
+	n.removeTunnel(t)
 }
 
 // removeTunnel forgets a tunnel everywhere (host map and, on a lighthouse, the book).
