@@ -522,6 +522,10 @@ func (c *Config) validate() error {
 	if c.Renewal.At <= 0 || c.Renewal.At >= 1 {
 		bad("renewal.at", "%v must be a fraction between 0 and 1 (e.g. 0.66)", c.Renewal.At)
 	}
+	if c.Renewal.BlocklistInterval < time.Second {
+		// Every host asks its lighthouses this often, with or without renewal.url.
+		bad("renewal.blocklist_interval", "%s is too short (at least 1s)", c.Renewal.BlocklistInterval)
+	}
 	if c.Enroll.Token != "" && c.Enroll.TokenFile != "" {
 		bad("enroll", "set token or token_file, not both")
 	}

@@ -24,6 +24,7 @@ func TestConfigErrorsNameFileLineAndKey(t *testing.T) {
 		{"bad firewall rule", minimalPKI + "firewall:\n  inbound:\n    - {port: 80-, proto: tcp, host: any}\n", []string{"firewall.inbound[0].port"}},
 		{"bad log level", minimalPKI + "logging:\n  level: loud\n", []string{"logging.level"}},
 		{"bad control mode", minimalPKI + "control:\n  mode: rw\n", []string{"control.mode"}},
+		{"negative blocklist interval", minimalPKI + "renewal:\n  blocklist_interval: -5s\n", []string{"renewal.blocklist_interval"}},
 		{"yaml syntax", minimalPKI + "listen: [\n", []string{"node.yml"}},
 	}
 	for _, tc := range cases {
