@@ -280,13 +280,18 @@ renewal:
 				h.name, len(keyFiles[i]), len(certKeys[i]), renewals[i])
 		}
 	}
-	// The peers took up every new cert: each node in the ring saw its peer's tunnel carry a
-	// new cert after each renewal (all but possibly one in the last seconds), and ends on the
-	// one the peer has on disk now.
+	// The peers took up every new cert: each node in the ring, the lighthouse and the hosts
+	// saw the other's tunnel carry a new cert after each renewal (all but possibly one in the
+	// last seconds), and end on the one the other has on disk now.
 	if statusErrs > 0 {
 		t.Logf("%d status calls failed while watching the peers' certs", statusErrs)
 	}
-	for _, p := range append(ring, [2]*keysHost{lh, h1}, [2]*keysHost{lh, h2}, [2]*keysHost{lh, h3}) {
+	watched := slices.Clone(ring)
+	for _, h := range []*keysHost{h1, h2, h3} {
+		// Both ways with the lighthouse: a renewed lighthouse must move its tunnels too.
+		watched = append(watched, [2]*keysHost{lh, h}, [2]*keysHost{h, lh})
+	}
+	for _, p := range watched {
 		a, b := p[0], p[1]
 		bi := slices.Index(hosts, b)
 		n := len(peerCerts[slices.Index(hosts, a)][b.overlay])
