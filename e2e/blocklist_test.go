@@ -156,7 +156,7 @@ firewall:
 
 	var lhGot, tunnelGone time.Duration
 	err = netns.Eventually(60*time.Second, 250*time.Millisecond, func() error {
-		if lhGot == 0 && strings.Contains(lh.proc.Log(), "version=1") {
+		if lhGot == 0 && logLine(lh.proc.Log(), `msg="blocklist applied"`, "version=1 ") != "" {
 			lhGot = time.Since(revoked)
 		}
 		if hasPeer(t, meshnode, h1, h3.overlay) {

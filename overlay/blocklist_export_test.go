@@ -20,3 +20,11 @@ func (n *Node) ServeBlocklistForTest(b *cert.SignedBlocklist) {
 
 // BlocklistChunk is how many bytes of a relayed list one answer carries.
 const BlocklistChunk = blChunk
+
+// AnswerBlocklistForTest is the lighthouse's answer body to a blocklist query body.
+func (n *Node) AnswerBlocklistForTest(body []byte) []byte {
+	return n.answerBlocklistQuery(nil, body, nil)
+}
+
+// BlocklistQueryOp is the extension op of the blocklist query.
+const BlocklistQueryOp = extOpBlocklistQuery

@@ -2,9 +2,12 @@ package overlay_test
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,5 +203,41 @@ func TestNebulaLighthouseNeverRelaysAndSurvives(t *testing.T) {
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "still up"), 10*time.Second)
 	if _, ok := h1.node.Tunnel(lh.vpn); !ok {
 		t.Fatal("tunnel to the Nebula lighthouse lost")
+	}
+}
+
+// TestAskerStartsOverWhenTheLighthouseListChangesMidFetch: the lighthouse moves from a
+// multi-chunk version 5 to version 6 after answering the first chunk; the asker is told the
+// version it was fetching is gone, starts over, and ends with a complete version 6 (never a
+// mix of the two).
+func TestAskerStartsOverWhenTheLighthouseListChangesMidFetch(t *testing.T) {
+	m := lighthouseMesh(t, 1, nil)
+	lh, h1 := m.hosts[0], m.hosts[1]
+	v5 := cert.SignBlocklist(5, time.Now().Unix(), fillerFingerprints(200), m.ca.Cert, m.ca.Key)
+	v6 := cert.SignBlocklist(6, time.Now().Unix(), fillerFingerprints(250), m.ca.Cert, m.ca.Key)
+	// The switch happens when the asker requests a chunk of version 5 beyond the first.
+	var swapped atomic.Bool
+	lh.node.HandleExtForTest(overlay.BlocklistQueryOp, func(_ netip.Addr, body []byte) []byte {
+		if len(body) == 21 && binary.BigEndian.Uint64(body[9:]) == 5 && binary.BigEndian.Uint32(body[17:]) > 0 &&
+			!swapped.Swap(true) {
+			lh.node.ServeBlocklistForTest(&v6)
+		}
+		return lh.node.AnswerBlocklistForTest(body)
+	})
+	lh.node.ServeBlocklistForTest(&v5)
+	eventually(t, 10*time.Second, "tunnel to the lighthouse", func() bool { return hasTunnel(h1.node, lh) })
+	h1.node.KickBlocklistForTest()
+	eventually(t, 20*time.Second, "host1 has version 6", func() bool { return h1.node.BlocklistVersion() == 6 })
+	if got := h1.node.Blocklist(); len(got.Fingerprints) != len(v6.Fingerprints) {
+		t.Fatalf("version 6 with %d entries, want %d", len(got.Fingerprints), len(v6.Fingerprints))
+	}
+	if !swapped.Load() {
+		t.Fatal("the asker never fetched past the first chunk of version 5")
+	}
+	if n := h1.node.BlocklistApplied(overlay.BlocklistFromRelay); n != 1 {
+		t.Fatalf("%d relayed lists applied, want 1 (version 6 only)", n)
+	}
+	if n := h1.node.BlocklistRefused(overlay.BlocklistRefusedMalformed); n != 0 {
+		t.Fatalf("%d answers counted malformed", n)
 	}
 }
