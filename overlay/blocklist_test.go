@@ -70,11 +70,17 @@ func TestLighthouseRelaysBlocklistAndRevokedTunnelIsClosed(t *testing.T) {
 	if n := h1.node.BlocklistApplied(overlay.BlocklistFromRelay); n != 1 {
 		t.Fatalf("relay applications counted %d, want 1", n)
 	}
-	mu.Lock()
-	if len(saved) != 1 || saved[0] != "v4 from relay" {
-		t.Fatalf("persistence hook saw %q", saved)
+	// The hook runs last in ApplyBlocklist, after the tunnel is closed: wait for it, and
+	// never fail while holding mu (the node's hook would block on it and Run never return).
+	hookSaw := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), saved...)
 	}
-	mu.Unlock()
+	eventually(t, 5*time.Second, "the persistence hook gets the list", func() bool { return len(hookSaw()) > 0 })
+	if got := hookSaw(); len(got) != 1 || got[0] != "v4 from relay" {
+		t.Fatalf("persistence hook saw %q", got)
+	}
 
 	// host1 <-> host2 is untouched; host3 cannot come back.
 	m.sendUntil(1, 2, m.udpPacket(1, 2, "after"), 10*time.Second)
