@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,108 +27,25 @@ import (
 // what h1 gets within seconds of the lighthouse comes from the lighthouse's notice.
 func TestRevocationReachesAHostCutOffFromTheCAThroughTheLighthouse(t *testing.T) {
 	requireNamespaceSuite(t)
-	dir := t.TempDir()
-	meshnode := keysBuild(t, dir, "./cmd/meshnode")
-	meshCert := keysBuild(t, dir, "./cmd/mesh-cert")
+	m := newTokenMesh(t, "b", "lighthouse", "h1", "h2", "h3")
+	hosts := m.hosts
+	meshnode := m.meshnode
 
-	const caAddr = "198.18.0.10"
-	sw := netns.NewSwitch(t, "bsw")
-	caNS := netns.New(t, "bca")
-	sw.Attach(t, caNS, "eth0", caAddr+"/24")
-	hosts := []*keysHost{
-		{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"},
-		{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"},
-		{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"},
-		{name: "h3", underlay: "198.18.0.4", overlay: "10.42.0.4"},
-	}
-	for _, h := range hosts {
-		h.ns = netns.New(t, "b"+h.name)
-		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
-		h.dir = filepath.Join(dir, h.name)
-		h.config = filepath.Join(h.dir, "node.yml")
-		h.sock = filepath.Join(dir, h.name+".sock")
-		if err := os.MkdirAll(h.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	caDir := filepath.Join(dir, "ca")
-	if err := os.MkdirAll(caDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(meshCert, "ca", "-name", "blocklist e2e CA", "-duration", "24h",
-		"-out-crt", filepath.Join(caDir, "ca.crt"), "-out-key", filepath.Join(caDir, "ca.key")).CombinedOutput(); err != nil {
-		t.Fatalf("mesh-cert ca: %v\n%s", err, out)
-	}
-	caYML := filepath.Join(caDir, "ca.yml")
-	keysWriteFile(t, caYML, `listen: `+caAddr+`:8443
-url: https://`+caAddr+`:8443
-state_dir: state
-ca:
-  - crt: ca.crt
-    key: ca.key
-lighthouses:
-  - vpn_ip: 10.42.0.1
-    addrs: ["198.18.0.1:4242"]
-cidrs:
-  mesh:
-    cidr: 10.42.0.0/16
-    children:
-      servers:
-        cidr: 10.42.0.0/24
-durations:
-  cert: 2h
-  token: 10m
-`)
-	svc := caNS.Start(t, "mesh-cert-serve", meshCert, "serve", "-config", caYML)
-	if err := svc.WaitLog(20*time.Second, "CA service listening"); err != nil {
-		t.Fatal(err)
-	}
+	m.makeCA("blocklist e2e CA", "ca")
+	m.writeCAConfig(tokenOneCA, 2*time.Hour)
+	m.startService()
 
 	for _, h := range hosts {
-		out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h.name,
-			"-ip", h.overlay, "-groups", "e2e").CombinedOutput()
-		if err != nil {
-			t.Fatalf("mesh-cert invite %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
-		}
-		token := strings.TrimSpace(lineWith(string(out), "token:"))
-		if token == "" {
-			t.Fatalf("no token in:\n%s", out)
-		}
 		renewal := "renewal:\n  jitter: 2s\n" // hosts: the default blocklist_interval (60 s)
 		if h.name == "lighthouse" {
 			renewal += "  blocklist_interval: 15s\n"
 		}
-		keysWriteFile(t, h.config, `listen:
-  host: 0.0.0.0
-  port: 4242
-tun:
-  dev: mesh0
-  mtu: 1300
-lighthouse:
-  interval: 2
-punchy:
-  punch: true
-  respond: true
-logging:
-  level: info
-firewall:
-  outbound: [{port: any, proto: any, host: any}]
-  inbound: [{port: any, proto: any, host: any}]
-`+renewal)
-		out2, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", token, "-config", h.config)
-		if err != nil {
-			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out2, svc.Tail(20))
-		}
-		h.proc = h.ns.Start(t, h.name+"-meshnode", meshnode, "-config", h.config, "-control", h.sock)
+		m.enroll(h, m.invite(h, "-ip", h.overlay), renewal)
+		m.start(h)
 	}
 	lh, h1, h2, h3 := hosts[0], hosts[1], hosts[2], hosts[3]
-	for _, h := range hosts {
-		if err := h.proc.WaitLog(10*time.Second, "certificate renewal scheduled"); err != nil {
-			t.Fatalf("%s: %v", h.name, err)
-		}
-	}
-	for _, to := range []*keysHost{h2, h3} {
+	m.waitRenewalScheduled(hosts)
+	for _, to := range []*tokenHost{h2, h3} {
 		if _, err := h1.ns.WaitPing(tunnelUpTimeout, to.overlay); err != nil {
 			t.Fatalf("h1 cannot reach %s: %v\n%s\n%s", to.name, err, h1.proc.Tail(20), to.proc.Tail(20))
 		}
@@ -139,23 +55,20 @@ firewall:
 	}
 
 	// Cut h1 off from the CA service: everything it sends to the service's address is dropped.
-	dropToCA(t, h1.ns, caAddr)
-	if h1.ns.Ping(caAddr) == nil {
+	dropToCA(t, h1.ns, tokenCAAddr)
+	if h1.ns.Ping(tokenCAAddr) == nil {
 		t.Fatal("h1 still reaches the CA service")
 	}
-	if h2.ns.Ping(caAddr) != nil {
+	if h2.ns.Ping(tokenCAAddr) != nil {
 		t.Fatal("h2 cannot reach the CA service (only h1 should be cut off)")
 	}
 
-	out, err := exec.Command(meshCert, "revoke", "-config", caYML, "h3").CombinedOutput()
-	if err != nil {
-		t.Fatalf("mesh-cert revoke: %v\n%s", err, out)
-	}
+	out := m.revoke("h3")
 	revoked := time.Now()
-	t.Logf("%s", strings.TrimSpace(string(out)))
+	t.Logf("%s", strings.TrimSpace(out))
 
 	var lhGot, tunnelGone time.Duration
-	err = netns.Eventually(60*time.Second, 250*time.Millisecond, func() error {
+	err := netns.Eventually(60*time.Second, 250*time.Millisecond, func() error {
 		if lhGot == 0 && logLine(lh.proc.Log(), `msg="blocklist applied"`, "version=1 ") != "" {
 			lhGot = time.Since(revoked)
 		}
@@ -196,7 +109,7 @@ firewall:
 			t.Fatal("h3 is reachable from h1 again after its revocation")
 		}
 	}
-	for _, to := range []*keysHost{h2, lh} {
+	for _, to := range []*tokenHost{h2, lh} {
 		if err := h1.ns.Ping(to.overlay); err != nil {
 			t.Fatalf("h1 lost %s: %v\n%s", to.name, err, h1.proc.Tail(20))
 		}
@@ -232,20 +145,6 @@ func dropToCA(t *testing.T, ns *netns.Namespace, addr string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft in %s: %v\n%s", ns.Name, err, out)
 	}
-}
-
-// logLine is the first line of a daemon's log containing every one of subs.
-func logLine(log string, subs ...string) string {
-	for _, l := range strings.Split(log, "\n") {
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(l, s)
-		}
-		if ok {
-			return l
-		}
-	}
-	return ""
 }
 
 // logTime is the time= field of a text log line (zero when there is none).

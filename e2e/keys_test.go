@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,31 +23,6 @@ import (
 	"github.com/meshnode/meshnode/e2e/netns"
 	"github.com/meshnode/meshnode/overlay"
 )
-
-// keysHost is one host of the key-handling suite: joined by a token only.
-type keysHost struct {
-	name, underlay, overlay string
-	ns                      *netns.Namespace
-	dir, config, sock       string
-	proc                    *netns.Process
-}
-
-// keysBuild builds a package of this module into dir.
-func keysBuild(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	if env, ok := map[string]string{"./cmd/meshnode": "E2E_MESHNODE", "./cmd/mesh-cert": "E2E_MESH_CERT"}[pkg]; ok {
-		if b, ok := prebuilt(t, env); ok {
-			return b
-		}
-	}
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
-	cmd.Dir = moduleRoot(t)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
 
 // Timing of the key-handling suite: certificates live 90 s (durations.cert, the whole
 // validity) and are renewed at the default renewal.at, 2/3 of it, so about every 52 s.
@@ -73,137 +47,50 @@ const (
 func TestHostsJoinedByTokensRenewWithoutLossAndARevokedHostIsCutOff(t *testing.T) {
 	requireNamespaceSuite(t)
 	testStart := time.Now()
-	dir := t.TempDir()
-	meshnode := keysBuild(t, dir, "./cmd/meshnode")
-	meshCert := keysBuild(t, dir, "./cmd/mesh-cert")
-
-	sw := netns.NewSwitch(t, "ksw")
-	caNS := netns.New(t, "kca")
-	sw.Attach(t, caNS, "eth0", "198.18.0.10/24")
-	lh := &keysHost{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"}
-	h1 := &keysHost{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"}
-	h2 := &keysHost{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"}
-	h3 := &keysHost{name: "h3", underlay: "198.18.0.4", overlay: "10.42.0.4"}
-	hosts := []*keysHost{lh, h1, h2, h3}
-	for _, h := range hosts {
-		h.ns = netns.New(t, "k"+h.name)
-		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
-		h.dir = filepath.Join(dir, h.name)
-		h.config = filepath.Join(h.dir, "node.yml")
-		h.sock = filepath.Join(dir, h.name+".sock")
-		if err := os.MkdirAll(h.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// The lighthouse is 10.42.0.1, h1 .2, h2 .3, h3 .4 (the addresses the service must pick).
+	m := newTokenMesh(t, "k", "lighthouse", "h1", "h2", "h3")
+	hosts := m.hosts
+	lh, h1, h2, h3 := hosts[0], hosts[1], hosts[2], hosts[3]
+	meshnode := m.meshnode
 
 	// The CA service.
-	caDir := filepath.Join(dir, "ca")
-	if err := os.MkdirAll(caDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(meshCert, "ca", "-name", "keys e2e CA", "-duration", "24h",
-		"-out-crt", filepath.Join(caDir, "ca.crt"), "-out-key", filepath.Join(caDir, "ca.key")).CombinedOutput(); err != nil {
-		t.Fatalf("mesh-cert ca: %v\n%s", err, out)
-	}
-	caYML := filepath.Join(caDir, "ca.yml")
-	keysWriteFile(t, caYML, fmt.Sprintf(`listen: 198.18.0.10:8443
-url: https://198.18.0.10:8443
-state_dir: state
-ca:
-  - crt: ca.crt
-    key: ca.key
-lighthouses:
-  - vpn_ip: 10.42.0.1
-    addrs: ["198.18.0.1:4242"]
-cidrs:
-  mesh:
-    cidr: 10.42.0.0/16
-    children:
-      servers:
-        cidr: 10.42.0.0/24
-durations:
-  cert: %v
-  token: 10m
-`, keysCertLife))
-	svc := caNS.Start(t, "mesh-cert-serve", meshCert, "serve", "-config", caYML)
-	if err := svc.WaitLog(20*time.Second, "CA service listening"); err != nil {
-		t.Fatal(err)
-	}
+	m.makeCA("keys e2e CA", "ca")
+	m.writeCAConfig(tokenOneCA, keysCertLife)
+	svc := m.startService()
 
 	// Invite: the hosts first and without -ip, so the first suggestion would be the
 	// lighthouse's 10.42.0.1 if the service did not skip it; h3 twice, which leaves its first
 	// token unused (superseded) for the re-enrollment check at the end; the lighthouse by its
 	// address.
-	invite := func(name string, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(meshCert, append([]string{"invite", "-config", caYML, "-cidr", "servers", "-name", name, "-groups", "e2e"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("mesh-cert invite %s: %v\n%s\nservice: %s", name, err, out, svc.Tail(20))
-		}
-		token := strings.TrimSpace(lineWith(string(out), "token:"))
-		if token == "" {
-			t.Fatalf("no token in:\n%s", out)
-		}
-		return token
-	}
-	tokens := map[*keysHost]string{}
+	tokens := map[*tokenHost]string{}
 	var h3Unused string
-	for _, h := range []*keysHost{h1, h2, h3} {
-		tokens[h] = invite(h.name)
+	for _, h := range []*tokenHost{h1, h2, h3} {
+		tokens[h] = m.invite(h)
 	}
-	h3Unused, tokens[h3] = tokens[h3], invite(h3.name)
-	tokens[lh] = invite(lh.name, "-ip", lh.overlay)
+	h3Unused, tokens[h3] = tokens[h3], m.invite(h3)
+	tokens[lh] = m.invite(lh, "-ip", lh.overlay)
 
-	// Enroll and start: the only way a node gets its credentials. Settings the CA service
-	// does not decide; enroll fills in pki, renewal and lighthouses.
-	nodeYML := `listen:
-  host: 0.0.0.0
-  port: 4242
-tun:
-  dev: mesh0
-  mtu: 1300
-lighthouse:
-  interval: 2
-punchy:
-  punch: true
-  respond: true
-logging:
-  level: info
-firewall:
-  outbound: [{port: any, proto: any, host: any}]
-  inbound: [{port: any, proto: any, host: any}]
-renewal:
-  jitter: 2s
-  blocklist_interval: 5s
-`
+	// Enroll and start: the only way a node gets its credentials.
 	for _, h := range hosts {
-		keysWriteFile(t, h.config, nodeYML)
-		out, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", tokens[h], "-config", h.config)
-		if err != nil {
-			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
-		}
+		out := m.enroll(h, tokens[h], tokenRenewal)
 		t.Logf("%s: %s", h.name, strings.TrimSpace(out))
 		if st, err := os.Stat(filepath.Join(h.dir, "host.key")); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: host.key %v %v", h.name, st, err)
 		}
 		// The address the service chose is the one we expect (the lighthouse's skipped).
-		c := keysReadCert(t, h)
+		c := m.readCert(h)
 		if got := c.VpnIP().String(); got != h.overlay {
 			t.Fatalf("%s was given %s, want %s", h.name, got, h.overlay)
 		}
 		if life := c.Details.NotAfter.Sub(c.Details.NotBefore); life != keysCertLife {
 			t.Fatalf("%s: cert valid %v – %v (%v), want %v", h.name, c.Details.NotBefore, c.Details.NotAfter, life, keysCertLife)
 		}
-		h.proc = h.ns.Start(t, h.name+"-meshnode", meshnode, "-config", h.config, "-control", h.sock)
+		m.start(h)
 	}
-	for _, h := range hosts {
-		if err := h.proc.WaitLog(10*time.Second, "certificate renewal scheduled"); err != nil {
-			t.Fatalf("%s: %v", h.name, err)
-		}
-	}
-	ring := [][2]*keysHost{{h1, h2}, {h2, h3}, {h3, h1}}
+	m.waitRenewalScheduled(hosts)
+	ring := [][2]*tokenHost{{h1, h2}, {h2, h3}, {h3, h1}}
 	for _, p := range ring {
-		for _, d := range [][2]*keysHost{p, {p[1], p[0]}} {
+		for _, d := range [][2]*tokenHost{p, {p[1], p[0]}} {
 			if _, err := d[0].ns.WaitPing(tunnelUpTimeout, d[1].overlay); err != nil {
 				t.Fatalf("%s cannot reach %s through the lighthouse: %v\n%s\n%s", d[0].name, d[1].name, err, d[0].proc.Tail(20), d[1].proc.Tail(20))
 			}
@@ -219,7 +106,7 @@ renewal:
 
 	// Two TCP streams (a counter every 20 ms) that must stay unbroken and in order.
 	type stream struct {
-		from, to *keysHost
+		from, to *tokenHost
 		srv, cli *netns.Process
 	}
 	streams := []*stream{{from: h2, to: h1}, {from: h1, to: h3}}
@@ -287,9 +174,9 @@ renewal:
 		t.Logf("%d status calls failed while watching the peers' certs", statusErrs)
 	}
 	watched := slices.Clone(ring)
-	for _, h := range []*keysHost{h1, h2, h3} {
+	for _, h := range []*tokenHost{h1, h2, h3} {
 		// Both ways with the lighthouse: a renewed lighthouse must move its tunnels too.
-		watched = append(watched, [2]*keysHost{lh, h}, [2]*keysHost{h, lh})
+		watched = append(watched, [2]*tokenHost{lh, h}, [2]*tokenHost{h, lh})
 	}
 	for _, p := range watched {
 		a, b := p[0], p[1]
@@ -301,7 +188,7 @@ renewal:
 				a.name, n, b.name, took.Round(time.Second), b.name, renewals[bi])
 		}
 		err := netns.Eventually(30*time.Second, time.Second, func() error {
-			want := keysReadCert(t, b).Fingerprint()
+			want := m.readCert(b).Fingerprint()
 			got, err := peerFingerprints(meshnode, a)
 			if err != nil {
 				return err
@@ -334,16 +221,13 @@ renewal:
 
 	// Revoke h3. Its cert at that moment would stay valid a while yet: the cut must come
 	// from the blocklist, before that expiry.
-	h3Cert := keysReadCert(t, h3)
-	out, err := exec.Command(meshCert, "revoke", "-config", caYML, h3.name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("mesh-cert revoke: %v\n%s", err, out)
-	}
+	h3Cert := m.readCert(h3)
+	out := m.revoke(h3.name)
 	revoked := time.Now()
-	t.Logf("%s (h3's cert would expire in %v)", strings.TrimSpace(string(out)), h3Cert.Details.NotAfter.Sub(revoked).Round(100*time.Millisecond))
-	peers := []*keysHost{lh, h1, h2}
-	cut := make(map[*keysHost]time.Duration)
-	err = netns.Eventually(keysCutOff, 250*time.Millisecond, func() error {
+	t.Logf("%s (h3's cert would expire in %v)", strings.TrimSpace(out), h3Cert.Details.NotAfter.Sub(revoked).Round(100*time.Millisecond))
+	peers := []*tokenHost{lh, h1, h2}
+	cut := make(map[*tokenHost]time.Duration)
+	err := netns.Eventually(keysCutOff, 250*time.Millisecond, func() error {
 		for _, h := range peers {
 			if _, ok := cut[h]; !ok && !hasPeer(t, meshnode, h, h3.overlay) {
 				cut[h] = time.Since(revoked)
@@ -371,8 +255,8 @@ renewal:
 		// Closed by the blocklist (at once when it is applied, or by the once-a-second
 		// validity check), not for another reason.
 		log := h.proc.Log()
-		if keysLogLine(log, "closing tunnel: peer certificate revoked", "peer=h3") == "" &&
-			keysLogLine(log, "closing tunnel: peer certificate no longer valid", "peer=h3", "blocked") == "" {
+		if logLine(log, "closing tunnel: peer certificate revoked", "peer=h3") == "" &&
+			logLine(log, "closing tunnel: peer certificate no longer valid", "peer=h3", "blocked") == "" {
 			t.Errorf("%s did not log closing the tunnel to h3 because it is revoked:\n%s", h.name, h.proc.Tail(20))
 		}
 		if !revoked.Add(cut[h]).Before(h3Cert.Details.NotAfter) {
@@ -388,7 +272,7 @@ renewal:
 			}
 		}
 	}
-	for _, d := range [][2]*keysHost{{h1, h2}, {h2, h1}, {h1, lh}, {h2, lh}} {
+	for _, d := range [][2]*tokenHost{{h1, h2}, {h2, h1}, {h1, lh}, {h2, lh}} {
 		if err := d[0].ns.Ping(d[1].overlay); err != nil {
 			t.Errorf("%s lost %s after h3's revocation: %v", d[0].name, d[1].name, err)
 		}
@@ -399,14 +283,14 @@ renewal:
 	if err := h3.proc.WaitLog(keysCertLife, "certificate renewal refused: this host is revoked"); err != nil {
 		t.Errorf("h3 was not refused a renewal: %v\n%s", err, h3.proc.Tail(20))
 	} else {
-		t.Logf("h3: %s", keysLogLine(h3.proc.Log(), "certificate renewal refused"))
+		t.Logf("h3: %s", logLine(h3.proc.Log(), "certificate renewal refused"))
 	}
-	if line := keysLogLine(svc.Log(), "renewal refused"); !strings.Contains(line, "revoked") {
+	if line := logLine(svc.Log(), "renewal refused"); !strings.Contains(line, "revoked") {
 		t.Errorf("the service did not refuse h3's renewal as revoked: %q", line)
 	}
 	// Nor re-enroll: the admin cannot invite the name again, and every token it ever had
 	// (the unused superseded one and the one it enrolled with) is refused as revoked.
-	if out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h3.name).CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
+	if out, err := exec.Command(m.meshCert, "invite", "-config", m.caYML, "-cidr", "servers", "-name", h3.name).CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
 		t.Errorf("invite of the revoked h3: %v\n%s", err, out)
 	}
 	for what, tok := range map[string]string{"old unused token": h3Unused, "enrollment token": tokens[h3]} {
@@ -414,9 +298,7 @@ renewal:
 		if err := os.MkdirAll(again, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		cfg := filepath.Join(again, "node.yml")
-		keysWriteFile(t, cfg, nodeYML)
-		out, err := h3.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", tok, "-config", cfg)
+		out, err := m.runEnroll(h3, tok, filepath.Join(again, "node.yml"), tokenRenewal)
 		if err == nil || !strings.Contains(out, "revoked") {
 			t.Errorf("re-enrollment of h3 with its %s: %v\n%s", what, err, out)
 		} else {
@@ -429,44 +311,16 @@ renewal:
 	t.Logf("whole test: %v", time.Since(testStart).Round(time.Second))
 }
 
-// keysReadCert reads a node's certificate file.
-func keysReadCert(t *testing.T, h *keysHost) *cert.Certificate {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(h.dir, "host.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _, err := cert.UnmarshalPEM(b)
-	if err != nil {
-		t.Fatalf("%s: host.crt: %v", h.name, err)
-	}
-	return c
-}
-
-// keysLogLine is the first line of log containing every one of subs, or "".
-func keysLogLine(log string, subs ...string) string {
-	for _, l := range strings.Split(log, "\n") {
-		all := true
-		for _, s := range subs {
-			all = all && strings.Contains(l, s)
-		}
-		if all {
-			return l
-		}
-	}
-	return ""
-}
-
 // keyWatch polls every node's private key file and certificate and collects the distinct
 // keys each one had.
 type keyWatch struct {
-	hosts              []*keysHost
+	hosts              []*tokenHost
 	keyFiles, certKeys []map[[32]byte]bool
 	done               chan struct{}
 	wg                 sync.WaitGroup
 }
 
-func newKeyWatch(t *testing.T, hosts []*keysHost) *keyWatch {
+func newKeyWatch(t *testing.T, hosts []*tokenHost) *keyWatch {
 	w := &keyWatch{hosts: hosts, done: make(chan struct{})}
 	for range hosts {
 		w.keyFiles = append(w.keyFiles, map[[32]byte]bool{})
@@ -519,7 +373,7 @@ func (w *keyWatch) stop() (keyFiles, certKeys []map[[32]byte]bool) {
 
 // peerFingerprints asks a node's daemon for the cert fingerprint of each of its tunnels, by
 // the peer's VPN IP.
-func peerFingerprints(meshnode string, h *keysHost) (map[string]string, error) {
+func peerFingerprints(meshnode string, h *tokenHost) (map[string]string, error) {
 	out, err := h.ns.RunTimeout(10*time.Second, meshnode, "status", "-json", "-control", h.sock)
 	if err != nil {
 		return nil, fmt.Errorf("%s: status: %v: %s", h.name, err, out)
@@ -539,7 +393,7 @@ func peerFingerprints(meshnode string, h *keysHost) (map[string]string, error) {
 // for each peer.
 type peerWatch struct {
 	meshnode string
-	hosts    []*keysHost
+	hosts    []*tokenHost
 	seen     []map[string]map[string]bool // node -> peer VPN IP -> fingerprints
 	errs     int
 	done     chan struct{}
@@ -547,7 +401,7 @@ type peerWatch struct {
 	wg       sync.WaitGroup
 }
 
-func newPeerWatch(t *testing.T, meshnode string, hosts []*keysHost) *peerWatch {
+func newPeerWatch(t *testing.T, meshnode string, hosts []*tokenHost) *peerWatch {
 	w := &peerWatch{meshnode: meshnode, hosts: hosts, done: make(chan struct{})}
 	for range hosts {
 		w.seen = append(w.seen, map[string]map[string]bool{})
@@ -588,43 +442,6 @@ func (w *peerWatch) stop() ([]map[string]map[string]bool, int) {
 	w.once.Do(func() { close(w.done) })
 	w.wg.Wait()
 	return w.seen, w.errs
-}
-
-// hasPeer asks a host's daemon whether it has a tunnel to vpn.
-func hasPeer(t *testing.T, meshnode string, h *keysHost, vpn string) bool {
-	t.Helper()
-	out, err := h.ns.RunTimeout(10*time.Second, meshnode, "status", "-json", "-control", h.sock)
-	if err != nil {
-		t.Fatalf("%s: status: %v\n%s", h.name, err, out)
-	}
-	var st overlay.ControlStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("%s: status -json: %v\n%s", h.name, err, out)
-	}
-	for _, p := range st.Peers {
-		if p.VpnIP.String() == vpn {
-			return true
-		}
-	}
-	return false
-}
-
-var pingReceivedRE = regexp.MustCompile(`(\d+) received`)
-
-func pingReceived(out string) int {
-	m := pingReceivedRE.FindStringSubmatch(out)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
-func keysWriteFile(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 var keysStream = flag.String("keys.stream", "", "internal to TestKeysStreamHelper: serve,ADDR or send,ADDR,DURATION")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
-	"github.com/meshnode/meshnode/e2e/netns"
 )
 
 // Timing of the rotation suite: certificates live 60 s and are renewed at 2/3 (40 s, plus
@@ -38,111 +36,14 @@ const (
 func TestCARotationAcrossRenewalsLosesNoPing(t *testing.T) {
 	requireNamespaceSuite(t)
 	testStart := time.Now()
-	dir := t.TempDir()
-	meshnode := keysBuild(t, dir, "./cmd/meshnode")
-	meshCert := keysBuild(t, dir, "./cmd/mesh-cert")
+	m := newTokenMesh(t, "r", "lighthouse", "h1", "h2")
+	nodes := m.hosts
+	h1, h2 := nodes[1], nodes[2] // nodes[0] is the lighthouse
 
-	sw := netns.NewSwitch(t, "rsw")
-	caNS := netns.New(t, "rca")
-	sw.Attach(t, caNS, "eth0", "198.18.0.10/24")
-	lh := &keysHost{name: "lighthouse", underlay: "198.18.0.1", overlay: "10.42.0.1"}
-	h1 := &keysHost{name: "h1", underlay: "198.18.0.2", overlay: "10.42.0.2"}
-	h2 := &keysHost{name: "h2", underlay: "198.18.0.3", overlay: "10.42.0.3"}
-	nodes := []*keysHost{lh, h1, h2}
-	for _, h := range nodes {
-		h.ns = netns.New(t, "r"+h.name)
-		sw.Attach(t, h.ns, "eth0", h.underlay+"/24")
-		h.dir = filepath.Join(dir, h.name)
-		h.config = filepath.Join(h.dir, "node.yml")
-		h.sock = filepath.Join(dir, h.name+".sock")
-		if err := os.MkdirAll(h.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	oldCA := m.makeCA("rotation CA old", "ca")
+	m.writeCAConfig(tokenOneCA, rotCertLife)
+	m.startService()
 
-	caDir := filepath.Join(dir, "ca")
-	if err := os.MkdirAll(caDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	makeCA := func(name, file string) *cert.Certificate {
-		t.Helper()
-		if out, err := exec.Command(meshCert, "ca", "-name", name, "-duration", "24h",
-			"-out-crt", filepath.Join(caDir, file+".crt"), "-out-key", filepath.Join(caDir, file+".key")).CombinedOutput(); err != nil {
-			t.Fatalf("mesh-cert ca: %v\n%s", err, out)
-		}
-		b, err := os.ReadFile(filepath.Join(caDir, file+".crt"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _, err := cert.UnmarshalPEM(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	oldCA := makeCA("rotation CA old", "ca")
-	caYML := filepath.Join(caDir, "ca.yml")
-	writeCAConfig := func(caList string) {
-		keysWriteFile(t, caYML, fmt.Sprintf(`listen: 198.18.0.10:8443
-url: https://198.18.0.10:8443
-state_dir: state
-%s
-lighthouses:
-  - vpn_ip: 10.42.0.1
-    addrs: ["198.18.0.1:4242"]
-cidrs:
-  mesh:
-    cidr: 10.42.0.0/16
-    children:
-      servers:
-        cidr: 10.42.0.0/24
-durations:
-  cert: %v
-  token: 10m
-`, caList, rotCertLife))
-	}
-	serves := 0
-	startService := func() *netns.Process {
-		t.Helper()
-		serves++
-		p := caNS.Start(t, fmt.Sprintf("mesh-cert-serve-%d", serves), meshCert, "serve", "-config", caYML)
-		if err := p.WaitLog(20*time.Second, "CA service listening"); err != nil {
-			t.Fatalf("%v\n%s", err, p.Tail(20))
-		}
-		return p
-	}
-	writeCAConfig("ca:\n  - crt: ca.crt\n    key: ca.key")
-	svc := startService()
-
-	invite := func(h *keysHost) string {
-		t.Helper()
-		out, err := exec.Command(meshCert, "invite", "-config", caYML, "-cidr", "servers", "-name", h.name, "-groups", "e2e",
-			"-ip", h.overlay).CombinedOutput()
-		if err != nil {
-			t.Fatalf("mesh-cert invite %s: %v\n%s", h.name, err, out)
-		}
-		return strings.TrimSpace(lineWith(string(out), "token:"))
-	}
-	nodeYML := `listen:
-  host: 0.0.0.0
-  port: 4242
-tun:
-  dev: mesh0
-  mtu: 1300
-lighthouse:
-  interval: 2
-punchy:
-  punch: true
-  respond: true
-logging:
-  level: info
-firewall:
-  outbound: [{port: any, proto: any, host: any}]
-  inbound: [{port: any, proto: any, host: any}]
-renewal:
-  jitter: 2s
-  blocklist_interval: 5s
-`
 	// A cert that would start before its CA starts at the CA's start instead, which would
 	// give every node enrolled in the CA's first seconds the same expiry: wait that out.
 	// Then h2 enrolls 6 s after h1, so it renews about 6 s after h1 in every round.
@@ -151,13 +52,10 @@ renewal:
 		if h == h2 {
 			time.Sleep(6 * time.Second)
 		}
-		keysWriteFile(t, h.config, nodeYML)
-		if out, err := h.ns.RunTimeout(60*time.Second, meshnode, "enroll", "-token", invite(h), "-config", h.config); err != nil {
-			t.Fatalf("meshnode enroll %s: %v\n%s\nservice: %s", h.name, err, out, svc.Tail(20))
-		}
-		h.proc = h.ns.Start(t, h.name+"-meshnode", meshnode, "-config", h.config, "-control", h.sock)
+		m.enroll(h, m.invite(h, "-ip", h.overlay), tokenRenewal)
+		m.start(h)
 	}
-	for _, d := range [][2]*keysHost{{h1, h2}, {h2, h1}} {
+	for _, d := range [][2]*tokenHost{{h1, h2}, {h2, h1}} {
 		if _, err := d[0].ns.WaitPing(tunnelUpTimeout, d[1].overlay); err != nil {
 			t.Fatalf("%s cannot reach %s: %v\n%s\n%s", d[0].name, d[1].name, err, d[0].proc.Tail(20), d[1].proc.Tail(20))
 		}
@@ -170,7 +68,7 @@ renewal:
 	pingOut := make([]string, 2)
 	pingErr := make([]error, 2)
 	var pingWG sync.WaitGroup
-	for i, d := range [][2]*keysHost{{h1, h2}, {h2, h1}} {
+	for i, d := range [][2]*tokenHost{{h1, h2}, {h2, h1}} {
 		pingWG.Add(1)
 		go func() {
 			defer pingWG.Done()
@@ -179,8 +77,8 @@ renewal:
 	}
 	time.Sleep(3 * time.Second)
 
-	issuer := func(h *keysHost) string { return keysReadCert(t, h).Details.Issuer }
-	trusted := func(h *keysHost) []string {
+	issuer := func(h *tokenHost) string { return m.readCert(h).Details.Issuer }
+	trusted := func(h *tokenHost) []string {
 		t.Helper()
 		b, err := os.ReadFile(filepath.Join(h.dir, "ca.crt"))
 		if err != nil {
@@ -201,16 +99,16 @@ renewal:
 	// until `mesh-cert list` shows every node renewed since. during runs while it waits.
 	step := func(name, caList string, during func()) {
 		t.Helper()
-		if err := svc.Stop(10 * time.Second); err != nil {
+		if err := m.svc.Stop(10 * time.Second); err != nil {
 			t.Fatal(err)
 		}
 		stopped := time.Now().UTC().Truncate(time.Second)
 		time.Sleep(1100 * time.Millisecond)
-		writeCAConfig(caList)
-		svc = startService()
+		m.writeCAConfig(caList, rotCertLife)
+		m.startService()
 		start := time.Now()
 		for {
-			out, err := exec.Command(meshCert, "list", "-config", caYML).CombinedOutput()
+			out, err := exec.Command(m.meshCert, "list", "-config", m.caYML).CombinedOutput()
 			if err != nil {
 				t.Fatalf("mesh-cert list: %v\n%s", err, out)
 			}
@@ -220,7 +118,7 @@ renewal:
 				return
 			}
 			if time.Since(start) > rotCertLife {
-				t.Fatalf("%s: %v did not renew within %v of the restart:\n%s\nservice: %s", name, left, rotCertLife, out, svc.Tail(20))
+				t.Fatalf("%s: %v did not renew within %v of the restart:\n%s\nservice: %s", name, left, rotCertLife, out, m.svc.Tail(20))
 			}
 			if during != nil {
 				during()
@@ -230,7 +128,7 @@ renewal:
 	}
 
 	// Step 1: trust CA-new everywhere before it signs.
-	newCA := makeCA("rotation CA new", "ca-new")
+	newCA := m.makeCA("rotation CA new", "ca-new")
 	step("step 1 (CA-new trusted)", "ca:\n  - crt: ca.crt\n    key: ca.key\n  - crt: ca-new.crt", nil)
 	for _, h := range nodes {
 		if got := trusted(h); strings.Join(got, ",") != "rotation CA old,rotation CA new" {
@@ -276,18 +174,18 @@ renewal:
 	t.Logf("rotation done %v into the ping window", stepsDone.Round(time.Second))
 
 	pingWG.Wait()
-	for i, d := range [][2]*keysHost{{h1, h2}, {h2, h1}} {
+	for i, d := range [][2]*tokenHost{{h1, h2}, {h2, h1}} {
 		got := pingReceived(pingOut[i])
 		t.Logf("ping %s -> %s: %d/%d (%s)", d[0].name, d[1].name, got, pings, lineWith(pingOut[i], "rtt"))
 		if got != pings {
 			t.Errorf("ping %s -> %s lost %d of %d across the rotation (%v)\n%s\n%s\n%s", d[0].name, d[1].name, pings-got, pings,
-				pingErr[i], rotTail(pingOut[i]), d[0].proc.Tail(30), d[1].proc.Tail(30))
+				pingErr[i], lastLines(pingOut[i], 5), d[0].proc.Tail(30), d[1].proc.Tail(30))
 		}
 	}
 	// No tunnel was cut on the way: every node moved each tunnel onto its renewed cert
 	// before the old one expired, and no peer's cert became untrusted.
 	for _, h := range nodes {
-		if l := keysLogLine(h.proc.Log(), "closing tunnel"); l != "" {
+		if l := logLine(h.proc.Log(), "closing tunnel"); l != "" {
 			t.Errorf("%s cut a tunnel during the rotation: %s", h.name, l)
 		}
 	}
@@ -297,7 +195,7 @@ renewal:
 var rotRenewedRE = regexp.MustCompile(`renewed=(\S+)`)
 
 // rotNotRenewedSince lists the nodes whose `mesh-cert list` line shows no renewal after t.
-func rotNotRenewedSince(list string, t time.Time, nodes []*keysHost) []string {
+func rotNotRenewedSince(list string, t time.Time, nodes []*tokenHost) []string {
 	var left []string
 	for _, h := range nodes {
 		ok := false
@@ -316,9 +214,4 @@ func rotNotRenewedSince(list string, t time.Time, nodes []*keysHost) []string {
 		}
 	}
 	return left
-}
-
-func rotTail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-5):], "\n")
 }
