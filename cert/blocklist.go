@@ -15,6 +15,11 @@ import (
 // badly encoded, or not signed by a CA of the pool.
 var ErrBlocklistInvalid = errors.New("invalid blocklist")
 
+// ErrBlocklistUnknownCA is wrapped (beside ErrBlocklistInvalid) when the list's signer is
+// not in the pool: from the CA service itself that means it signs with a CA this host does
+// not trust yet, as in a CA rotation the host slept through.
+var ErrBlocklistUnknownCA = errors.New("signed by a CA this host does not trust")
+
 // SignedBlocklist is the revocation list the CA service publishes and any node or
 // lighthouse can pass on: every receiver checks it against its own CA pool, so a relay
 // needs no trust. Version grows with every revocation, so a receiver keeps the newest it
@@ -101,7 +106,7 @@ func VerifyBlocklist(b *SignedBlocklist, pool *Pool) error {
 	}
 	ca, ok := pool.CA(b.CA)
 	if !ok {
-		return fmt.Errorf("%w: signed by unknown CA %s", ErrBlocklistInvalid, b.CA)
+		return fmt.Errorf("%w: %w (%s)", ErrBlocklistInvalid, ErrBlocklistUnknownCA, b.CA)
 	}
 	if len(b.Signature) != ed25519.SignatureSize || !ed25519.Verify(ed25519.PublicKey(ca.Details.PublicKey), b.SignedBytes(), b.Signature) {
 		return fmt.Errorf("%w: bad signature", ErrBlocklistInvalid)

@@ -108,8 +108,14 @@ func TestBlocklistBinaryTamperingIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cert.VerifyBlocklist(got, pool); !errors.Is(err, cert.ErrBlocklistInvalid) {
-		t.Fatalf("forged list: %v", err)
+	if err := cert.VerifyBlocklist(got, pool); !errors.Is(err, cert.ErrBlocklistInvalid) || !errors.Is(err, cert.ErrBlocklistUnknownCA) {
+		t.Fatalf("list of an untrusted CA: %v, want ErrBlocklistInvalid and ErrBlocklistUnknownCA", err)
+	}
+	// A bad signature from a trusted CA is invalid, but not an unknown CA.
+	tampered := *got
+	tampered.CA = b.CA
+	if err := cert.VerifyBlocklist(&tampered, pool); !errors.Is(err, cert.ErrBlocklistInvalid) || errors.Is(err, cert.ErrBlocklistUnknownCA) {
+		t.Fatalf("bad signature of a trusted CA: %v", err)
 	}
 	// A list that could never verify is not encoded.
 	b.Signature = b.Signature[:10]

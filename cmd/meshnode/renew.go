@@ -183,6 +183,14 @@ type renewer struct {
 
 	saveMu       sync.Mutex
 	savedVersion *uint64 // version in the blocklist file, once this run wrote it
+
+	// renewNow wakes the renewal loop before the renewal time: the CA service signs its
+	// blocklist with a CA this host does not trust, so its bundle is out of date (a CA
+	// rotation it was offline for) and a renewal brings the current one.
+	renewNow chan struct{}
+	// bundleRenewFor is the certificate that renewNow was last asked for, so one stale
+	// bundle asks once, not on every blocklist fetch. Only the blocklist loop uses it.
+	bundleRenewFor string
 }
 
 // newRenewer checks the renewal section; it needs file paths for pki (inline PEM cannot be
@@ -208,6 +216,7 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		client:   client.New(rc.URL, pin, client.Options{Now: clk.Now}),
 		rand:     rand.Float64,
 		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
+		renewNow: make(chan struct{}, 1),
 	}
 	m.mu.Lock()
 	m.save = r.saveBlocklist
@@ -266,8 +275,8 @@ func (r *renewer) run(ctx context.Context) {
 
 // sleepUntil waits until the wall clock reaches t, in steps of at most maxSleep: timers run
 // on the monotonic clock, which stops while the machine is suspended, so a laptop waking up
-// after its renewal time must notice within a step rather than sleep on past expiry. It
-// reports false when ctx ended.
+// after its renewal time must notice within a step rather than sleep on past expiry. A
+// renewNow request ends the wait early. It reports false when ctx ended.
 func (r *renewer) sleepUntil(ctx context.Context, t time.Time) bool {
 	for {
 		d := t.Sub(r.clock.Now())
@@ -277,6 +286,9 @@ func (r *renewer) sleepUntil(ctx context.Context, t time.Time) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-r.renewNow:
+			r.log.Info("renewing now for the CA service's current CA bundle")
+			return ctx.Err() == nil
 		case <-r.clock.After(min(d, r.maxSleep)):
 		}
 	}
@@ -472,6 +484,20 @@ func (r *renewer) runBlocklist(ctx context.Context) {
 func (r *renewer) fetchBlocklist(ctx context.Context) {
 	cur := r.m.current()
 	b, err := r.client.FetchBlocklist(ctx, cur.Pool)
+	if errors.Is(err, cert.ErrBlocklistUnknownCA) {
+		// The service (its TLS identity is pinned) signs with a CA missing from our bundle:
+		// it rotated its CA while this host was away, and peers that renewed since carry
+		// certificates we cannot verify. Renewing (our certificate's CA is still trusted
+		// there during a rotation) brings the bundle with the new CA.
+		if fp := cur.Creds.Cert.Fingerprint(); fp != r.bundleRenewFor {
+			r.bundleRenewFor = fp
+			r.log.Warn("the CA service signs with a CA this host does not trust yet (a CA rotation); renewing now for the new CA bundle", "err", err)
+			select {
+			case r.renewNow <- struct{}{}:
+			default:
+			}
+		}
+	}
 	if err != nil {
 		v, ok := r.m.blocklistVersion()
 		if ok {

@@ -606,3 +606,72 @@ func TestCARotationSigningBeforeEveryHostTrustsTheNewCABreaksTunnels(t *testing.
 		}
 	})
 }
+
+// TestAHostAwayForStepOneCatchesUpAtItsNextBlocklistFetch: b is offline through step 1 and
+// comes back during step 2, trusting only the old CA, while a already runs on a new-CA
+// certificate. b's first blocklist fetch finds the list signed by a CA it does not trust,
+// so it renews at once instead of at its renewal time (an hour away): it gets the bundle
+// with both CAs and a new-CA certificate, and the tunnel to a comes up. A second stale
+// fetch for the same certificate does not ask again.
+func TestAHostAwayForStepOneCatchesUpAtItsNextBlocklistFetch(t *testing.T) {
+	oldCA := certtest.NewCA(t, "ca-old", certtest.WithIPs("10.42.0.0/16"))
+	newCA := certtest.NewCA(t, "ca-new", certtest.WithIPs("10.42.0.0/16"))
+	svc := startRotServiceWithCAs(t, map[string]*certtest.CA{"ca-old": oldCA, "ca-new": newCA}, caOldOnly)
+	network := udptest.NewNetwork(1)
+	a := svc.enrollHost(t, network, 0, 2)
+	b := svc.enrollHost(t, network, 1, 2)
+
+	svc.restart(caOldSignsNewTrusted) // step 1: only a renews; b is away
+	a.renew(t)
+	svc.restart(caNewSignsOldTrusted) // step 2
+	a.renew(t)
+	expectIssuer(t, a, newCA)
+	expectTrusts(t, b, "ca-old")
+
+	// The stale fetch asks for a renewal once for this certificate, not at every fetch.
+	ctx, cancel := context.WithCancel(context.Background())
+	before := b.cert().Fingerprint()
+	b.r.fetchBlocklist(ctx)
+	select {
+	case <-b.r.renewNow:
+	default:
+		t.Fatal("a blocklist from an untrusted CA did not ask for a renewal")
+	}
+	b.r.fetchBlocklist(ctx)
+	select {
+	case <-b.r.renewNow:
+		t.Fatal("the same certificate asked twice")
+	default:
+	}
+
+	// With the renewal loop running (b's renewal is due in about 40 minutes), the next
+	// stale fetch after a new certificate would ask again; here the loop gets the request.
+	b.r.bundleRenewFor = ""
+	done := make(chan struct{})
+	go func() { defer close(done); b.r.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	b.r.fetchBlocklist(ctx)
+	eventually(t, 20*time.Second, "b renews for the new CA bundle", func() bool { return b.cert().Fingerprint() != before })
+	expectIssuer(t, b, newCA)
+	expectTrusts(t, b, "ca-new", "ca-old")
+	b.r.fetchBlocklist(ctx) // verifies now: applied, nothing more to ask
+	if _, ok := b.m.blocklistVersion(); !ok {
+		t.Fatal("b has no blocklist after catching up")
+	}
+	select {
+	case <-b.r.renewNow:
+		t.Fatal("a verified blocklist asked for another renewal")
+	default:
+	}
+
+	pkt := tuntest.IPv4UDP(netip.AddrPortFrom(a.vpn, 5000), netip.AddrPortFrom(b.vpn, 6000), []byte("hello"))
+	eventually(t, 20*time.Second, "a tunnel between a (new CA) and b once b caught up", func() bool {
+		a.dev.Inject(pkt)
+		select {
+		case <-b.dev.Delivered():
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+}
