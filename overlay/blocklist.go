@@ -6,7 +6,8 @@ package overlay
 // ApplyBlocklist) and from lighthouses, which answer the blocklist query (extOpBlocklistQuery)
 // with the newest list they hold, so revocation keeps spreading while the CA service is
 // down. A lighthouse that applies a newer list tells its peers (extOpBlocklistNotify), so
-// they ask at once rather than at their next interval. A relay needs no trust: every receiver checks the CA's signature itself.
+// they ask at once rather than at their next interval. A relay needs no trust: every
+// receiver checks the CA's signature itself.
 
 import (
 	"context"
