@@ -566,12 +566,7 @@ func startRotServiceWithCAs(t *testing.T, cas map[string]*certtest.CA, caList st
 // host still holding only the old CA refuses the certificate of a host that renewed, so no
 // new tunnel can be made between them, and it cannot check the blocklist the new CA signs.
 func TestCARotationSigningBeforeEveryHostTrustsTheNewCABreaksTunnels(t *testing.T) {
-	oldCA := certtest.NewCA(t, "ca-old", certtest.WithIPs("10.42.0.0/16"))
-	newCA := certtest.NewCA(t, "ca-new", certtest.WithIPs("10.42.0.0/16"))
-	svc := startRotServiceWithCAs(t, map[string]*certtest.CA{"ca-old": oldCA, "ca-new": newCA}, caOldOnly)
-	network := udptest.NewNetwork(1)
-	a := svc.enrollHost(t, network, 0, 2)
-	b := svc.enrollHost(t, network, 1, 2)
+	newCA, svc, a, b := rotPair(t)
 
 	svc.restart(caNewSignsOldTrusted) // no step 1
 	a.renew(t)
@@ -596,15 +591,7 @@ func TestCARotationSigningBeforeEveryHostTrustsTheNewCABreaksTunnels(t *testing.
 	// Step 1 late: once b renews it trusts both CAs and the tunnel comes up.
 	b.renew(t)
 	expectTrusts(t, b, "ca-new", "ca-old")
-	eventually(t, 20*time.Second, "a tunnel once b trusts the new CA", func() bool {
-		a.dev.Inject(pkt)
-		select {
-		case <-b.dev.Delivered():
-			return true
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
-	})
+	eventually(t, 20*time.Second, "a tunnel once b trusts the new CA", func() bool { return delivers(a, b, pkt) })
 }
 
 // TestAHostAwayForStepOneCatchesUpAtItsNextBlocklistFetch: b is offline through step 1 and
@@ -614,12 +601,7 @@ func TestCARotationSigningBeforeEveryHostTrustsTheNewCABreaksTunnels(t *testing.
 // with both CAs and a new-CA certificate, and the tunnel to a comes up. A second stale
 // fetch for the same certificate does not ask again.
 func TestAHostAwayForStepOneCatchesUpAtItsNextBlocklistFetch(t *testing.T) {
-	oldCA := certtest.NewCA(t, "ca-old", certtest.WithIPs("10.42.0.0/16"))
-	newCA := certtest.NewCA(t, "ca-new", certtest.WithIPs("10.42.0.0/16"))
-	svc := startRotServiceWithCAs(t, map[string]*certtest.CA{"ca-old": oldCA, "ca-new": newCA}, caOldOnly)
-	network := udptest.NewNetwork(1)
-	a := svc.enrollHost(t, network, 0, 2)
-	b := svc.enrollHost(t, network, 1, 2)
+	newCA, svc, a, b := rotPair(t)
 
 	svc.restart(caOldSignsNewTrusted) // step 1: only a renews; b is away
 	a.renew(t)
@@ -665,13 +647,28 @@ func TestAHostAwayForStepOneCatchesUpAtItsNextBlocklistFetch(t *testing.T) {
 	}
 
 	pkt := tuntest.IPv4UDP(netip.AddrPortFrom(a.vpn, 5000), netip.AddrPortFrom(b.vpn, 6000), []byte("hello"))
-	eventually(t, 20*time.Second, "a tunnel between a (new CA) and b once b caught up", func() bool {
-		a.dev.Inject(pkt)
-		select {
-		case <-b.dev.Delivered():
-			return true
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
-	})
+	eventually(t, 20*time.Second, "a tunnel between a (new CA) and b once b caught up", func() bool { return delivers(a, b, pkt) })
+}
+
+// rotPair is the CA service on the old CA, with the new one beside ca.yml, and two enrolled
+// hosts on one in-memory network.
+func rotPair(t *testing.T) (newCA *certtest.CA, svc *rotService, a, b *rotHost) {
+	t.Helper()
+	oldCA := certtest.NewCA(t, "ca-old", certtest.WithIPs("10.42.0.0/16"))
+	newCA = certtest.NewCA(t, "ca-new", certtest.WithIPs("10.42.0.0/16"))
+	svc = startRotServiceWithCAs(t, map[string]*certtest.CA{"ca-old": oldCA, "ca-new": newCA}, caOldOnly)
+	network := udptest.NewNetwork(1)
+	return newCA, svc, svc.enrollHost(t, network, 0, 2), svc.enrollHost(t, network, 1, 2)
+}
+
+// delivers injects pkt at a and reports whether b's TUN device delivers a packet within
+// 100 ms.
+func delivers(a, b *rotHost, pkt []byte) bool {
+	a.dev.Inject(pkt)
+	select {
+	case <-b.dev.Delivered():
+		return true
+	case <-time.After(100 * time.Millisecond):
+		return false
+	}
 }
