@@ -261,8 +261,9 @@ func retryableEnrollError(err error) bool {
 		return false
 	}
 	// A 5xx without an API error code comes from a proxy or an overloaded service.
+	var se *client.StatusError
 	return isNetError(err) || errors.Is(err, authority.ErrRateLimited) || errors.Is(err, authority.ErrNoActiveCA) ||
-		strings.HasPrefix(err.Error(), "CA service: 5")
+		(errors.As(err, &se) && se.Temporary())
 }
 
 // explainEnrollError turns an enrollment failure into what happened and what to do next.

@@ -108,18 +108,36 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var e authority.ErrorResponse
 		if err := dec.Decode(&e); err != nil {
-			return fmt.Errorf("CA service: %s", resp.Status)
+			return &StatusError{Code: resp.StatusCode, Status: resp.Status}
 		}
 		if s := authority.ErrorForCode(e.Code); s != nil {
 			return &apiError{sentinel: s, msg: e.Message}
 		}
-		return fmt.Errorf("CA service: %s: %s", resp.Status, e.Message)
+		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: e.Message}
 	}
 	if err := dec.Decode(out); err != nil {
 		return fmt.Errorf("CA service: bad response: %w", err)
 	}
 	return nil
 }
+
+// StatusError is an HTTP error answer without an API error code the client knows: from a
+// proxy in front of the service, an overloaded service, or a newer service version.
+type StatusError struct {
+	Code    int    // HTTP status code
+	Status  string // HTTP status line, e.g. "503 Service Unavailable"
+	Message string // the body's message, if it had one
+}
+
+func (e *StatusError) Error() string {
+	if e.Message == "" {
+		return "CA service: " + e.Status
+	}
+	return "CA service: " + e.Status + ": " + e.Message
+}
+
+// Temporary reports whether asking again later may succeed (a 5xx answer).
+func (e *StatusError) Temporary() bool { return e.Code >= 500 }
 
 type apiError struct {
 	sentinel error
