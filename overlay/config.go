@@ -157,6 +157,8 @@ type HandshakesConfig struct {
 	// Our additions: bounds on handshake state kept for unauthenticated senders.
 	MaxPending    int     `yaml:"max_pending"`
 	PerSourceRate float64 `yaml:"per_source_rate"`
+	// MaxClockSkew is how far ahead of our clock a msg1's Time may be.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 // TimersConfig are Nebula's liveness timers.
@@ -237,6 +239,7 @@ const (
 	DefaultTriggerBuffer           = 64
 	DefaultMaxPending              = 4096
 	DefaultPerSourceRate           = 20 // handshake msg1 per second per source address
+	DefaultMaxClockSkew            = 15 * time.Minute
 	DefaultConnectionAliveInterval = 5 * time.Second
 	DefaultPendingDeletionInterval = 10 * time.Second
 	DefaultInactivityTimeout       = 10 * time.Minute
@@ -366,6 +369,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Handshakes.PerSourceRate == 0 {
 		c.Handshakes.PerSourceRate = DefaultPerSourceRate
+	}
+	if c.Handshakes.MaxClockSkew == 0 {
+		c.Handshakes.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if c.Timers.ConnectionAliveInterval == 0 {
 		c.Timers.ConnectionAliveInterval = DefaultConnectionAliveInterval
@@ -518,6 +524,9 @@ func (c *Config) validate() error {
 	}
 	if c.Handshakes.TryInterval < time.Millisecond {
 		bad("handshakes.try_interval", "%s is too short", c.Handshakes.TryInterval)
+	}
+	if c.Handshakes.MaxClockSkew < time.Second {
+		bad("handshakes.max_clock_skew", "%s is too short (peers' clocks are never that close; 15m is the default)", c.Handshakes.MaxClockSkew)
 	}
 	if c.Renewal.At <= 0 || c.Renewal.At >= 1 {
 		bad("renewal.at", "%v must be a fraction between 0 and 1 (e.g. 0.66)", c.Renewal.At)

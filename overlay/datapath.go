@@ -164,6 +164,9 @@ func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, via *
 // authenticated records life on a tunnel and roams to a new source address. It runs only
 // after a packet passed AEAD and the replay window, so a replay cannot move the tunnel.
 func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, now time.Time) {
+	if !t.confirmed.Load() {
+		n.hs.confirm(t, now)
+	}
 	// Stores only on change: packets of one batch share now, and a store costs a locked
 	// instruction where a load is a plain read.
 	if ns := now.UnixNano(); t.lastRecv.Load() != ns {

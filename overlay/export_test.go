@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
@@ -59,3 +60,17 @@ func (n *Node) AnswerTestsAsNebulaForTest(mode int32) { n.ext.asNebula.Store(mod
 
 // NebulaPanicsForTest counts the Test requests that would have crashed a Nebula 1.6 peer.
 func (n *Node) NebulaPanicsForTest() int { return int(n.ext.nebulaPanics.Load()) }
+
+// SetCandidateTimeoutForTest shortens how long an unconfirmed responder tunnel is kept.
+func (n *Node) SetCandidateTimeoutForTest(d time.Duration) {
+	n.hs.mu.Lock()
+	n.hs.candTTL = d
+	n.hs.mu.Unlock()
+}
+
+// CandidatesForTest counts unconfirmed responder tunnels, in all and claiming peer.
+func (n *Node) CandidatesForTest(peer netip.Addr) (total, forPeer int) {
+	n.hs.mu.Lock()
+	defer n.hs.mu.Unlock()
+	return len(n.hs.cands), n.hs.candsBy[peer]
+}

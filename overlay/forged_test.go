@@ -151,3 +151,44 @@ func TestMsg1FromTheFarFutureIsRefused(t *testing.T) {
 		return m.hosts[1].node.Dropped("handshake_clock_skew") == 1
 	})
 }
+
+// TestUnconfirmedHandshakesAreBoundedAndExpire: a flood of forged msg 1s from many sources,
+// all claiming host1, keeps at most a handful of unconfirmed tunnels for it, none of them
+// reachable by host2's send path; they are gone after the timeout (counted), and host1's
+// genuine re-handshake from its known address still confirms during the flood.
+func TestUnconfirmedHandshakesAreBoundedAndExpire(t *testing.T) {
+	m := newMesh(t, 2, "")
+	a, b := m.hosts[0], m.hosts[1]
+	b.node.SetCandidateTimeoutForTest(time.Second)
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "before"), 5*time.Second)
+	far := time.Now().Add(time.Minute)
+	for k := range 200 {
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 10 + byte(k/200), byte(k%200 + 1)}), 4242)
+		_ = m.net.Inject(from, b.under, forgeMsg1(t, a.host.Cert, far, uint32(9000+k)))
+	}
+	eventually(t, 3*time.Second, "the forged msg 1s answered", func() bool {
+		return b.node.Dropped("handshake_unconfirmed_evicted") >= 150
+	})
+	if total, peer := b.node.CandidatesForTest(a.vpn); peer > 8 || total > 8 {
+		t.Fatalf("%d unconfirmed tunnels (%d claiming host1), want at most 8", total, peer)
+	}
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "during"), time.Second)
+
+	renewed := m.ca.NewHost(t, a.name, a.vpn.String()+"/16", "mesh")
+	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "host2's tunnel on host1's renewed certificate", func() bool {
+		p, ok := b.node.Tunnel(a.vpn)
+		return ok && p.Fingerprint == renewed.Cert.Fingerprint()
+	})
+	eventually(t, 5*time.Second, "the unconfirmed tunnels expired", func() bool {
+		total, _ := b.node.CandidatesForTest(a.vpn)
+		return total == 0
+	})
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "after"), time.Second)
+}

@@ -40,6 +40,24 @@ type retiring struct {
 // retireGrace is how long a replaced tunnel still decrypts packets already in flight.
 const retireGrace = 5 * time.Second
 
+// Bounds on responder-side tunnels whose initiator has not yet proved it holds the keys
+// (candidates). IX's msg 1 proves nothing about the sender's static key, so a candidate
+// may be a stranger's forgery: it is findable by index (the genuine initiator's first
+// packets decrypt on it) but the send path never sees it until a packet authenticates.
+const (
+	candidateTimeout  = 10 * time.Second // as long as an initiator retries msg 1
+	candidateNudge    = time.Second      // a Test request on the candidate asks for proof
+	maxCandidatesPeer = 8                // per claimed VPN IP
+	maxCandidates     = 1024             // in all
+)
+
+// candidate is an answered msg 1 waiting for its first authenticated packet.
+type candidate struct {
+	t        *tunnel
+	expected bool // came from an address we already knew for the peer
+	nudged   time.Time
+}
+
 // maxLimiterEntries bounds the per-source rate-limit table against spoofed-source floods.
 const maxLimiterEntries = 1 << 16
 
@@ -52,6 +70,9 @@ type handshakeManager struct {
 	limiter map[netip.Addr]*bucket
 	recent  map[[32]byte]*tunnel // msg1 digest -> tunnel it built, for retransmitted msg1
 	retire  []retiring
+	cands   map[uint32]*candidate // by our local index
+	candsBy map[netip.Addr]int    // candidates per claimed VPN IP
+	candTTL time.Duration         // candidateTimeout; tests shorten it
 }
 
 func newHandshakeManager(n *Node) *handshakeManager {
@@ -61,6 +82,9 @@ func newHandshakeManager(n *Node) *handshakeManager {
 		byIndex: map[uint32]*pending{},
 		limiter: map[netip.Addr]*bucket{},
 		recent:  map[[32]byte]*tunnel{},
+		cands:   map[uint32]*candidate{},
+		candsBy: map[netip.Addr]int{},
+		candTTL: candidateTimeout,
 	}
 }
 
@@ -231,6 +255,18 @@ func (hs *handshakeManager) tick(now time.Time) {
 		}
 	}
 	hs.retire = keep
+	var nudge []*tunnel
+	for idx, c := range hs.cands {
+		switch {
+		case now.Sub(c.t.created) >= hs.candTTL:
+			hs.dropCandidate(idx, c)
+			done = append(done, c.t)
+			n.m.handshakes.WithLabelValues("responder", "unconfirmed").Inc()
+		case now.Sub(c.nudged) >= candidateNudge:
+			c.nudged = now
+			nudge = append(nudge, c.t)
+		}
+	}
 	for k, t := range hs.recent {
 		if n.hosts.byLocalIndex(t.localIndex) != t || now.Sub(t.created) > time.Minute {
 			delete(hs.recent, k)
@@ -244,6 +280,9 @@ func (hs *handshakeManager) tick(now time.Time) {
 	hs.mu.Unlock()
 	for _, t := range done {
 		n.hosts.retire(t)
+	}
+	for _, t := range nudge {
+		n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, nil)
 	}
 	for _, s := range sends {
 		addrs := n.remotesFor(s.vpn)
@@ -280,7 +319,10 @@ func (hs *handshakeManager) allow(src netip.Addr, now time.Time) bool {
 }
 
 // handleMsg1 is the responder side: verify the initiator's cert before any DH, settle races
-// and replays, then answer and install the tunnel.
+// and replays, then answer. The answer's tunnel is only a candidate until a packet
+// authenticates under its keys (confirm): msg 1 shows a certificate and a static public key
+// but proves nothing about the private key, so an off-path stranger who has seen a host's
+// certificate could otherwise replace, redirect or block that host's tunnel.
 func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *relayEntry) {
 	n := hs.n
 	now := n.now()
@@ -290,21 +332,22 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	}
 	sum := sha256.Sum256(pkt)
 	hs.mu.Lock()
+	if !hs.allow(source, now) {
+		hs.mu.Unlock()
+		n.m.dropped(dropRateLimited)
+		return
+	}
 	if t, ok := hs.recent[sum]; ok && n.hosts.byLocalIndex(t.localIndex) == t {
-		// A retransmitted msg1 whose reply was lost: answer with the same msg2, and by the
-		// path this copy came (a relay means the direct one is not working).
+		// A retransmitted msg1 whose reply was lost: answer with the same msg2. Only an
+		// unconfirmed tunnel follows the path this copy came by (a relay means the direct
+		// one is not working); a confirmed one moves only on authenticated packets.
 		msg2 := t.msg2
-		if via != nil {
+		if via != nil && !t.confirmed.Load() {
 			t.relay.Store(via)
 		}
 		hs.mu.Unlock()
 		n.m.handshakes.WithLabelValues("responder", "ignored").Inc()
 		n.reply(msg2, from, via)
-		return
-	}
-	if !hs.allow(source, now) {
-		hs.mu.Unlock()
-		n.m.dropped(dropRateLimited)
 		return
 	}
 	hs.mu.Unlock()
@@ -325,26 +368,45 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 		n.m.dropped(dropSelf)
 		return
 	}
-	if old := n.hosts.byVPNIP(vpn); old != nil && old.peerTime >= init.Time {
-		// Only a strictly newer handshake may replace a tunnel (a recorded msg1 can't).
+	if skew := time.Duration(int64(init.Time) - now.UnixNano()); init.Time > uint64(now.UnixNano()) && skew > n.cfg.Handshakes.MaxClockSkew {
+		// A Time far ahead of ours would, once confirmed, make every later handshake of the
+		// peer look "too old" until the tunnel died. A peer whose clock is that wrong has
+		// to fix it (its certificates' validity depends on it too).
+		n.m.dropped(dropClockSkew)
+		n.log.Info("handshake refused: peer clock ahead of ours", "from", from, "peer", init.PeerCert.Details.Name,
+			"ahead", skew.Round(time.Second), "max", n.cfg.Handshakes.MaxClockSkew)
+		return
+	}
+	old := n.hosts.byVPNIP(vpn)
+	if old != nil && old.peerTime >= init.Time {
+		// Only a strictly newer handshake may replace a tunnel: a recorded msg1 costs us no
+		// Diffie-Hellman work. (A forged one with a newer Time gets a candidate that never
+		// confirms.) The probe on the old tunnel finds out whether the peer lost it.
 		n.m.dropped(dropHandshakeOld)
 		n.m.handshakes.WithLabelValues("responder", "ignored").Inc()
 		n.sendEncrypted(old, header.Test, header.SubtypeTestRequest, nil)
 		return
 	}
+	// A candidate from an address we already knew for the peer is kept over others when the
+	// bounds are reached: a stranger who does not know it cannot push it out.
+	expected := old != nil && old.relay.Load() == nil && old.remoteAddr() == from
+	if !expected && via == nil {
+		for _, a := range n.remotesFor(vpn) {
+			if a == from {
+				expected = true
+				break
+			}
+		}
+	}
 
 	hs.mu.Lock()
-	var queued [][]byte
-	if p, ok := hs.byVPN[vpn]; ok {
-		if !n.vpnIP.Less(vpn) {
-			// Both sides initiated; the higher VPN IP's handshake wins (Nebula's rule).
-			hs.mu.Unlock()
-			n.m.dropped(dropHandshakeRace)
-			return
-		}
-		queued = p.queue
-		delete(hs.byVPN, vpn)
-		delete(hs.byIndex, p.localIndex)
+	if _, ok := hs.byVPN[vpn]; ok && !n.vpnIP.Less(vpn) {
+		// Both sides initiated; the higher VPN IP's handshake wins (Nebula's rule). When
+		// the peer's wins we answer it but keep our own attempt until the answer is
+		// confirmed: an unproven msg1 must not cancel a genuine handshake.
+		hs.mu.Unlock()
+		n.m.dropped(dropHandshakeRace)
+		return
 	}
 	idx, err := hs.newIndex()
 	if err != nil {
@@ -362,18 +424,109 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	t := n.newTunnel(res, false, from, via)
 	t.msg1Sum = sum
 	t.msg2 = msg2
+	evicted := hs.addCandidate(t, expected, now)
 	hs.recent[sum] = t
-	// msg2 leaves before the send path can see the tunnel: a data packet overtaking it would
-	// reach the initiator before it knows the index, be dropped, and (with a RecvError)
-	// start yet another handshake. Loses a packet at every re-handshake of a renewal.
+	// Findable by index before msg2 leaves, so the initiator's first packets decrypt.
+	n.hosts.addCandidate(t)
+	hs.mu.Unlock()
+	for _, e := range evicted {
+		n.hosts.retire(e)
+	}
 	n.reply(msg2, from, via)
+	// The initiator may have nothing to send; its answer to this probe confirms the tunnel.
+	n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, nil)
+	n.m.handshakes.WithLabelValues("responder", "answered").Inc()
+	n.log.Debug("handshake answered; waiting for the peer's first packet", "peer", t.peer.Details.Name,
+		"vpn_ip", vpn, "remote", from, "local_index", idx)
+}
+
+// addCandidate records t as unconfirmed, pushing out older candidates beyond the bounds
+// (unexpected sources first). It returns the tunnels pushed out, to be unindexed by the
+// caller. Caller holds hs.mu.
+func (hs *handshakeManager) addCandidate(t *tunnel, expected bool, now time.Time) []*tunnel {
+	var out []*tunnel
+	evict := func(samePeer bool) {
+		var victim uint32
+		var vc *candidate
+		for idx, c := range hs.cands {
+			if samePeer && c.t.vpnIP != t.vpnIP {
+				continue
+			}
+			if vc == nil || (vc.expected && !c.expected) ||
+				(vc.expected == c.expected && c.t.created.Before(vc.t.created)) {
+				victim, vc = idx, c
+			}
+		}
+		if vc != nil {
+			hs.dropCandidate(victim, vc)
+			out = append(out, vc.t)
+			hs.n.m.dropped(dropCandidateEvicted)
+		}
+	}
+	if hs.candsBy[t.vpnIP] >= maxCandidatesPeer {
+		evict(true)
+	}
+	if len(hs.cands) >= maxCandidates {
+		evict(false)
+	}
+	hs.cands[t.localIndex] = &candidate{t: t, expected: expected, nudged: now}
+	hs.candsBy[t.vpnIP]++
+	return out
+}
+
+// dropCandidate forgets a candidate (the caller unindexes its tunnel). Caller holds hs.mu.
+func (hs *handshakeManager) dropCandidate(idx uint32, c *candidate) {
+	delete(hs.cands, idx)
+	if hs.candsBy[c.t.vpnIP]--; hs.candsBy[c.t.vpnIP] <= 0 {
+		delete(hs.candsBy, c.t.vpnIP)
+	}
+	if hs.recent[c.t.msg1Sum] == c.t {
+		delete(hs.recent, c.t.msg1Sum)
+	}
+}
+
+// confirm promotes a candidate once a packet authenticated under its keys: the initiator
+// holds them, so the tunnel becomes the peer's (replacing the old one, which stays
+// decryptable for retireGrace), takes over our own pending handshake to the peer and its
+// queued packets, and is told to the lighthouse. Called from the receive path.
+func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
+	n := hs.n
+	hs.mu.Lock()
+	c, ok := hs.cands[t.localIndex]
+	if !ok || c.t != t {
+		hs.mu.Unlock() // another lane confirmed it, or it timed out meanwhile
+		return
+	}
+	hs.dropCandidate(t.localIndex, c)
+	t.confirmed.Store(true)
+	if _, err := n.pki.Load().Pool.Verify(t.peer, now); err != nil {
+		// Revoked or expired while unconfirmed.
+		hs.mu.Unlock()
+		n.hosts.retire(t)
+		n.log.Info("handshake dropped: peer certificate no longer valid", "vpn_ip", t.vpnIP, "err", err)
+		return
+	}
+	cur := n.hosts.byVPNIP(t.vpnIP)
+	if cur != nil && cur.created.After(t.created) {
+		// A newer tunnel came up meanwhile (our own handshake); keep it. This one still
+		// decrypts what the peer sends on it until it retires.
+		hs.retire = append(hs.retire, retiring{t, now})
+		hs.mu.Unlock()
+		return
+	}
+	var queued [][]byte
+	if p, ok := hs.byVPN[t.vpnIP]; ok {
+		queued = p.queue
+		delete(hs.byVPN, t.vpnIP)
+		delete(hs.byIndex, p.localIndex)
+	}
 	old := n.hosts.install(t)
 	if old != nil {
 		hs.retire = append(hs.retire, retiring{old, now})
 	}
 	hs.mu.Unlock()
 	n.m.handshakes.WithLabelValues("responder", "ok").Inc()
-	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", vpn, "remote", from, "role", "responder")
+	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP, "remote", t.remoteAddr(), "role", "responder")
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
 }
@@ -415,6 +568,8 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *rel
 	delete(hs.byVPN, p.vpnIP)
 	delete(hs.byIndex, index)
 	t := n.newTunnel(res, true, from, via)
+	// msg2 authenticates the responder (its payload is sealed under its static key).
+	t.confirmed.Store(true)
 	old := n.hosts.install(t)
 	if old != nil {
 		hs.retire = append(hs.retire, retiring{old, n.now()})

@@ -26,6 +26,11 @@ type tunnel struct {
 	initiator   bool
 	created     time.Time
 
+	// confirmed is set once the peer proved it holds the tunnel's keys: at once for our own
+	// handshakes (msg2 authenticates the responder), at the first authenticated packet for
+	// the peer's (see handshakeManager.confirm). Until then the send path never sees it.
+	confirmed atomic.Bool
+
 	// allowed are the inner source addresses the peer may use: its cert IPs (as single
 	// addresses, never the whole network: CVE-2025-62820) and the subnets it carries.
 	allowedIPs     []netip.Addr
@@ -183,6 +188,14 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 		h.count.Add(1)
 	}
 	return old
+}
+
+// addCandidate makes an unconfirmed tunnel findable by its index only, so the initiator's
+// first packets decrypt while our send path keeps using the confirmed tunnel.
+func (h *hostMap) addCandidate(t *tunnel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.byIndex.Store(t.localIndex, t)
 }
 
 // remove deletes t from both indexes (the VPN IP entry only if it still points at t).

@@ -10,35 +10,37 @@ import (
 // Drop reasons, used as the `reason` label of meshnode_drops_total. Tests read them through
 // Node.Drops, so each bad-input case proves it was counted under the right name.
 const (
-	dropShort          = "short_datagram"
-	dropBadHeader      = "bad_header"
-	dropUnknownIndex   = "unknown_index"
-	dropReplay         = "replay"
-	dropDecrypt        = "decrypt_failed"
-	dropSpoofedSource  = "inner_source_not_in_cert"
-	dropNotForUs       = "inner_destination_not_ours"
-	dropNotIPv4        = "not_ipv4"
-	dropBadInner       = "bad_inner_packet"
-	dropFirewallIn     = "firewall_inbound"
-	dropFirewallOut    = "firewall_outbound"
-	dropNoRoute        = "no_route"
-	dropQueueFull      = "handshake_queue_full"
-	dropUnsupported    = "unsupported_message"
-	dropRateLimited    = "handshake_rate_limited"
-	dropHandshake      = "handshake_invalid"
-	dropHandshakeOld   = "handshake_too_old"
-	dropHandshakeRace  = "handshake_race"
-	dropPendingFull    = "handshake_pending_full"
-	dropTooBig         = "too_big"
-	dropTunWrite       = "tun_write_failed"
-	dropUDPWrite       = "udp_write_failed"
-	dropUnauthClose    = "unauthenticated_close"
-	dropSelf           = "handshake_with_self"
-	dropRecvErrorIgnor = "recv_error_ignored"
-	dropLighthouseBad  = "lighthouse_invalid"
-	dropLighthouseRole = "lighthouse_wrong_role"
-	dropLighthouseRate = "lighthouse_rate_limited"
-	dropRelay          = "relay_invalid"
+	dropShort            = "short_datagram"
+	dropBadHeader        = "bad_header"
+	dropUnknownIndex     = "unknown_index"
+	dropReplay           = "replay"
+	dropDecrypt          = "decrypt_failed"
+	dropSpoofedSource    = "inner_source_not_in_cert"
+	dropNotForUs         = "inner_destination_not_ours"
+	dropNotIPv4          = "not_ipv4"
+	dropBadInner         = "bad_inner_packet"
+	dropFirewallIn       = "firewall_inbound"
+	dropFirewallOut      = "firewall_outbound"
+	dropNoRoute          = "no_route"
+	dropQueueFull        = "handshake_queue_full"
+	dropUnsupported      = "unsupported_message"
+	dropRateLimited      = "handshake_rate_limited"
+	dropHandshake        = "handshake_invalid"
+	dropHandshakeOld     = "handshake_too_old"
+	dropHandshakeRace    = "handshake_race"
+	dropPendingFull      = "handshake_pending_full"
+	dropTooBig           = "too_big"
+	dropTunWrite         = "tun_write_failed"
+	dropUDPWrite         = "udp_write_failed"
+	dropUnauthClose      = "unauthenticated_close"
+	dropSelf             = "handshake_with_self"
+	dropRecvErrorIgnor   = "recv_error_ignored"
+	dropLighthouseBad    = "lighthouse_invalid"
+	dropLighthouseRole   = "lighthouse_wrong_role"
+	dropLighthouseRate   = "lighthouse_rate_limited"
+	dropRelay            = "relay_invalid"
+	dropClockSkew        = "handshake_clock_skew"
+	dropCandidateEvicted = "handshake_unconfirmed_evicted"
 )
 
 var allDropReasons = []string{
@@ -47,7 +49,7 @@ var allDropReasons = []string{
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
-	dropRelay,
+	dropRelay, dropClockSkew, dropCandidateEvicted,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).
