@@ -130,7 +130,7 @@ func (n *Node) openPacket(h *header.Header, b []byte, from netip.AddrPort, via *
 	if t == nil {
 		n.m.dropped(dropUnknownIndex)
 		if via == nil {
-			n.sendRecvError(h.RemoteIndex, from)
+			n.sendRecvError(h.RemoteIndex, from, now)
 		}
 		return nil, nil
 	}
@@ -285,8 +285,9 @@ func (n *Node) handleRecvError(index uint32, from netip.AddrPort, now time.Time)
 	n.m.dropped(dropRecvErrorIgnor)
 }
 
-// sendRecvError tells a sender that we have no tunnel for the index it used.
-func (n *Node) sendRecvError(index uint32, to netip.AddrPort) {
+// sendRecvError tells a sender that we have no tunnel for the index it used, within the
+// rate limits of recvErrorLimiter (the sender's address may be spoofed).
+func (n *Node) sendRecvError(index uint32, to netip.AddrPort, now time.Time) {
 	switch n.sendRecv {
 	case "never":
 		return
@@ -294,6 +295,10 @@ func (n *Node) sendRecvError(index uint32, to netip.AddrPort) {
 		if !to.Addr().IsPrivate() {
 			return
 		}
+	}
+	if !n.recvErr.allow(to.Addr(), now) {
+		n.m.dropped(dropRecvErrorRate)
+		return
 	}
 	var b [header.Len]byte
 	header.Encode(b[:], header.RecvError, 0, index, 0)

@@ -41,6 +41,8 @@ const (
 	dropRelay            = "relay_invalid"
 	dropClockSkew        = "handshake_clock_skew"
 	dropCandidateEvicted = "handshake_unconfirmed_evicted"
+	dropRelayLimit       = "relay_limit"             // a relay request beyond the table's bounds
+	dropRecvErrorRate    = "recv_error_rate_limited" // a recv_error we did not send (not a datagram)
 )
 
 var allDropReasons = []string{
@@ -49,7 +51,7 @@ var allDropReasons = []string{
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
-	dropRelay, dropClockSkew, dropCandidateEvicted,
+	dropRelay, dropClockSkew, dropCandidateEvicted, dropRelayLimit, dropRecvErrorRate,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).

@@ -124,6 +124,7 @@ type Node struct {
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
 	mtu      int
 	sendRecv string
+	recvErr  recvErrorLimiter // rate limits for sendRecvError
 
 	closeOnce sync.Once
 	done      chan struct{}

@@ -120,19 +120,87 @@ type relayEntry struct {
 	peer        netip.Addr // the far end-to-end peer (endpoints) or the other side (relay)
 	forward     *relayEntry
 	created     time.Time
+	requester   netip.Addr // relay pairs: the peer whose request made the pair
+	removed     bool       // guarded by relayTable.mu
 }
 
-// relayTable holds relay entries by local index, and an endpoint's entries by far peer.
+// Bounds of the relay table (issue 12). A relay holds a pair of entries for each
+// (initiator, target) it carries and a requester needs one pair per peer it reaches through
+// this relay, so a few dozen pairs per requester is far more than a host behind a hard NAT
+// uses; the total leaves room for a lighthouse relaying for a large fleet. An entry costs
+// about 100 bytes. Beyond either bound a request is refused and counted (relay_limit).
+const (
+	relayMaxPairsPerPeer = 64
+	relayMaxEntries      = 16384
+	// relayIdleEndpoint is how long an endpoint entry may live with no tunnel to its far
+	// peer: a relay we listed could otherwise fill our table with requests for peers that
+	// never handshake.
+	relayIdleEndpoint = time.Minute
+)
+
+var errRelayFull = errors.New("relay table full")
+
+// relayTable holds relay entries by local index, an endpoint's entries by far peer, and a
+// relay's pairs by (hop, peer).
 type relayTable struct {
+	// byIndex maps a local index to its *relayEntry. Frames look it up on the receive path
+	// without a lock (sync.Map is made for read-mostly keys); writers hold mu.
+	byIndex sync.Map
+
 	mu      sync.Mutex
-	byIndex map[uint32]*relayEntry
-	byPeer  map[netip.Addr][]*relayEntry // endpoint entries, for sending to a relayed peer
+	entries int                           // entries in byIndex
+	byPeer  map[netip.Addr][]*relayEntry  // endpoint entries, for sending to a relayed peer
+	pairs   map[[2]netip.Addr]*relayEntry // relay sides by (hop, peer): a retried request finds its pair
+	asked   map[netip.Addr]int            // relay pairs by the peer that asked for them
+	// Bounds; fields so tests can lower them.
+	maxPairsPerPeer, maxEntries int
+}
+
+func (rt *relayTable) init() {
+	rt.byPeer = map[netip.Addr][]*relayEntry{}
+	rt.pairs = map[[2]netip.Addr]*relayEntry{}
+	rt.asked = map[netip.Addr]int{}
+	rt.maxPairsPerPeer, rt.maxEntries = relayMaxPairsPerPeer, relayMaxEntries
 }
 
 func (rt *relayTable) get(i uint32) *relayEntry {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	return rt.byIndex[i]
+	if v, ok := rt.byIndex.Load(i); ok {
+		return v.(*relayEntry)
+	}
+	return nil
+}
+
+// removeLocked forgets one entry (not its forward side). Caller holds mu.
+func (rt *relayTable) removeLocked(e *relayEntry) {
+	if e.removed {
+		return
+	}
+	e.removed = true
+	rt.byIndex.Delete(e.localIndex)
+	rt.entries--
+	if e.forward != nil {
+		if k := [2]netip.Addr{e.hop, e.peer}; rt.pairs[k] == e {
+			delete(rt.pairs, k)
+		}
+		return
+	}
+	if l := slices.DeleteFunc(rt.byPeer[e.peer], func(x *relayEntry) bool { return x == e }); len(l) > 0 {
+		rt.byPeer[e.peer] = l
+	} else {
+		delete(rt.byPeer, e.peer)
+	}
+}
+
+// removePairLocked forgets both sides of a relay pair. Caller holds mu.
+func (rt *relayTable) removePairLocked(e *relayEntry) {
+	if e.removed {
+		return
+	}
+	rt.removeLocked(e)
+	rt.removeLocked(e.forward)
+	if rt.asked[e.requester]--; rt.asked[e.requester] <= 0 {
+		delete(rt.asked, e.requester)
+	}
 }
 
 // relayConf is the relay section as in force; a reload swaps it whole.
@@ -157,8 +225,7 @@ func (r *relayState) c() *relayConf { return r.conf.Load() }
 
 func newRelayState(n *Node) (*relayState, error) {
 	r := &relayState{n: n, peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
-	r.table.byIndex = map[uint32]*relayEntry{}
-	r.table.byPeer = map[netip.Addr][]*relayEntry{}
+	r.table.init()
 	rc, err := parseRelayConf(n, n.cfg.Relay)
 	if err != nil {
 		return nil, err
@@ -189,22 +256,55 @@ func parseRelayConf(n *Node, c RelayConfig) (*relayConf, error) {
 
 // newEntry allocates a relay entry with a fresh local index.
 func (r *relayState) newEntry(hop, peer netip.Addr) (*relayEntry, error) {
-	var b [4]byte
 	r.table.mu.Lock()
 	defer r.table.mu.Unlock()
+	return r.newEntryLocked(hop, peer)
+}
+
+// newEntryLocked is newEntry for a caller holding table.mu; it refuses beyond maxEntries.
+func (r *relayState) newEntryLocked(hop, peer netip.Addr) (*relayEntry, error) {
+	if r.table.entries >= r.table.maxEntries {
+		return nil, errRelayFull
+	}
+	var b [4]byte
 	for range 32 {
 		if _, err := r.n.rand.Read(b[:]); err != nil {
 			return nil, err
 		}
 		i := binary.BigEndian.Uint32(b[:])
-		if i == 0 || r.table.byIndex[i] != nil {
+		if i == 0 || r.table.get(i) != nil {
 			continue
 		}
 		e := &relayEntry{localIndex: i, hop: hop, peer: peer, created: r.n.now()}
-		r.table.byIndex[i] = e
+		r.table.byIndex.Store(i, e)
+		r.table.entries++
 		return e, nil
 	}
 	return nil, errors.New("no free relay index")
+}
+
+// newPairLocked makes the two sides of a relay from requester to target, within the
+// bounds. Caller holds table.mu and has checked that the pair does not exist.
+func (r *relayState) newPairLocked(requester, target netip.Addr) (*relayEntry, error) {
+	rt := &r.table
+	if rt.asked[requester] >= rt.maxPairsPerPeer || rt.entries+2 > rt.maxEntries {
+		return nil, errRelayFull
+	}
+	a, err := r.newEntryLocked(requester, target)
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.newEntryLocked(target, requester)
+	if err != nil {
+		rt.removeLocked(a)
+		return nil, err
+	}
+	a.forward, b.forward = b, a
+	a.requester, b.requester = requester, requester
+	rt.pairs[[2]netip.Addr{requester, target}] = a
+	rt.pairs[[2]netip.Addr{target, requester}] = b
+	rt.asked[requester]++
+	return a, nil
 }
 
 // advertised is what we report to lighthouses as our relays.
@@ -222,18 +322,27 @@ func (r *relayState) tick() {
 			r.n.hs.trigger(a, nil)
 		}
 	}
-	// Entries whose hop tunnel is gone are useless; drop them after a while.
+	// Entries whose hop tunnel is gone are useless; drop them after a while, a relay pair
+	// as soon as either side's tunnel is gone. Readers never wait for this (sync.Map).
 	now := r.n.now()
+	hosts := &r.n.hosts
 	r.table.mu.Lock()
-	for i, e := range r.table.byIndex {
-		if now.Sub(e.created) > 10*time.Second && r.n.hosts.byVPNIP(e.hop) == nil {
-			delete(r.table.byIndex, i)
-			r.table.byPeer[e.peer] = slices.DeleteFunc(r.table.byPeer[e.peer], func(x *relayEntry) bool { return x == e })
-			if len(r.table.byPeer[e.peer]) == 0 {
-				delete(r.table.byPeer, e.peer)
-			}
+	r.table.byIndex.Range(func(_, v any) bool {
+		e := v.(*relayEntry)
+		if e.removed || now.Sub(e.created) <= 10*time.Second {
+			return true
 		}
-	}
+		switch {
+		case e.forward != nil:
+			if hosts.byVPNIP(e.hop) == nil || hosts.byVPNIP(e.forward.hop) == nil {
+				r.table.removePairLocked(e)
+			}
+		case hosts.byVPNIP(e.hop) == nil,
+			now.Sub(e.created) > relayIdleEndpoint && hosts.byVPNIP(e.peer) == nil:
+			r.table.removeLocked(e)
+		}
+		return true
+	})
 	r.table.mu.Unlock()
 }
 
@@ -300,23 +409,21 @@ func (r *relayState) tryRelays(peer netip.Addr, msg1 []byte) {
 	}
 }
 
-// pendingEntry returns our unanswered entry for (hop, peer) or makes one.
+// pendingEntry returns our entry for (hop, peer) or makes one; nil when the table is full.
 func (r *relayState) pendingEntry(hop, peer netip.Addr) *relayEntry {
 	r.table.mu.Lock()
+	defer r.table.mu.Unlock()
 	for _, e := range r.table.byPeer[peer] {
 		if e.hop == hop {
-			r.table.mu.Unlock()
 			return e
 		}
 	}
-	r.table.mu.Unlock()
-	e, err := r.newEntry(hop, peer)
+	e, err := r.newEntryLocked(hop, peer)
 	if err != nil {
+		r.n.m.dropped(dropRelayLimit)
 		return nil
 	}
-	r.table.mu.Lock()
 	r.table.byPeer[peer] = append(r.table.byPeer[peer], e)
-	r.table.mu.Unlock()
 	return e
 }
 
@@ -350,6 +457,12 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 		n.log.Info("relay request from a host that is not one of our relays", "relay", t.vpnIP)
 		return
 	}
+	// The initiator is a host of our network other than us and the relay; anything else
+	// would only make an entry nobody can use.
+	if !n.vpnNet.Contains(c.RelayFrom) || c.RelayFrom == n.vpnIP || c.RelayFrom == t.vpnIP || c.InitiatorIndex == 0 {
+		n.m.dropped(dropRelay)
+		return
+	}
 	e := r.pendingEntry(t.vpnIP, c.RelayFrom)
 	if e == nil {
 		return
@@ -363,7 +476,8 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 // forwardRequest: we are asked to relay from t to c.RelayTo.
 func (r *relayState) forwardRequest(from *tunnel, c *control) {
 	n := r.n
-	if !r.c().amRelay || c.RelayFrom != from.vpnIP {
+	if !r.c().amRelay || c.RelayFrom != from.vpnIP || c.RelayTo == from.vpnIP ||
+		!n.vpnNet.Contains(c.RelayTo) || c.InitiatorIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -372,30 +486,25 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 		n.hs.trigger(c.RelayTo, nil)
 		return
 	}
-	// One pair per (from, initiator index): a retransmitted request reuses it.
+	// One pair per (requester, target), found in O(1): a retried request, or one with a new
+	// index (the requester restarted or dropped its entry), takes over the pair, so
+	// requests never add entries beyond one pair per target. The reverse request (target
+	// asking for the requester) finds the other side of the same pair.
 	r.table.mu.Lock()
-	var side *relayEntry
-	for _, e := range r.table.byIndex {
-		if e.hop == from.vpnIP && e.peer == c.RelayTo && e.remoteIndex.Load() == c.InitiatorIndex {
-			side = e
-			break
-		}
-	}
-	r.table.mu.Unlock()
+	side := r.table.pairs[[2]netip.Addr{from.vpnIP, c.RelayTo}]
 	if side == nil {
-		a, err := r.newEntry(from.vpnIP, c.RelayTo)
-		if err != nil {
+		var err error
+		if side, err = r.newPairLocked(from.vpnIP, c.RelayTo); err != nil {
+			r.table.mu.Unlock()
+			n.m.dropped(dropRelayLimit)
+			n.log.Debug("relay request refused", "from", from.vpnIP, "to", c.RelayTo, "err", err)
 			return
 		}
-		b, err := r.newEntry(c.RelayTo, from.vpnIP)
-		if err != nil {
-			return
-		}
-		a.remoteIndex.Store(c.InitiatorIndex)
-		a.forward, b.forward = b, a
-		side = a
 	}
-	req := &control{Type: controlCreateRelayRequest, InitiatorIndex: side.forward.localIndex,
+	side.remoteIndex.Store(c.InitiatorIndex)
+	fwdIndex := side.forward.localIndex
+	r.table.mu.Unlock()
+	req := &control{Type: controlCreateRelayRequest, InitiatorIndex: fwdIndex,
 		RelayTo: c.RelayTo, RelayFrom: c.RelayFrom}
 	n.sendEncrypted(target, header.Control, 0, req.marshal())
 }
@@ -404,7 +513,7 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 func (r *relayState) handleResponse(t *tunnel, c *control) {
 	n := r.n
 	e := r.table.get(c.InitiatorIndex)
-	if e == nil || e.hop != t.vpnIP {
+	if e == nil || e.hop != t.vpnIP || c.ResponderIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -449,6 +558,20 @@ func (n *Node) frame(hop *tunnel, index uint32, inner []byte) udp.Message {
 	return udp.Message{Buf: out, N: len(out), Addr: hop.remoteAddr()}
 }
 
+// reframe turns a verified frame, in place, into the frame for the next hop: new outer
+// header, same inner packet, new tag over both in the old tag's room. Forwarding thus copies
+// nothing and allocates no buffer; b belongs to the receive loop until writeUDP returns.
+func (n *Node) reframe(hop *tunnel, index uint32, b []byte) udp.Message {
+	body := b[:len(b)-tagLen]
+	c := hop.sendCounter.Add(1)
+	header.Encode(body, header.Message, header.SubtypeRelay, index, c)
+	out := hop.send.Seal(body, body, nil, c)
+	if now := n.now().UnixNano(); hop.lastSend.Load() != now {
+		hop.lastSend.Store(now)
+	}
+	return udp.Message{Buf: out, N: len(out), Addr: hop.remoteAddr()}
+}
+
 // handleRelayFrame verifies a frame on its hop tunnel, then forwards it (relay) or returns
 // the inner packet with the entry it came through (endpoint).
 func (n *Node) handleRelayFrame(h *header.Header, b []byte, from netip.AddrPort, now time.Time) ([]byte, *relayEntry) {
@@ -476,7 +599,6 @@ func (n *Node) handleRelayFrame(h *header.Header, b []byte, from netip.AddrPort,
 		return nil, nil
 	}
 	n.authenticated(hop, from, nil, now)
-	inner := body[header.Len:]
 	if e.forward != nil {
 		fwd := e.forward
 		ft := n.hosts.byVPNIP(fwd.hop)
@@ -485,8 +607,8 @@ func (n *Node) handleRelayFrame(h *header.Header, b []byte, from netip.AddrPort,
 			n.m.dropped(dropRelay)
 			return nil, nil
 		}
-		n.writeUDP([]udp.Message{n.frame(ft, idx, inner)})
+		n.writeUDP([]udp.Message{n.reframe(ft, idx, b)})
 		return nil, nil
 	}
-	return inner, e
+	return body[header.Len:], e
 }
