@@ -60,3 +60,38 @@ func FuzzParseExt(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRelayControl feeds control messages from an authenticated peer to a relay: nothing
+// panics and the table stays within its bounds and consistent.
+func FuzzRelayControl(f *testing.F) {
+	p := newPathPair(f, "aes")
+	r := p.b.relay
+	r.conf.Store(&relayConf{amRelay: true})
+	r.table.mu.Lock()
+	r.table.maxPairsPerPeer, r.table.maxEntries = 3, 8
+	r.table.mu.Unlock()
+	from := p.b.hosts.byVPNIP(p.a.vpnIP)
+	for _, c := range []control{
+		{Type: controlCreateRelayRequest, InitiatorIndex: 5, RelayTo: p.b.vpnIP, RelayFrom: p.a.vpnIP},
+		{Type: controlCreateRelayRequest, InitiatorIndex: 6, RelayTo: p.a.vpnIP, RelayFrom: p.a.vpnIP},
+		{Type: controlCreateRelayResponse, InitiatorIndex: 7, ResponderIndex: 8, RelayTo: p.b.vpnIP, RelayFrom: p.a.vpnIP},
+	} {
+		f.Add(c.marshal())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r.handleControl(from, b)
+		r.table.mu.Lock()
+		defer r.table.mu.Unlock()
+		n := 0
+		r.table.byIndex.Range(func(_, v any) bool {
+			n++
+			if e := v.(*relayEntry); e.forward != nil && e.forward.forward != e {
+				t.Fatalf("pair sides not joined: %+v", e)
+			}
+			return true
+		})
+		if n != r.table.entries || n > r.table.maxEntries {
+			t.Fatalf("%d entries, counted %d, bound %d", n, r.table.entries, r.table.maxEntries)
+		}
+	})
+}
