@@ -41,6 +41,8 @@ const (
 	dropRelay            = "relay_invalid"
 	dropClockSkew        = "handshake_clock_skew"
 	dropCandidateEvicted = "handshake_unconfirmed_evicted"
+	dropBacklogFull      = "handshake_backlog_full"       // msg 1 from a stranger, its queue full
+	dropBacklogFullKnown = "handshake_backlog_full_known" // msg 1 from an expected source, its queue full
 )
 
 var allDropReasons = []string{
@@ -49,7 +51,7 @@ var allDropReasons = []string{
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
-	dropRelay, dropClockSkew, dropCandidateEvicted,
+	dropRelay, dropClockSkew, dropCandidateEvicted, dropBacklogFull, dropBacklogFullKnown,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).
