@@ -243,7 +243,7 @@ const (
 	DefaultMaxPending              = 4096
 	DefaultPerSourceRate           = 20 // handshake msg1 per second per source address
 	DefaultMaxClockSkew            = 15 * time.Minute
-	DefaultMsg1Rate                = 1000 // msg 1s answered per second, all sources together
+	DefaultMsg1Rate                = 500 // msg 1s answered per second, all sources together (about a quarter of a core, docs/PERFORMANCE.md)
 	DefaultConnectionAliveInterval = 5 * time.Second
 	DefaultPendingDeletionInterval = 10 * time.Second
 	DefaultInactivityTimeout       = 10 * time.Minute
