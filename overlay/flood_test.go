@@ -291,8 +291,8 @@ func TestHandshakeFloodKeepsTunnelsAndKnownPeers(t *testing.T) {
 	}
 }
 
-// TestMsg1FromAnExpectedSourceIsServedFirst: with the strangers' queue full and the budget
-// spent, a msg 1 from an address in static_host_map still goes to the priority queue.
+// TestMsg1ExpectedSources: static_host_map addresses are expected from the start, a
+// stranger's are not, and a tunnel's address becomes expected once the tunnel is up.
 func TestMsg1ExpectedSources(t *testing.T) {
 	f := newFloodNet(t, "")
 	a := f.nodes[fA]
