@@ -159,6 +159,9 @@ type HandshakesConfig struct {
 	PerSourceRate float64 `yaml:"per_source_rate"`
 	// MaxClockSkew is how far ahead of our clock a msg1's Time may be.
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// Msg1Rate is how many msg1s a second, from all sources together, the responder may
+	// verify and answer: it bounds the CPU a handshake flood can take.
+	Msg1Rate int `yaml:"msg1_rate"`
 }
 
 // TimersConfig are Nebula's liveness timers.
@@ -240,6 +243,7 @@ const (
 	DefaultMaxPending              = 4096
 	DefaultPerSourceRate           = 20 // handshake msg1 per second per source address
 	DefaultMaxClockSkew            = 15 * time.Minute
+	DefaultMsg1Rate                = 500 // msg 1s answered per second, all sources together (about a quarter of a core, docs/PERFORMANCE.md)
 	DefaultConnectionAliveInterval = 5 * time.Second
 	DefaultPendingDeletionInterval = 10 * time.Second
 	DefaultInactivityTimeout       = 10 * time.Minute
@@ -372,6 +376,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Handshakes.MaxClockSkew == 0 {
 		c.Handshakes.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.Handshakes.Msg1Rate == 0 {
+		c.Handshakes.Msg1Rate = DefaultMsg1Rate
 	}
 	if c.Timers.ConnectionAliveInterval == 0 {
 		c.Timers.ConnectionAliveInterval = DefaultConnectionAliveInterval
@@ -524,6 +531,9 @@ func (c *Config) validate() error {
 	}
 	if c.Handshakes.TryInterval < time.Millisecond {
 		bad("handshakes.try_interval", "%s is too short", c.Handshakes.TryInterval)
+	}
+	if c.Handshakes.Msg1Rate < 1 || c.Handshakes.Msg1Rate > 1000000 {
+		bad("handshakes.msg1_rate", "%d is out of range 1-1000000", c.Handshakes.Msg1Rate)
 	}
 	if c.Handshakes.MaxClockSkew < time.Second {
 		bad("handshakes.max_clock_skew", "%s is too short (peers' clocks are never that close; 15m is the default)", c.Handshakes.MaxClockSkew)

@@ -101,7 +101,8 @@ func (n *Node) dispatch(b []byte, from netip.AddrPort, via *relayEntry, now time
 	case header.Handshake:
 		switch h.Counter {
 		case 1:
-			n.hs.handleMsg1(b, from, via)
+			// Copied to the handshake worker: the data path never pays for a msg 1's crypto.
+			n.hsq.enqueue(b, from, via, now)
 		case 2:
 			n.hs.handleMsg2(b, from, via, h.RemoteIndex)
 		default:

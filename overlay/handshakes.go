@@ -67,7 +67,6 @@ type handshakeManager struct {
 	mu      sync.Mutex
 	byVPN   map[netip.Addr]*pending
 	byIndex map[uint32]*pending
-	limiter map[netip.Addr]*bucket
 	recent  map[[32]byte]*tunnel // msg1 digest -> tunnel it built, for retransmitted msg1
 	retire  []retiring
 	cands   map[uint32]*candidate // by our local index
@@ -80,7 +79,6 @@ func newHandshakeManager(n *Node) *handshakeManager {
 		n:       n,
 		byVPN:   map[netip.Addr]*pending{},
 		byIndex: map[uint32]*pending{},
-		limiter: map[netip.Addr]*bucket{},
 		recent:  map[[32]byte]*tunnel{},
 		cands:   map[uint32]*candidate{},
 		candsBy: map[netip.Addr]int{},
@@ -272,11 +270,6 @@ func (hs *handshakeManager) tick(now time.Time) {
 			delete(hs.recent, k)
 		}
 	}
-	for a, b := range hs.limiter {
-		if now.Sub(b.last) > 10*time.Second {
-			delete(hs.limiter, a)
-		}
-	}
 	hs.mu.Unlock()
 	for _, t := range done {
 		n.hosts.retire(t)
@@ -295,30 +288,8 @@ func (hs *handshakeManager) tick(now time.Time) {
 	}
 }
 
-// allow applies the per-source token bucket. Caller holds hs.mu.
-func (hs *handshakeManager) allow(src netip.Addr, now time.Time) bool {
-	rate := hs.n.cfg.Handshakes.PerSourceRate
-	b, ok := hs.limiter[src]
-	if !ok {
-		if len(hs.limiter) >= maxLimiterEntries {
-			clear(hs.limiter)
-		}
-		b = &bucket{tokens: 2 * rate, last: now}
-		hs.limiter[src] = b
-	}
-	b.tokens += now.Sub(b.last).Seconds() * rate
-	if b.tokens > 2*rate {
-		b.tokens = 2 * rate
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// handleMsg1 is the responder side: verify the initiator's cert before any DH, settle races
+// handleMsg1 is the responder side, run by the handshake worker (msg1Backlog.run) after the
+// per-source limit and the budget: verify the initiator's cert before any DH, settle races
 // and replays, then answer. The answer's tunnel is only a candidate until a packet
 // authenticates under its keys (confirm): msg 1 shows a certificate and a static public key
 // but proves nothing about the private key, so an off-path stranger who has seen a host's
@@ -326,17 +297,8 @@ func (hs *handshakeManager) allow(src netip.Addr, now time.Time) bool {
 func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *relayEntry) {
 	n := hs.n
 	now := n.now()
-	source := from.Addr()
-	if via != nil {
-		source = via.hop
-	}
 	sum := sha256.Sum256(pkt)
 	hs.mu.Lock()
-	if !hs.allow(source, now) {
-		hs.mu.Unlock()
-		n.m.dropped(dropRateLimited)
-		return
-	}
 	if t, ok := hs.recent[sum]; ok && n.hosts.byLocalIndex(t.localIndex) == t {
 		// A retransmitted msg1 whose reply was lost: answer with the same msg2. Only an
 		// unconfirmed tunnel follows the path this copy came by (a relay means the direct

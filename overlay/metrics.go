@@ -41,8 +41,10 @@ const (
 	dropRelay            = "relay_invalid"
 	dropClockSkew        = "handshake_clock_skew"
 	dropCandidateEvicted = "handshake_unconfirmed_evicted"
-	dropRelayLimit       = "relay_limit"             // a relay request beyond the table's bounds
-	dropRecvErrorRate    = "recv_error_rate_limited" // a recv_error we did not send (not a datagram)
+	dropRelayLimit       = "relay_limit"                  // a relay request beyond the table's bounds
+	dropRecvErrorRate    = "recv_error_rate_limited"      // a recv_error we did not send (not a datagram)
+	dropBacklogFull      = "handshake_backlog_full"       // msg 1 from a stranger, its queue full
+	dropBacklogFullKnown = "handshake_backlog_full_known" // msg 1 from an expected source, its queue full
 )
 
 var allDropReasons = []string{
@@ -52,6 +54,7 @@ var allDropReasons = []string{
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
 	dropRelay, dropClockSkew, dropCandidateEvicted, dropRelayLimit, dropRecvErrorRate,
+	dropBacklogFull, dropBacklogFullKnown,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).

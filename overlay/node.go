@@ -116,6 +116,7 @@ type Node struct {
 	static   atomic.Pointer[map[netip.Addr][]netip.AddrPort]
 	hosts    hostMap
 	hs       *handshakeManager
+	hsq      *msg1Backlog
 	lh       *lighthouseState
 	relay    *relayState
 	pings    pingWaiters
@@ -201,6 +202,8 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	if n.lh, err = newLighthouseState(n); err != nil {
 		return nil, err
 	}
+	n.hsq = newMsg1Backlog(n)
+	n.hsq.rebuildExpected()
 	n.ext.handle(extOpFirewallQuery, n.answerFirewallQuery)
 	n.bl = newBlocklistState(n, opts.Registerer)
 	if n.lh.am {
@@ -287,6 +290,7 @@ func (n *Node) SetLighthouses(cfg *Config) error {
 	n.static.Store(&static)
 	n.lh.conf.Store(lc)
 	n.relay.conf.Store(rc)
+	n.hsq.rebuildExpected()
 	return nil
 }
 
@@ -309,6 +313,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.timers(ctx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.hsq.run() }()
 	if !n.lh.am {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.blocklistLoop(ctx) }()
@@ -386,6 +392,7 @@ func (n *Node) timers(ctx context.Context) {
 		if now.Sub(lastLiveness) >= time.Second || now.Before(lastLiveness) {
 			lastLiveness = now
 			n.checkTunnels(now)
+			n.hsq.tick(now)
 			n.lh.tick(now)
 			n.relay.tick()
 		}

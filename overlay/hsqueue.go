@@ -1,0 +1,327 @@
+package overlay
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/overlay/header"
+)
+
+// The msg 1 backlog. A msg 1 costs the responder a certificate signature check and, if it
+// passes, four X25519 operations; IX gives no cheap proof of anything (no MAC, no cookie
+// that Nebula 1.6 peers would answer), so a stranger with a copied certificate can make us
+// do that work from any spoofed address. The receive path therefore only copies a msg 1
+// into one of two bounded queues (known sources first), and one worker answers them at no
+// more than handshakes.msg1_rate per second: a flood costs the data path a copy and the
+// machine a bounded share of one core.
+const (
+	// msg1PrioQueue holds msg 1s from sources we expect: a relay hop, the address of a
+	// tunnel, static_host_map, an address a lighthouse gave us.
+	msg1PrioQueue = 64
+	// msg1Queue holds everyone else's. Short, so a stranger's msg 1 that gets in is
+	// answered within msg1Queue/msg1_rate (half a second at the default), not after
+	// the initiator gave up on it.
+	msg1Queue = 256
+	// msg1Buf is the initial capacity of a queue buffer (a Nebula msg 1 is 240-260 bytes;
+	// larger certificates grow the buffer once).
+	msg1Buf = 512
+	// cheapCost is what a msg 1 refused before any signature check or DH costs of the
+	// budget. BenchmarkMsg1 measures such a refusal at under 1/100 of an answered msg 1;
+	// charging 1/32 keeps a garbage flood's share of the worker small on any machine.
+	cheapCost = 1.0 / 32
+	// probeEvery bounds the "too old" Test requests sent on one tunnel.
+	probeEvery = time.Second
+	// maxProbed bounds the table of recent probes.
+	maxProbed = 4096
+)
+
+// msg1Job is one queued msg 1.
+type msg1Job struct {
+	buf  []byte
+	from netip.AddrPort
+	via  *relayEntry
+}
+
+// msg1Backlog is the receive path's hand-off to the handshake worker and the worker's
+// budget. The receive path touches only the limiter (its own lock), the expected-source
+// set (an atomic snapshot) and the channels.
+type msg1Backlog struct {
+	n          *Node
+	free       chan []byte
+	prio, rest chan msg1Job
+
+	limMu   sync.Mutex
+	limiter map[netip.Addr]bucket // by value: a spoofed source costs no allocation of its own
+
+	expect   atomic.Pointer[map[netip.Addr]struct{}]
+	expectMu sync.Mutex // serialises rebuilds
+
+	// Worker-only state: the global budget (a token bucket on the monotonic clock, since
+	// it bounds CPU time, not protocol time) and recent "too old" probes.
+	rate, burst float64
+	tokens      float64
+	last        time.Time
+	mono        func() time.Time
+	probed      map[uint32]time.Time
+	// busy is the worker's time spent on msg 1s (wall time, so it includes preemption),
+	// for the flood benchmark's CPU share.
+	busy atomic.Int64
+}
+
+func newMsg1Backlog(n *Node) *msg1Backlog {
+	q := &msg1Backlog{
+		n:       n,
+		free:    make(chan []byte, msg1PrioQueue+msg1Queue+1),
+		prio:    make(chan msg1Job, msg1PrioQueue),
+		rest:    make(chan msg1Job, msg1Queue),
+		limiter: map[netip.Addr]bucket{},
+		rate:    float64(n.cfg.Handshakes.Msg1Rate),
+		mono:    time.Now,
+		probed:  map[uint32]time.Time{},
+	}
+	// A tenth of a second's worth, so a burst of genuine handshakes (a lighthouse coming
+	// back to a whole network) is answered at once.
+	q.burst = max(q.rate/10, 8)
+	q.tokens = q.burst
+	for range cap(q.free) {
+		q.free <- nil
+	}
+	empty := map[netip.Addr]struct{}{}
+	q.expect.Store(&empty)
+	return q
+}
+
+// enqueue is the receive path's whole share of a msg 1: the per-source limit, a copy, and
+// a non-blocking send. It never waits and never does crypto.
+func (q *msg1Backlog) enqueue(b []byte, from netip.AddrPort, via *relayEntry, now time.Time) {
+	n := q.n
+	src := from.Addr()
+	if via != nil {
+		src = via.hop
+	}
+	if !q.allow(src, now) {
+		n.m.dropped(dropRateLimited)
+		return
+	}
+	prio := via != nil || q.expected(src)
+	var buf []byte
+	select {
+	case buf = <-q.free:
+	default: // both queues full and the worker busy
+		n.m.dropped(dropBacklogFull)
+		return
+	}
+	if buf == nil {
+		buf = make([]byte, 0, max(msg1Buf, len(b)))
+	}
+	j := msg1Job{buf: append(buf[:0], b...), from: from, via: via}
+	ch, reason := q.rest, dropBacklogFull
+	if prio {
+		ch, reason = q.prio, dropBacklogFullKnown
+	}
+	select {
+	case ch <- j:
+	default:
+		q.free <- j.buf
+		n.m.dropped(reason)
+	}
+}
+
+// allow applies the per-source token bucket (handshakes.per_source_rate, burst twice that).
+func (q *msg1Backlog) allow(src netip.Addr, now time.Time) bool {
+	rate := q.n.cfg.Handshakes.PerSourceRate
+	q.limMu.Lock()
+	defer q.limMu.Unlock()
+	b, ok := q.limiter[src]
+	if !ok {
+		if len(q.limiter) >= maxLimiterEntries {
+			clear(q.limiter) // spoofed sources: forgetting them all is cheaper than an LRU
+		}
+		b = bucket{tokens: 2 * rate, last: now}
+	}
+	b.tokens = min(2*rate, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	ok = b.tokens >= 1
+	if ok {
+		b.tokens--
+	}
+	q.limiter[src] = b
+	return ok
+}
+
+// expected reports whether src is an address we have reason to hear a msg 1 from.
+func (q *msg1Backlog) expected(src netip.Addr) bool {
+	_, ok := (*q.expect.Load())[src.Unmap()]
+	return ok
+}
+
+// rebuildExpected recomputes the expected sources: static_host_map (lighthouses included),
+// the addresses our tunnels run on (re-handshakes, renewals), and every address a
+// lighthouse gave us in a query reply or punch notification. Called once a second and as
+// soon as a lighthouse tells us something, so a peer it announced is answered first.
+func (q *msg1Backlog) rebuildExpected() {
+	n := q.n
+	q.expectMu.Lock()
+	defer q.expectMu.Unlock()
+	set := make(map[netip.Addr]struct{}, len(*q.expect.Load()))
+	for _, addrs := range n.staticMap() {
+		for _, a := range addrs {
+			set[a.Addr().Unmap()] = struct{}{}
+		}
+	}
+	for _, t := range n.hosts.all() {
+		if a := t.remoteAddr(); a.IsValid() {
+			set[a.Addr().Unmap()] = struct{}{}
+		}
+	}
+	n.lh.mu.Lock()
+	for _, byLH := range n.lh.learned {
+		for _, addrs := range byLH {
+			for _, a := range addrs {
+				set[a.Addr().Unmap()] = struct{}{}
+			}
+		}
+	}
+	n.lh.mu.Unlock()
+	q.expect.Store(&set)
+}
+
+// tick ages the limiter table and the probe table.
+func (q *msg1Backlog) tick(now time.Time) {
+	q.limMu.Lock()
+	for a, b := range q.limiter {
+		if now.Sub(b.last) > 10*time.Second {
+			delete(q.limiter, a)
+		}
+	}
+	q.limMu.Unlock()
+	q.rebuildExpected()
+}
+
+// run is the handshake worker: known sources first, cheap refusals before the budget, and
+// at most the budget's worth of full responder work per second.
+func (q *msg1Backlog) run() {
+	n := q.n
+	for {
+		var j msg1Job
+		select {
+		case j = <-q.prio:
+		default:
+			select {
+			case j = <-q.prio:
+			case j = <-q.rest:
+			case <-n.done:
+				return
+			}
+		}
+		// Even refusals wait for their (small) share of the budget, so a flood of
+		// garbage cannot keep the worker busy beyond msg1_rate/cheapCost a second.
+		if !q.wait(cheapCost) {
+			return
+		}
+		start := q.mono()
+		if q.precheck(j) {
+			q.spend(cheapCost)
+		} else {
+			if !q.wait(1) {
+				return
+			}
+			start = q.mono() // not the wait
+			q.spend(1)
+			n.hs.handleMsg1(j.buf, j.from, j.via)
+		}
+		q.busy.Add(int64(q.mono().Sub(start)))
+		q.free <- j.buf
+	}
+}
+
+// refill adds the tokens earned since the last look.
+func (q *msg1Backlog) refill() {
+	now := q.mono()
+	if !q.last.IsZero() {
+		q.tokens = min(q.burst, q.tokens+now.Sub(q.last).Seconds()*q.rate)
+	}
+	q.last = now
+}
+
+func (q *msg1Backlog) spend(c float64) { q.tokens -= c }
+
+// wait blocks until need tokens are available; false when the node is closing.
+func (q *msg1Backlog) wait(need float64) bool {
+	for {
+		q.refill()
+		if q.tokens >= need {
+			return true
+		}
+		d := time.Duration((need - q.tokens) / q.rate * float64(time.Second))
+		t := time.NewTimer(max(d, 50*time.Microsecond))
+		select {
+		case <-q.n.done:
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// precheck refuses, without a signature check or DH, the msg 1s that handleMsg1 would
+// refuse anyway: unreadable, a certificate that is blocklisted, from an unknown or
+// blocked CA, expired, or ours, a Time too far ahead, and "too old" for a tunnel built on
+// the very same certificate (whose signature we verified when the tunnel was made). It
+// reports whether it refused (and counted) the msg 1. Anything else goes to handleMsg1,
+// which repeats these checks on the verified certificate.
+func (q *msg1Backlog) precheck(j msg1Job) bool {
+	n := q.n
+	b := j.buf
+	const keys = 2 * 32 // IX msg 1: e, s, then the payload in clear (no key yet)
+	if len(b) < header.Len+keys+2 {
+		return q.refuse(dropHandshake, "invalid")
+	}
+	p, err := handshake.UnmarshalPayload(b[header.Len+keys:])
+	if err != nil {
+		return q.refuse(dropHandshake, "invalid")
+	}
+	peer, err := cert.UnmarshalHandshake(p.Cert, b[header.Len+32:header.Len+keys])
+	if err != nil || len(peer.Details.Ips) == 0 {
+		return q.refuse(dropHandshake, "invalid")
+	}
+	now := n.now()
+	pool := n.pki.Load().Pool
+	fp := peer.Fingerprint()
+	ca, ok := pool.CA(peer.Details.Issuer)
+	if !ok || pool.IsBlocked(fp) || pool.IsBlocked(peer.Details.Issuer) || ca.Expired(now) || peer.Expired(now) {
+		return q.refuse(dropHandshake, "invalid")
+	}
+	vpn := peer.VpnIP()
+	if vpn == n.vpnIP {
+		return q.refuse(dropSelf, "invalid")
+	}
+	if p.Time > uint64(now.UnixNano()) && time.Duration(p.Time-uint64(now.UnixNano())) > n.cfg.Handshakes.MaxClockSkew {
+		return q.refuse(dropClockSkew, "")
+	}
+	if old := n.hosts.byVPNIP(vpn); old != nil && old.peerTime >= p.Time && old.peer.Fingerprint() == fp {
+		// As handleMsg1 does for "too old", ask the old tunnel whether the peer is still
+		// there, but at most once a second: a replayed msg 1 must not make us chatter.
+		if last, ok := q.probed[old.localIndex]; !ok || now.Sub(last) >= probeEvery || now.Before(last) {
+			if len(q.probed) >= maxProbed {
+				clear(q.probed)
+			}
+			q.probed[old.localIndex] = now
+			n.sendEncrypted(old, header.Test, header.SubtypeTestRequest, nil)
+		}
+		return q.refuse(dropHandshakeOld, "ignored")
+	}
+	return false
+}
+
+func (q *msg1Backlog) refuse(reason, outcome string) bool {
+	q.n.m.dropped(reason)
+	if outcome != "" {
+		q.n.m.handshakes.WithLabelValues("responder", outcome).Inc()
+	}
+	return true
+}
