@@ -28,6 +28,8 @@ type AdminInviteRequest struct {
 	IP     netip.Addr    `json:"ip,omitzero"`
 	Groups []string      `json:"groups,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
+	// Replace: see InviteRequest.Replace.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // AdminInviteResponse answers an invite.

@@ -31,6 +31,15 @@ var (
 	// it replaced, in case the reply to the last renewal was lost) may renew.
 	ErrCertSuperseded = errors.New("certificate superseded by a newer one")
 	ErrMalformed      = errors.New("malformed request")
+	// ErrFork is a renewal from a certificate the host has already renewed, other than a
+	// retry for the same new key: two holders of the host's key. The audit log records it.
+	ErrFork = errors.New("renewal from a superseded certificate (a possible copy of the host's key)")
+	// ErrRenewLimited is a renewal too early in the certificate's life, or one that would
+	// give the host more than MaxHostCerts valid certificates; asking later succeeds.
+	ErrRenewLimited = errors.New("renewal refused for now")
+	// ErrBlocklistTooLarge means the blocklist would be refused by nodes, so it is not
+	// published; the service logs and audits an alarm.
+	ErrBlocklistTooLarge = errors.New("blocklist too large for nodes to accept")
 
 	ErrNoActiveCA = errors.New("no unexpired CA with a key to sign with")
 )

@@ -27,8 +27,9 @@ import (
 // nothing was sent to it.
 var ErrPinMismatch = errors.New("CA service TLS certificate does not match the pinned fingerprint")
 
-// maxResponse caps what we read from the service.
-const maxResponse = 1 << 20
+// maxResponse caps what we read from the service; the service publishes no blocklist
+// larger than that.
+const maxResponse = authority.MaxResponseSize
 
 // Client talks to one CA service.
 type Client struct {
