@@ -133,7 +133,8 @@ func ListenAdmin(path string) (net.Listener, error) {
 	}
 	// Bound in a fresh directory only we can enter, set to 0600, then moved into place: the
 	// socket is never reachable with the umask's mode (as overlay's control socket).
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin-sock-")
+	// The names are short: a socket path has room for 107 bytes.
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".s")
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
