@@ -27,8 +27,8 @@ var (
 	ErrStale = errors.New("renewal request time out of range")
 	// ErrCertInvalid wraps the cert package's reason (expired, unknown CA, ...).
 	ErrCertInvalid = errors.New("certificate not valid for renewal")
-	// ErrCertSuperseded is an old certificate of the host: only the current one (or the one
-	// it replaced, in case the reply to the last renewal was lost) may renew.
+	// ErrCertSuperseded was the answer to a renewal from an old certificate of the host;
+	// the service now answers ErrFork. Kept so the API code still maps to an error.
 	ErrCertSuperseded = errors.New("certificate superseded by a newer one")
 	ErrMalformed      = errors.New("malformed request")
 	// ErrFork is a renewal from a certificate the host has already renewed, other than a
