@@ -255,7 +255,7 @@ func (a *Authority) checkRenewalBounds(tx Tx, h *Host, rec CertRecord, now time.
 			if len(h.EarlyRenewals) >= RenewBurst {
 				return "", fmt.Errorf("%w: too early: the certificate is at %d%% of its lifetime; renewal is accepted from half of it (%s), "+
 					"and the %d earlier renewals allowed per certificate lifetime are used up", ErrRenewLimited,
-					100*now.Sub(rec.NotBefore)/rec.NotAfter.Sub(rec.NotBefore), half.UTC().Format(time.RFC3339), RenewBurst)
+					int(100*float64(now.Sub(rec.NotBefore))/float64(rec.NotAfter.Sub(rec.NotBefore))), half.UTC().Format(time.RFC3339), RenewBurst)
 			}
 			h.EarlyRenewals = append(h.EarlyRenewals, now.UTC())
 			note = fmt.Sprintf(" early=%d/%d", len(h.EarlyRenewals), RenewBurst)
