@@ -43,7 +43,9 @@ type SignedBlocklist struct {
 const blocklistMagic = "meshnode-blocklist-v1"
 
 // MaxBlocklistEntries bounds a blocklist anyone will sign, verify or decode. The service
-// drops entries a day after their certificate expired, so real lists stay far below it.
+// drops entries once their certificate has expired (give or take its max_clock_skew), bounds
+// the certificates of each host, and refuses to publish a list nodes would refuse, so real
+// lists stay far below it.
 const MaxBlocklistEntries = 1 << 16
 
 // SignedBytes is the canonical encoding the signature covers.

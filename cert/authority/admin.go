@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -26,6 +28,8 @@ type AdminInviteRequest struct {
 	IP     netip.Addr    `json:"ip,omitzero"`
 	Groups []string      `json:"groups,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
+	// Replace: see InviteRequest.Replace.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // AdminInviteResponse answers an invite.
@@ -127,15 +131,43 @@ func ListenAdmin(path string) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	ln, err := net.Listen("unix", path)
+	// Bound in a fresh directory only we can enter, set to 0600, then moved into place: the
+	// socket is never reachable with the umask's mode (as overlay's control socket).
+	// The names are short: a socket path has room for 107 bytes.
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".s")
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return &unlinkOnClose{UnixListener: ln, path: path}, nil
+}
+
+// unlinkOnClose removes the socket file at its final path when the listener closes (the
+// listener itself only knows the name it was bound under).
+type unlinkOnClose struct {
+	*net.UnixListener
+	path string
+	once sync.Once
+}
+
+func (l *unlinkOnClose) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() { os.Remove(l.path) })
+	return err
 }
 
 // ServeAdmin serves AdminHandler(a) on ln until ctx is done.

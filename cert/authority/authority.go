@@ -5,13 +5,18 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
@@ -26,9 +31,6 @@ const (
 	// maxBackdate makes a fresh cert valid on peers whose clocks lag a little (step-ca: 1
 	// min). It is taken out of the lifetime, not added to it, and is at most a tenth of it.
 	maxBackdate = time.Minute
-	// blocklistGrace keeps an expired cert on the blocklist a while longer, for receivers
-	// whose clocks lag.
-	blocklistGrace = 24 * time.Hour
 )
 
 // SigningCA is a CA the authority knows. Key is nil for a CA that is only trusted (kept in
@@ -80,6 +82,9 @@ type Authority struct {
 	active     SigningCA
 	pool       *cert.Pool
 	serviceKey *ecdh.PrivateKey
+
+	alarmMu sync.Mutex
+	alarmed uint64 // blocklist version whose alarm this process has audited
 }
 
 // New checks opts and returns an Authority.
@@ -177,6 +182,20 @@ func (a *Authority) Bundle() []byte {
 	return b.Bytes()
 }
 
+// bundleID names what a renewal hands out: the signing CA and the unexpired CAs of the
+// bundle. It changes with each step of a CA rotation.
+func (a *Authority) bundleID(now time.Time) string {
+	var fps []string
+	for _, c := range a.pool.CAs() {
+		if !c.Expired(now) {
+			fps = append(fps, c.Fingerprint())
+		}
+	}
+	slices.Sort(fps)
+	h := sha256.Sum256([]byte(a.active.Cert.Fingerprint() + " " + strings.Join(fps, " ")))
+	return hex.EncodeToString(h[:8])
+}
+
 // Identity is what a host's certificates say: chosen by the admin at invite, re-issued
 // unchanged at every renewal.
 type Identity struct {
@@ -193,6 +212,10 @@ type InviteRequest struct {
 	IP     netip.Addr // zero: the next free address of CIDR
 	Groups []string
 	TTL    time.Duration // zero: Options.TokenTTL
+	// Replace invites a name that has enrolled (or was revoked) again, for a new key: the
+	// host keeps its IP, CIDR and groups unless given here, its audit history stays, and
+	// every certificate it still holds that is valid is revoked.
+	Replace bool
 }
 
 func (a *Authority) audit(tx Tx, e AuditEntry) error {
@@ -396,22 +419,37 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 		if err != nil {
 			return err
 		}
-		if _, ok := t.Get(req.CIDR); !ok {
-			return fmt.Errorf("%w: %s", ErrCIDRUnknown, req.CIDR)
-		}
 		hs, err := tx.Hosts()
 		if err != nil {
 			return err
 		}
+		var prev *Host
 		if i := slices.IndexFunc(hs, func(h Host) bool { return h.Name == req.Name }); i >= 0 {
-			switch hs[i].State {
-			case HostInvited:
-			case HostRevoked:
-				return fmt.Errorf("%w: host %s is revoked, and a revoked name is never invited again", ErrNameTaken, req.Name)
+			switch {
+			case hs[i].State == HostInvited:
+			case req.Replace:
+				prev = &hs[i]
+				// The replaced host keeps what the request does not change.
+				if req.CIDR == "" {
+					req.CIDR = prev.CIDR
+				}
+				if !req.IP.IsValid() && req.CIDR == prev.CIDR {
+					req.IP = prev.IP.Addr()
+				}
+				if req.Groups == nil {
+					req.Groups = slices.Clone(prev.Groups)
+				}
+			case hs[i].State == HostRevoked:
+				return fmt.Errorf("%w: host %s is revoked; only a replacing invite gives the name a new key", ErrNameTaken, req.Name)
 			default:
-				return fmt.Errorf("%w: host %s is %s", ErrNameTaken, req.Name, hs[i].State)
+				return fmt.Errorf("%w: host %s is %s; only a replacing invite gives it a new key", ErrNameTaken, req.Name, hs[i].State)
 			}
 			hs = slices.Delete(hs, i, i+1) // a re-invite may move the host
+		} else if req.Replace {
+			return fmt.Errorf("%w: host %s (nothing to replace)", ErrNotFound, req.Name)
+		}
+		if _, ok := t.Get(req.CIDR); !ok {
+			return fmt.Errorf("%w: %s", ErrCIDRUnknown, req.CIDR)
 		}
 		taken := a.takenSet(hs)
 		ip := req.IP
@@ -436,13 +474,21 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 		if err := tx.PutToken(TokenRecord{Hash: hash, Host: id.Name, Created: now.UTC(), Expires: now.Add(ttl).UTC()}); err != nil {
 			return err
 		}
-		return a.audit(tx, AuditEntry{Action: "invite", Host: id.Name,
-			Detail: fmt.Sprintf("ip=%v groups=%v cidr=%s token=%s expires=%s", id.IP, id.Groups, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339))})
+		action, revoked := "invite", ""
+		if prev != nil {
+			fps, v, err := a.revokeCerts(tx, id.Name, now.UTC())
+			if err != nil {
+				return err
+			}
+			action, revoked = "replace", fmt.Sprintf(" was=%s revoked=%d version=%d", prev.State, len(fps), v)
+		}
+		return a.audit(tx, AuditEntry{Action: action, Host: id.Name,
+			Detail: fmt.Sprintf("ip=%v groups=%v cidr=%s token=%s expires=%s%s", id.IP, id.Groups, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
 	})
 	if err != nil {
 		return "", Identity{}, err
 	}
-	a.o.Logger.Info("invited host", "host", id.Name, "ip", id.IP, "token_id", tokenID(hash))
+	a.o.Logger.Info("invited host", "host", id.Name, "ip", id.IP, "token_id", tokenID(hash), "replace", req.Replace)
 	return Token{URL: a.o.URL, Pin: a.o.Pin, Secret: secret}.String(), id, nil
 }
 
@@ -479,7 +525,7 @@ func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert
 		return nil, nil, err
 	}
 	err = tx.PutCert(CertRecord{Fingerprint: c.Fingerprint(), Host: h.Name, Issuer: c.Details.Issuer,
-		NotBefore: nb.UTC(), NotAfter: na.UTC(), Issued: now.UTC(), PEM: p})
+		NotBefore: nb.UTC(), NotAfter: na.UTC(), Issued: now.UTC(), PEM: p, Bundle: a.bundleID(now)})
 	return c, p, err
 }
 
@@ -600,11 +646,15 @@ type RevokeResult struct {
 	Host         string   // "" for a fingerprint of no known host
 	Fingerprints []string // newly blocked
 	Version      uint64   // blocklist version after the revocation
+	// Warning is set when the blocklist has grown too large for nodes to accept: it is
+	// not published until it shrinks (see Blocklist).
+	Warning string `json:",omitempty"`
 }
 
 // Revoke blocks a host (by name) or a certificate (by fingerprint). Revoking a certificate
-// of a known host revokes the host: all its certificates are blocked and it can neither renew
-// nor enroll again. An unknown fingerprint (a cert signed by hand) is blocked on its own.
+// of a known host revokes the host: its certificates that are still valid are blocked and it
+// can neither renew nor enroll again (until replaced, see InviteRequest.Replace). An
+// unknown fingerprint (a cert signed by hand) is blocked on its own.
 func (a *Authority) Revoke(target string) (RevokeResult, error) {
 	now := a.o.Now().UTC()
 	var res RevokeResult
@@ -621,9 +671,20 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 		} else if !isFingerprint(target) {
 			return fmt.Errorf("%w: %q", ErrNotFound, target)
 		}
-		var fps []Revocation
+		res.Host = name
+		var err error
 		if name == "" {
-			fps = []Revocation{{Fingerprint: target}}
+			if _, ok, err := tx.Revocation(target); err != nil {
+				return err
+			} else if !ok {
+				if err := tx.PutRevocation(Revocation{Fingerprint: target, Time: now}); err != nil {
+					return err
+				}
+				res.Fingerprints = []string{target}
+				if res.Version, err = tx.BumpBlocklistVersion(); err != nil {
+					return err
+				}
+			}
 		} else {
 			h, _, err := tx.Host(name)
 			if err != nil {
@@ -633,40 +694,27 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 			if err := tx.PutHost(h); err != nil {
 				return err
 			}
-			certs, err := tx.Certs()
-			if err != nil {
+			if res.Fingerprints, res.Version, err = a.revokeCerts(tx, name, now); err != nil {
 				return err
 			}
-			for _, c := range certs {
-				// Certs long expired are dead everywhere already.
-				if c.Host == name && now.Before(c.NotAfter.Add(blocklistGrace)) {
-					fps = append(fps, Revocation{Fingerprint: c.Fingerprint, NotAfter: c.NotAfter})
-				}
-			}
 		}
-		res.Host = name
-		for _, r := range fps {
-			if _, ok, err := tx.Revocation(r.Fingerprint); err != nil {
-				return err
-			} else if ok {
-				continue
-			}
-			r.Host, r.Time = name, now
-			if err := tx.PutRevocation(r); err != nil {
+		if res.Version == 0 {
+			if res.Version, err = tx.BlocklistVersion(); err != nil {
 				return err
 			}
-			res.Fingerprints = append(res.Fingerprints, r.Fingerprint)
 		}
-		var err error
-		if len(res.Fingerprints) > 0 {
-			res.Version, err = tx.BumpBlocklistVersion()
-		} else {
-			res.Version, err = tx.BlocklistVersion()
+		detail := fmt.Sprintf("target=%s blocked=%d version=%d", target, len(res.Fingerprints), res.Version)
+		if err := a.audit(tx, AuditEntry{Action: "revoke", Host: name, Detail: detail}); err != nil {
+			return err
 		}
+		fps, err := a.blocklistEntries(tx, now)
 		if err != nil {
 			return err
 		}
-		return a.audit(tx, AuditEntry{Action: "revoke", Host: name, Detail: fmt.Sprintf("target=%s blocked=%d version=%d", target, len(res.Fingerprints), res.Version)})
+		if err := blocklistFits(fps); err != nil {
+			res.Warning = a.blocklistAlarm(tx, res.Version, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return RevokeResult{}, err
@@ -675,26 +723,118 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 	return res, nil
 }
 
-// Blocklist returns the current revocation list signed by the active CA. Entries whose
-// certificate expired more than a day ago are left out.
+// revokeCerts blocks every certificate of host that a node could still accept (unexpired,
+// give or take the clock skew) and is not blocked yet, and bumps the blocklist version if
+// it blocked any (otherwise the version returned is 0). Expired certs are dead everywhere
+// already: listing them would only let a host that renewed often grow the list.
+func (a *Authority) revokeCerts(tx Tx, host string, now time.Time) ([]string, uint64, error) {
+	certs, err := tx.HostCerts(host)
+	if err != nil {
+		return nil, 0, err
+	}
+	var fps []string
+	for _, c := range certs {
+		if now.After(c.NotAfter.Add(a.o.MaxClockSkew)) {
+			continue
+		}
+		if _, ok, err := tx.Revocation(c.Fingerprint); err != nil {
+			return nil, 0, err
+		} else if ok {
+			continue
+		}
+		if err := tx.PutRevocation(Revocation{Fingerprint: c.Fingerprint, Host: host, Time: now, NotAfter: c.NotAfter}); err != nil {
+			return nil, 0, err
+		}
+		fps = append(fps, c.Fingerprint)
+	}
+	if len(fps) == 0 {
+		return nil, 0, nil
+	}
+	slices.Sort(fps)
+	v, err := tx.BumpBlocklistVersion()
+	return fps, v, err
+}
+
+// blocklistEntries is what the published list holds: every revocation whose cert a node
+// could still accept. An entry leaves once its cert has expired by more than the clock skew
+// the service allows (a node whose clock is off by more cannot renew either).
+func (a *Authority) blocklistEntries(tx Tx, now time.Time) ([]string, error) {
+	rs, err := tx.Revocations()
+	if err != nil {
+		return nil, err
+	}
+	var fps []string
+	for _, r := range rs {
+		if r.NotAfter.IsZero() || !now.After(r.NotAfter.Add(a.o.MaxClockSkew)) {
+			fps = append(fps, r.Fingerprint)
+		}
+	}
+	return fps, nil
+}
+
+// blocklistFits reports whether nodes would accept a list of fps: the entry count within
+// cert.MaxBlocklistEntries and the JSON within the client's MaxResponseSize (less a margin).
+func blocklistFits(fps []string) error {
+	if len(fps) > cert.MaxBlocklistEntries {
+		return fmt.Errorf("%w: %d entries, nodes accept at most %d", ErrBlocklistTooLarge, len(fps), cert.MaxBlocklistEntries)
+	}
+	j, err := json.Marshal(SignedBlocklist{Version: 1<<64 - 1, Issued: 1<<63 - 1, CA: strings.Repeat("0", 64),
+		Fingerprints: fps, Signature: make([]byte, 64)})
+	if err != nil {
+		return err
+	}
+	if len(j) > MaxResponseSize-1024 {
+		return fmt.Errorf("%w: %d entries, %d bytes of JSON, nodes read at most %d", ErrBlocklistTooLarge, len(fps), len(j), MaxResponseSize)
+	}
+	return nil
+}
+
+// blocklistAlarm logs that version cannot be published and audits it in tx, once per
+// version in this process. It returns the message for the operator.
+func (a *Authority) blocklistAlarm(tx Tx, version uint64, cause error) string {
+	msg := fmt.Sprintf("blocklist version %d is not published: %v; nodes keep their last list, so revoked hosts keep their tunnels. "+
+		"Entries leave the list as their certificates expire; a shorter durations.cert makes that sooner", version, cause)
+	a.alarmMu.Lock()
+	defer a.alarmMu.Unlock()
+	if a.alarmed == version {
+		return msg
+	}
+	a.o.Logger.Error("ALARM: "+msg, "version", version)
+	if err := a.audit(tx, AuditEntry{Action: "blocklist-alarm", Detail: msg}); err != nil {
+		a.o.Logger.Error("cannot audit the blocklist alarm", "err", err)
+		return msg
+	}
+	a.alarmed = version
+	return msg
+}
+
+// Blocklist returns the current revocation list signed by the active CA, without entries
+// whose certificate has expired. A list nodes would refuse is not published: the error is
+// ErrBlocklistTooLarge, and the service logs and audits an alarm (once per version).
 func (a *Authority) Blocklist() (SignedBlocklist, error) {
 	var fps []string
 	var v uint64
 	now := a.o.Now()
 	err := a.o.Store.View(func(tx Tx) error {
-		rs, err := tx.Revocations()
-		if err != nil {
+		var err error
+		if fps, err = a.blocklistEntries(tx, now); err != nil {
 			return err
-		}
-		for _, r := range rs {
-			if r.NotAfter.IsZero() || now.Before(r.NotAfter.Add(blocklistGrace)) {
-				fps = append(fps, r.Fingerprint)
-			}
 		}
 		v, err = tx.BlocklistVersion()
 		return err
 	})
 	if err != nil {
+		return SignedBlocklist{}, err
+	}
+	if err := blocklistFits(fps); err != nil {
+		a.alarmMu.Lock()
+		done := a.alarmed == v
+		a.alarmMu.Unlock()
+		if !done {
+			if uerr := a.o.Store.Update(func(tx Tx) error { a.blocklistAlarm(tx, v, err); return nil }); uerr != nil {
+				a.o.Logger.Error("cannot audit the blocklist alarm", "err", uerr)
+			}
+		}
 		return SignedBlocklist{}, err
 	}
 	return signBlocklist(v, now.Unix(), fps, a.active), nil

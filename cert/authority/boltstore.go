@@ -1,6 +1,8 @@
 package authority
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -22,6 +24,8 @@ var (
 	bNonces  = []byte("nonces")
 	bAudit   = []byte("audit")
 	bMeta    = []byte("meta")
+	// bHostCerts indexes certs by host ("host\x00fingerprint" -> empty).
+	bHostCerts = []byte("host_certs")
 
 	kBlocklistVersion = []byte("blocklist_version")
 )
@@ -50,7 +54,21 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bHostCerts) != nil {
+			return nil
+		}
+		// A store from before the index: build it from the certs on record.
+		idx, err := tx.CreateBucket(bHostCerts)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bCerts).ForEach(func(k, v []byte) error {
+			var c CertRecord
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("certs/%s: %w", k, err)
+			}
+			return idx.Put(hostCertKey(c.Host, c.Fingerprint), []byte{})
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -89,6 +107,15 @@ func (k boltKV) put(bucket []byte, key, v []byte) error {
 func (k boltKV) del(bucket []byte, key []byte) error { return k.tx.Bucket(bucket).Delete(key) }
 func (k boltKV) forEach(bucket []byte, fn func(k, v []byte) error) error {
 	return k.tx.Bucket(bucket).ForEach(fn)
+}
+func (k boltKV) forEachPrefix(bucket, prefix []byte, fn func(k, v []byte) error) error {
+	c := k.tx.Bucket(bucket).Cursor()
+	for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
+		if err := fn(key, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 func (k boltKV) nextSeq(bucket []byte) (uint64, error) { return k.tx.Bucket(bucket).NextSequence() }
 

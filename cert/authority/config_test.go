@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,4 +159,31 @@ func TestAdminSocketServesTheAuthority(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	l3.Close()
+}
+
+// TestAdminSocketIsBoundWhereOnlyTheOwnerCanReachIt: the socket never exists at its path
+// with the umask's mode: it is bound in a private directory, set to 0600 and moved into
+// place (on main it was bound at its path and chmod-ed after).
+func TestAdminSocketIsBoundWhereOnlyTheOwnerCanReachIt(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	ln, err := authority.ListenAdmin(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 || st.Mode()&os.ModeSocket == 0 {
+		t.Errorf("admin socket mode %v, want a 0600 socket", st.Mode())
+	}
+	if bound := ln.Addr().String(); bound == path {
+		t.Errorf("bound at %s itself: it was reachable with mode %#o until the chmod", path, 0o777)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
 }

@@ -27,10 +27,19 @@ var (
 	ErrStale = errors.New("renewal request time out of range")
 	// ErrCertInvalid wraps the cert package's reason (expired, unknown CA, ...).
 	ErrCertInvalid = errors.New("certificate not valid for renewal")
-	// ErrCertSuperseded is an old certificate of the host: only the current one (or the one
-	// it replaced, in case the reply to the last renewal was lost) may renew.
+	// ErrCertSuperseded was the answer to a renewal from an old certificate of the host;
+	// the service now answers ErrFork. Kept so the API code still maps to an error.
 	ErrCertSuperseded = errors.New("certificate superseded by a newer one")
 	ErrMalformed      = errors.New("malformed request")
+	// ErrFork is a renewal from a certificate the host has already renewed, other than a
+	// retry for the same new key: two holders of the host's key. The audit log records it.
+	ErrFork = errors.New("renewal from a superseded certificate (a possible copy of the host's key)")
+	// ErrRenewLimited is a renewal too early in the certificate's life, or one that would
+	// give the host more than MaxHostCerts valid certificates; asking later succeeds.
+	ErrRenewLimited = errors.New("renewal refused for now")
+	// ErrBlocklistTooLarge means the blocklist would be refused by nodes, so it is not
+	// published; the service logs and audits an alarm.
+	ErrBlocklistTooLarge = errors.New("blocklist too large for nodes to accept")
 
 	ErrNoActiveCA = errors.New("no unexpired CA with a key to sign with")
 )

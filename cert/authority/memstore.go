@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"maps"
 	"slices"
 	"sync"
@@ -94,6 +95,15 @@ func (m *memKV) forEach(bucket []byte, fn func(k, v []byte) error) error {
 		}
 	}
 	return nil
+}
+
+func (m *memKV) forEachPrefix(bucket, prefix []byte, fn func(k, v []byte) error) error {
+	return m.forEach(bucket, func(k, v []byte) error {
+		if !bytes.HasPrefix(k, prefix) {
+			return nil
+		}
+		return fn(k, v)
+	})
 }
 
 func (m *memKV) nextSeq(bucket []byte) (uint64, error) {

@@ -1,14 +1,15 @@
 package authority
 
 import (
+	"container/list"
 	"net/netip"
 	"sync"
 	"time"
 )
 
 // limiter is a token bucket per source address. It is bounded: when it tracks maxKeys
-// sources it forgets them all, which at worst lets a burst through, never locks anyone out
-// for long nor grows without limit.
+// sources, a new one evicts the source seen least recently. Forgetting everyone at once
+// would hand every source (the one being limited included) a fresh burst.
 type limiter struct {
 	rate    float64 // tokens per second
 	burst   float64
@@ -16,16 +17,19 @@ type limiter struct {
 	maxKeys int
 
 	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
+	buckets map[netip.Addr]*list.Element // of *bucket
+	lru     *list.List                   // front: seen most recently
 }
 
 type bucket struct {
+	addr   netip.Addr
 	tokens float64
 	last   time.Time
 }
 
 func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), now: now, maxKeys: 10000, buckets: map[netip.Addr]*bucket{}}
+	return &limiter{rate: rate, burst: float64(burst), now: now, maxKeys: 10000,
+		buckets: map[netip.Addr]*list.Element{}, lru: list.New()}
 }
 
 func (l *limiter) allow(a netip.Addr) bool {
@@ -35,14 +39,19 @@ func (l *limiter) allow(a netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	b, ok := l.buckets[a]
-	if !ok {
-		if len(l.buckets) >= l.maxKeys {
-			clear(l.buckets)
+	e, ok := l.buckets[a]
+	if ok {
+		l.lru.MoveToFront(e)
+	} else {
+		for len(l.buckets) >= l.maxKeys {
+			old := l.lru.Back()
+			delete(l.buckets, old.Value.(*bucket).addr)
+			l.lru.Remove(old)
 		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[a] = b
+		e = l.lru.PushFront(&bucket{addr: a, tokens: l.burst, last: now})
+		l.buckets[a] = e
 	}
+	b := e.Value.(*bucket)
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens < 1 {

@@ -41,6 +41,9 @@ type Tx interface {
 	Cert(fingerprint string) (CertRecord, bool, error)
 	PutCert(CertRecord) error
 	Certs() ([]CertRecord, error)
+	// HostCerts is every certificate issued to host (any order). Renewal counts a host's
+	// unexpired certificates with it, so it must not cost a scan of every host's.
+	HostCerts(host string) ([]CertRecord, error)
 
 	// Token looks a token up by the hex SHA-256 of its secret; the secret itself is never stored.
 	Token(hash string) (TokenRecord, bool, error)
@@ -99,6 +102,12 @@ type Host struct {
 	LastRenewal     time.Time `json:"last_renewal"`
 	RenewCounter    uint64    `json:"renew_counter"`
 	Revoked         time.Time `json:"revoked"`
+	// EarlyRenewals are the times of the renewals made before half of the renewed cert's
+	// lifetime, within the last certificate lifetime (the burst allowance, see Renew).
+	EarlyRenewals []time.Time `json:"early_renewals,omitempty"`
+	// ForkReported is the superseded certificate whose renewal attempt was last audited
+	// as a possible key theft, so one copy cannot flood the audit log.
+	ForkReported string `json:"fork_reported,omitempty"`
 }
 
 // CertRecord is one issued certificate.
@@ -110,6 +119,9 @@ type CertRecord struct {
 	NotAfter    time.Time `json:"not_after"`
 	Issued      time.Time `json:"issued"`
 	PEM         []byte    `json:"pem"`
+	// Bundle identifies the CA bundle the cert was issued with (see Authority.bundleID): a
+	// renewal after the CA list changed brings the host the new bundle and is never early.
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // TokenRecord is an enrollment token, known by the hash of its secret.

@@ -15,6 +15,9 @@ type kv interface {
 	put(bucket, key, v []byte) error
 	del(bucket, key []byte) error
 	forEach(bucket []byte, fn func(k, v []byte) error) error
+	// forEachPrefix visits the keys starting with prefix (in key order where the engine
+	// keeps one).
+	forEachPrefix(bucket, prefix []byte, fn func(k, v []byte) error) error
 	nextSeq(bucket []byte) (uint64, error)
 }
 
@@ -65,8 +68,40 @@ func (t typedTx) Hosts() ([]Host, error)               { return all[Host](t, bHo
 func (t typedTx) Cert(fp string) (CertRecord, bool, error) {
 	return get[CertRecord](t, bCerts, fp)
 }
-func (t typedTx) PutCert(c CertRecord) error       { return put(t, bCerts, c.Fingerprint, c) }
-func (t typedTx) Certs() ([]CertRecord, error)     { return all[CertRecord](t, bCerts) }
+func (t typedTx) PutCert(c CertRecord) error {
+	if err := put(t, bCerts, c.Fingerprint, c); err != nil {
+		return err
+	}
+	return t.kv.put(bHostCerts, hostCertKey(c.Host, c.Fingerprint), []byte{})
+}
+func (t typedTx) Certs() ([]CertRecord, error) { return all[CertRecord](t, bCerts) }
+
+// hostCertKey indexes certs by host: host names never contain NUL (checkName).
+func hostCertKey(host, fp string) []byte { return []byte(host + "\x00" + fp) }
+
+func (t typedTx) HostCerts(host string) ([]CertRecord, error) {
+	var fps []string
+	prefix := host + "\x00"
+	err := t.kv.forEachPrefix(bHostCerts, []byte(prefix), func(k, _ []byte) error {
+		fps = append(fps, string(k[len(prefix):]))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CertRecord, 0, len(fps))
+	for _, fp := range fps {
+		c, ok, err := t.Cert(fp)
+		if err != nil {
+			return nil, err
+		}
+		if ok && c.Host == host {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
 func (t typedTx) PutToken(r TokenRecord) error     { return put(t, bTokens, r.Hash, r) }
 func (t typedTx) PutRevocation(r Revocation) error { return put(t, bRevoked, r.Fingerprint, r) }
 func (t typedTx) Revocations() ([]Revocation, error) {

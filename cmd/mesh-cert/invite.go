@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -13,20 +14,21 @@ import (
 )
 
 type inviteOptions struct {
-	config string
-	cidr   string
-	name   string
-	groups string
-	ip     string
-	ttl    time.Duration
-	out    string
+	config  string
+	cidr    string
+	name    string
+	groups  string
+	ip      string
+	ttl     time.Duration
+	out     string
+	replace bool
 }
 
 func newInviteCmd(e *env) *cobra.Command {
 	var o inviteOptions
 	c := &cobra.Command{
 		Use:   "invite",
-		Short: "Invite a host: reserve its name, IP and groups and print a single-use enrollment token (inviting a name that has not enrolled again replaces its invite)",
+		Short: "Invite a host: reserve its name, IP and groups and print a single-use enrollment token (inviting a name that has not enrolled again replaces its invite; -replace brings back an enrolled or revoked host)",
 		Args:  cobra.NoArgs,
 		RunE:  func(*cobra.Command, []string) error { return runInvite(e, o) },
 	}
@@ -38,6 +40,7 @@ func newInviteCmd(e *env) *cobra.Command {
 	f.StringVar(&o.ip, "ip", "", "IPv4 address for the host (default: the next free one in the CIDR)")
 	f.DurationVar(&o.ttl, "ttl", 0, "how long the token is valid (default: durations.token of ca.yml)")
 	f.StringVar(&o.out, "out", "", "write the token to this file (mode 0600) instead of printing it")
+	f.BoolVar(&o.replace, "replace", false, "invite an enrolled or revoked host again for a new key: it keeps its IP, CIDR and groups (unless given) and its audit history, and every certificate it still holds is revoked")
 	return c
 }
 
@@ -45,7 +48,7 @@ func runInvite(e *env, o inviteOptions) error {
 	if o.name == "" {
 		return usagef("-name is required")
 	}
-	if o.cidr == "" {
+	if o.cidr == "" && !o.replace {
 		return usagef("-cidr is required")
 	}
 	if o.ttl < 0 {
@@ -59,7 +62,7 @@ func runInvite(e *env, o inviteOptions) error {
 		}
 		newCIDR, o.cidr = &c, c.Name
 	}
-	req := authority.InviteRequest{Name: o.name, CIDR: o.cidr, Groups: parseGroups(o.groups), TTL: o.ttl}
+	req := authority.InviteRequest{Name: o.name, CIDR: o.cidr, Groups: parseGroups(o.groups), TTL: o.ttl, Replace: o.replace}
 	if o.ip != "" {
 		ip, err := netip.ParseAddr(o.ip)
 		if err != nil {
@@ -78,11 +81,17 @@ func runInvite(e *env, o inviteOptions) error {
 		}
 	}
 	tok, id, err := adm.Invite(req)
+	if errors.Is(err, authority.ErrNameTaken) && !o.replace {
+		return fmt.Errorf("%w\nto enroll it again with a new key (same name and IP; what it still holds is revoked): mesh-cert invite -config %s -name %s -replace", err, o.config, o.name)
+	}
 	if err != nil {
 		return err
 	}
 	how := "chosen"
-	if o.ip == "" {
+	switch {
+	case o.replace && o.ip == "":
+		how = "kept"
+	case o.ip == "":
 		how = "next free in " + id.CIDR
 	}
 	fmt.Fprintf(e.stdout, "name:   %s\nip:     %s (%s)\ngroups: %s\n", id.Name, id.IP, how, strings.Join(id.Groups, ","))

@@ -36,5 +36,8 @@ func runRevoke(e *env, config, target string) error {
 	for _, fp := range res.Fingerprints {
 		fmt.Fprintf(e.stdout, "  %s\n", fp)
 	}
+	if res.Warning != "" {
+		fmt.Fprintf(e.stderr, "WARNING: %s\n", res.Warning)
+	}
 	return nil
 }

@@ -311,6 +311,11 @@ func (r *renewer) renewWithRetry(ctx context.Context) {
 				"enroll again with a new token (meshnode enroll -force)", args...)
 		case errors.Is(err, authority.ErrRevoked):
 			r.log.Error("certificate renewal refused: this host is revoked", args...)
+		case errors.Is(err, authority.ErrFork):
+			r.log.Error("certificate renewal refused: the CA service has renewed this host's certificate for another key, "+
+				"so another copy of this host's key may exist; the operator must revoke the host and invite it with -replace", args...)
+		case errors.Is(err, authority.ErrRenewLimited):
+			r.log.Warn("certificate renewal refused for now; retrying", args...)
 		default:
 			r.log.Warn("certificate renewal failed; retrying", args...)
 		}
@@ -339,8 +344,12 @@ func (r *renewer) renewOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	newKey, err := r.pendingKey(cur.Creds.Cert.Fingerprint())
+	if err != nil {
+		return err
+	}
 	rn, err := r.client.Renew(ctx, client.RenewParams{CertPEM: certPEM, Key: cur.Creds.PrivateKey,
-		ServiceKey: r.serviceKey, Counter: counter})
+		ServiceKey: r.serviceKey, Counter: counter, NewKey: newKey})
 	if err != nil {
 		return err
 	}
@@ -364,6 +373,7 @@ func (r *renewer) renewOnce(ctx context.Context) error {
 		return r.swapIn(rn, nil)
 	}
 	os.Remove(journal)
+	os.Remove(newKeyFile(r.stateFile)) // the renewal is on disk: a retry would start from it
 	p, err := overlay.LoadPKI(r.cfg, r.clock.Now())
 	if err != nil {
 		return fmt.Errorf("renewed files do not load: %w", err)
@@ -540,6 +550,34 @@ func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI
 }
 
 func pendingFile(stateFile string) string { return stateFile + ".pending" }
+
+// newKeyFile holds the new key of a renewal in progress and the certificate it renews, so
+// that every retry, also after a restart, asks for the same key: the service answers a
+// retry whose reply was lost with the certificate it already issued, and refuses a request
+// from a renewed certificate for another key as a fork (a copy of our key elsewhere).
+func newKeyFile(stateFile string) string { return stateFile + ".newkey" }
+
+// pendingKey returns the new key for renewing the certificate with fingerprint from: the
+// one saved for it, or a fresh one that is saved before it is used.
+func (r *renewer) pendingKey(from string) ([]byte, error) {
+	path := newKeyFile(r.stateFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if head, keyPEM, ok := bytes.Cut(b, []byte("\n")); ok && string(head) == "from "+from {
+			if k, _, err := cert.UnmarshalX25519PrivateKey(keyPEM); err == nil {
+				return k, nil
+			}
+		}
+	}
+	_, k, err := cert.GenerateX25519()
+	if err != nil {
+		return nil, err
+	}
+	data := slices.Concat([]byte("from "+from+"\n"), cert.MarshalX25519PrivateKey(k))
+	if err := cert.WriteFileAtomic(path, data, 0o600, true); err != nil {
+		return nil, fmt.Errorf("renewal.state_file: %w", err)
+	}
+	return k, nil
+}
 
 // stateFileOf is renewal.state_file or its default.
 func stateFileOf(cfg *overlay.Config) string {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -123,6 +124,8 @@ type caService struct {
 	down  atomic.Bool
 	delay atomic.Int64 // nanoseconds each request is held
 	reqs  atomic.Int64
+	// loseReply makes the next request be served but its reply lost (a 502 instead).
+	loseReply atomic.Bool
 }
 
 func startCAService(t *testing.T, lighthouses []authority.Lighthouse) *caService {
@@ -167,6 +170,11 @@ func startCAService(t *testing.T, lighthouses []authority.Lighthouse) *caService
 		time.Sleep(time.Duration(s.delay.Load()))
 		if s.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		if s.loseReply.CompareAndSwap(true, false) {
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, "reply lost", http.StatusBadGateway)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -736,5 +744,37 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 		t.Fatalf("without renewal.url reloads drive %T", target)
 	} else {
 		stop()
+	}
+}
+
+// TestRenewalRetryAfterALostReplyGetsTheCertificateAlreadyIssued: the service issued a
+// certificate but its reply never arrived. The retry asks for the same key (saved before
+// the first attempt), so the service answers with that certificate instead of refusing a
+// second key from the old certificate as a fork; and so does a retry after a restart.
+func TestRenewalRetryAfterALostReplyGetsTheCertificateAlreadyIssued(t *testing.T) {
+	s := startCAService(t, nil)
+	cfg, p := s.enrolledNode(t, "web1", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	s.clock.Advance(40 * time.Minute)
+	s.loseReply.Store(true)
+	if err := r.renewOnce(context.Background()); err == nil {
+		t.Fatal("renewal with a lost reply succeeded")
+	}
+	hs, err := s.a.Hosts()
+	if err != nil || hs[0].Fingerprint == p.Creds.Cert.Fingerprint() {
+		t.Fatalf("the service did not issue during the lost attempt: %v", err)
+	}
+	issued := hs[0].Fingerprint
+	// A restart in between: a fresh renewer on the same files.
+	r2, _ := newTestRenewer(t, s, cfg, p)
+	if err := r2.renewOnce(context.Background()); err != nil {
+		t.Fatalf("retry after the lost reply: %v", err)
+	}
+	if got := r2.m.current().Creds.Cert.Fingerprint(); got != issued {
+		t.Errorf("retry got %s, want the certificate issued before, %s", got, issued)
+	}
+	checkFilesMatch(t, cfg, r2.m.current().Creds.Cert)
+	if _, err := os.Stat(newKeyFile(r2.stateFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the pending key outlived the renewal: %v", err)
 	}
 }

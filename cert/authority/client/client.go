@@ -7,6 +7,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -27,8 +28,9 @@ import (
 // nothing was sent to it.
 var ErrPinMismatch = errors.New("CA service TLS certificate does not match the pinned fingerprint")
 
-// maxResponse caps what we read from the service.
-const maxResponse = 1 << 20
+// maxResponse caps what we read from the service; the service publishes no blocklist
+// larger than that.
+const maxResponse = authority.MaxResponseSize
 
 // Client talks to one CA service.
 type Client struct {
@@ -222,6 +224,11 @@ type RenewParams struct {
 	// Counter must exceed every counter this host used before; zero means the wall clock
 	// in nanoseconds, which needs no state on the node as long as its clock does not jump back.
 	Counter uint64
+	// NewKey is the X25519 private key to renew for; nil makes a fresh one. A retry after a
+	// failed attempt whose reply may have been lost must use the same key: the service
+	// then answers with the certificate it already issued, while a request from the old
+	// certificate for another key is refused as a fork (authority.ErrFork).
+	NewKey []byte
 }
 
 // Renewal is a new certificate with the new key made here.
@@ -236,10 +243,19 @@ type Renewal struct {
 // Renew makes a new key pair and asks for a certificate of the same identity for it, proving
 // possession of the current key.
 func (c *Client) Renew(ctx context.Context, p RenewParams) (*Renewal, error) {
-	pub, priv, err := cert.GenerateX25519()
-	if err != nil {
-		return nil, err
+	priv := p.NewKey
+	if priv == nil {
+		_, k, err := cert.GenerateX25519()
+		if err != nil {
+			return nil, err
+		}
+		priv = k
 	}
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("new key: %w", err)
+	}
+	pub := k.PublicKey().Bytes()
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
@@ -261,6 +277,7 @@ func (c *Client) Renew(ctx context.Context, p RenewParams) (*Renewal, error) {
 	if err != nil {
 		return nil, err
 	}
+	priv = bytes.Clone(priv)
 	return &Renewal{Key: priv, KeyPEM: cert.MarshalX25519PrivateKey(priv), Cert: crt, CertPEM: []byte(resp.Cert), CABundle: []byte(resp.CABundle)}, nil
 }
 

@@ -34,6 +34,7 @@ func Run(t *testing.T, f Factory) {
 	t.Run("token consumed by exactly one of 50 racing updates", func(t *testing.T) { testAtomicToken(t, f) })
 	t.Run("audit log numbers entries in order", func(t *testing.T) { testAudit(t, f) })
 	t.Run("blocklist version and nonces", func(t *testing.T) { testCounters(t, f) })
+	t.Run("certs are found by host, and only that host's", func(t *testing.T) { testHostCerts(t, f) })
 	t.Run("state survives reopen", func(t *testing.T) { testReopen(t, f) })
 	t.Run("closed store refuses transactions", func(t *testing.T) { testClosed(t, f) })
 }
@@ -57,6 +58,7 @@ func sampleHost() authority.Host {
 		Name: "web1", IP: netip.MustParsePrefix("10.42.0.5/16"), Groups: []string{"web", "ssh"},
 		CIDR: "servers", State: authority.HostEnrolled, Fingerprint: "aa", PrevFingerprint: "bb",
 		NotAfter: t0.Add(time.Hour), Enrolled: t0, LastRenewal: t0.Add(time.Minute), RenewCounter: 7,
+		EarlyRenewals: []time.Time{t0, t0.Add(time.Second)}, ForkReported: "dd",
 	}
 }
 
@@ -65,7 +67,7 @@ func fill(t *testing.T, s authority.Store) {
 	must(t, s.Update(func(tx authority.Tx) error {
 		must(t, tx.PutCIDR(authority.CIDR{Name: "servers", Prefix: netip.MustParsePrefix("10.42.0.0/24")}))
 		must(t, tx.PutHost(sampleHost()))
-		must(t, tx.PutCert(authority.CertRecord{Fingerprint: "aa", Host: "web1", Issuer: "ca", NotBefore: t0, NotAfter: t0.Add(time.Hour), Issued: t0, PEM: []byte("pem")}))
+		must(t, tx.PutCert(authority.CertRecord{Fingerprint: "aa", Host: "web1", Issuer: "ca", NotBefore: t0, NotAfter: t0.Add(time.Hour), Issued: t0, PEM: []byte("pem"), Bundle: "b1"}))
 		must(t, tx.PutToken(authority.TokenRecord{Hash: "h1", Host: "web1", Created: t0, Expires: t0.Add(time.Hour)}))
 		must(t, tx.PutRevocation(authority.Revocation{Fingerprint: "cc", Host: "web2", Time: t0}))
 		_, err := tx.BumpBlocklistVersion()
@@ -86,11 +88,12 @@ func check(t *testing.T, s authority.Store) {
 		h, ok, err := tx.Host("web1")
 		want := sampleHost()
 		if err != nil || !ok || h.IP != want.IP || !slices.Equal(h.Groups, want.Groups) || h.RenewCounter != 7 ||
-			!h.NotAfter.Equal(want.NotAfter) || h.PrevFingerprint != "bb" || h.State != authority.HostEnrolled {
+			!h.NotAfter.Equal(want.NotAfter) || h.PrevFingerprint != "bb" || h.State != authority.HostEnrolled ||
+			len(h.EarlyRenewals) != 2 || !h.EarlyRenewals[1].Equal(want.EarlyRenewals[1]) || h.ForkReported != "dd" {
 			t.Errorf("Host = %+v, %v, %v", h, ok, err)
 		}
 		cr, ok, err := tx.Cert("aa")
-		if err != nil || !ok || cr.Host != "web1" || string(cr.PEM) != "pem" {
+		if err != nil || !ok || cr.Host != "web1" || string(cr.PEM) != "pem" || cr.Bundle != "b1" {
 			t.Errorf("Cert = %+v, %v, %v", cr, ok, err)
 		}
 		tok, ok, err := tx.Token("h1")
@@ -304,5 +307,55 @@ func testClosed(t *testing.T, f Factory) {
 	}
 	if err := s.View(func(authority.Tx) error { return nil }); !errors.Is(err, authority.ErrStoreClosed) {
 		t.Errorf("View after Close = %v, want ErrStoreClosed", err)
+	}
+}
+
+func testHostCerts(t *testing.T, f Factory) {
+	s := open(t, f)
+	cr := func(fp, host string) authority.CertRecord {
+		return authority.CertRecord{Fingerprint: fp, Host: host, NotBefore: t0, NotAfter: t0.Add(time.Hour), Issued: t0}
+	}
+	must(t, s.Update(func(tx authority.Tx) error {
+		// "web1" is a prefix of "web10": the lookup must not mix them up.
+		for _, c := range []authority.CertRecord{cr("f1", "web1"), cr("f2", "web10"), cr("f3", "web1"), cr("f4", "db")} {
+			must(t, tx.PutCert(c))
+		}
+		return nil
+	}))
+	fps := func(host string) []string {
+		var out []string
+		must(t, s.View(func(tx authority.Tx) error {
+			cs, err := tx.HostCerts(host)
+			for _, c := range cs {
+				out = append(out, c.Fingerprint)
+			}
+			return err
+		}))
+		slices.Sort(out)
+		return out
+	}
+	if got := fps("web1"); !slices.Equal(got, []string{"f1", "f3"}) {
+		t.Errorf("HostCerts(web1) = %v, want [f1 f3]", got)
+	}
+	if got := fps("web10"); !slices.Equal(got, []string{"f2"}) {
+		t.Errorf("HostCerts(web10) = %v, want [f2]", got)
+	}
+	if got := fps("nobody"); len(got) != 0 {
+		t.Errorf("HostCerts(nobody) = %v", got)
+	}
+	// A rolled-back update leaves no index entry behind.
+	_ = s.Update(func(tx authority.Tx) error {
+		must(t, tx.PutCert(cr("f5", "web1")))
+		return errors.New("abort")
+	})
+	if got := fps("web1"); !slices.Equal(got, []string{"f1", "f3"}) {
+		t.Errorf("after a rollback HostCerts(web1) = %v", got)
+	}
+	if f.Reopen != nil {
+		s = f.Reopen(t, s)
+		t.Cleanup(func() { s.Close() })
+		if got := fps("web1"); !slices.Equal(got, []string{"f1", "f3"}) {
+			t.Errorf("after reopen HostCerts(web1) = %v", got)
+		}
 	}
 }
