@@ -32,13 +32,64 @@ type Details struct {
 	Issuer string
 }
 
-// Certificate is a v1 Nebula certificate. Treat it as immutable once shared: Fingerprint
-// caches its result, and although the cache notices changes, concurrent mutation is a race.
+// Version is a certificate format: Version1 (protobuf, Nebula 1.0+) or Version2 (ASN.1 DER,
+// Nebula 1.10+).
+type Version uint8
+
+const (
+	Version1 Version = 1
+	Version2 Version = 2
+)
+
+func (v Version) String() string { return fmt.Sprintf("v%d", uint8(v)) }
+
+// Certificate is a Nebula certificate, v1 unless SetVersion or the decoder made it v2. Treat
+// it as immutable once shared: Fingerprint caches its result, and although the cache notices
+// changes, concurrent mutation is a race.
+//
+// The two versions share Details: a v2 certificate's networks are Details.Ips (sorted, IPv4
+// and IPv6, each an address with its prefix length) and its unsafe networks Details.Subnets.
 type Certificate struct {
 	Details   Details
 	Signature []byte
 
-	cache *fpCache
+	version Version // 0 means Version1, so literals stay v1
+	cache   *fpCache
+}
+
+// Version is the certificate's format.
+func (c *Certificate) Version() Version {
+	if c.version == 0 {
+		return Version1
+	}
+	return c.version
+}
+
+// SetVersion chooses the format the certificate is encoded, signed and fingerprinted in.
+// Set it before Sign.
+func (c *Certificate) SetVersion(v Version) error {
+	if v != Version1 && v != Version2 {
+		return fmt.Errorf("%w: %d", ErrUnknownVersion, v)
+	}
+	c.version = v
+	return nil
+}
+
+// Networks are the host's overlay addresses with their prefix lengths (on a CA, the
+// networks it may sign for): Details.Ips, in either version.
+func (c *Certificate) Networks() []netip.Prefix { return c.Details.Ips }
+
+// UnsafeNetworks are the networks the host may route for (on a CA, a limit): Details.Subnets.
+func (c *Certificate) UnsafeNetworks() []netip.Prefix { return c.Details.Subnets }
+
+// VpnAddrs are the host's overlay addresses, one per network. A v2 certificate may hold an
+// IPv4 and an IPv6 address; a v1 certificate holds IPv4 only.
+func (c *Certificate) VpnAddrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(c.Details.Ips))
+	for _, p := range c.Details.Ips {
+		out = append(out, p.Addr())
+	}
+	return out
 }
 
 // fpCache remembers the fingerprint together with a deep copy of what it was computed
@@ -48,29 +99,39 @@ type fpCache struct {
 }
 
 type fpEntry struct {
+	version     Version
 	details     Details
 	signature   []byte
 	fingerprint string
 }
 
-// Fingerprint is the lowercase hex SHA-256 of the canonical encoding, which is what Nebula
-// uses to name CAs (the Issuer field) and to blocklist certificates. It returns "" if the
-// certificate cannot be encoded (see Marshal).
+// Fingerprint is what Nebula uses to name CAs (the Issuer field) and to blocklist
+// certificates: for v1 the lowercase hex SHA-256 of the canonical encoding, for v2 that of
+// details ‖ curve ‖ public key ‖ signature. It returns "" if the certificate cannot be
+// encoded (see Marshal).
 func (c *Certificate) Fingerprint() string {
 	if c.cache != nil {
-		if e := c.cache.p.Load(); e != nil &&
+		if e := c.cache.p.Load(); e != nil && e.version == c.Version() &&
 			bytes.Equal(e.signature, c.Signature) && e.details.equal(&c.Details) {
 			return e.fingerprint
 		}
 	}
-	b, err := c.Marshal()
-	if err != nil {
-		return ""
+	var fp string
+	if c.Version() == Version2 {
+		var err error
+		if fp, err = c.fingerprintV2(); err != nil {
+			return ""
+		}
+	} else {
+		b, err := c.Marshal()
+		if err != nil {
+			return ""
+		}
+		sum := sha256.Sum256(b)
+		fp = hex.EncodeToString(sum[:])
 	}
-	sum := sha256.Sum256(b)
-	fp := hex.EncodeToString(sum[:])
 	if c.cache != nil {
-		c.cache.p.Store(&fpEntry{details: c.Details.clone(), signature: bytes.Clone(c.Signature), fingerprint: fp})
+		c.cache.p.Store(&fpEntry{version: c.Version(), details: c.Details.clone(), signature: bytes.Clone(c.Signature), fingerprint: fp})
 	}
 	return fp
 }
@@ -92,7 +153,8 @@ func (d *Details) equal(o *Details) bool {
 		d.IsCA == o.IsCA && d.Issuer == o.Issuer
 }
 
-// VpnIP is the host's overlay identity, Ips[0]; the zero Addr if the cert has no IPs.
+// VpnIP is the host's overlay identity, Ips[0]; the zero Addr if the cert has no IPs. In a
+// v2 certificate the networks are sorted, so it is the lowest address, IPv4 before IPv6.
 func (c *Certificate) VpnIP() netip.Addr {
 	if len(c.Details.Ips) == 0 {
 		return netip.Addr{}
@@ -107,24 +169,41 @@ func (c *Certificate) Expired(now time.Time) bool {
 }
 
 // CheckSignature reports whether Signature is pub's Ed25519 signature over the canonical
-// encoding of Details (never over received bytes, see the package doc).
+// encoding of Details (never over received bytes, see the package doc); in v2 the details
+// are followed by the curve byte and the public key.
 func (c *Certificate) CheckSignature(pub ed25519.PublicKey) bool {
 	if len(pub) != ed25519.PublicKeySize || len(c.Signature) != ed25519.SignatureSize {
 		return false
 	}
-	d, err := c.Details.marshal(true)
+	d, err := c.signedBytes()
 	if err != nil {
 		return false
 	}
 	return ed25519.Verify(pub, d, c.Signature)
 }
 
-// Sign sets Signature to caKey's signature over the canonical encoding of Details.
+func (c *Certificate) signedBytes() ([]byte, error) {
+	if c.Version() == Version2 {
+		d, err := c.Details.marshalV2()
+		if err != nil {
+			return nil, err
+		}
+		return signedBytesV2(d, c.Details.PublicKey), nil
+	}
+	return c.Details.marshal(true)
+}
+
+// Sign sets Signature to caKey's signature over the canonical encoding of Details. For v2 it
+// first sorts Details.Ips and Details.Subnets in place, as the encoding does.
 func (c *Certificate) Sign(caKey ed25519.PrivateKey) error {
 	if len(caKey) != ed25519.PrivateKeySize {
 		return fmt.Errorf("%w: signing key is %d bytes, want %d", ErrInvalid, len(caKey), ed25519.PrivateKeySize)
 	}
-	d, err := c.Details.marshal(true)
+	if c.Version() == Version2 {
+		slices.SortFunc(c.Details.Ips, comparePrefix)
+		slices.SortFunc(c.Details.Subnets, comparePrefix)
+	}
+	d, err := c.signedBytes()
 	if err != nil {
 		return err
 	}
@@ -168,8 +247,13 @@ func x25519Public(priv []byte) ([]byte, error) {
 }
 
 // CheckConstraints returns an error wrapping ErrConstraint if c does not fit inside ca:
-// validity, groups, IPs and subnets, checked in Nebula's order with its messages.
+// validity, groups, IPs and subnets, checked in Nebula's order with its messages (1.6.1's
+// when both are v1, 1.11's otherwise). The versions need not match, as in Nebula 1.11.
 func (c *Certificate) CheckConstraints(ca *Certificate) error {
+	ipWord, subnetWord := "an ip", "a subnet"
+	if c.Version() == Version2 || ca.Version() == Version2 {
+		ipWord, subnetWord = "a network", "an unsafe network"
+	}
 	if ca.Details.NotAfter.Before(c.Details.NotAfter) {
 		return withMsg(ErrConstraint, "certificate expires after signing certificate")
 	}
@@ -186,14 +270,14 @@ func (c *Certificate) CheckConstraints(ca *Certificate) error {
 	if len(ca.Details.Ips) > 0 {
 		for _, ip := range c.Details.Ips {
 			if !prefixWithin(ip, ca.Details.Ips) {
-				return withMsg(ErrConstraint, "certificate contained an ip assignment outside the limitations of the signing ca: "+ip.String())
+				return withMsg(ErrConstraint, "certificate contained "+ipWord+" assignment outside the limitations of the signing ca: "+ip.String())
 			}
 		}
 	}
 	if len(ca.Details.Subnets) > 0 {
 		for _, s := range c.Details.Subnets {
 			if !prefixWithin(s, ca.Details.Subnets) {
-				return withMsg(ErrConstraint, "certificate contained a subnet assignment outside the limitations of the signing ca: "+s.String())
+				return withMsg(ErrConstraint, "certificate contained "+subnetWord+" assignment outside the limitations of the signing ca: "+s.String())
 			}
 		}
 	}

@@ -32,14 +32,23 @@ const (
 	issuerLen    = 32 // SHA-256 of the CA
 )
 
-// Marshal returns the canonical encoding of the certificate (the body of a .crt PEM block).
+// Marshal returns the canonical encoding of the certificate (the body of a .crt PEM block):
+// protobuf for v1, DER for v2.
 func (c *Certificate) Marshal() ([]byte, error) {
+	if c.Version() == Version2 {
+		return c.marshalV2(true)
+	}
 	return c.marshal(true)
 }
 
-// MarshalHandshake returns the canonical encoding without the public key (field 7), which is
-// what a node sends in its handshake: the receiver restores the key from the Noise static key.
+// MarshalHandshake returns the canonical encoding without the public key, which is what a
+// node sends in its handshake: the receiver restores the key from the Noise static key. For
+// v1 that drops field 7; for v2 it is SEQUENCE { details, signature }, and the handshake
+// payload must say CertVersion 2 (see UnmarshalHandshakeVersion).
 func (c *Certificate) MarshalHandshake() ([]byte, error) {
+	if c.Version() == Version2 {
+		return c.marshalV2(false)
+	}
 	return c.marshal(false)
 }
 
@@ -160,15 +169,57 @@ func maskToBits(m uint32) (int, bool) {
 	return ones, bitsToMask(ones) == m
 }
 
-// Unmarshal decodes a certificate, accepting only the canonical encoding that Marshal
-// produces, so that any accepted bytes re-marshal to themselves.
+// Unmarshal decodes a certificate of either version, accepting only the canonical encoding
+// that Marshal produces, so that any accepted bytes re-marshal to themselves. The version is
+// told by the first byte: a v2 certificate is a DER SEQUENCE (0x30), which is never how a
+// canonical v1 certificate starts (0x0a, its details field).
 func Unmarshal(b []byte) (*Certificate, error) {
+	if len(b) > 0 && b[0] == 0x30 {
+		return UnmarshalV2(b)
+	}
+	return UnmarshalV1(b)
+}
+
+// UnmarshalV1 decodes a v1 certificate only (a NEBULA CERTIFICATE PEM block).
+func UnmarshalV1(b []byte) (*Certificate, error) {
 	c, err := unmarshal(b, true)
 	if err != nil {
 		return nil, err
 	}
 	c.cache = new(fpCache)
 	return c, nil
+}
+
+// UnmarshalV2 decodes a v2 certificate only (a NEBULA CERTIFICATE V2 PEM block).
+func UnmarshalV2(b []byte) (*Certificate, error) {
+	c, err := unmarshalV2(b, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.cache = new(fpCache)
+	return c, nil
+}
+
+// UnmarshalHandshakeVersion decodes the certificate of a handshake whose payload names
+// version v (Nebula's CertVersion; 0, absent, means v1) and sets its public key to
+// publicKey, the peer's Noise static key. A v2 handshake certificate that carries a public
+// key is refused, as Nebula 1.11 refuses it.
+func UnmarshalHandshakeVersion(v Version, b []byte, publicKey []byte) (*Certificate, error) {
+	switch v {
+	case 0, Version1:
+		return UnmarshalHandshake(b, publicKey)
+	case Version2:
+		if len(publicKey) != keyLen {
+			return nil, fmt.Errorf("%w: peer public key is %d bytes, want %d", ErrMalformed, len(publicKey), keyLen)
+		}
+		c, err := unmarshalV2(b, publicKey)
+		if err != nil {
+			return nil, err
+		}
+		c.cache = new(fpCache)
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %d", ErrUnknownVersion, v)
 }
 
 // UnmarshalHandshake decodes the certificate a peer sent in its handshake, which normally

@@ -1,5 +1,7 @@
-// Package cert implements Nebula v1 certificates: the wire codec, PEM files and keys,
-// signing and verification, and a pool of trusted CAs with a blocklist and CA constraints.
+// Package cert implements Nebula v1 and v2 certificates: the wire codecs, PEM files and
+// keys, signing and verification, and a pool of trusted CAs with a blocklist and CA
+// constraints. v2 (ASN.1 DER, codec_v2.go) is read and written with the same strictness as
+// v1 below, on x/crypto/cryptobyte; only Curve25519 is supported.
 //
 // The codec is written by hand on google.golang.org/protobuf/encoding/protowire rather than
 // generated from a .proto file. The schema is two small messages, and what matters for

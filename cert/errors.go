@@ -22,6 +22,11 @@ var (
 	ErrKeyMismatch = errors.New("key does not match the certificate's public key")
 	// ErrInvalid means a certificate cannot be encoded (for example an IPv6 address).
 	ErrInvalid = errors.New("invalid certificate details")
+	// ErrUnknownVersion is a certificate version other than 1 and 2.
+	ErrUnknownVersion = errors.New("certificate version unrecognized")
+	// ErrUnsupportedCurve: a v2 certificate on P-256, which Nebula 1.10+ can make and
+	// meshnode does not support (Curve25519 only).
+	ErrUnsupportedCurve = errors.New("P-256 certificates are not supported (Curve25519 only)")
 )
 
 // detailError carries a message of its own (Nebula's exact text, often with a value in it)

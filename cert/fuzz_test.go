@@ -129,3 +129,54 @@ func FuzzUnmarshalKeys(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnmarshalV2 holds the v2 (DER) decoder to the same promise as FuzzUnmarshal: no
+// panic, and anything accepted is canonical, so the fingerprint Nebula computes over the
+// received details equals ours. The handshake form is decoded from the same bytes too.
+func FuzzUnmarshalV2(f *testing.F) {
+	files, _ := filepath.Glob("testdata/golden-v2/*.crt")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for rest := b; ; {
+			c, r, err := cert.UnmarshalPEM(rest)
+			if err != nil {
+				break
+			}
+			raw, _ := c.Marshal()
+			f.Add(raw)
+			if hs, err := c.MarshalHandshake(); err == nil {
+				f.Add(hs)
+			}
+			rest = r
+		}
+	}
+	f.Add([]byte{0x30, 0x00})
+	f.Add([]byte{0x30, 0x80})
+	key := bytes.Repeat([]byte{1}, 32)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if hc, err := cert.UnmarshalHandshakeVersion(cert.Version2, b, key); err == nil {
+			again, err := hc.MarshalHandshake()
+			if err != nil || !bytes.Equal(again, b) {
+				t.Fatalf("accepted a non-canonical handshake cert (%v)\n in %x\nout %x", err, b, again)
+			}
+		}
+		c, err := cert.UnmarshalV2(b)
+		if err != nil {
+			return
+		}
+		again, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("accepted but cannot re-marshal: %v", err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("accepted a non-canonical encoding\n in %x\nout %x", b, again)
+		}
+		c2, err := cert.Unmarshal(again)
+		if err != nil || c2.Version() != cert.Version2 || c2.Fingerprint() != c.Fingerprint() || c.Fingerprint() == "" {
+			t.Fatalf("fingerprint unstable: %v", err)
+		}
+	})
+}

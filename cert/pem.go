@@ -10,28 +10,44 @@ import (
 // PEM block types, as nebula-cert writes them.
 const (
 	PEMCertificate       = "NEBULA CERTIFICATE"
+	PEMCertificateV2     = "NEBULA CERTIFICATE V2"
 	PEMX25519PrivateKey  = "NEBULA X25519 PRIVATE KEY"
 	PEMX25519PublicKey   = "NEBULA X25519 PUBLIC KEY"
 	PEMEd25519PrivateKey = "NEBULA ED25519 PRIVATE KEY"
 )
 
-// MarshalPEM returns the certificate as a NEBULA CERTIFICATE PEM block.
+// MarshalPEM returns the certificate as a NEBULA CERTIFICATE (v1) or NEBULA CERTIFICATE V2
+// PEM block.
 func (c *Certificate) MarshalPEM() ([]byte, error) {
 	b, err := c.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: PEMCertificate, Bytes: b}), nil
+	typ := PEMCertificate
+	if c.Version() == Version2 {
+		typ = PEMCertificateV2
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), nil
 }
 
-// UnmarshalPEM decodes the first PEM block of b, which must be a certificate, and returns
-// the bytes after it (a CA bundle holds several).
+// UnmarshalPEM decodes the first PEM block of b, which must be a certificate of either
+// version (the banner says which), and returns the bytes after it (a CA bundle holds
+// several, and may mix versions).
 func UnmarshalPEM(b []byte) (*Certificate, []byte, error) {
-	body, rest, err := decodePEM(b, PEMCertificate)
-	if err != nil {
-		return nil, rest, err
+	p, rest := pem.Decode(b)
+	if p == nil {
+		return nil, rest, fmt.Errorf("%w: no PEM block found, want %s or %s", ErrMalformed, PEMCertificate, PEMCertificateV2)
 	}
-	c, err := Unmarshal(body)
+	var c *Certificate
+	var err error
+	switch p.Type {
+	case PEMCertificate:
+		c, err = UnmarshalV1(p.Bytes)
+	case PEMCertificateV2:
+		c, err = UnmarshalV2(p.Bytes)
+	default:
+		err = fmt.Errorf("%w: PEM block is %q, want %q or %q", ErrMalformed, p.Type, PEMCertificate, PEMCertificateV2)
+	}
 	if err != nil {
 		return nil, rest, err
 	}

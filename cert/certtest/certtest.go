@@ -39,6 +39,7 @@ type options struct {
 	subnets             []string
 	issuer              string
 	hasIssuer           bool
+	version             cert.Version
 }
 
 // Option adjusts a CA or host certificate.
@@ -70,6 +71,12 @@ func WithIssuer(fingerprint string) Option {
 	return func(o *options) { o.issuer, o.hasIssuer = fingerprint, true }
 }
 
+// WithVersion makes a v1 or v2 certificate (default v1). A host's version does not follow
+// its CA's: a v2 CA may issue v1 hosts and the reverse, as in Nebula 1.11.
+func WithVersion(v cert.Version) Option {
+	return func(o *options) { o.version = v }
+}
+
 // Now is the reference time of default validity windows, truncated to the second.
 func Now() time.Time { return time.Now().Truncate(time.Second) }
 
@@ -97,6 +104,7 @@ func NewCA(t testing.TB, name string, opts ...Option) *CA {
 		IsCA:      true,
 		Issuer:    o.issuer,
 	}}
+	setVersion(t, c, o.version)
 	if err := c.Sign(priv); err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +145,7 @@ func (ca *CA) Issue(t testing.TB, name, ip string, opts ...Option) *Host {
 		PublicKey: pub,
 		Issuer:    o.issuer,
 	}}
+	setVersion(t, c, o.version)
 	if err := c.Sign(ca.Key); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +188,16 @@ func prefixes(t testing.TB, cidrs []string) []netip.Prefix {
 		out = append(out, p)
 	}
 	return out
+}
+
+func setVersion(t testing.TB, c *cert.Certificate, v cert.Version) {
+	t.Helper()
+	if v == 0 {
+		return
+	}
+	if err := c.SetVersion(v); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func mustPEM(t testing.TB, c *cert.Certificate) []byte {

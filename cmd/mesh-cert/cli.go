@@ -63,7 +63,7 @@ func isArgError(err error) bool {
 func newRoot(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "mesh-cert",
-		Short:         "Make and inspect meshnode (Nebula v1) certificates",
+		Short:         "Make and inspect meshnode (Nebula v1 and v2) certificates",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// Without Run, cobra prints help for a bare "mesh-cert", which is what we want.

@@ -37,7 +37,7 @@ func newPrintCmd(e *env) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&o.path, "path", "", "Required: path to the certificate")
-	c.Flags().BoolVar(&o.json, "json", false, "print JSON, one object per line, like nebula-cert print -json")
+	c.Flags().BoolVar(&o.json, "json", false, "print JSON, one object per line, like nebula-cert 1.6 print -json (v2 objects have nebula-cert 1.11's fields; 1.11 wraps all objects in one array)")
 	return c
 }
 
@@ -57,14 +57,30 @@ func runPrint(e *env, o printOptions) error {
 			return fmt.Errorf("%s: %w", o.path, err)
 		}
 		rest = r
-		if o.json {
+		switch {
+		case c.Version() == cert.Version2 && o.json:
+			j, err := json.Marshal(toPrintJSONV2(c))
+			if err != nil {
+				return err
+			}
+			out.Write(j)
+			out.WriteByte('\n')
+		case c.Version() == cert.Version2:
+			// nebula-cert 1.11 prints a v2 certificate as its JSON indented with tabs.
+			j, err := json.MarshalIndent(toPrintJSONV2(c), "", "\t")
+			if err != nil {
+				return err
+			}
+			out.Write(j)
+			out.WriteByte('\n')
+		case o.json:
 			j, err := json.Marshal(toPrintJSON(c))
 			if err != nil {
 				return err
 			}
 			out.Write(j)
 			out.WriteByte('\n')
-		} else {
+		default:
 			writeHuman(&out, c)
 		}
 	}
@@ -111,6 +127,49 @@ func toPrintJSON(c *cert.Certificate) jsonCert {
 		},
 		Fingerprint: c.Fingerprint(),
 		Signature:   hex.EncodeToString(c.Signature),
+	}
+}
+
+// jsonDetailsV2 and jsonCertV2 are nebula-cert 1.11's JSON of a v2 certificate, keys in its
+// (map-sorted) order; absent lists are null there, so they are nil slices here.
+type jsonDetailsV2 struct {
+	Groups         []string       `json:"groups"`
+	IsCa           bool           `json:"isCa"`
+	Issuer         string         `json:"issuer"`
+	Name           string         `json:"name"`
+	Networks       []netip.Prefix `json:"networks"`
+	NotAfter       time.Time      `json:"notAfter"`
+	NotBefore      time.Time      `json:"notBefore"`
+	UnsafeNetworks []netip.Prefix `json:"unsafeNetworks"`
+}
+
+type jsonCertV2 struct {
+	Curve       string        `json:"curve"`
+	Details     jsonDetailsV2 `json:"details"`
+	Fingerprint string        `json:"fingerprint"`
+	PublicKey   string        `json:"publicKey"`
+	Signature   string        `json:"signature"`
+	Version     int           `json:"version"`
+}
+
+func toPrintJSONV2(c *cert.Certificate) jsonCertV2 {
+	d := c.Details
+	return jsonCertV2{
+		Curve: "CURVE25519",
+		Details: jsonDetailsV2{
+			Groups:         d.Groups,
+			IsCa:           d.IsCA,
+			Issuer:         d.Issuer,
+			Name:           d.Name,
+			Networks:       d.Ips,
+			NotAfter:       d.NotAfter.UTC(),
+			NotBefore:      d.NotBefore.UTC(),
+			UnsafeNetworks: d.Subnets,
+		},
+		Fingerprint: c.Fingerprint(),
+		PublicKey:   hex.EncodeToString(d.PublicKey),
+		Signature:   hex.EncodeToString(c.Signature),
+		Version:     int(c.Version()),
 	}
 }
 

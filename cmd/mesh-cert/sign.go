@@ -13,17 +13,20 @@ import (
 )
 
 type signOptions struct {
-	name     string
-	ip       string
-	subnets  string
-	groups   string
-	duration time.Duration
-	caCrt    string
-	caKey    string
-	inPub    string
-	outCrt   string
-	outKey   string
-	force    bool
+	name           string
+	networks       string
+	unsafeNetworks string
+	ip             string // deprecated spelling of networks
+	subnets        string // deprecated spelling of unsafeNetworks
+	version        uint
+	groups         string
+	duration       time.Duration
+	caCrt          string
+	caKey          string
+	inPub          string
+	outCrt         string
+	outKey         string
+	force          bool
 }
 
 func newSignCmd(e *env) *cobra.Command {
@@ -31,13 +34,23 @@ func newSignCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "sign",
 		Short: "Create and sign a host certificate",
-		Args:  cobra.NoArgs,
-		RunE:  func(*cobra.Command, []string) error { return runSign(e, o) },
+		Long: `Create and sign a host certificate.
+
+The format follows the signing CA unless -version says otherwise (as nebula-cert 1.11):
+a v1 CA may sign v2 hosts and a v2 CA v1 hosts. A v2 certificate is byte-for-byte what
+nebula-cert 1.11 makes and may hold IPv4 and IPv6 -networks (at most one of each is usual;
+they are stored sorted). A v1 certificate holds IPv4 only; several -networks are kept in
+the order given, the first being the VPN identity, as nebula-cert 1.6 allowed.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runSign(e, o) },
 	}
 	f := c.Flags()
 	f.StringVar(&o.name, "name", "", "Required: name of the cert, usually a hostname")
-	f.StringVar(&o.ip, "ip", "", "Required: IPv4 address and network in CIDR notation (10.42.0.5/16); comma separated for more than one, the first is the VPN identity")
-	f.StringVar(&o.subnets, "subnets", "", "comma separated IPv4 networks (CIDR) this host may route for")
+	f.UintVar(&o.version, "version", 0, "certificate format: 1 or 2 (default: the signing CA's)")
+	f.StringVar(&o.networks, "networks", "", "Required: comma separated addresses with their network in CIDR notation (10.42.0.5/16, fd42::5/64)")
+	f.StringVar(&o.unsafeNetworks, "unsafe-networks", "", "comma separated networks (CIDR) this host may route for")
+	f.StringVar(&o.ip, "ip", "", "deprecated spelling of -networks")
+	f.StringVar(&o.subnets, "subnets", "", "deprecated spelling of -unsafe-networks")
 	f.StringVar(&o.groups, "groups", "", "comma separated groups")
 	f.DurationVar(&o.duration, "duration", 0, "how long the cert is valid (default: until 1 second before the CA expires)")
 	f.StringVar(&o.caCrt, "ca-crt", "ca.crt", "path to the signing CA cert")
@@ -66,8 +79,8 @@ func runSign(e *env, o signOptions) error {
 	if o.name == "" {
 		return usagef("-name is required")
 	}
-	if o.ip == "" {
-		return usagef("-ip is required")
+	if pickFlag(o.networks, o.ip) == "" {
+		return usagef("-networks is required")
 	}
 	if o.inPub != "" && o.outKey != "" {
 		return usagef("-in-pub and -out-key cannot be used together: with -in-pub the private key stays on the host")
@@ -75,14 +88,7 @@ func runSign(e *env, o signOptions) error {
 	if o.duration < 0 {
 		return usagef("-duration must be positive, got %v", o.duration)
 	}
-	ips, err := parseCIDRs("ip", o.ip)
-	if err != nil {
-		return err
-	}
-	if len(ips) == 0 {
-		return usagef("-ip is required")
-	}
-	subnets, err := parseCIDRs("subnets", o.subnets)
+	v, err := parseVersion(o.version, true)
 	if err != nil {
 		return err
 	}
@@ -105,6 +111,21 @@ func runSign(e *env, o signOptions) error {
 	}
 	if !ca.Details.IsCA {
 		return fmt.Errorf("%s: %w", o.caCrt, cert.ErrNotCA)
+	}
+	if v == 0 {
+		v = ca.Version()
+	}
+	// Parsed only now that the version is known: it decides whether IPv6 is allowed.
+	ips, err := parseNetworks(flagName(o.networks, "networks", "ip"), pickFlag(o.networks, o.ip), v)
+	if err != nil {
+		return err
+	}
+	if len(ips) == 0 {
+		return usagef("-networks is required")
+	}
+	subnets, err := parseNetworks(flagName(o.unsafeNetworks, "unsafe-networks", "subnets"), pickFlag(o.unsafeNetworks, o.subnets), v)
+	if err != nil {
+		return err
 	}
 	// nebula PR #503: signing with a key that is not the CA's makes certs nobody accepts.
 	if err := ca.VerifyPrivateKey(caKey); err != nil {
@@ -144,6 +165,9 @@ func runSign(e *env, o signOptions) error {
 		PublicKey: pub,
 		Issuer:    ca.Fingerprint(),
 	}}
+	if err := c.SetVersion(v); err != nil {
+		return err
+	}
 	if err := c.CheckConstraints(ca); err != nil {
 		return fmt.Errorf("refusing to sign, root certificate constraints violated: %w", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -49,12 +50,18 @@ func runVerify(e *env, o verifyOptions) error {
 	if err != nil {
 		return err
 	}
-	c, _, err := cert.UnmarshalPEM(b)
-	if err != nil {
-		return fmt.Errorf("%s: %w", o.crt, err)
+	// Every certificate in the file is checked, as nebula-cert 1.11 does (a host may hold a
+	// v1 and a v2 certificate in one file); the first failure is reported.
+	for rest := b; ; {
+		c, r, err := cert.UnmarshalPEM(rest)
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.crt, err)
+		}
+		if _, err := pool.Verify(c, e.now()); err != nil {
+			return err
+		}
+		if rest = r; len(bytes.TrimSpace(rest)) == 0 {
+			return nil
+		}
 	}
-	if _, err := pool.Verify(c, e.now()); err != nil {
-		return err
-	}
-	return nil
 }

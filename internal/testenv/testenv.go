@@ -6,6 +6,8 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -45,4 +47,48 @@ func SkipShort(t testing.TB) {
 	if testing.Short() && !InCI() {
 		t.Skip("long suite; skipped with -short")
 	}
+}
+
+// NebulaV2Version is the Nebula release that the v2 certificate tests hold meshnode to.
+// Debian's nebula 1.6.1 stays on PATH; this one lives in a tools directory.
+const NebulaV2Version = "1.11.1"
+
+// ToolsDir is where scripts/install-deps.sh puts the programs it builds with go install:
+// $MESHNODE_TOOLS if set, else .tools in the module root.
+func ToolsDir() string {
+	if d := os.Getenv("MESHNODE_TOOLS"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return ".tools"
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, ".tools")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ".tools"
+		}
+		dir = parent
+	}
+}
+
+// RequireNebulaV2 returns the path of name ("nebula" or "nebula-cert") at NebulaV2Version
+// in ToolsDir, skipping (or failing under CI) when it is missing or another version.
+func RequireNebulaV2(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(ToolsDir(), "nebula-"+NebulaV2Version, name)
+	how := " (run: bash scripts/install-deps.sh, which builds it with go install)"
+	if _, err := os.Stat(p); err != nil {
+		skipOrFail(t, name+" "+NebulaV2Version+" not found at "+p+how)
+		return ""
+	}
+	out, err := exec.Command(p, "-version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), NebulaV2Version) {
+		skipOrFail(t, p+" is not version "+NebulaV2Version+": "+strings.TrimSpace(string(out))+how)
+		return ""
+	}
+	return p
 }
