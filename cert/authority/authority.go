@@ -80,6 +80,7 @@ type Authority struct {
 	active     SigningCA
 	pool       *cert.Pool
 	serviceKey *ecdh.PrivateKey
+	blChanged  *changeSignal // see watch.go
 }
 
 // New checks opts and returns an Authority.
@@ -116,6 +117,8 @@ func New(opts Options) (*Authority, error) {
 		return nil, fmt.Errorf("authority: service key: %w", err)
 	}
 	a := &Authority{o: opts, serviceKey: sk, pool: cert.NewPoolWithClock(opts.Now)}
+	a.blChanged = &changeSignal{}
+	a.o.Store = signallingStore{Store: opts.Store, sig: a.blChanged}
 	now := opts.Now()
 	for i, ca := range opts.CAs {
 		if ca.Cert == nil {
