@@ -45,13 +45,16 @@ func TestRevocationReachesAHostCutOffFromTheCAThroughTheLighthouse(t *testing.T)
 	}
 	lh, h1, h2, h3 := hosts[0], hosts[1], hosts[2], hosts[3]
 	m.waitRenewalScheduled(hosts)
-	for _, to := range []*tokenHost{h2, h3} {
-		if _, err := h1.ns.WaitPing(tunnelUpTimeout, to.overlay); err != nil {
-			t.Fatalf("h1 cannot reach %s: %v\n%s\n%s", to.name, err, h1.proc.Tail(20), to.proc.Tail(20))
+	for _, p := range [][2]*tokenHost{{h1, h2}, {h1, h3}, {h2, h3}} {
+		if _, err := p[0].ns.WaitPing(tunnelUpTimeout, p[1].overlay); err != nil {
+			t.Fatalf("%s cannot reach %s: %v\n%s\n%s", p[0].name, p[1].name, err, p[0].proc.Tail(20), p[1].proc.Tail(20))
 		}
 	}
-	if !hasPeer(t, meshnode, h1, h3.overlay) {
-		t.Fatal("h1 has no tunnel to h3 before the revocation")
+	// Every other node is connected to h3, so each has a tunnel to cut.
+	for _, h := range []*tokenHost{lh, h1, h2} {
+		if !hasPeer(t, meshnode, h, h3.overlay) {
+			t.Fatalf("%s has no tunnel to h3 before the revocation", h.name)
+		}
 	}
 
 	// Cut h1 off from the CA service: everything it sends to or gets from the service's
@@ -94,10 +97,12 @@ func TestRevocationReachesAHostCutOffFromTheCAThroughTheLighthouse(t *testing.T)
 			src, _, _ = strings.Cut(src, " ")
 		}
 		logged := "no log line"
-		if l := logLine(h.proc.Log(), "closing tunnel: peer certificate no longer valid", "peer=h3"); l != "" {
+		if l := logLine(h.proc.Log(), "closing tunnel: peer certificate no longer valid", "peer=h3", "blocked"); l != "" {
 			if at := logTime(t, l); !at.IsZero() {
 				logged = at.Sub(revoked).Round(time.Millisecond).String()
 			}
+		} else {
+			t.Errorf("%s did not log closing its tunnel to h3 because h3 is blocked:\n%s", h.name, h.proc.Tail(20))
 		}
 		t.Logf("revoke -> %s cut h3: %v (polled; its log: %s; list from %s)", h.name, d.Round(time.Millisecond), logged, src)
 		if d >= revocationCutOff {
