@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/cert/authority/client"
 	"github.com/meshnode/meshnode/overlay"
 )
@@ -22,6 +23,9 @@ const (
 	// maxPushRetry caps the backoff while the service is down or busy; the interval fetch
 	// covers the gap.
 	maxPushRetry = time.Minute
+	// busyRetry is the least wait after the service refused a waiter for being full, as
+	// its Retry-After says.
+	busyRetry = 10 * time.Second
 	// quickNoChange is an "unchanged" answer that came too fast to have waited: a service
 	// shutting down. The next request backs off rather than spin.
 	quickNoChange = time.Second
@@ -57,6 +61,9 @@ func (r *renewer) runBlocklistPush(ctx context.Context) {
 				r.log.Debug("blocklist push still failing", "err", err, "retry_in", wait)
 			}
 			failing = true
+			if errors.Is(err, authority.ErrBusy) {
+				wait = max(wait, busyRetry)
+			}
 			select {
 			case <-ctx.Done():
 				return
