@@ -197,6 +197,9 @@ type RenewalConfig struct {
 	Jitter time.Duration `yaml:"jitter"`
 	// BlocklistInterval is how often the signed blocklist is fetched (default 60 s).
 	BlocklistInterval time.Duration `yaml:"blocklist_interval"`
+	// BlocklistPush keeps a long-poll open to the CA service so a revocation arrives at
+	// once rather than at the next interval fetch (default true; the fetch stays as fallback).
+	BlocklistPush *bool `yaml:"blocklist_push"`
 	// StateFile keeps the renewal counter (default: pki.key + ".renewal").
 	StateFile string `yaml:"state_file"`
 }
@@ -418,6 +421,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Renewal.BlocklistInterval == 0 {
 		c.Renewal.BlocklistInterval = time.Minute
+	}
+	if c.Renewal.BlocklistPush == nil {
+		t := true
+		c.Renewal.BlocklistPush = &t
 	}
 	if c.Enroll.Timeout == 0 {
 		c.Enroll.Timeout = DefaultEnrollTimeout

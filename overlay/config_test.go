@@ -103,3 +103,18 @@ func TestEmptyConfigReportsRequiredKeys(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestBlocklistPushDefaultsOnAndCanBeTurnedOff(t *testing.T) {
+	for y, want := range map[string]bool{"": true, "renewal:\n  blocklist_push: true\n": true, "renewal:\n  blocklist_push: false\n": false} {
+		c, err := ParseConfig([]byte(minimalPKI+y), "node.yml")
+		if err != nil {
+			t.Fatalf("%q: %v", y, err)
+		}
+		if got := *c.Renewal.BlocklistPush; got != want {
+			t.Errorf("%q: blocklist_push = %v, want %v", y, got, want)
+		}
+	}
+	if _, err := ParseConfig([]byte(minimalPKI+"renewal:\n  blocklist_push: soon\n"), "node.yml"); err == nil || !strings.Contains(err.Error(), "blocklist_push") {
+		t.Errorf("a non-boolean blocklist_push: %v", err)
+	}
+}

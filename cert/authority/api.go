@@ -74,6 +74,7 @@ var apiErrors = []struct {
 	{ErrCertSuperseded, "cert_superseded", http.StatusForbidden},
 	{ErrCertInvalid, "cert_invalid", http.StatusForbidden},
 	{ErrNoActiveCA, "no_active_ca", http.StatusServiceUnavailable},
+	{ErrBusy, "busy", http.StatusServiceUnavailable},
 	// Admin operations (the admin socket).
 	{ErrNameTaken, "name_taken", http.StatusConflict},
 	{ErrIPTaken, "ip_taken", http.StatusConflict},

@@ -82,6 +82,7 @@ type Authority struct {
 	active     SigningCA
 	pool       *cert.Pool
 	serviceKey *ecdh.PrivateKey
+	blChanged  *changeSignal // see watch.go
 
 	alarmMu sync.Mutex
 	alarmed uint64 // blocklist version whose alarm this process has audited
@@ -121,6 +122,8 @@ func New(opts Options) (*Authority, error) {
 		return nil, fmt.Errorf("authority: service key: %w", err)
 	}
 	a := &Authority{o: opts, serviceKey: sk, pool: cert.NewPoolWithClock(opts.Now)}
+	a.blChanged = &changeSignal{}
+	a.o.Store = signallingStore{Store: opts.Store, sig: a.blChanged}
 	now := opts.Now()
 	for i, ca := range opts.CAs {
 		if ca.Cert == nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ type ServerOptions struct {
 	EnrollBurst int
 	// MaxBody caps request bodies (default 64 KiB; a cert is well under 1 KiB).
 	MaxBody int64
+	// MaxBlocklistWaiters bounds the blocklist long-polls held at once (default
+	// DefaultMaxBlocklistWaiters); more are refused with 503 "busy".
+	MaxBlocklistWaiters int
 	// Registerer, if set, gets the service's metrics (a private registry, never the global).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -37,6 +41,7 @@ type ServerOptions struct {
 //	POST /v1/enroll     EnrollRequest -> EnrollResponse
 //	POST /v1/renew      RenewRequest  -> RenewResponse
 //	GET  /v1/blocklist  -> SignedBlocklist
+//	GET  /v1/blocklist?after=V&wait=S -> SignedBlocklist newer than V, or 204 after S s (longpoll.go)
 //	GET  /v1/health     -> HealthResponse
 //
 // Failures answer an ErrorResponse. Handlers only decode, call the Authority and encode.
@@ -44,6 +49,9 @@ type Server struct {
 	o        ServerOptions
 	limiter  *limiter
 	requests *prometheus.CounterVec
+	waiters  chan struct{} // one token per held blocklist long-poll
+	stopping chan struct{} // closed when Serve begins to shut down: held long-polls answer
+	stopOnce sync.Once
 }
 
 // NewServer returns a Server.
@@ -63,12 +71,19 @@ func NewServer(o ServerOptions) *Server {
 	if o.MaxBody <= 0 {
 		o.MaxBody = 64 << 10
 	}
+	if o.MaxBlocklistWaiters <= 0 {
+		o.MaxBlocklistWaiters = DefaultMaxBlocklistWaiters
+	}
 	s := &Server{o: o, limiter: newLimiter(o.EnrollRate, o.EnrollBurst, o.Now),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshnode_ca_requests_total", Help: "CA service requests by path and result code (ok or the error code).",
-		}, []string{"path", "code"})}
+		}, []string{"path", "code"}),
+		waiters: make(chan struct{}, o.MaxBlocklistWaiters), stopping: make(chan struct{})}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.requests)
+		o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshnode_ca_blocklist_waiters", Help: "Blocklist long-poll requests held open now.",
+		}, func() float64 { return float64(len(s.waiters)) }))
 		if o.Authority != nil {
 			o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "meshnode_ca_active_ca_expiry_seconds", Help: "Seconds until the active CA expires; host certs never outlive it.",
@@ -110,6 +125,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		s.stopOnce.Do(func() { close(s.stopping) })
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := hs.Shutdown(sctx)
@@ -201,6 +217,10 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) blocklist(w http.ResponseWriter, r *http.Request) {
+	if q := r.URL.Query(); q.Has("after") || q.Has("wait") {
+		s.waitBlocklist(w, r)
+		return
+	}
 	b, err := s.o.Authority.Blocklist()
 	if err != nil {
 		s.fail(w, r, err)

@@ -544,8 +544,13 @@ func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI
 	wg.Add(2)
 	go func() { defer wg.Done(); r.run(ctx) }()
 	go func() { defer wg.Done(); r.runBlocklist(ctx) }()
+	push := cfg.Renewal.BlocklistPush == nil || *cfg.Renewal.BlocklistPush
+	if push {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.runBlocklistPush(ctx) }() // blocklist_push.go
+	}
 	log.Info("automatic key handling", "ca_service", cfg.Renewal.URL, "renew_at", cfg.Renewal.At,
-		"blocklist_interval", cfg.Renewal.BlocklistInterval)
+		"blocklist_interval", cfg.Renewal.BlocklistInterval, "blocklist_push", push)
 	return m, func() { cancel(); wg.Wait() }
 }
 

@@ -106,21 +106,27 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("CA service %s: %w", c.url, err)
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode != http.StatusOK {
-		var e authority.ErrorResponse
-		if err := dec.Decode(&e); err != nil {
-			return &StatusError{Code: resp.StatusCode, Status: resp.Status}
-		}
-		if s := authority.ErrorForCode(e.Code); s != nil {
-			return &apiError{sentinel: s, msg: e.Message}
-		}
-		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: e.Message}
+		return responseError(resp)
 	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponse))
 	if err := dec.Decode(out); err != nil {
 		return fmt.Errorf("CA service: bad response: %w", err)
 	}
 	return nil
+}
+
+// responseError turns a non-2xx answer into its API sentinel (errors.Is works across the
+// wire) or a StatusError.
+func responseError(resp *http.Response) error {
+	var e authority.ErrorResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(&e); err != nil {
+		return &StatusError{Code: resp.StatusCode, Status: resp.Status}
+	}
+	if s := authority.ErrorForCode(e.Code); s != nil {
+		return &apiError{sentinel: s, msg: e.Message}
+	}
+	return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: e.Message}
 }
 
 // StatusError is an HTTP error answer without an API error code the client knows: from a
