@@ -29,6 +29,7 @@ func newRoot(e *env) *cobra.Command {
 	// Without Run, cobra prints help for a bare "mesh-cert", which is what we want.
 	root.AddCommand(newCACmd(e), newSignCmd(e), newKeygenCmd(e), newPrintCmd(e), newVerifyCmd(e),
 		newServeCmd(e), newInviteCmd(e), newListCmd(e), newRevokeCmd(e))
+	addExamples(root)
 	return root
 }
 
