@@ -44,6 +44,10 @@ var importRules = []struct {
 		"the runtime is imported by cmd, never the other way round"},
 	{"internal", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert"},
 		"internal helpers sit below everything"},
+	{"internal/version", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert", "internal/cli", "internal/testenv"},
+		"the build's identity depends on nothing of ours"},
+	{"internal/cli", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert", "internal/testenv"},
+		"the shared command-line plumbing knows no program: both cmd packages use it"},
 }
 
 // goPackage is the part of `go list -json` this test reads.
@@ -141,6 +145,10 @@ func TestImportRulesCatchUpwardImports(t *testing.T) {
 		{"overlay", "cmd/meshnode", true},
 		{"firewall", "e2e/netns", true},
 		{"cert/authority", "overlay", true},
+		{"cmd/meshnode", "internal/cli", false},
+		{"internal/cli", "internal/version", false},
+		{"internal/version", "internal/cli", true},
+		{"internal/cli/clitest", "overlay", true},
 	} {
 		if got := importViolations(c.rel, c.irel); (len(got) > 0) != c.bad {
 			t.Errorf("%s importing %s: violations %q, want bad=%v", c.rel, c.irel, got, c.bad)

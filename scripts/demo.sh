@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a three-host meshnode network on this machine, in network namespaces.
 #
-# What it does, step by step (run as root, after `bash scripts/install-deps.sh`):
-#   1. builds bin/meshnode and bin/mesh-cert (skip with DEMO_SKIP_BUILD=1)
+# What it does, step by step (run as root; `make demo` first installs iproute2 and ping when
+# they are missing, with scripts/install-deps.sh --demo):
+#   1. builds bin/meshnode and bin/mesh-cert with make build (skip with DEMO_SKIP_BUILD=1)
 #   2. makes a certificate authority and one certificate per host with bin/mesh-cert
 #   3. creates three isolated "hosts" (network namespaces) on one virtual switch, with
 #      addresses in 198.18.0.0/24 (a range reserved for tests), and starts meshnode in each;
@@ -36,7 +37,7 @@ die()  { printf '\n%sdemo stopped:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "the demo needs root to create network namespaces (try: sudo make demo)"
 for t in ip ping go; do
-  command -v $t >/dev/null || die "'$t' is not installed; run: bash scripts/install-deps.sh"
+  command -v $t >/dev/null || die "'$t' is not installed; run: bash scripts/install-deps.sh --demo"
 done
 
 W=$(mktemp -d -t meshnode-demo.XXXXXX)
@@ -72,8 +73,12 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------
 step "1. Building meshnode and mesh-cert"
 if [ -z "${DEMO_SKIP_BUILD:-}" ]; then
-  mkdir -p bin
-  go build -o bin/ ./cmd/... || die "the build failed (see above)"
+  # make build stamps the version (meshnode version); plain go build works as well.
+  if command -v make >/dev/null; then
+    make --no-print-directory -s build >/dev/null || die "the build failed (see above)"
+  else
+    mkdir -p bin && go build -o bin/ ./cmd/... || die "the build failed (see above)"
+  fi
   ok "built bin/meshnode and bin/mesh-cert"
 else
   note "build skipped (DEMO_SKIP_BUILD set)"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/internal/version"
 )
 
 var fixedNow = time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
@@ -331,7 +332,7 @@ func TestPrintRefusesBadFilesWithoutPartialOutput(t *testing.T) {
 func TestVersionPrintsTheVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"-version"}, {"--version"}} {
 		r := meshCert(t, fixedNow, args...)
-		if r.code != 0 || r.stdout != "Version: "+version+"\n" {
+		if r.code != 0 || r.stdout != version.Line("mesh-cert")+"\n" {
 			t.Errorf("%q: exit %d, %q %q", args, r.code, r.stdout, r.stderr)
 		}
 	}

@@ -17,13 +17,7 @@ const (
 	exitUnknown = 3 // our side lets it out; the peer's firewall could not be asked
 )
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("check", "check HOST|VPN-IP tcp/PORT|udp/PORT|icmp [-json] [-control PATH]", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, code, ok := parseClient(fs, args, stderr)
-	if !ok {
-		return code
-	}
+func cmdCheck(path string, asJSON bool, pos []string, stdout, stderr io.Writer) int {
 	if len(pos) != 2 {
 		fmt.Fprintln(stderr, "meshnode check: name a host and the traffic, e.g. meshnode check db1 tcp/5432")
 		return 2
@@ -34,10 +28,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	var c *overlay.FirewallCheck
 	notes := stdout
-	if *asJSON {
+	if asJSON {
 		notes = stderr // stdout stays one JSON document
 	}
-	if !call(*path, overlay.ControlRequest{Cmd: "check", Target: pos[0], Traffic: pos[1]}, stderr, func(r overlay.ControlResponse) {
+	if !call(path, overlay.ControlRequest{Cmd: "check", Target: pos[0], Traffic: pos[1]}, stderr, func(r overlay.ControlResponse) {
 		if r.Note != "" {
 			fmt.Fprintln(notes, r.Note)
 		}
@@ -51,7 +45,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshnode check: the daemon sent no result")
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		writeJSON(stdout, c)
 	} else {
 		printCheck(stdout, c)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -20,77 +19,6 @@ import (
 
 	"github.com/meshnode/meshnode/overlay"
 )
-
-type subcommand func(args []string, stdout, stderr io.Writer) int
-
-var subcommands = map[string]subcommand{
-	"status": cmdStatus,
-	"ping":   cmdPing,
-	"check":  cmdCheck,
-	"list":   cmdList,
-	"reload": cmdReload,
-	"help":   cmdHelp,
-}
-
-const usageText = `usage:
-  meshnode -config node.yml [-control PATH]   run this host of the mesh
-  meshnode -config node.yml -test             check the config and its certificates
-  meshnode enroll -token T -config node.yml   join the mesh with a token from mesh-cert invite
-  meshnode status [-json] [-rtt]              this host, its tunnels, firewall drops
-  meshnode ping HOST|VPN-IP [-c N]            a round trip through the tunnel
-  meshnode check HOST tcp/PORT [-json]        can this traffic reach HOST: tunnel and both firewalls
-  meshnode list [--tree]                      known hosts, grouped by network
-  meshnode reload                             re-read the config (as SIGHUP does)
-  meshnode -version
-
-The subcommands talk to the running daemon through its control socket
-(default /run/meshnode/meshnode.sock; -control PATH to use another).
-Docs: docs/GETTING-STARTED.md, docs/CONFIG.md.
-`
-
-func cmdHelp(_ []string, stdout, _ io.Writer) int {
-	fmt.Fprint(stdout, usageText)
-	return 0
-}
-
-// clientFlags are the flags every client subcommand takes.
-func clientFlags(name, usage string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet("meshnode "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("control", overlay.DefaultControlPath, "the daemon's control socket")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshnode %s\n\n", usage)
-		fs.PrintDefaults()
-	}
-	return fs, path
-}
-
-// parseInterleaved parses flags that may come before or after the positional arguments
-// (`meshnode ping host2 -c 5`), which the flag package alone stops at.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-func parseClient(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int, bool) {
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0, false
-		}
-		return nil, 2, false
-	}
-	return pos, 0, true
-}
 
 // call runs one request and turns transport errors into one line telling the user what to do.
 func call(path string, req overlay.ControlRequest, stderr io.Writer, each func(overlay.ControlResponse)) bool {
@@ -110,26 +38,16 @@ func call(path string, req overlay.ControlRequest, stderr io.Writer, each func(o
 	return false
 }
 
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("status", "status [-json] [-rtt] [-control PATH]", stderr)
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	rtt := fs.Bool("rtt", false, "measure each tunnel's round trip (sends one probe per peer, waits up to 1s)")
-	pos, code, ok := parseClient(fs, args, stderr)
-	if !ok {
-		return code
-	}
-	if !noArgs("status", pos, stderr) {
-		return 2
-	}
+func cmdStatus(path string, asJSON, rtt bool, stdout, stderr io.Writer) int {
 	var st *overlay.ControlStatus
-	if !call(*path, overlay.ControlRequest{Cmd: "status", RTT: *rtt}, stderr, func(r overlay.ControlResponse) { st = r.Status }) {
+	if !call(path, overlay.ControlRequest{Cmd: "status", RTT: rtt}, stderr, func(r overlay.ControlResponse) { st = r.Status }) {
 		return 1
 	}
 	if st == nil {
 		fmt.Fprintln(stderr, "meshnode status: the daemon sent no status")
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		writeJSON(stdout, st)
 		return 0
 	}
@@ -244,15 +162,15 @@ func bytesStr(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func cmdPing(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("ping", "ping HOST|VPN-IP [-c N] [-i INTERVAL] [-W TIMEOUT] [-control PATH]", stderr)
-	count := fs.Int("c", 3, "number of probes")
-	interval := fs.Duration("i", time.Second, "time between probes")
-	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply (the first also waits for a handshake, at least 5s)")
-	pos, code, ok := parseClient(fs, args, stderr)
-	if !ok {
-		return code
-	}
+// pingOptions are the flags of meshnode ping.
+type pingOptions struct {
+	control           string
+	count             int
+	interval, timeout time.Duration
+}
+
+func cmdPing(o pingOptions, pos []string, stdout, stderr io.Writer) int {
+	path, count, interval, timeout := &o.control, &o.count, &o.interval, &o.timeout
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "meshnode ping: name one host (its name from its certificate, or its VPN IP)")
 		return 2
@@ -266,7 +184,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	var sum *overlay.PingSummary
 	req := overlay.ControlRequest{Cmd: "ping", Target: target, Count: *count,
 		IntervalMS: int(interval.Milliseconds()), TimeoutMS: int(timeout.Milliseconds())}
-	ok = call(*path, req, stderr, func(r overlay.ControlResponse) {
+	ok := call(*path, req, stderr, func(r overlay.ControlResponse) {
 		switch {
 		case r.Note != "":
 			fmt.Fprintln(stdout, r.Note)
@@ -303,25 +221,15 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func cmdList(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("list", "list [--tree] [-json] [-control PATH]", stderr)
-	tree := fs.Bool("tree", false, "draw hosts as a tree under their networks")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, code, ok := parseClient(fs, args, stderr)
-	if !ok {
-		return code
-	}
-	if !noArgs("list", pos, stderr) {
-		return 2
-	}
+func cmdList(path string, tree, asJSON bool, stdout, stderr io.Writer) int {
 	var hosts []overlay.KnownHost
-	if !call(*path, overlay.ControlRequest{Cmd: "list"}, stderr, func(r overlay.ControlResponse) { hosts = r.Hosts }) {
+	if !call(path, overlay.ControlRequest{Cmd: "list"}, stderr, func(r overlay.ControlResponse) { hosts = r.Hosts }) {
 		return 1
 	}
 	switch {
-	case *asJSON:
+	case asJSON:
 		writeJSON(stdout, hosts)
-	case *tree:
+	case tree:
 		printTree(stdout, hosts)
 	default:
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -375,17 +283,9 @@ func addrs(a []netip.AddrPort) string {
 	return strings.Join(s, " ")
 }
 
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs, path := clientFlags("reload", "reload [-control PATH]", stderr)
-	pos, code, ok := parseClient(fs, args, stderr)
-	if !ok {
-		return code
-	}
-	if !noArgs("reload", pos, stderr) {
-		return 2
-	}
+func cmdReload(path string, stdout, stderr io.Writer) int {
 	var res *overlay.ReloadResult
-	if !call(*path, overlay.ControlRequest{Cmd: "reload"}, stderr, func(r overlay.ControlResponse) { res = r.Reload }) {
+	if !call(path, overlay.ControlRequest{Cmd: "reload"}, stderr, func(r overlay.ControlResponse) { res = r.Reload }) {
 		return 1
 	}
 	fmt.Fprintln(stdout, "reloaded:")
@@ -395,16 +295,6 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
-}
-
-// noArgs reports whether a subcommand that takes no positional arguments got none, and
-// says which one was unexpected otherwise.
-func noArgs(cmd string, pos []string, stderr io.Writer) bool {
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "meshnode %s: unexpected argument %q\n", cmd, pos[0])
-		return false
-	}
-	return true
 }
 
 // writeJSON prints v as one indented JSON document (the -json output of the subcommands).

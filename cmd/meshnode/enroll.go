@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -24,19 +23,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/cert/authority/client"
+	"github.com/meshnode/meshnode/internal/cli"
 	"github.com/meshnode/meshnode/overlay"
 )
-
-func init() {
-	// Registered here rather than in the table in client.go so that the enroll command
-	// lives entirely in this file.
-	subcommands["enroll"] = cmdEnroll
-}
 
 // enrollOptions are the flags of `meshnode enroll`; now and progress are seams for tests.
 type enrollOptions struct {
@@ -52,33 +47,29 @@ type enrollOptions struct {
 	now       func() time.Time
 }
 
-func cmdEnroll(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("meshnode enroll", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newEnrollCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o enrollOptions
+	c := &cobra.Command{
+		Use:   "enroll -token TOKEN -config node.yml",
+		Short: "Join the mesh with a token from mesh-cert invite: make the key, fetch the certificate, write the config",
+		Long: "Makes this host's key pair, enrolls with the CA service named in the token (only the\n" +
+			"public key is sent), writes the key, certificate and CA bundle, and writes the config's\n" +
+			"pki, renewal, static_host_map and lighthouse sections. Then start: meshnode -config node.yml",
+		Example: "  meshnode enroll -token-file /etc/meshnode/app1.token -config /etc/meshnode/node.yml",
+		Args:    cobra.NoArgs,
+		RunE:    func(*cobra.Command, []string) error { return cli.Exit(cmdEnroll(o, stdout, stderr)) },
+	}
+	fs := c.Flags()
 	fs.StringVar(&o.token, "token", "", "the enrollment token printed by `mesh-cert invite`")
 	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from this file instead (as written by `mesh-cert invite -out`)")
 	fs.StringVar(&o.config, "config", "", "the node's config to create or update (e.g. /etc/meshnode/node.yml)")
 	fs.StringVar(&o.pkiDir, "pki-dir", "", "where to write ca.crt, host.crt and host.key (default: the directory of the config's pki paths, else of the config)")
 	fs.BoolVar(&o.force, "force", false, "overwrite existing key and certificate files")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up waiting for the CA service after this long")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshnode enroll -token TOKEN -config node.yml [-pki-dir DIR] [-force]\n\n"+
-			"Makes this host's key pair, enrolls with the CA service named in the token (only the\n"+
-			"public key is sent), writes the key, certificate and CA bundle, and writes the config's\n"+
-			"pki, renewal, static_host_map and lighthouse sections. Then start: meshnode -config node.yml\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshnode enroll: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
+	return c
+}
+
+func cmdEnroll(o enrollOptions, stdout, stderr io.Writer) int {
 	if (o.token == "") == (o.tokenFile == "") {
 		fmt.Fprintln(stderr, "meshnode enroll: give the token with -token TOKEN or -token-file FILE (ask the admin for one: mesh-cert invite)")
 		return 2

@@ -4,7 +4,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,55 +21,36 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/internal/cli"
+	"github.com/meshnode/meshnode/internal/version"
 	"github.com/meshnode/meshnode/overlay"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run executes one command line (the daemon or a subcommand, commands.go) and returns the
+// exit status: 0, 1 on failure, 2 on a usage mistake.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		if cmd, ok := subcommands[args[0]]; ok {
-			return cmd(args[1:], stdout, stderr)
-		}
-	}
-	return runDaemon(args, stdout, stderr)
+	return cli.Execute(newRoot(stdout, stderr), args)
+}
+
+// daemonOptions are the root command's flags.
+type daemonOptions struct {
+	config     string
+	test       bool
+	control    string
+	controlSet bool // -control was given: it wins over the config's control section
+	cpuProfile string
+	memProfile string
 }
 
 // runDaemon is `meshnode -config node.yml`: the daemon (or, with -test, a config check).
-func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("meshnode", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "path to the node's YAML config (Nebula's format)")
-	testOnly := fs.Bool("test", false, "validate the config and the PKI it names, then exit")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	controlPath := fs.String("control", overlay.DefaultControlPath, "unix socket for meshnode status/ping/check/list/reload (\"\" disables it; overrides control.path)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the daemon's whole run to this file, on exit (SIGTERM/SIGINT)")
-	memProfile := fs.String("memprofile", "", "write a heap profile (pprof) to this file on exit")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageText+"\ndaemon flags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintf(stdout, "meshnode %s\n", version)
-		return 0
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshnode: unknown command %q (usage: meshnode -config node.yml, or meshnode status|ping|check|list|reload)\n", fs.Arg(0))
-		return 2
-	}
+func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
+	configPath, testOnly := &o.config, &o.test
 	if *configPath == "" {
 		fmt.Fprintln(stderr, "meshnode: -config is required (e.g. meshnode -config /etc/meshnode/node.yml)")
 		return 2
@@ -118,10 +98,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	// The flag wins when given; otherwise the config's control section decides.
-	ctlPath := *controlPath
-	flagSet := false
-	fs.Visit(func(f *flag.Flag) { flagSet = flagSet || f.Name == "control" })
-	if !flagSet {
+	ctlPath := o.control
+	if !o.controlSet {
 		switch {
 		case cfg.Control.Disabled:
 			ctlPath = ""
@@ -129,7 +107,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 			ctlPath = cfg.Control.Path
 		}
 	}
-	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
+	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
@@ -232,7 +210,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	rl := newReloader(cfg, pki, target, level, log)
 	if controlPath != "" {
 		ctl, err := overlay.ListenControl(node, overlay.ControlOptions{Path: controlPath, Mode: cfg.Control.SocketMode(), Reload: rl.reload,
-			Version: version, Logger: log})
+			Version: version.Get().Version, Logger: log})
 		if err != nil {
 			// The mesh matters more than the status command: run without it.
 			log.Warn("no control socket; meshnode status/ping/list/reload will not work", "err", err)
@@ -262,7 +240,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 			return
 		}
 	}()
-	log.Info("meshnode started", "version", version, "host", pki.Creds.Cert.Details.Name,
+	log.Info("meshnode started", "version", version.Get().Version, "commit", version.Get().Commit, "host", pki.Creds.Cert.Details.Name,
 		"vpn_ip", pki.Creds.Cert.VpnIP(), "listen", conn.LocalAddr(), "cipher", pickStr(cfg.Cipher, "aes"))
 	return node.Run(ctx)
 }

@@ -234,11 +234,20 @@ func TestDaemonFlagsKeepWorking(t *testing.T) {
 	if code, _, errOut := runCLI(); code != 2 || !strings.Contains(errOut, "-config is required") {
 		t.Errorf("no args: %d %q", code, errOut)
 	}
-	if code, out, _ := runCLI("help"); code != 0 || !strings.Contains(out, "meshnode status [-json]") {
+	if code, out, _ := runCLI("help"); code != 0 || !strings.Contains(out, "status      Show this host") {
 		t.Errorf("help: exit %d\n%s", code, out)
 	}
-	if code, _, errOut := runCLI("-h"); code != 0 || !strings.Contains(errOut, "meshnode ping HOST") || !strings.Contains(errOut, "-control") {
-		t.Errorf("-h: exit %d\n%s", code, errOut)
+	if code, out, _ := runCLI("-h"); code != 0 || !strings.Contains(out, "meshnode -config /etc/meshnode/node.yml") || !strings.Contains(out, "--control") {
+		t.Errorf("-h: exit %d\n%s", code, out)
+	}
+	if code, out, _ := runCLI("ping", "-h"); code != 0 || !strings.Contains(out, "meshnode ping HOST|VPN-IP [flags]") || !strings.Contains(out, "-c, --count") {
+		t.Errorf("ping -h: exit %d\n%s", code, out)
+	}
+	if code, _, errOut := runCLI("status", "extra"); code != 2 || !strings.Contains(errOut, "--help") {
+		t.Errorf("status extra: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("status", "-bogus"); code != 2 || !strings.Contains(errOut, "unknown flag: --bogus") {
+		t.Errorf("status -bogus: exit %d %q", code, errOut)
 	}
 	if code, _, _ := runCLI("status", "-h"); code != 0 {
 		t.Errorf("status -h: exit %d", code)
