@@ -35,7 +35,7 @@ type ConntrackConfig struct {
 	UDPTimeout     time.Duration `yaml:"udp_timeout"`     // default 3m
 	DefaultTimeout time.Duration `yaml:"default_timeout"` // default 10m, for everything else
 	// MaxConnections is accepted because Nebula's example configs carry it; Nebula 1.6 ignores
-	// it, and so do we.
+	// it, and so do we (the config loader warns that it has no effect).
 	MaxConnections int `yaml:"max_connections"`
 }
 

@@ -96,9 +96,6 @@ func (f *Firewall) compile(cfg Config, gen uint64) (*ruleSet, error) {
 	}
 	// Without errors every rule compiled, so positions in the tables are config indexes.
 	rs.in.text, rs.out.text = ruleTexts(cfg.Inbound), ruleTexts(cfg.Outbound)
-	if cfg.Conntrack.MaxConnections != 0 {
-		f.log.Info("firewall: conntrack.max_connections is ignored, as in Nebula 1.6")
-	}
 	return rs, nil
 }
 

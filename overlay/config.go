@@ -1,10 +1,8 @@
 package overlay
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,13 +14,17 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/lighthouse"
 )
 
-// Config is a node's YAML configuration. The keys are Nebula 1.6's, so a Nebula config works
-// unchanged; sections of our own sit beside them. Unknown keys are errors, never ignored.
+// Config is a node's YAML configuration. The keys are Nebula's (up to 1.11), so a Nebula
+// config works unchanged; sections of our own sit beside them. Unknown keys are errors, never
+// ignored. Nebula keys meshnode accepts but does not act on have no field here: they are in
+// the Nebula key table (keys.go), which warns about each one at load.
 type Config struct {
 	PKI           PKIConfig           `yaml:"pki"`
 	StaticHostMap map[string]HostList `yaml:"static_host_map"`
+	StaticMap     StaticMapConfig     `yaml:"static_map"`
 	Lighthouse    LighthouseConfig    `yaml:"lighthouse"`
 	Listen        ListenConfig        `yaml:"listen"`
 	Punchy        PunchyConfig        `yaml:"punchy"`
@@ -41,11 +43,11 @@ type Config struct {
 	Control       ControlConfig       `yaml:"control"`
 	LocalRange    string              `yaml:"local_range"`
 	Preferred     []string            `yaml:"preferred_ranges"`
-	// Nebula's debug SSH server: accepted so Nebula configs load, but not served.
-	SSHD yaml.Node `yaml:"sshd"`
 
 	// path is where the config was read from, for error messages and relative paths.
 	path string
+	// listenRoutines: routines came from Nebula's deprecated listen.routines.
+	listenRoutines bool
 	// Warnings collects non-fatal problems found while loading (unsupported keys in use).
 	Warnings []string `yaml:"-"`
 }
@@ -59,6 +61,12 @@ type PKIConfig struct {
 	Blocklist         []string `yaml:"blocklist"`
 	Blacklist         []string `yaml:"blacklist"` // Nebula's deprecated alias
 	DisconnectInvalid *bool    `yaml:"disconnect_invalid"`
+}
+
+// StaticMapConfig is how names in static_host_map are resolved (Nebula 1.8's keys).
+type StaticMapConfig struct {
+	Network       string        `yaml:"network"`        // ip4 (default), ip6 or ip (both)
+	LookupTimeout time.Duration `yaml:"lookup_timeout"` // per name; default 250ms
 }
 
 // HostList is one or more "host:port" underlay addresses; YAML may give a string or a list.
@@ -90,7 +98,6 @@ type LighthouseConfig struct {
 	RemoteAllowRanges yaml.Node `yaml:"remote_allow_ranges"`
 	LocalAllowList    yaml.Node `yaml:"local_allow_list"`
 	AdvertiseAddrs    []string  `yaml:"advertise_addrs"`
-	CalculatedRemotes yaml.Node `yaml:"calculated_remotes"`
 }
 
 // DNSConfig is where a lighthouse serves DNS (lighthouse.serve_dns).
@@ -107,6 +114,12 @@ type ListenConfig struct {
 	ReadBuffer    int    `yaml:"read_buffer"`
 	WriteBuffer   int    `yaml:"write_buffer"`
 	SendRecvError string `yaml:"send_recv_error"`
+	// AcceptRecvError is whose recv_error messages we act on: always, never or private.
+	AcceptRecvError string `yaml:"accept_recv_error"`
+	// SoMark tags our outgoing datagrams (SO_MARK) for policy routing; 0 sets none.
+	SoMark int64 `yaml:"so_mark"`
+	// Routines is Nebula's deprecated form of the top-level routines, used when that is unset.
+	Routines int `yaml:"routines"`
 }
 
 // PunchyConfig is Nebula's NAT punching section (parsed; punching needs lighthouses).
@@ -114,6 +127,8 @@ type PunchyConfig struct {
 	Punch   bool          `yaml:"punch"`
 	Respond bool          `yaml:"respond"`
 	Delay   time.Duration `yaml:"delay"`
+	// RespondDelay is the wait before punchy.respond's handshake back (default 5s).
+	RespondDelay time.Duration `yaml:"respond_delay"`
 }
 
 // TunConfig describes the TUN device.
@@ -134,19 +149,14 @@ type LoggingConfig struct {
 	Level            string `yaml:"level"`
 	Format           string `yaml:"format"`
 	DisableTimestamp bool   `yaml:"disable_timestamp"`
-	TimestampFormat  string `yaml:"timestamp_format"`
 }
 
-// StatsConfig enables the Prometheus endpoint.
+// StatsConfig enables the Prometheus endpoint. Nebula's other stats keys (graphite's,
+// namespace, ...) are accepted and ignored through the key table.
 type StatsConfig struct {
-	Type              string        `yaml:"type"`
-	Listen            string        `yaml:"listen"`
-	Path              string        `yaml:"path"`
-	Namespace         string        `yaml:"namespace"`
-	Subsystem         string        `yaml:"subsystem"`
-	Interval          time.Duration `yaml:"interval"`
-	MessageMetrics    bool          `yaml:"message_metrics"`
-	LighthouseMetrics bool          `yaml:"lighthouse_metrics"`
+	Type   string `yaml:"type"`
+	Listen string `yaml:"listen"`
+	Path   string `yaml:"path"`
 }
 
 // HandshakesConfig tunes handshake retries and the queue of packets waiting for a tunnel.
@@ -253,6 +263,8 @@ const (
 	DefaultEnrollTimeout           = 5 * time.Minute
 	DefaultBatch                   = 64
 	DefaultSocketBuffer            = 4 << 20
+	DefaultPunchRespondDelay       = 5 * time.Second
+	DefaultStaticLookupTimeout     = 250 * time.Millisecond
 )
 
 // LoadConfig reads and validates a config file.
@@ -275,11 +287,18 @@ func ParseConfig(b []byte, name string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	c := &Config{path: name}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, explainYAMLError(name, &root, err)
+	// Keys are checked on the tree, not by the decoder: the Nebula key table accepts keys
+	// Config has no field for, and an unknown key gets a suggestion.
+	warnings, errs := scanKeys(name, &root)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
+	if root.Kind != 0 {
+		if err := root.Decode(c); err != nil {
+			return nil, explainYAMLError(name, &root, err)
+		}
+	}
+	c.Warnings = warnings
 	c.applyDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -398,8 +417,16 @@ func (c *Config) applyDefaults() {
 	if c.Listen.Batch == 0 {
 		c.Listen.Batch = DefaultBatch
 	}
-	if c.Listen.SendRecvError == "" {
-		c.Listen.SendRecvError = "always"
+	c.Listen.SendRecvError = recvErrorSetting(c.Listen.SendRecvError)
+	c.Listen.AcceptRecvError = recvErrorSetting(c.Listen.AcceptRecvError)
+	if c.Punchy.RespondDelay == 0 {
+		c.Punchy.RespondDelay = DefaultPunchRespondDelay
+	}
+	if c.StaticMap.Network == "" {
+		c.StaticMap.Network = "ip4"
+	}
+	if c.StaticMap.LookupTimeout == 0 {
+		c.StaticMap.LookupTimeout = DefaultStaticLookupTimeout
 	}
 	if c.Logging.Level == "" {
 		c.Logging.Level = "info"
@@ -430,7 +457,9 @@ func (c *Config) applyDefaults() {
 		c.Enroll.Timeout = DefaultEnrollTimeout
 	}
 	if c.Routines == 0 {
-		c.Routines = 1
+		// Nebula: the top-level key wins; listen.routines counts only without it.
+		c.Routines = max(c.Listen.Routines, 1)
+		c.listenRoutines = true
 	}
 	if c.PKI.DisconnectInvalid == nil {
 		// Unlike Nebula 1.6 we cut tunnels of certs that became invalid by default
@@ -471,10 +500,35 @@ func (c *Config) validate() error {
 			bad("listen.host", "%q is not an IP address", c.Listen.Host)
 		}
 	}
-	switch c.Listen.SendRecvError {
-	case "always", "never", "private":
+	for key, v := range map[string]string{"listen.send_recv_error": c.Listen.SendRecvError, "listen.accept_recv_error": c.Listen.AcceptRecvError} {
+		switch v {
+		case "always", "never", "private":
+		default:
+			bad(key, "%q must be always, never or private", v)
+		}
+	}
+	if c.Listen.SoMark < 0 || c.Listen.SoMark > 1<<32-1 {
+		bad("listen.so_mark", "%d is out of range 0-4294967295", c.Listen.SoMark)
+	}
+	if c.Listen.Routines < 0 || c.Listen.Routines > 64 {
+		bad("listen.routines", "%d is out of range 1-64", c.Listen.Routines)
+	}
+	switch {
+	case c.Listen.Routines != 0 && c.listenRoutines:
+		c.Warnings = append(c.Warnings, "listen.routines is deprecated, as in Nebula: use the top-level routines")
+	case c.Listen.Routines != 0:
+		c.Warnings = append(c.Warnings, "listen.routines has no effect in meshnode when routines is set (as in Nebula); ignored")
+	}
+	if c.Punchy.RespondDelay < 0 {
+		bad("punchy.respond_delay", "%s is negative", c.Punchy.RespondDelay)
+	}
+	switch c.StaticMap.Network {
+	case "ip4", "ip6", "ip":
 	default:
-		bad("listen.send_recv_error", "%q must be always, never or private", c.Listen.SendRecvError)
+		bad("static_map.network", "%q must be ip4, ip6 or ip", c.StaticMap.Network)
+	}
+	if c.StaticMap.LookupTimeout < 0 {
+		bad("static_map.lookup_timeout", "%s is negative", c.StaticMap.LookupTimeout)
 	}
 	if c.Tun.MTU < 576 || c.Tun.MTU > 9000 {
 		bad("tun.mtu", "%d is out of range 576-9000", c.Tun.MTU)
@@ -483,9 +537,9 @@ func (c *Config) validate() error {
 		bad("tun.unsafe_routes", "routes to unsafe networks are not supported by this build")
 	}
 	switch strings.ToLower(c.Logging.Level) {
-	case "debug", "info", "warn", "warning", "error", "fatal", "panic":
+	case "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic":
 	default:
-		bad("logging.level", "%q must be debug, info, warning or error", c.Logging.Level)
+		bad("logging.level", "%q must be trace, debug, info, warning or error", c.Logging.Level)
 	}
 	switch c.Logging.Format {
 	case "text", "json":
@@ -498,7 +552,8 @@ func (c *Config) validate() error {
 			bad("stats.listen", "required when stats.type is prometheus (e.g. 127.0.0.1:8080)")
 		}
 	case "graphite":
-		bad("stats.type", "graphite is not supported; use prometheus")
+		// Not sending metrics is the safe side: warn, as for the other ignored keys.
+		c.Warnings = append(c.Warnings, "stats.type: graphite has no effect in meshnode (graphite is not supported: no metrics are sent; use prometheus); ignored")
 	default:
 		bad("stats.type", "%q must be prometheus", c.Stats.Type)
 	}
@@ -529,9 +584,6 @@ func (c *Config) validate() error {
 		if _, ok := c.StaticHostMap[h]; !ok {
 			bad(fmt.Sprintf("lighthouse.hosts[%d]", i), "%s has no static_host_map entry", h)
 		}
-	}
-	if !c.SSHD.IsZero() {
-		c.Warnings = append(c.Warnings, "sshd: the debug SSH server is not supported; the section is ignored")
 	}
 	if c.Handshakes.Retries < 1 || c.Handshakes.Retries > 100 {
 		bad("handshakes.retries", "%d is out of range 1-100", c.Handshakes.Retries)
@@ -581,10 +633,29 @@ func (c *Config) validate() error {
 			bad(fmt.Sprintf("preferred_ranges[%d]", i), "%q is not a CIDR", p)
 		}
 	}
+	if _, err := lighthouse.ParseRemoteAllowList("lighthouse.remote_allow_list", &c.Lighthouse.RemoteAllowList,
+		"lighthouse.remote_allow_ranges", &c.Lighthouse.RemoteAllowRanges); err != nil {
+		errs = append(errs, err) // so -test catches what New would refuse
+	}
+	if _, err := lighthouse.ParseLocalAllowList("lighthouse.local_allow_list", &c.Lighthouse.LocalAllowList); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := firewall.New(c.Firewall, firewall.Options{}); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// recvErrorSetting reads send_recv_error and accept_recv_error: Nebula also takes a boolean
+// (true is always, false never); empty is the default, always.
+func recvErrorSetting(v string) string {
+	switch strings.ToLower(v) {
+	case "", "true", "yes", "on", "y":
+		return "always"
+	case "false", "no", "off", "n":
+		return "never"
+	}
+	return v
 }
 
 // Blocklist merges pki.blocklist with the deprecated pki.blacklist.

@@ -262,10 +262,40 @@ func (n *Node) handleControl(t *tunnel, h *header.Header, pt []byte) {
 	}
 }
 
+// dropBroadcast applies tun.drop_local_broadcast and tun.drop_multicast to a packet with no
+// tunnel (multicast never has a route here, so with false it is still dropped as no_route).
+func (n *Node) dropBroadcast(dst netip.Addr) bool {
+	tc := &n.cfg.Tun
+	if tc.DropMulticast && dst.IsMulticast() {
+		return true
+	}
+	return tc.DropLocalBroadcast && n.vpnNet.Addr().Is4() && n.vpnNet.Bits() < 31 && dst == lastAddr(n.vpnNet)
+}
+
+// lastAddr is an IPv4 prefix's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	for i := range 4 {
+		a[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(a)
+}
+
 // handleRecvError reacts to a peer saying it cannot read our packets. The message is not
 // authenticated, so it never tears a tunnel down; it only prompts a fresh handshake (the old
 // tunnel keeps working until the new one is confirmed), at most once every two seconds.
 func (n *Node) handleRecvError(index uint32, from netip.AddrPort, now time.Time) {
+	switch n.cfg.Listen.AcceptRecvError {
+	case "never":
+		n.m.dropped(dropRecvErrorIgnor)
+		return
+	case "private":
+		if !from.Addr().IsPrivate() {
+			n.m.dropped(dropRecvErrorIgnor)
+			return
+		}
+	}
 	for _, t := range n.hosts.all() {
 		if t.remoteIndex != index {
 			continue
@@ -354,7 +384,8 @@ func (n *Node) encrypt(buf []byte, size int, now int64, lane int) (udp.Message, 
 	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
 	t := n.hosts.byVPNIP(dst)
 	if t == nil {
-		if dst == n.vpnIP || !n.vpnNet.Contains(dst) {
+		// tun.drop_*: checked only here, off the path of packets that have a tunnel.
+		if dst == n.vpnIP || !n.vpnNet.Contains(dst) || n.dropBroadcast(dst) {
 			n.m.dropped(dropNoRoute)
 			return udp.Message{}, false
 		}

@@ -17,7 +17,6 @@ import (
 const (
 	DefaultLighthouseInterval = 10 * time.Second
 	punchInterval             = 10 * time.Second
-	punchRespondDelay         = 5 * time.Second
 	queryMinGap               = 500 * time.Millisecond
 	// bookTTL forgets hosts that stopped reporting; clients report every interval (10 s by
 	// default, 60 s in Nebula's example config), so three of the longer interval.
@@ -377,7 +376,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.sendRaw([]byte{0}, unmapAll(addrs))
 		})
 		if n.cfg.Punchy.Respond {
-			time.AfterFunc(punchRespondDelay, func() {
+			time.AfterFunc(n.cfg.Punchy.RespondDelay, func() {
 				if !n.closed() && n.hosts.byVPNIP(peer) == nil {
 					n.hs.trigger(peer, nil)
 				}

@@ -189,7 +189,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.fw.Store(fw)
-	static, err := resolveStatic(cfg.StaticHostMap, n.vpnNet)
+	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNet)
 	if err != nil {
 		return nil, err
 	}
@@ -214,8 +214,10 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	return n, nil
 }
 
-// resolveStatic parses static_host_map, resolving host names once (as Nebula does).
-func resolveStatic(m map[string]HostList, vpnNet netip.Prefix) (map[netip.Addr][]netip.AddrPort, error) {
+// resolveStatic parses static_host_map, resolving host names (at start and on reload; Nebula
+// also re-resolves every static_map.cadence, which we do not). A name gives every address
+// of static_map.network's families, as in Nebula.
+func resolveStatic(m map[string]HostList, sm StaticMapConfig, vpnNet netip.Prefix) (map[netip.Addr][]netip.AddrPort, error) {
 	out := map[netip.Addr][]netip.AddrPort{}
 	for k, addrs := range m {
 		vpn, err := netip.ParseAddr(k)
@@ -226,12 +228,47 @@ func resolveStatic(m map[string]HostList, vpnNet netip.Prefix) (map[netip.Addr][
 			return nil, fmt.Errorf("static_host_map: %s is not inside this host's network %s", vpn, vpnNet)
 		}
 		for _, a := range addrs {
-			ap, err := resolveAddrPort(a)
+			aps, err := resolveStaticAddr(a, sm)
 			if err != nil {
 				return nil, fmt.Errorf("static_host_map[%q]: %w", k, err)
 			}
-			out[vpn] = append(out[vpn], ap)
+			out[vpn] = append(out[vpn], aps...)
 		}
+	}
+	return out, nil
+}
+
+// resolveStaticAddr is one static_host_map entry: an address as is, or every address of a
+// name in static_map.network's families, looked up within static_map.lookup_timeout.
+func resolveStaticAddr(s string, sm StaticMapConfig) ([]netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not host:port", s)
+	}
+	p, err := net.LookupPort("udp", port)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", s, err)
+	}
+	network := sm.Network
+	if network == "" {
+		network = "ip4"
+	}
+	timeout := sm.LookupTimeout
+	if timeout <= 0 {
+		timeout = DefaultStaticLookupTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, network, host)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %q (static_map.network %s): %w", s, network, err)
+	}
+	out := make([]netip.AddrPort, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
 	}
 	return out, nil
 }
@@ -275,7 +312,7 @@ func (n *Node) SetLighthouses(cfg *Config) error {
 	if cfg.Lighthouse.AmLighthouse != n.lh.am {
 		return errors.New("lighthouse.am_lighthouse changed; restart meshnode to apply")
 	}
-	static, err := resolveStatic(cfg.StaticHostMap, n.vpnNet)
+	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNet)
 	if err != nil {
 		return err
 	}

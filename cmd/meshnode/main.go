@@ -137,7 +137,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	bufSize := overlay.DefaultSocketBuffer
 	uopts := udp.Options{
 		ReadBuffer: pick(cfg.Listen.ReadBuffer, bufSize), WriteBuffer: pick(cfg.Listen.WriteBuffer, bufSize),
-		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1,
+		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1, Mark: uint32(cfg.Listen.SoMark),
 	}
 	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
 	if err != nil {
@@ -282,7 +282,7 @@ func newLogger(lc overlay.LoggingConfig, level *slog.LevelVar, w io.Writer) *slo
 
 func parseLevel(s string) slog.Level {
 	switch strings.ToLower(s) {
-	case "debug":
+	case "trace", "debug": // slog has no trace level
 		return slog.LevelDebug
 	case "warn", "warning":
 		return slog.LevelWarn

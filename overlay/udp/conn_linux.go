@@ -137,6 +137,11 @@ func setOptions(fd int, opts Options) error {
 			return fmt.Errorf("SO_REUSEPORT: %w", err)
 		}
 	}
+	if opts.Mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(opts.Mark)); err != nil {
+			return fmt.Errorf("SO_MARK %d (listen.so_mark; needs CAP_NET_ADMIN): %w", opts.Mark, err)
+		}
+	}
 	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, opts.ReadBuffer); err != nil {
 		return fmt.Errorf("read buffer %d: %w", opts.ReadBuffer, err)
 	}

@@ -22,4 +22,8 @@ type Options struct {
 	// lets one read return many datagrams of a sender's burst at the cost of 1 MiB of
 	// buffers per socket and one copy per datagram.
 	DisableGRO bool
+	// Mark is SO_MARK for every datagram we send (listen.so_mark), for policy routing; 0
+	// sets none. Setting it needs CAP_NET_ADMIN, and Listen fails without: datagrams that
+	// miss their routing rule could take a path the admin meant to keep them off.
+	Mark uint32
 }
