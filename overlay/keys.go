@@ -68,6 +68,7 @@ var nebulaKeys = []NebulaKey{
 	{Path: "lighthouse.remote_allow_list", Status: KeyImplemented, FreeForm: true},
 	{Path: "lighthouse.remote_allow_ranges", Status: KeyImplemented, FreeForm: true},
 	{Path: "lighthouse.local_allow_list", Status: KeyImplemented, FreeForm: true},
+	{Path: "lighthouse.local_allow_list.interfaces", Status: KeyImplemented},
 	{Path: "lighthouse.advertise_addrs", Status: KeyImplemented},
 	{Path: "lighthouse.calculated_remotes", Status: KeyIgnored, FreeForm: true, Why: "remotes are not guessed; a host's addresses come from static_host_map and the lighthouses"},
 
@@ -102,6 +103,8 @@ var nebulaKeys = []NebulaKey{
 	{Path: "sshd.listen", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
 	{Path: "sshd.host_key", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
 	{Path: "sshd.authorized_users", Status: KeyIgnored, FreeForm: true, Why: "meshnode has no SSH debug server"},
+	{Path: "sshd.authorized_users[].user", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
+	{Path: "sshd.authorized_users[].keys", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
 	{Path: "sshd.trusted_cas", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
 	{Path: "sshd.sandbox_dir", Status: KeyIgnored, Why: "meshnode has no SSH debug server"},
 
@@ -216,7 +219,9 @@ func AcceptedKeys() []string { return sortedKeys(acceptedKinds()) }
 func sortedKeys(m map[string]keyKind) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
-		out = append(out, k)
+		if !strings.HasSuffix(k, "[]") { // a list's item pattern, not a key
+			out = append(out, k)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -343,8 +348,14 @@ func scanKeys(name string, root *yaml.Node) (warnings []string, errs []error) {
 				walk(c, pattern+"[]", fmt.Sprintf("%s[%d]", concrete, i))
 			}
 		case yaml.MappingNode:
+			first := map[string]int{}
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
+				if l, dup := first[k.Value]; dup {
+					errs = append(errs, fmt.Errorf("%s:%d: %s: key repeated (first at line %d)", name, k.Line, join(concrete, k.Value), l))
+					continue
+				}
+				first[k.Value] = k.Line
 				if k.Tag == "!!merge" { // <<: *anchor — the merged keys sit at this level
 					walk(v, pattern, concrete)
 					continue

@@ -3,92 +3,65 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/overlay"
 )
 
-// configKeys walks a config type by its yaml tags and returns every key path a user can
-// write: nested sections joined by ".", list items as "[]" (firewall.inbound[].port).
-// yaml.Node fields and maps are free-form and end the walk.
-func configKeys(t reflect.Type, prefix string) []string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	var out []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "" || name == "-" {
-			continue
-		}
-		key := name
-		if prefix != "" {
-			key = prefix + "." + name
-		}
-		out = append(out, key)
-		ft := f.Type
-		for ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
-		}
-		switch {
-		case ft == reflect.TypeOf(yaml.Node{}):
-		case ft.Kind() == reflect.Struct && ft.PkgPath() != "time":
-			out = append(out, configKeys(ft, key)...)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && ft.Elem() != reflect.TypeOf(yaml.Node{}):
-			out = append(out, configKeys(ft.Elem(), key+"[]")...)
-		}
-	}
-	return out
-}
+// docKeyRE matches a key and the first word of its status in a CONFIG.md table row.
+var docKeyRE = regexp.MustCompile("^\\| `([a-z0-9_.\\[\\]]+)` \\| ([a-z]*)")
 
-// docKeyRE matches a key in the first column of a CONFIG.md table row.
-var docKeyRE = regexp.MustCompile("^\\| `([a-z0-9_.\\[\\]]+)` \\|")
-
-func documentedKeys(t *testing.T, path string) []string {
+// documentedStatuses reads docs/CONFIG.md's tables: key -> status (the status column's first
+// word: implemented, ignored, refused, pending or meshnode).
+func documentedStatuses(t *testing.T, path string) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []string
+	out := map[string]string{}
 	for _, l := range strings.Split(string(b), "\n") {
 		if m := docKeyRE.FindStringSubmatch(l); m != nil {
-			keys = append(keys, m[1])
+			if _, dup := out[m[1]]; dup {
+				t.Errorf("docs/CONFIG.md lists %s twice", m[1])
+			}
+			out[m[1]] = m[2]
 		}
 	}
-	return keys
+	return out
 }
 
-// TestConfigDocListsEveryKeyAndNoOther keeps docs/CONFIG.md and overlay.Config (with
-// firewall.Config inside it) in step: a key added to the code without a row in the doc, or
-// a row for a key the code does not accept, fails here.
+// TestConfigDocListsEveryKeyAndNoOther keeps docs/CONFIG.md, overlay.Config (with
+// firewall.Config inside it) and the Nebula key table (overlay/keys.go) in step: a key
+// accepted without a row in the doc, a row for a key nothing accepts, or a status in the doc
+// other than the table's (meshnode's own keys: "meshnode") fails here.
 func TestConfigDocListsEveryKeyAndNoOther(t *testing.T) {
-	code := configKeys(reflect.TypeOf(overlay.Config{}), "")
-	doc := documentedKeys(t, filepath.Join("..", "..", "docs", "CONFIG.md"))
-	if len(code) < 50 {
-		t.Fatalf("only %d keys found in overlay.Config: the walk is broken", len(code))
+	want := map[string]string{}
+	for _, k := range overlay.AcceptedKeys() {
+		want[k] = string(overlay.KeyOurs)
 	}
-	seen := map[string]int{}
-	for _, k := range doc {
-		seen[k]++
-		if seen[k] == 2 {
-			t.Errorf("docs/CONFIG.md lists %s twice", k)
-		}
-		if !slices.Contains(code, k) {
-			t.Errorf("docs/CONFIG.md lists %s, which overlay.Config does not accept: remove the row or fix its name", k)
+	if len(want) < 50 {
+		t.Fatalf("only %d keys accepted: the walk is broken", len(want))
+	}
+	for _, k := range overlay.NebulaKeys() {
+		want[k.Path] = string(k.Status)
+	}
+	doc := documentedStatuses(t, filepath.Join("..", "..", "docs", "CONFIG.md"))
+	for k, st := range doc {
+		w, ok := want[k]
+		switch {
+		case !ok:
+			t.Errorf("docs/CONFIG.md lists %s, which meshnode does not accept and the Nebula key table lacks: remove the row or fix its name", k)
+		case st != w:
+			t.Errorf("docs/CONFIG.md gives %s the status %q; want %q", k, st, w)
 		}
 	}
-	for _, k := range code {
-		if seen[k] == 0 {
-			t.Errorf("config key %s is missing from docs/CONFIG.md: add a row `| `%s` | default | meaning |`", k, k)
+	for k, w := range want {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("config key %s is missing from docs/CONFIG.md: add a row `| `%s` | %s | default | meaning |`", k, k, w)
 		}
 	}
 }

@@ -92,3 +92,26 @@ func RequireNebulaV2(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// RequireNebulaExampleConfig returns the path of Nebula NebulaV2Version's own
+// examples/config.yml in the Go module cache, where building nebula with go install
+// (scripts/install-deps.sh) leaves the module; skips (or fails under CI) when it is not there.
+func RequireNebulaExampleConfig(t testing.TB) string {
+	t.Helper()
+	cache := os.Getenv("GOMODCACHE")
+	if cache == "" {
+		out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+		if err != nil {
+			skipOrFail(t, "go env GOMODCACHE: "+err.Error())
+			return ""
+		}
+		cache = strings.TrimSpace(string(out))
+	}
+	p := filepath.Join(cache, "github.com", "slackhq", "nebula@v"+NebulaV2Version, "examples", "config.yml")
+	if _, err := os.Stat(p); err != nil {
+		skipOrFail(t, "Nebula "+NebulaV2Version+"'s examples/config.yml not in the module cache at "+p+
+			" (run: bash scripts/install-deps.sh, which builds nebula with go install)")
+		return ""
+	}
+	return p
+}
