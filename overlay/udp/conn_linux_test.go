@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -435,4 +436,28 @@ func firstByte(b []byte) int {
 		return -1
 	}
 	return int(b[0])
+}
+
+// listen.so_mark: the mark is on the socket, and without CAP_NET_ADMIN Listen fails rather
+// than send unmarked datagrams.
+func TestListenSetsSOMark(t *testing.T) {
+	s, err := ListenSocket(netip.MustParseAddrPort("127.0.0.1:0"), Options{Mark: 0x2a})
+	if os.Geteuid() != 0 {
+		if err == nil || !strings.Contains(err.Error(), "SO_MARK") {
+			t.Fatalf("as non-root: err %v, want an SO_MARK error", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var mark int
+	var gerr error
+	if err := s.rc.Control(func(fd uintptr) { mark, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if mark != 0x2a {
+		t.Errorf("SO_MARK %#x, want 0x2a", mark)
+	}
 }
