@@ -654,3 +654,30 @@ func TestHandshakeFromAnIdleNodeRetriesAtTheFastPace(t *testing.T) {
 		t.Fatal("the queued packet never arrived")
 	}
 }
+
+// listen.accept_recv_error never: even a recv_error from the peer's own address is not acted
+// on (with the default it would start a re-handshake).
+func TestAcceptRecvErrorNever(t *testing.T) {
+	m := newMesh(t, 2, "listen:\n  accept_recv_error: never\n")
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "up"), 5*time.Second)
+	a, _ := m.hosts[0].node.Tunnel(m.hosts[1].vpn)
+	var b [header.Len]byte
+	header.Encode(b[:], header.RecvError, 0, a.RemoteIndex, 0)
+	before := m.hosts[0].node.Dropped("recv_error_ignored")
+	m.net.Inject(m.hosts[1].under, m.hosts[0].under, b[:])
+	eventually(t, 2*time.Second, "recv_error ignored", func() bool {
+		return m.hosts[0].node.Dropped("recv_error_ignored") == before+1
+	})
+}
+
+// tun.drop_local_broadcast: a packet for the network's broadcast address is dropped as no
+// route, and starts no handshake (with false, one is attempted toward 10.42.255.255).
+func TestDropLocalBroadcast(t *testing.T) {
+	m := newMesh(t, 1, "tun:\n  drop_local_broadcast: true\n")
+	bcast := tuntest.IPv4UDP(netip.AddrPortFrom(m.hosts[0].vpn, 5000), netip.MustParseAddrPort("10.42.255.255:6000"), []byte("all"))
+	before := m.hosts[0].node.Dropped("no_route")
+	m.hosts[0].dev.Inject(bcast)
+	eventually(t, 2*time.Second, "broadcast dropped", func() bool {
+		return m.hosts[0].node.Dropped("no_route") == before+1
+	})
+}
