@@ -288,6 +288,8 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	everyHost := names[:4] // the machines of "# on every host" (app1 joins later)
 	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2", "203.0.113.5": "198.18.0.5"}
 	sw := netns.NewSwitch(t, "gsw")
+	// web1 and db1 sit behind NAT routers, as the guide allows ("may be behind NAT").
+	natted := map[string]int{"web1": 1, "db1": 2}
 	machines := map[string]*machine{}
 	for i, n := range names {
 		m := &machine{ns: netns.New(t, fmt.Sprintf("gs%d", i+1)), underlay: fmt.Sprintf("198.18.0.%d", i+1),
@@ -296,7 +298,18 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		if n == "admin" {
 			m.etc = m.dir
 		}
-		sw.Attach(t, m.ns, "eth0", m.underlay+"/24")
+		if r, ok := natted[n]; ok {
+			// Behind its own router that only masquerades (issue 15): the lighthouses see
+			// the router's address, and the hosts cannot address each other.
+			router := netns.New(t, fmt.Sprintf("gsr%d", r))
+			sw.Attach(t, router, "wan0", fmt.Sprintf("198.18.0.%d/24", 10+r))
+			m.underlay = fmt.Sprintf("198.19.%d.2", r)
+			netns.Link(t, router, "lan0", fmt.Sprintf("198.19.%d.1/24", r), m.ns, "eth0", m.underlay+"/24")
+			m.ns.Route(t, "default", "via", fmt.Sprintf("198.19.%d.1", r))
+			router.MasqueradeNAT(t, "wan0")
+		} else {
+			sw.Attach(t, m.ns, "eth0", m.underlay+"/24")
+		}
 		if err := os.MkdirAll(m.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
