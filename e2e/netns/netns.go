@@ -349,3 +349,19 @@ func (n *Namespace) DropRandomly(t testing.TB, percent int, expr string) {
 		t.Fatalf("nft loss in %s: %v\n%s", n.Name, err, out)
 	}
 }
+
+// Block drops what the namespace forwards that matches expr (nft syntax) until the returned
+// function lifts the block. The drop comes before source NAT, so it leaves no mapping behind.
+func (n *Namespace) Block(t testing.TB, expr string) (lift func()) {
+	t.Helper()
+	table := fmt.Sprintf("e2eblock%d", counter.Add(1))
+	rules := fmt.Sprintf("table ip %s {\n\tchain blocked {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\t%s drop\n\t}\n}\n", table, expr)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft block in %s: %v\n%s", n.Name, err, out)
+	}
+	return func() { n.MustRun(t, "nft", "delete", "table", "ip", table) }
+}
