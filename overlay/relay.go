@@ -226,6 +226,8 @@ type relayState struct {
 	mu         sync.Mutex
 	peerRelays map[netip.Addr][]netip.Addr
 	asked      map[[2]netip.Addr]time.Time // (peer, relay) -> last CreateRelayRequest
+	// probeEvery is relayProbeInterval (unix nanos); tests shorten it.
+	probeEvery atomic.Int64
 }
 
 func (r *relayState) c() *relayConf { return r.conf.Load() }
@@ -233,6 +235,7 @@ func (r *relayState) c() *relayConf { return r.conf.Load() }
 func newRelayState(n *Node) (*relayState, error) {
 	r := &relayState{n: n, peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
 	r.table.init()
+	r.probeEvery.Store(int64(relayProbeInterval))
 	rc, err := parseRelayConf(n, n.cfg.Relay)
 	if err != nil {
 		return nil, err
@@ -368,7 +371,7 @@ func (r *relayState) probeDirect(now time.Time) {
 		if t.relay.Load() == nil {
 			continue
 		}
-		if last := t.probed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < relayProbeInterval {
+		if last := t.probed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < time.Duration(r.probeEvery.Load()) {
 			continue
 		}
 		t.probed.Store(now.UnixNano())
