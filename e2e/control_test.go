@@ -288,6 +288,9 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	everyHost := names[:4] // the machines of "# on every host" (app1 joins later)
 	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2", "203.0.113.5": "198.18.0.5"}
 	sw := netns.NewSwitch(t, "gsw")
+	// web1 and db1 sit behind NAT routers, as the guide allows ("may be behind NAT").
+	natted := map[string]int{"web1": 1, "db1": 2}
+	routers := map[string]*netns.Namespace{}
 	machines := map[string]*machine{}
 	for i, n := range names {
 		m := &machine{ns: netns.New(t, fmt.Sprintf("gs%d", i+1)), underlay: fmt.Sprintf("198.18.0.%d", i+1),
@@ -296,7 +299,19 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		if n == "admin" {
 			m.etc = m.dir
 		}
-		sw.Attach(t, m.ns, "eth0", m.underlay+"/24")
+		if r, ok := natted[n]; ok {
+			// Behind its own router that only masquerades (issue 15): the lighthouses see
+			// the router's address, and the hosts cannot address each other.
+			router := netns.New(t, fmt.Sprintf("gsr%d", r))
+			routers[n] = router
+			sw.Attach(t, router, "wan0", fmt.Sprintf("198.18.0.%d/24", 10+r))
+			m.underlay = fmt.Sprintf("198.19.%d.2", r)
+			netns.Link(t, router, "lan0", fmt.Sprintf("198.19.%d.1/24", r), m.ns, "eth0", m.underlay+"/24")
+			m.ns.Route(t, "default", "via", fmt.Sprintf("198.19.%d.1", r))
+			router.MasqueradeNAT(t, "wan0")
+		} else {
+			sw.Attach(t, m.ns, "eth0", m.underlay+"/24")
+		}
 		if err := os.MkdirAll(m.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -386,6 +401,40 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		}
 	}
 	all := strings.Join(outputs, "\n")
+	// Behind the two masquerades, web1's `meshnode status` in section 5 showed db1 relayed.
+	if !strings.Contains(all, "relay via lighthouse") {
+		t.Errorf("the guide's status output does not show web1's tunnel to db1 relayed through a lighthouse")
+	}
+	// And it stays relayed: direct probes ran all along (every RelayProbeInterval, both
+	// ends), but each one that reaches the other host's router leaves a conntrack entry
+	// there that gives that host's next mapping towards us another port, so no probe ever
+	// finds an open mapping (GETTING-STARTED section 5 says so).
+	web1 := machines["web1"]
+	if err := netns.Eventually(3*overlay.RelayProbeInterval, time.Second, func() error {
+		out, err := web1.ns.RunTimeout(10*time.Second, filepath.Join(bin, "meshnode"), "status", "-json", "-control", web1.sock)
+		if err != nil {
+			return fmt.Errorf("status: %v: %s", err, out)
+		}
+		var st overlay.ControlStatus
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return err
+		}
+		for _, p := range st.Peers {
+			if p.Name == "db1" && p.Path == "relayed" && time.Since(p.Handshake) > 2*overlay.RelayProbeInterval {
+				return nil
+			}
+			if p.Name == "db1" && p.Path != "relayed" {
+				t.Errorf("web1's tunnel to db1 went %s behind two plain masquerades; the guide says it stays relayed", p.Path)
+				return nil
+			}
+		}
+		return fmt.Errorf("web1's tunnel to db1 is not yet two probe rounds old: %+v", st.Peers)
+	}); err != nil {
+		t.Error(err)
+	}
+	if ct, err := routers["db1"].Run("cat", "/proc/net/nf_conntrack"); err == nil {
+		t.Logf("db1's router's conntrack table (web1's router is 198.18.0.11):\n%s", ct)
+	}
 	for _, want := range []string{"config OK (host lighthouse1, 10.42.0.1)", "reply from 10.42.1.2: seq=", "reply from db1: seq=1",
 		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq="} {
 		if !strings.Contains(all, want) {

@@ -186,7 +186,7 @@ type TunnelsConfig struct {
 	InactivityTimeout time.Duration `yaml:"inactivity_timeout"`
 }
 
-// RelayConfig is Nebula's relay section (parsed; relaying is not part of this build).
+// RelayConfig is Nebula's relay section.
 type RelayConfig struct {
 	AmRelay   bool     `yaml:"am_relay"`
 	Relays    []string `yaml:"relays"`

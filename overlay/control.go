@@ -105,6 +105,7 @@ type PeerStatus struct {
 	Remote       netip.AddrPort `json:"remote"`
 	Path         string         `json:"path"`                  // "direct" or "relayed"
 	RelayedVia   string         `json:"relayed_via,omitempty"` // the relay's VPN IP
+	RelayName    string         `json:"relay_name,omitempty"`  // the relay's certificate name
 	Initiator    bool           `json:"initiator"`
 	Handshake    time.Time      `json:"last_handshake"`
 	LastRecv     time.Time      `json:"last_packet"`
@@ -498,12 +499,15 @@ func (n *Node) ControlStatus() ControlStatus {
 		Lighthouse: n.cfg.Lighthouse.AmLighthouse, Peers: []PeerStatus{}, Drops: map[string]uint64{},
 	}
 	for _, p := range n.Peers() {
-		path, via := "direct", ""
+		path, via, relayName := "direct", "", ""
 		if p.RelayedVia.IsValid() {
 			path, via = "relayed", p.RelayedVia.String()
+			if hop := n.hosts.byVPNIP(p.RelayedVia); hop != nil {
+				relayName = hop.peer.Details.Name
+			}
 		}
 		st.Peers = append(st.Peers, PeerStatus{
-			Name: p.Name, VpnIP: p.VpnIP, Groups: nonNil(p.Groups), Remote: p.Remote, Path: path, RelayedVia: via,
+			Name: p.Name, VpnIP: p.VpnIP, Groups: nonNil(p.Groups), Remote: p.Remote, Path: path, RelayedVia: via, RelayName: relayName,
 			Initiator: p.Initiator, Handshake: p.Created, LastRecv: lastOrZero(p.LastRecv),
 			PacketsIn: p.PacketsIn, PacketsOut: p.PacketsOut, BytesIn: p.BytesIn, BytesOut: p.BytesOut,
 			CertNotAfter: p.CertNotAfter, Fingerprint: p.Fingerprint,
@@ -555,7 +559,11 @@ func (n *Node) KnownHosts() []KnownHost {
 			h.Network = t.peer.Details.Ips[0].Masked()
 		}
 		h.Sources = append(h.Sources, "tunnel")
-		h.Remotes = append(h.Remotes, t.remoteAddr())
+		if t.relay.Load() != nil {
+			h.Sources = append(h.Sources, "relayed") // no underlay address of its own in use
+		} else if a := t.remoteAddr(); a.IsValid() {
+			h.Remotes = append(h.Remotes, a)
+		}
 	}
 	for a, addrs := range n.staticMap() {
 		h := get(a)

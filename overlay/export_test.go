@@ -74,3 +74,6 @@ func (n *Node) CandidatesForTest(peer netip.Addr) (total, forPeer int) {
 	defer n.hs.mu.Unlock()
 	return len(n.hs.cands), n.hs.candsBy[peer]
 }
+
+// SetRelayProbeIntervalForTest changes how often relayed tunnels probe the direct path.
+func (n *Node) SetRelayProbeIntervalForTest(d time.Duration) { n.relay.probeEvery.Store(int64(d)) }

@@ -282,6 +282,7 @@ type FirewallCheck struct {
 	Tunnel   struct {
 		Path       string         `json:"path"` // direct or relayed
 		RelayedVia string         `json:"relayed_via,omitempty"`
+		RelayName  string         `json:"relay_name,omitempty"`
 		Remote     netip.AddrPort `json:"remote"`
 		RTTMS      float64        `json:"rtt_ms"` // -1 when the probe got no answer
 	} `json:"tunnel"`
@@ -321,6 +322,9 @@ func (n *Node) CheckFirewall(ctx context.Context, vpn netip.Addr, tr Traffic) (*
 	c.Tunnel.Path, c.Tunnel.Remote = "direct", t.remoteAddr()
 	if r := t.relay.Load(); r != nil {
 		c.Tunnel.Path, c.Tunnel.RelayedVia = "relayed", r.hop.String()
+		if hop := n.hosts.byVPNIP(r.hop); hop != nil {
+			c.Tunnel.RelayName = hop.peer.Details.Name
+		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	rtt, err := n.Ping(pctx, vpn)

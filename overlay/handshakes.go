@@ -226,6 +226,7 @@ func (hs *handshakeManager) tick(now time.Time) {
 		msg []byte
 	}
 	var sends []resend
+	var timedOut []*pending
 	hs.mu.Lock()
 	for vpn, p := range hs.byVPN {
 		if now.Before(p.next) {
@@ -235,8 +236,7 @@ func (hs *handshakeManager) tick(now time.Time) {
 			delete(hs.byVPN, vpn)
 			delete(hs.byIndex, p.localIndex)
 			n.m.handshakes.WithLabelValues("initiator", "timeout").Inc()
-			n.log.Info("handshake timed out", "vpn_ip", vpn, "tries", p.tries,
-				"dropped_packets", len(p.queue))
+			timedOut = append(timedOut, p)
 			continue
 		}
 		p.tries++
@@ -271,6 +271,15 @@ func (hs *handshakeManager) tick(now time.Time) {
 		}
 	}
 	hs.mu.Unlock()
+	for _, p := range timedOut {
+		if n.relay.knowsRelays(p.vpnIP) {
+			n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue))
+			continue
+		}
+		// The usual cause is two NATs that defeat hole punching; say what would help.
+		n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue),
+			"hint", "no relay known for the peer; hosts behind NAT need relays: relay.am_relay on a lighthouse, relay.relays on the hosts")
+	}
 	for _, t := range done {
 		n.hosts.retire(t)
 	}

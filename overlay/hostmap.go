@@ -41,6 +41,7 @@ type tunnel struct {
 	relay      atomic.Pointer[relayEntry] // set while the tunnel runs through a relay
 	lastRoam   atomic.Int64
 	rekeyAsked atomic.Int64 // unix nanos of the last re-handshake a recv_error asked for
+	probed     atomic.Int64 // unix nanos of the last direct probe while relayed (relay.go)
 
 	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
 	// retransmitted copy gets the same reply rather than a new tunnel.

@@ -201,7 +201,9 @@ func (lh *lighthouseState) tick(now time.Time) {
 	if n.cfg.Punchy.Punch && now.Sub(lh.lastPunch) >= punchInterval {
 		lh.lastPunch = now
 		for _, t := range n.hosts.all() {
-			n.sendRaw([]byte{1}, []netip.AddrPort{t.remoteAddr()})
+			if a := t.remoteAddr(); a.IsValid() && t.relay.Load() == nil {
+				n.sendRaw([]byte{1}, []netip.AddrPort{a})
+			}
 		}
 	}
 	if lh.book != nil {

@@ -257,3 +257,36 @@ func TestTwoLighthousesAreNoSinglePointOfFailure(t *testing.T) {
 	m.sendUntil(first, last, m.udpPacket(first, last, "no lighthouse left"), 2*time.Second)
 	m.sendUntil(last, first+1, m.udpPacket(last, first+1, "old tunnel"), 2*time.Second)
 }
+
+// TestRelayedTunnelProbesAndMovesToTheDirectPathOnceItOpens: issue 15. The direct path is
+// cut when the tunnel forms, so it runs through the relay; once the path heals, the relayed
+// tunnel's periodic direct probe moves both ends to it, without a new handshake.
+func TestRelayedTunnelProbesAndMovesToTheDirectPathOnceItOpens(t *testing.T) {
+	m := lighthouseMeshRelay(t, 2, nil, true, "")
+	const every = 3 * time.Second
+	for _, h := range m.hosts {
+		h.node.SetRelayProbeIntervalForTest(every)
+	}
+	m.net.Partition(m.hosts[1].under.Addr(), m.hosts[2].under.Addr())
+	m.sendUntil(1, 2, m.udpPacket(1, 2, "through the relay"), 15*time.Second)
+	before, ok := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
+	if !ok || before.RelayedVia != m.hosts[0].vpn {
+		t.Fatalf("tunnel host1->host2 is %+v, want relayed via the lighthouse", before)
+	}
+	// The first probes go out while the path is still cut: what moves the tunnel later is
+	// a later round.
+	time.Sleep(every / 2)
+	if p, _ := m.hosts[1].node.Tunnel(m.hosts[2].vpn); !p.RelayedVia.IsValid() {
+		t.Fatalf("tunnel left the relay while the direct path was cut: %+v", p)
+	}
+	m.net.Heal()
+	eventually(t, every+5*time.Second, "both ends direct", func() bool {
+		p1, ok1 := m.hosts[1].node.Tunnel(m.hosts[2].vpn)
+		p2, ok2 := m.hosts[2].node.Tunnel(m.hosts[1].vpn)
+		return ok1 && ok2 && !p1.RelayedVia.IsValid() && !p2.RelayedVia.IsValid() && p1.Remote == m.hosts[2].under
+	})
+	if after, _ := m.hosts[1].node.Tunnel(m.hosts[2].vpn); after.LocalIndex != before.LocalIndex {
+		t.Errorf("the tunnel was replaced (index %d -> %d); it should have moved", before.LocalIndex, after.LocalIndex)
+	}
+	m.sendUntil(2, 1, m.udpPacket(2, 1, "direct now"), 5*time.Second)
+}

@@ -136,7 +136,14 @@ const (
 	// peer: a relay we listed could otherwise fill our table with requests for peers that
 	// never handshake.
 	relayIdleEndpoint = time.Minute
+	// relayProbeInterval is how often a relayed tunnel tries the direct path. Both ends
+	// probe, and a probe's NAT mapping lives about 30 s (Linux's unreplied UDP timeout, and
+	// common home routers'), so the two ends' probes overlap in each other's lifetime.
+	relayProbeInterval = 10 * time.Second
 )
+
+// RelayProbeInterval is relayProbeInterval, for status output.
+const RelayProbeInterval = relayProbeInterval
 
 var errRelayFull = errors.New("relay table full")
 
@@ -219,6 +226,8 @@ type relayState struct {
 	mu         sync.Mutex
 	peerRelays map[netip.Addr][]netip.Addr
 	asked      map[[2]netip.Addr]time.Time // (peer, relay) -> last CreateRelayRequest
+	// probeEvery is relayProbeInterval (unix nanos); tests shorten it.
+	probeEvery atomic.Int64
 }
 
 func (r *relayState) c() *relayConf { return r.conf.Load() }
@@ -226,6 +235,7 @@ func (r *relayState) c() *relayConf { return r.conf.Load() }
 func newRelayState(n *Node) (*relayState, error) {
 	r := &relayState{n: n, peerRelays: map[netip.Addr][]netip.Addr{}, asked: map[[2]netip.Addr]time.Time{}}
 	r.table.init()
+	r.probeEvery.Store(int64(relayProbeInterval))
 	rc, err := parseRelayConf(n, n.cfg.Relay)
 	if err != nil {
 		return nil, err
@@ -315,13 +325,15 @@ func (r *relayState) advertised() []netip.Addr {
 	return r.c().relays
 }
 
-// tick keeps tunnels to our own relays up, so they can reach us when someone asks.
+// tick keeps tunnels to our own relays up, so they can reach us when someone asks, and
+// keeps relayed tunnels trying the direct path.
 func (r *relayState) tick() {
 	for _, a := range r.c().relays {
 		if r.n.hosts.byVPNIP(a) == nil {
 			r.n.hs.trigger(a, nil)
 		}
 	}
+	r.probeDirect(r.n.now())
 	// Entries whose hop tunnel is gone are useless; drop them after a while, a relay pair
 	// as soon as either side's tunnel is gone. Readers never wait for this (sync.Map).
 	now := r.n.now()
@@ -346,6 +358,38 @@ func (r *relayState) tick() {
 	r.table.mu.Unlock()
 }
 
+// probeDirect sends each relayed tunnel's peer, every relayProbeInterval, a Test request
+// straight to every underlay address we know for it (static_host_map, lighthouses). It is
+// sealed with the tunnel's keys, so the first one that gets through moves the peer's side to
+// the direct path (an authenticated direct packet does that, see authenticated) and its
+// direct answer moves ours. Sending also opens our NAT towards those addresses; asking the
+// lighthouses again refreshes them and makes the lighthouse tell the peer to punch towards
+// us, which opens its NAT even when the peer is Nebula 1.6 and never probes itself.
+func (r *relayState) probeDirect(now time.Time) {
+	n := r.n
+	for _, t := range n.hosts.all() {
+		if t.relay.Load() == nil {
+			continue
+		}
+		if last := t.probed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < time.Duration(r.probeEvery.Load()) {
+			continue
+		}
+		t.probed.Store(now.UnixNano())
+		n.lh.query(t.vpnIP)
+		addrs := n.remotesFor(t.vpnIP)
+		if len(addrs) == 0 {
+			continue
+		}
+		// One sealed copy to every address: the peer accepts the first to arrive and its
+		// replay window drops the rest.
+		buf := make([]byte, header.Len, header.Len+tagLen)
+		c := t.sendCounter.Add(1)
+		hdr := header.Encode(buf, header.Test, header.SubtypeTestRequest, t.remoteIndex, c)
+		n.sendRaw(t.send.Seal(hdr, hdr, nil, c), addrs)
+		n.log.Debug("relayed tunnel: probing the direct path", "vpn_ip", t.vpnIP, "remotes", addrs)
+	}
+}
+
 // learnPeerRelays records the relays a lighthouse named for a peer.
 func (r *relayState) learnPeerRelays(peer netip.Addr, relays []netip.Addr) {
 	var keep []netip.Addr
@@ -357,6 +401,13 @@ func (r *relayState) learnPeerRelays(peer netip.Addr, relays []netip.Addr) {
 	r.mu.Lock()
 	r.peerRelays[peer] = keep
 	r.mu.Unlock()
+}
+
+// knowsRelays reports whether a lighthouse named relays for peer and we may use them.
+func (r *relayState) knowsRelays(peer netip.Addr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.c().useRelays && len(r.peerRelays[peer]) > 0
 }
 
 // established returns a usable relay entry to peer, if any.

@@ -65,7 +65,7 @@ func printCheck(w io.Writer, c *overlay.FirewallCheck) {
 
 	path := "direct to " + c.Tunnel.Remote.String()
 	if c.Tunnel.Path == "relayed" {
-		path = "relayed via " + c.Tunnel.RelayedVia
+		path = "relay via " + relayLabel(overlay.PeerStatus{RelayedVia: c.Tunnel.RelayedVia, RelayName: c.Tunnel.RelayName})
 	}
 	rtt := "no answer to a probe"
 	if c.Tunnel.RTTMS >= 0 {

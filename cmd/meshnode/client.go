@@ -91,12 +91,19 @@ func printStatus(w io.Writer, st *overlay.ControlStatus, now time.Time) {
 		head += "\tRTT"
 	}
 	fmt.Fprintln(tw, head)
+	relayed := false
 	for _, p := range st.Peers {
+		remote := "-"
+		if p.Remote.IsValid() {
+			remote = p.Remote.String()
+		}
 		if p.RelayedVia != "" {
-			p.Path = "via " + p.RelayedVia
+			relayed = true
+			p.Path = "relay via " + relayLabel(p)
+			remote = "-" // the underlay address in use is the relay's
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Name, p.VpnIP, groupList(p.Groups), p.Path,
-			p.Remote, ago(p.Handshake, now), ago(p.LastRecv, now), bytesStr(p.BytesIn), bytesStr(p.BytesOut),
+			remote, ago(p.Handshake, now), ago(p.LastRecv, now), bytesStr(p.BytesIn), bytesStr(p.BytesOut),
 			when(p.CertNotAfter, now))
 		switch {
 		case !withRTT:
@@ -108,6 +115,17 @@ func printStatus(w io.Writer, st *overlay.ControlStatus, now time.Time) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	if relayed {
+		fmt.Fprintf(w, "\nrelayed tunnels try the direct path every %s and move to it when it opens\n", overlay.RelayProbeInterval)
+	}
+}
+
+// relayLabel names a tunnel's relay: its certificate name and VPN IP when known.
+func relayLabel(p overlay.PeerStatus) string {
+	if p.RelayName != "" {
+		return p.RelayName + " (" + p.RelayedVia + ")"
+	}
+	return p.RelayedVia
 }
 
 func groupList(g []string) string {

@@ -415,8 +415,9 @@ func choosePKIPaths(doc *yaml.Node, config, pkiDir string) (pkiPaths, error) {
 
 // updateConfigDoc writes the enrollment into the config: pki paths, renewal, and for each
 // lighthouse other than this host its underlay addresses (static_host_map) and VPN IP
-// (lighthouse.hosts). A host that is itself on the lighthouse list becomes a lighthouse. It
-// returns notes for the user.
+// (lighthouse.hosts, and relay.relays when the config has no relay section). A host that is
+// itself on the lighthouse list becomes a lighthouse and a relay. It returns notes for the
+// user.
 func updateConfigDoc(doc *yaml.Node, e *client.Enrollment, p pkiPaths) []string {
 	root := doc.Content[0]
 	set(root, scalar(p.ca), "pki", "ca")
@@ -469,6 +470,20 @@ func updateConfigDoc(doc *yaml.Node, e *client.Enrollment, p pkiPaths) []string 
 		notes = append(notes, "this host is on the CA service's lighthouse list: lighthouse.am_lighthouse is set to true")
 	}
 	set(root, seq, "lighthouse", "hosts")
+	// Relays, unless the config already says: lighthouses relay and hosts name them, so two
+	// hosts whose NATs defeat hole punching still reach each other (a relay that does not
+	// relay only refuses the request). A relay section written by hand is left alone.
+	if lookup(root, "relay") == nil {
+		if iAmLighthouse {
+			set(root, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"}, "relay", "am_relay")
+		} else if len(seq.Content) > 0 {
+			relays := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+			for _, h := range seq.Content {
+				relays.Content = append(relays.Content, quoted(h.Value))
+			}
+			set(root, relays, "relay", "relays")
+		}
+	}
 	if len(e.Lighthouses) == 0 {
 		notes = append(notes, "the CA service lists no lighthouses: add static_host_map entries for the hosts to reach")
 	}

@@ -78,6 +78,10 @@ func TestEnrollWritesKeyCertBundleAndANewConfig(t *testing.T) {
 	if !slices.Equal(cfg.Lighthouse.Hosts, []string{"10.42.0.1"}) || cfg.Lighthouse.AmLighthouse {
 		t.Errorf("lighthouse = %+v", cfg.Lighthouse)
 	}
+	// Issue 15: the lighthouses are the host's relays, for NATs hole punching cannot cross.
+	if !slices.Equal(cfg.Relay.Relays, []string{"10.42.0.1"}) || cfg.Relay.AmRelay {
+		t.Errorf("relay = %+v, want the lighthouses as relays", cfg.Relay)
+	}
 	// The daemon's renewal loop accepts what enroll wrote.
 	if _, err := newRenewer(cfg, newPKIManager(newRecordingNode(), p), s.clock, testLogger(t)); err != nil {
 		t.Fatal(err)
@@ -127,6 +131,9 @@ renewal:
 	}
 	if !slices.Equal(cfg.Lighthouse.Hosts, []string{"10.42.0.9", "10.42.0.1"}) || len(cfg.StaticHostMap) != 2 {
 		t.Errorf("lighthouses %v, static %v", cfg.Lighthouse.Hosts, cfg.StaticHostMap)
+	}
+	if !slices.Equal(cfg.Relay.Relays, []string{"10.42.0.9", "10.42.0.1"}) {
+		t.Errorf("relay.relays = %v, want every lighthouse", cfg.Relay.Relays)
 	}
 	b, _ := os.ReadFile(cfgPath)
 	if !strings.Contains(string(b), "# my settings") || !strings.Contains(string(b), "keep me") {
@@ -273,5 +280,39 @@ func TestEnrollTokenFromFile(t *testing.T) {
 	}
 	if code, out := runEnroll(t, "-token-file", tf, "-config", filepath.Join(dir, "node.yml")); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
+
+// TestEnrollMakesLighthousesRelaysAndKeepsAHandWrittenRelaySection: issue 15. A host on the
+// CA service's lighthouse list becomes a relay too; a config that already has a relay
+// section keeps it as written.
+func TestEnrollMakesLighthousesRelaysAndKeepsAHandWrittenRelaySection(t *testing.T) {
+	s := startCAService(t, testLighthouses)
+	dir := t.TempDir()
+	lhPath := filepath.Join(dir, "lh.yml")
+	if code, out := runEnroll(t, "-token", s.invite(t, "lighthouse1", "10.42.0.1"), "-config", lhPath); code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	cfg, err := overlay.LoadConfig(lhPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Lighthouse.AmLighthouse || !cfg.Relay.AmRelay || len(cfg.Relay.Relays) != 0 {
+		t.Errorf("lighthouse %+v relay %+v: want a lighthouse that relays", cfg.Lighthouse, cfg.Relay)
+	}
+	hdir := t.TempDir()
+	hostPath := filepath.Join(hdir, "host.yml")
+	own := "relay:\n  use_relays: false\n"
+	if err := os.WriteFile(hostPath, []byte(own), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runEnroll(t, "-token", s.invite(t, "web1", "10.42.0.8"), "-config", hostPath); code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	if cfg, err = overlay.LoadConfig(hostPath); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Relay.Relays) != 0 || cfg.Relay.UseRelays == nil || *cfg.Relay.UseRelays {
+		t.Errorf("relay = %+v: the hand-written section was changed", cfg.Relay)
 	}
 }

@@ -289,7 +289,7 @@ func TestStatusTableShowsRelayedPathsExpiryAndDrops(t *testing.T) {
 		Groups: []string{"web"}, CertNotAfter: now.Add(30 * 24 * time.Hour), Fingerprint: "0123456789abcdef",
 		Drops: map[string]uint64{"firewall_inbound": 3, "firewall_outbound": 0, "replay": 2},
 		Peers: []overlay.PeerStatus{{
-			Name: "db1", VpnIP: netip.MustParseAddr("10.42.1.2"), Groups: []string{"db"}, Path: "relayed", RelayedVia: "10.42.0.1",
+			Name: "db1", VpnIP: netip.MustParseAddr("10.42.1.2"), Groups: []string{"db"}, Path: "relayed", RelayedVia: "10.42.0.1", RelayName: "lighthouse1",
 			Remote: netip.MustParseAddrPort("192.0.2.10:4242"), Handshake: now.Add(-90 * time.Second),
 			BytesIn: 2048, BytesOut: 3 << 20, CertNotAfter: now.Add(-time.Hour),
 		}},
@@ -301,8 +301,10 @@ func TestStatusTableShowsRelayedPathsExpiryAndDrops(t *testing.T) {
   firewall drops: inbound 3, outbound 0
   other drops: replay 2
 
-NAME  VPN IP     GROUPS  PATH           REMOTE           HANDSHAKE  LAST PACKET  IN       OUT      CERT EXPIRES
-db1   10.42.1.2  db      via 10.42.0.1  192.0.2.10:4242  1m30s ago  never        2.0 KiB  3.0 MiB  EXPIRED 1h0m ago
+NAME  VPN IP     GROUPS  PATH                               REMOTE  HANDSHAKE  LAST PACKET  IN       OUT      CERT EXPIRES
+db1   10.42.1.2  db      relay via lighthouse1 (10.42.0.1)  -       1m30s ago  never        2.0 KiB  3.0 MiB  EXPIRED 1h0m ago
+
+relayed tunnels try the direct path every 10s and move to it when it opens
 `
 	if b.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)

@@ -287,6 +287,25 @@ func (n *Namespace) NAT(t testing.TB, wanDev string) {
 	}
 }
 
+// MasqueradeNAT turns the namespace into a router that only masquerades what leaves through
+// wanDev (IPv4 forwarding and one nftables source NAT rule; no inbound filter): the plainest
+// Linux NAT, as many cloud NAT gateways and hand-made routers are. Unlike NAT, it lets an
+// unsolicited packet reach the router itself, where it leaves a conntrack entry that makes
+// the router pick another port for the next outgoing mapping to that sender's address:
+// whichever host's punch arrives first spoils the other side's mapping.
+func (n *Namespace) MasqueradeNAT(t testing.TB, wanDev string) {
+	t.Helper()
+	n.Sysctl(t, "net.ipv4.ip_forward", "1")
+	rules := fmt.Sprintf("table ip e2enat {\n\tchain outbound {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname %q masquerade\n\t}\n}\n", wanDev)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s", n.Name, err, out)
+	}
+}
+
 // Counter adds an nftables rule that counts packets matching expr (nft syntax, e.g.
 // `ip daddr 198.18.0.12 udp dport 4242`) at a netfilter hook ("forward" for what a router
 // passes on, "input" for what reaches the namespace's own sockets) and returns a function
@@ -329,4 +348,20 @@ func (n *Namespace) DropRandomly(t testing.TB, percent int, expr string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft loss in %s: %v\n%s", n.Name, err, out)
 	}
+}
+
+// Block drops what the namespace forwards that matches expr (nft syntax) until the returned
+// function lifts the block. The drop comes before source NAT, so it leaves no mapping behind.
+func (n *Namespace) Block(t testing.TB, expr string) (lift func()) {
+	t.Helper()
+	table := fmt.Sprintf("e2eblock%d", counter.Add(1))
+	rules := fmt.Sprintf("table ip %s {\n\tchain blocked {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\t%s drop\n\t}\n}\n", table, expr)
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft block in %s: %v\n%s", n.Name, err, out)
+	}
+	return func() { n.MustRun(t, "nft", "delete", "table", "ip", table) }
 }
