@@ -16,7 +16,7 @@ type Initiator struct {
 	s          *settings
 	localIndex uint32
 	version    cert.Version // of the certificate msg 1 carries
-	ephemeral  []byte // the private key of e, kept so a spoiled Noise state can be rebuilt
+	ephemeral  []byte       // the private key of e, kept so a spoiled Noise state can be rebuilt
 	payload    []byte
 	hs         *noise.HandshakeState // nil once used by a failed Complete
 	done       bool
