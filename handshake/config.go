@@ -226,6 +226,8 @@ type Result struct {
 	// LocalVersion is the version of the certificate we sent; PeerCert.Version() is the
 	// peer's. A tunnel below the version both could speak is re-handshaken by the caller.
 	LocalVersion cert.Version
+	// LocalCert is the certificate we sent (so a caller can tell when it was replaced).
+	LocalCert *cert.Certificate
 	// Send and Recv are the data-plane keys (initiator: Noise cs1 sends, cs2 receives;
 	// responder the opposite). The first data packet each side sends has counter 3.
 	Send, Recv *AEAD
@@ -241,7 +243,7 @@ func (s *settings) result(peer, ca *cert.Certificate, localVer cert.Version, loc
 	if err != nil {
 		return nil, err
 	}
-	return &Result{PeerCert: peer, CA: ca, LocalVersion: localVer, LocalIndex: local, RemoteIndex: remote, PeerTime: peerTime, Send: sa, Recv: ra}, nil
+	return &Result{PeerCert: peer, CA: ca, LocalVersion: localVer, LocalCert: s.local.CertFor(localVer), LocalIndex: local, RemoteIndex: remote, PeerTime: peerTime, Send: sa, Recv: ra}, nil
 }
 
 // verifyPeer rebuilds the peer's certificate (of the payload's CertVersion) around its

@@ -71,18 +71,17 @@ func ReadInit(cfg *Config, packet []byte) (*Init, error) {
 	if p.InitiatorIndex == 0 {
 		return nil, fmt.Errorf("%w: initiator index 0", ErrPayload)
 	}
+	if p.CertVersion == 0 && !s.local.Has(cert.Version1) {
+		// No CertVersion: Nebula before 1.10 (or an older meshnode), which reads only v1
+		// certificates, and we hold none. Answering would only make the peer drop msg 2
+		// and retry; refuse before the signature check, with the reason.
+		return nil, fmt.Errorf("%w: the initiator sent no CertVersion (Nebula before 1.10 reads only v1 certificates) and we hold only v2", ErrVersion)
+	}
 	peer, ca, err := s.verifyPeer(p.CertVersion, p.Cert, hs.PeerStatic())
 	if err != nil {
 		return nil, err
 	}
 	reply := s.local.replyVersion(peer.Version())
-	if p.CertVersion == 0 && reply != cert.Version1 {
-		// No CertVersion: Nebula before 1.10 (or an older meshnode), which cannot read a
-		// v2 certificate, and we hold no v1 one. Answering would only make the peer drop
-		// msg 2 and retry; refuse before any DH, with the reason.
-		return nil, fmt.Errorf("%w: %s sent a v1 certificate without CertVersion (Nebula before 1.10 reads only v1) and we hold only %s",
-			ErrVersion, peer.Details.Name, reply)
-	}
 	return &Init{
 		ReplyVersion:   reply,
 		PeerCert:       peer,
