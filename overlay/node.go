@@ -482,6 +482,8 @@ type PeerInfo struct {
 	BytesOut     uint64
 	CertNotAfter time.Time
 	Fingerprint  string
+	// CertVersion is the version of our certificate on the tunnel, PeerCertVersion the peer's.
+	CertVersion, PeerCertVersion cert.Version
 }
 
 // Peers lists the established tunnels.
@@ -492,7 +494,11 @@ func (n *Node) Peers() []PeerInfo {
 		if r := t.relay.Load(); r != nil {
 			via = r.hop
 		}
-		out = append(out, PeerInfo{RelayedVia: via,
+		var lv cert.Version
+		if t.localCert != nil {
+			lv = t.localCert.Version()
+		}
+		out = append(out, PeerInfo{RelayedVia: via, CertVersion: lv, PeerCertVersion: t.peer.Version(),
 			Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
 			Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
 			Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),
