@@ -421,6 +421,13 @@ func TestDualCertHostMovesANebula111TunnelToV2(t *testing.T) {
 	if !strings.Contains(dual.proc.Log(), "trying v1") {
 		t.Fatalf("no v1 fallback logged toward the 1.6.1 peer:\n%s", dual.proc.Tail(30))
 	}
+	var events []string
+	for _, l := range strings.Split(dual.proc.Log(), "\n") {
+		if strings.Contains(l, "re-handshaking") || strings.Contains(l, "trying v1") || strings.Contains(l, "tunnel up") {
+			events = append(events, l)
+		}
+	}
+	t.Logf("%s:\n%s", dual.name, strings.Join(events, "\n"))
 	transfer(t, tl, old, dual, 9603, 1<<20, 3)
 	transfer(t, tl, neb11, dual, 9604, 1<<20, 4)
 	transfer(t, tl, dual, neb11, 9605, 1<<20, 5)
