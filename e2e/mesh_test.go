@@ -23,8 +23,9 @@ import (
 
 // Overlay implementations a host can run.
 const (
-	implNebula   = "nebula"   // the reference nebula 1.6.1 from the system
-	implMeshnode = "meshnode" // this module's ./cmd/meshnode
+	implNebula   = "nebula"        // the reference nebula 1.6.1 from the system
+	implMeshnode = "meshnode"      // this module's ./cmd/meshnode
+	implNebula11 = "nebula-1.11.1" // nebula 1.11.1 from the tools directory (v2 certificates)
 )
 
 // Timeouts of the namespace suites. Generous: CI runs them on two shared cores.
@@ -111,6 +112,8 @@ func (tl *tools) impl(t testing.TB, name string) string {
 	switch name {
 	case implNebula:
 		return testenv.RequireBinary(t, "nebula")
+	case implNebula11:
+		return testenv.RequireNebulaV2(t, "nebula")
 	case implMeshnode:
 		if p, ok := prebuilt(t, "E2E_MESHNODE"); ok {
 			return p
@@ -248,6 +251,7 @@ func startMesh(t *testing.T, tl *tools, spec meshSpec) []*meshHost {
 // nodeConf is the part of a Nebula-format config the suites vary; render writes the YAML.
 type nodeConf struct {
 	ca, cert, key string
+	initiating    int               // pki.initiating_version; 0 leaves it out
 	static        map[string]string // overlay IP -> underlay "ip:port"
 	amLighthouse  bool
 	lighthouses   []string // overlay IPs of the lighthouses
@@ -261,6 +265,9 @@ type nodeConf struct {
 func (c nodeConf) render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "pki:\n  ca: %s\n  cert: %s\n  key: %s\n", c.ca, c.cert, c.key)
+	if c.initiating != 0 {
+		fmt.Fprintf(&b, "  initiating_version: %d\n", c.initiating)
+	}
 	b.WriteString("static_host_map:\n")
 	if len(c.static) == 0 {
 		b.WriteString("  {}\n")

@@ -28,6 +28,9 @@ var (
 	ErrInvalidCert = errors.New("handshake: invalid peer certificate")
 	// ErrNoVPNIP: the peer certificate has no IPs, so it names no host.
 	ErrNoVPNIP = fmt.Errorf("%w: certificate has no IPs", ErrInvalidCert)
+	// ErrVersion: the peer can only read certificate versions we do not hold (a Nebula 1.6
+	// initiator, which reads v1 only, and a host holding only a v2 certificate).
+	ErrVersion = errors.New("handshake: no certificate version in common")
 	// ErrSelf: the peer certificate carries our own VPN IP.
 	ErrSelf = errors.New("handshake: refusing to handshake with myself")
 )

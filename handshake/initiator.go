@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/flynn/noise"
+
+	"github.com/meshnode/meshnode/cert"
 )
 
 // Initiator is the initiator's pending handshake between msg 1 and a readable msg 2. It is
@@ -13,7 +15,8 @@ import (
 type Initiator struct {
 	s          *settings
 	localIndex uint32
-	ephemeral  []byte // the private key of e, kept so a spoiled Noise state can be rebuilt
+	version    cert.Version // of the certificate msg 1 carries
+	ephemeral  []byte       // the private key of e, kept so a spoiled Noise state can be rebuilt
 	payload    []byte
 	hs         *noise.HandshakeState // nil once used by a failed Complete
 	done       bool
@@ -38,10 +41,14 @@ func Initiate(cfg *Config, localIndex uint32) (*Initiator, []byte, error) {
 		s:          s,
 		localIndex: localIndex,
 		ephemeral:  eph,
+		version:    s.ver,
+		// CertVersion is sent for v1 too, as Nebula 1.10+ does: it tells a responder that
+		// we read v2 certificates (Nebula 1.6 skips the unknown field).
 		payload: MarshalPayload(nil, &Payload{
-			Cert:           s.local.hsCert,
+			Cert:           s.local.get(s.ver).hsCert,
 			InitiatorIndex: localIndex,
 			Time:           uint64(s.now().UnixNano()),
+			CertVersion:    uint32(s.ver),
 		}),
 	}
 	hs, msg1, err := in.writeMsg1()
@@ -70,6 +77,9 @@ func (in *Initiator) writeMsg1() (*noise.HandshakeState, []byte, error) {
 
 // LocalIndex is the index this handshake was started with; msg 2 carries it in its header.
 func (in *Initiator) LocalIndex() uint32 { return in.localIndex }
+
+// Version is the version of the certificate msg 1 carries.
+func (in *Initiator) Version() cert.Version { return in.version }
 
 // Complete reads msg 2 (the full packet, header included). Errors wrapping ErrNoiseRead
 // (including ErrMalformed and ErrLowOrderKey) leave the handshake pending: ignore the
@@ -119,11 +129,11 @@ func (in *Initiator) Complete(packet []byte) (*Result, error) {
 	if p.ResponderIndex == 0 {
 		return nil, fmt.Errorf("%w: responder index 0", ErrPayload)
 	}
-	peer, ca, err := in.s.verifyPeer(p.Cert, hs.PeerStatic())
+	peer, ca, err := in.s.verifyPeer(p.CertVersion, p.Cert, hs.PeerStatic())
 	if err != nil {
 		return nil, err
 	}
-	r, err := in.s.result(peer, ca, in.localIndex, p.ResponderIndex, p.Time, cs1, cs2)
+	r, err := in.s.result(peer, ca, in.version, in.localIndex, p.ResponderIndex, p.Time, cs1, cs2)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,9 @@ type Payload struct {
 	Cookie         uint64 // unused by Nebula 1.6.1; echoed in msg 2 as Nebula does
 	Time           uint64 // the sender's clock, unix nanoseconds
 	Hmac           []byte // unused by Nebula 1.6.1; echoed in msg 2 as Nebula does
+	// CertVersion is the version of Cert (Nebula 1.10+, field 8). 0, what Nebula 1.6 and
+	// older meshnode send, means v1 from a peer that cannot read v2 certificates.
+	CertVersion uint32
 }
 
 // Field numbers of NebulaHandshake and NebulaHandshakeDetails.
@@ -27,6 +30,7 @@ const (
 	fieldResponderIndex protowire.Number = 3
 	fieldCookie         protowire.Number = 4
 	fieldTime           protowire.Number = 5
+	fieldCertVersion    protowire.Number = 8
 )
 
 // MarshalPayload appends the proto3 encoding of p to b, fields in ascending order and zero
@@ -36,9 +40,9 @@ func MarshalPayload(b []byte, p *Payload) []byte {
 	if len(p.Cert) > 0 {
 		size += protowire.SizeTag(fieldCert) + protowire.SizeBytes(len(p.Cert))
 	}
-	for _, v := range [...]uint64{uint64(p.InitiatorIndex), uint64(p.ResponderIndex), p.Cookie, p.Time} {
+	for _, v := range [...]uint64{uint64(p.InitiatorIndex), uint64(p.ResponderIndex), p.Cookie, p.Time, uint64(p.CertVersion)} {
 		if v != 0 {
-			size += 1 + protowire.SizeVarint(v) // tags 2..5 fit in one byte
+			size += 1 + protowire.SizeVarint(v) // tags 2..8 fit in one byte
 		}
 	}
 	b = protowire.AppendTag(b, fieldDetails, protowire.BytesType)
@@ -51,6 +55,7 @@ func MarshalPayload(b []byte, p *Payload) []byte {
 	b = appendVarintField(b, fieldResponderIndex, uint64(p.ResponderIndex))
 	b = appendVarintField(b, fieldCookie, p.Cookie)
 	b = appendVarintField(b, fieldTime, p.Time)
+	b = appendVarintField(b, fieldCertVersion, uint64(p.CertVersion))
 	if len(p.Hmac) > 0 {
 		b = protowire.AppendTag(b, fieldHmac, protowire.BytesType)
 		b = protowire.AppendBytes(b, p.Hmac)
@@ -125,7 +130,7 @@ func (p *Payload) unmarshalDetails(b []byte) error {
 			}
 			b = b[n:]
 			p.Cert = cloneNonEmpty(v)
-		case fieldInitiatorIndex, fieldResponderIndex, fieldCookie, fieldTime:
+		case fieldInitiatorIndex, fieldResponderIndex, fieldCookie, fieldTime, fieldCertVersion:
 			if typ != protowire.VarintType {
 				return fmt.Errorf("%w: details field %d has wire type %d", ErrPayload, num, typ)
 			}
@@ -143,6 +148,8 @@ func (p *Payload) unmarshalDetails(b []byte) error {
 				p.Cookie = v
 			case fieldTime:
 				p.Time = v
+			case fieldCertVersion:
+				p.CertVersion = uint32(v)
 			}
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)

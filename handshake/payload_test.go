@@ -22,6 +22,9 @@ func TestMarshalPayloadWritesNebulaLayout(t *testing.T) {
 		{"msg2 with responder index", Payload{Cert: []byte{0xaa}, InitiatorIndex: 0xffffffff, ResponderIndex: 2, Time: 1},
 			"0a0d" + "0a01aa" + "10ffffffff0f" + "1802" + "2801"},
 		{"cookie and hmac are kept", Payload{Cookie: 5, Hmac: []byte{1, 2}}, "0a022005" + "12020102"},
+		// Nebula 1.10+ writes CertVersion (field 8) last in Details, for v1 as well as v2.
+		{"cert version is field 8", Payload{Cert: []byte{0xaa}, InitiatorIndex: 1, Time: 1, CertVersion: 2},
+			"0a09" + "0a01aa" + "1001" + "2801" + "4002"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +44,7 @@ func TestUnmarshalPayloadAcceptsProto3Variants(t *testing.T) {
 	}{
 		{"canonical", "0a09" + "0a01aa" + "1007" + "1809" + "282a"},
 		{"reversed field order", "0a09" + "282a" + "1809" + "1007" + "0a01aa"},
-		{"unknown fields skipped", "0a17" + "0a01aa" + "1007" + "1809" + "282a" + "3801" + "4203616263" + "4d01020304" + "3000"},
+		{"unknown fields skipped", "0a17" + "0a01aa" + "1007" + "1809" + "282a" + "3801" + "4a03616263" + "4d01020304" + "3000"},
 		{"details split in two is merged", "0a05" + "0a01aa" + "1007" + "0a04" + "1809" + "282a"},
 		{"last scalar wins", "0a0b" + "0a01aa" + "1001" + "1007" + "1809" + "282a"},
 		{"non-minimal varint accepted", "0a0a" + "0a01aa" + "108700" + "1809" + "282a"},
@@ -113,6 +116,7 @@ func TestUnmarshalPayloadCopiesBytes(t *testing.T) {
 func FuzzPayload(f *testing.F) {
 	f.Add(MarshalPayload(nil, &Payload{Cert: bytes.Repeat([]byte{7}, 140), InitiatorIndex: 0xdeadbeef, Time: 1 << 60}))
 	f.Add(MarshalPayload(nil, &Payload{Cert: []byte{1}, InitiatorIndex: 1, ResponderIndex: 2, Cookie: 3, Time: 4, Hmac: []byte{5}}))
+	f.Add(MarshalPayload(nil, &Payload{Cert: []byte{0x30, 0}, InitiatorIndex: 1, ResponderIndex: 2, Time: 4, CertVersion: 2}))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x00})
 	f.Add(protowire.AppendTag(nil, 1, protowire.StartGroupType))

@@ -25,6 +25,9 @@ type Init struct {
 	InitiatorIndex uint32
 	// Time is the initiator's payload Time (unix ns, initiator's clock).
 	Time uint64
+	// ReplyVersion is the version of the certificate msg 2 will carry: the initiator's
+	// when we hold it, else our initiating version.
+	ReplyVersion cert.Version
 
 	s       *settings
 	hs      *noise.HandshakeState
@@ -68,11 +71,19 @@ func ReadInit(cfg *Config, packet []byte) (*Init, error) {
 	if p.InitiatorIndex == 0 {
 		return nil, fmt.Errorf("%w: initiator index 0", ErrPayload)
 	}
-	peer, ca, err := s.verifyPeer(p.Cert, hs.PeerStatic())
+	if p.CertVersion == 0 && !s.local.Has(cert.Version1) {
+		// No CertVersion: Nebula before 1.10 (or an older meshnode), which reads only v1
+		// certificates, and we hold none. Answering would only make the peer drop msg 2
+		// and retry; refuse before the signature check, with the reason.
+		return nil, fmt.Errorf("%w: the initiator sent no CertVersion (Nebula before 1.10 reads only v1 certificates) and we hold only v2", ErrVersion)
+	}
+	peer, ca, err := s.verifyPeer(p.CertVersion, p.Cert, hs.PeerStatic())
 	if err != nil {
 		return nil, err
 	}
+	reply := s.local.replyVersion(peer.Version())
 	return &Init{
+		ReplyVersion:   reply,
 		PeerCert:       peer,
 		CA:             ca,
 		InitiatorIndex: p.InitiatorIndex,
@@ -99,7 +110,12 @@ func (i *Init) Respond(localIndex uint32) (*Result, []byte, error) {
 	// Like Nebula, reply with the received payload and our fields replaced, so anything
 	// else the initiator set (Cookie, Hmac) is echoed.
 	reply := i.payload
-	reply.Cert = i.s.local.hsCert
+	reply.Cert = i.s.local.get(i.ReplyVersion).hsCert
+	if i.payload.CertVersion != 0 {
+		// To a peer that sent none (Nebula before 1.10) msg 2 stays byte for byte what
+		// Nebula 1.6 would send; it could not use the field.
+		reply.CertVersion = uint32(i.ReplyVersion)
+	}
 	reply.ResponderIndex = localIndex
 	reply.Time = uint64(i.s.now().UnixNano())
 	payload := MarshalPayload(nil, &reply)
@@ -113,7 +129,7 @@ func (i *Init) Respond(localIndex uint32) (*Result, []byte, error) {
 	if cs1 == nil || cs2 == nil {
 		return nil, nil, fmt.Errorf("%w: noise did not finish after msg 2", ErrNoiseRead)
 	}
-	r, err := i.s.result(i.PeerCert, i.CA, localIndex, i.InitiatorIndex, i.Time, cs2, cs1)
+	r, err := i.s.result(i.PeerCert, i.CA, i.ReplyVersion, localIndex, i.InitiatorIndex, i.Time, cs2, cs1)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -142,7 +142,9 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 		return fmt.Errorf("%w: %v", ErrNotUpdate, m.Type)
 	}
 	senderVPN = senderVPN.Unmap()
-	if m.VpnIP.Unmap() != senderVPN {
+	// Nebula 1.10+ leaves the host out of an update sent on a v2 tunnel: it is the sender.
+	// A host that is named must be the sender.
+	if claim := m.VpnIP.Unmap(); claim.IsValid() && !claim.IsUnspecified() && claim != senderVPN {
 		return fmt.Errorf("%w: %v claims %v", ErrWrongHost, senderVPN, m.VpnIP)
 	}
 	f := addrFilter{b.opts.OwnVPNNet, b.opts.RemoteAllowList, b.opts.MaxPerFamily, b.opts.AllowLoopback}

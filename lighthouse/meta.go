@@ -24,6 +24,9 @@ const (
 	HostWhoamiReply        MetaType = 7
 	PathCheck              MetaType = 8
 	PathCheckReply         MetaType = 9
+	// HostUpdateNotificationAck is what a Nebula 1.10+ lighthouse answers an update with;
+	// nothing needs it.
+	HostUpdateNotificationAck MetaType = 10
 )
 
 func (t MetaType) String() string {
@@ -48,6 +51,8 @@ func (t MetaType) String() string {
 		return "PathCheck"
 	case PathCheckReply:
 		return "PathCheckReply"
+	case HostUpdateNotificationAck:
+		return "HostUpdateNotificationAck"
 	}
 	return fmt.Sprintf("MetaType(%d)", uint32(t))
 }
@@ -70,15 +75,23 @@ var (
 
 // Meta is a decoded NebulaMeta with its NebulaMetaDetails flattened in.
 //
-// VpnIP is an IPv4 address; proto3 cannot tell "absent" from 0, so a message without one
-// decodes as 0.0.0.0. V4 holds the Ip4AndPorts, V6 the Ip6AndPorts exactly as sent (an
-// IPv4-mapped IPv6 address stays mapped here; the address book unmaps it).
+// VpnIP is the host the message is about. Nebula 1.10+ names it in one of two forms: the
+// v1 field (VpnIp, an IPv4 address as uint32; proto3 cannot tell "absent" from 0, so a
+// message without one decodes as 0.0.0.0) or, on tunnels built on v2 certificates, VpnAddr
+// (field 6, 16 bytes, IPv4 mapped), which AddrV2 marks. A non-zero v1 field wins, as in
+// Nebula. Relays likewise come from the v1 field 5 or RelayVpnAddrs (field 7); only IPv4
+// relays are kept (the overlay is IPv4). V4 holds the Ip4AndPorts, V6 the Ip6AndPorts
+// exactly as sent (an IPv4-mapped IPv6 address stays mapped here; the address book
+// unmaps it).
 type Meta struct {
 	Type   MetaType
 	VpnIP  netip.Addr
 	V4     []netip.AddrPort
 	V6     []netip.AddrPort
 	Relays []netip.Addr
+	// AddrV2: VpnIP came in VpnAddr and relays in RelayVpnAddrs (the v2 form, with the v1
+	// field absent); Marshal then writes them there.
+	AddrV2 bool
 }
 
 // Field numbers of the schema in NEBULA-WIRE §5.2.
@@ -91,6 +104,11 @@ const (
 	fDetCounter = 3
 	fDetIP6     = 4
 	fDetRelays  = 5
+	fDetVpnAddr = 6 // Nebula 1.10+: Addr
+	fDetRelays2 = 7 // Nebula 1.10+: repeated Addr
+
+	fAddrHi = 1
+	fAddrLo = 2
 
 	fIP4IP   = 1
 	fIP4Port = 2
@@ -126,7 +144,7 @@ func (m *Meta) Marshal(b []byte) []byte {
 	}
 	b = protowire.AppendTag(b, fMetaDetails, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(m.detailsSize()))
-	if v := addr4(m.VpnIP); v != 0 {
+	if v := addr4(m.VpnIP); v != 0 && !m.AddrV2 {
 		b = protowire.AppendTag(b, fDetVpnIP, protowire.VarintType)
 		b = protowire.AppendVarint(b, v)
 	}
@@ -146,12 +164,51 @@ func (m *Meta) Marshal(b []byte) []byte {
 		b = protowire.AppendVarint(b, uint64(ip6Size(ap)))
 		b = appendIP6(b, ap)
 	}
-	if len(m.Relays) > 0 {
+	if len(m.Relays) > 0 && !m.AddrV2 {
 		b = protowire.AppendTag(b, fDetRelays, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(m.relaysSize()))
 		for _, r := range m.Relays {
 			b = protowire.AppendVarint(b, addr4(r))
 		}
+	}
+	if m.AddrV2 {
+		if m.VpnIP.IsValid() {
+			b = protowire.AppendTag(b, fDetVpnAddr, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(addrSize(m.VpnIP)))
+			b = appendAddr(b, m.VpnIP)
+		}
+		for _, r := range m.Relays {
+			b = protowire.AppendTag(b, fDetRelays2, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(addrSize(r)))
+			b = appendAddr(b, r)
+		}
+	}
+	return b
+}
+
+// addrSize and appendAddr encode Nebula 1.10+'s Addr: the 16-byte address (IPv4 mapped)
+// as two big-endian halves, zero halves omitted.
+func addrSize(a netip.Addr) int {
+	hi, lo := halves(a)
+	n := 0
+	if hi != 0 {
+		n += 1 + protowire.SizeVarint(hi)
+	}
+	if lo != 0 {
+		n += 1 + protowire.SizeVarint(lo)
+	}
+	return n
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	hi, lo := halves(a)
+	if hi != 0 {
+		b = protowire.AppendTag(b, fAddrHi, protowire.VarintType)
+		b = protowire.AppendVarint(b, hi)
+	}
+	if lo != 0 {
+		b = protowire.AppendTag(b, fAddrLo, protowire.VarintType)
+		b = protowire.AppendVarint(b, lo)
 	}
 	return b
 }
@@ -166,7 +223,7 @@ func (m *Meta) relaysSize() int {
 
 func (m *Meta) detailsSize() int {
 	n := 0
-	if v := addr4(m.VpnIP); v != 0 {
+	if v := addr4(m.VpnIP); v != 0 && !m.AddrV2 {
 		n += 1 + protowire.SizeVarint(v)
 	}
 	for _, ap := range m.V4 {
@@ -181,9 +238,19 @@ func (m *Meta) detailsSize() int {
 			n += 1 + protowire.SizeVarint(uint64(s)) + s
 		}
 	}
-	if len(m.Relays) > 0 {
+	if len(m.Relays) > 0 && !m.AddrV2 {
 		s := m.relaysSize()
 		n += 1 + protowire.SizeVarint(uint64(s)) + s
+	}
+	if m.AddrV2 {
+		if m.VpnIP.IsValid() {
+			s := addrSize(m.VpnIP)
+			n += 1 + protowire.SizeVarint(uint64(s)) + s
+		}
+		for _, r := range m.Relays {
+			s := addrSize(r)
+			n += 1 + protowire.SizeVarint(uint64(s)) + s
+		}
 	}
 	return n
 }
@@ -272,6 +339,31 @@ func Unmarshal(b []byte, m *Meta) error {
 	if len(b) > MaxMetaSize {
 		return ErrTooLarge
 	}
+	var st detailState
+	if err := m.unmarshal(b, &st); err != nil {
+		return err
+	}
+	switch {
+	case st.old != 0:
+		m.VpnIP = fromAddr4(st.old)
+	case st.sawAddr:
+		m.VpnIP, m.AddrV2 = st.addr, true
+	case st.sawRelays2:
+		m.AddrV2 = true
+	}
+	return nil
+}
+
+// detailState collects the two forms of the host's address across (possibly repeated)
+// Details, to choose between them once all is read.
+type detailState struct {
+	old        uint32
+	addr       netip.Addr
+	sawAddr    bool
+	sawRelays2 bool
+}
+
+func (m *Meta) unmarshal(b []byte, st *detailState) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -294,7 +386,7 @@ func Unmarshal(b []byte, m *Meta) error {
 			if n < 0 {
 				return fmt.Errorf("%w: details: %w", ErrMalformed, protowire.ParseError(n))
 			}
-			if err := m.unmarshalDetails(v); err != nil {
+			if err := m.unmarshalDetails(v, st); err != nil {
 				return err
 			}
 			b = b[n:]
@@ -348,7 +440,7 @@ func consumePort(b []byte) (uint16, int, error) {
 	return uint16(v), n, nil
 }
 
-func (m *Meta) unmarshalDetails(b []byte) error {
+func (m *Meta) unmarshalDetails(b []byte, st *detailState) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -362,7 +454,25 @@ func (m *Meta) unmarshalDetails(b []byte) error {
 			if err != nil {
 				return err
 			}
-			m.VpnIP = fromAddr4(v)
+			st.old = v
+			b = b[n:]
+		case (num == fDetVpnAddr || num == fDetRelays2) && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("%w: addr: %w", ErrMalformed, protowire.ParseError(n))
+			}
+			a, err := unmarshalAddr(v)
+			if err != nil {
+				return err
+			}
+			if num == fDetVpnAddr {
+				st.addr, st.sawAddr = a, true
+			} else {
+				st.sawRelays2 = true
+				if a.Is4() {
+					m.Relays = append(m.Relays, a)
+				}
+			}
 			b = b[n:]
 		case num == fDetIP4 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
@@ -416,7 +526,7 @@ func (m *Meta) unmarshalDetails(b []byte) error {
 				}
 			}
 			b = b[n:]
-		case num >= fDetVpnIP && num <= fDetRelays:
+		case num >= fDetVpnIP && num <= fDetRelays2:
 			return fmt.Errorf("%w: details field %d has wire type %d", ErrMalformed, num, typ)
 		default:
 			known = false
@@ -431,6 +541,41 @@ func (m *Meta) unmarshalDetails(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// unmarshalAddr decodes Nebula 1.10+'s Addr; an IPv4-mapped address comes back as IPv4.
+func unmarshalAddr(b []byte) (netip.Addr, error) {
+	var hi, lo uint64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return netip.Addr{}, fmt.Errorf("%w: addr tag: %w", ErrMalformed, protowire.ParseError(n))
+		}
+		b = b[n:]
+		var err error
+		switch {
+		case (num == fAddrHi || num == fAddrLo) && typ == protowire.VarintType:
+			v, k := protowire.ConsumeVarint(b)
+			if k < 0 {
+				return netip.Addr{}, fmt.Errorf("%w: addr: %w", ErrMalformed, protowire.ParseError(k))
+			}
+			if num == fAddrHi {
+				hi = v
+			} else {
+				lo = v
+			}
+			n = k
+		case num == fAddrHi || num == fAddrLo:
+			err = fmt.Errorf("%w: addr field %d has wire type %d", ErrMalformed, num, typ)
+		default:
+			n, err = skipField(b, typ)
+		}
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		b = b[n:]
+	}
+	return fromHalves(hi, lo).Unmap(), nil
 }
 
 func unmarshalIP4(b []byte) (netip.AddrPort, error) {

@@ -178,6 +178,9 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(unhex(f, goldenUpdate))
 	f.Add([]byte{0x12, 0x03, 0x2a, 0x01, 0x80})
 	f.Add([]byte{0x08, 0x01, 0x12, 0x05, 0x08, 0x81, 0x80, 0x8c, 0x53})
+	// Nebula 1.10+'s v2 forms: VpnAddr (field 6) and RelayVpnAddrs (field 7).
+	f.Add(v2Meta(HostQuery, bytesField(6, v2Addr(netip.MustParseAddr("10.99.0.1")))))
+	f.Add(v2Meta(HostUpdateNotification, bytesField(7, v2Addr(netip.MustParseAddr("10.99.0.9"))), bytesField(7, v2Addr(netip.MustParseAddr("fd00::9")))))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var m Meta
 		if err := Unmarshal(in, &m); err != nil {

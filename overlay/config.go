@@ -61,6 +61,9 @@ type PKIConfig struct {
 	Blocklist         []string `yaml:"blocklist"`
 	Blacklist         []string `yaml:"blacklist"` // Nebula's deprecated alias
 	DisconnectInvalid *bool    `yaml:"disconnect_invalid"`
+	// InitiatingVersion is the certificate version handshakes start with when pki.cert holds
+	// a v1 and a v2 certificate (Nebula 1.10+); 0 means v1 if a v1 certificate is held.
+	InitiatingVersion int `yaml:"initiating_version"`
 }
 
 // StaticMapConfig is how names in static_host_map are resolved (Nebula 1.8's keys).
@@ -483,6 +486,9 @@ func (c *Config) validate() error {
 	}
 	if c.PKI.Key == "" {
 		bad("pki.key", "required (path to this host's private key, or inline PEM)")
+	}
+	if v := c.PKI.InitiatingVersion; v != 0 && v != 1 && v != 2 {
+		bad("pki.initiating_version", "%d is not a certificate version (1 or 2)", v)
 	}
 	for i, fp := range c.Blocklist() {
 		if len(fp) != 64 || strings.Trim(strings.ToLower(fp), "0123456789abcdef") != "" {

@@ -115,6 +115,10 @@ type PeerStatus struct {
 	BytesOut     uint64         `json:"bytes_out"`
 	CertNotAfter time.Time      `json:"cert_not_after"`
 	Fingerprint  string         `json:"fingerprint"`
+	// CertVersion is the version of the certificate we showed on this tunnel,
+	// PeerCertVersion the peer's (1 or 2).
+	CertVersion     int `json:"cert_version"`
+	PeerCertVersion int `json:"peer_cert_version"`
 	// RTTMS is the round trip measured for this status (status -rtt); 0 when not asked
 	// for, -1 when the peer did not answer in time.
 	RTTMS float64 `json:"rtt_ms,omitempty"`
@@ -511,6 +515,7 @@ func (n *Node) ControlStatus() ControlStatus {
 			Initiator: p.Initiator, Handshake: p.Created, LastRecv: lastOrZero(p.LastRecv),
 			PacketsIn: p.PacketsIn, PacketsOut: p.PacketsOut, BytesIn: p.BytesIn, BytesOut: p.BytesOut,
 			CertNotAfter: p.CertNotAfter, Fingerprint: p.Fingerprint,
+			CertVersion: int(p.CertVersion), PeerCertVersion: int(p.PeerCertVersion),
 		})
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].VpnIP.Less(st.Peers[j].VpnIP) })

@@ -526,6 +526,7 @@ func (n *Node) checkTunnels(now time.Time) {
 				continue
 			}
 		}
+		n.hs.upgrade(t, p.Creds, now)
 		lastRecv := time.Unix(0, t.lastRecv.Load())
 		lastSend := time.Unix(0, t.lastSend.Load())
 		if ts := t.testSent.Load(); ts != 0 {

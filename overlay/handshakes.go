@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/firewall"
 	"github.com/meshnode/meshnode/handshake"
 	"github.com/meshnode/meshnode/overlay/header"
@@ -16,6 +17,8 @@ import (
 // pending is an outbound handshake we started and are retrying.
 type pending struct {
 	vpnIP      netip.Addr
+	version    cert.Version // of the certificate msg1 carries
+	sentV2     int          // tries of a v2 msg1 that had an address to go to
 	init       *handshake.Initiator
 	msg1       []byte
 	localIndex uint32
@@ -58,6 +61,17 @@ type candidate struct {
 	nudged   time.Time
 }
 
+// Certificate versions (Nebula 1.10+). A host holding v1 and v2 certificates that starts
+// in v2 cannot tell a Nebula 1.6 peer (which drops a v2 msg 1 without a word) from a slow
+// one, so after fallbackAfter unanswered v2 tries it sends v1 instead, and for
+// versionRetry it starts in v1 with that peer and does not try to move it to v2.
+const (
+	fallbackAfter = 4
+	versionRetry  = 10 * time.Minute
+	// upgradeEvery spaces re-handshakes that move a tunnel to a higher version.
+	upgradeEvery = time.Minute
+)
+
 // maxLimiterEntries bounds the per-source rate-limit table against spoofed-source floods.
 const maxLimiterEntries = 1 << 16
 
@@ -72,6 +86,8 @@ type handshakeManager struct {
 	cands   map[uint32]*candidate // by our local index
 	candsBy map[netip.Addr]int    // candidates per claimed VPN IP
 	candTTL time.Duration         // candidateTimeout; tests shorten it
+	// noV2 holds the peers whose v2 msg1 went unanswered until v1 was tried, and when.
+	noV2 map[netip.Addr]time.Time
 }
 
 func newHandshakeManager(n *Node) *handshakeManager {
@@ -83,6 +99,7 @@ func newHandshakeManager(n *Node) *handshakeManager {
 		cands:   map[uint32]*candidate{},
 		candsBy: map[netip.Addr]int{},
 		candTTL: candidateTimeout,
+		noV2:    map[netip.Addr]time.Time{},
 	}
 }
 
@@ -114,16 +131,36 @@ func (hs *handshakeManager) newIndex() (uint32, error) {
 // trigger starts a handshake to vpn unless one is pending; pkt (may be nil) is queued and
 // sent once the tunnel is up.
 func (hs *handshakeManager) trigger(vpn netip.Addr, pkt []byte) {
-	hs.start(vpn, pkt, false)
+	hs.start(vpn, pkt, false, 0)
 }
 
 // rehandshake starts a handshake even though a tunnel exists (the peer lost its state); the
 // old tunnel keeps carrying traffic until the new one is confirmed.
 func (hs *handshakeManager) rehandshake(vpn netip.Addr) {
-	hs.start(vpn, nil, true)
+	hs.start(vpn, nil, true, 0)
 }
 
-func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
+// initVersion is the certificate version a handshake to vpn starts with: want if held, else
+// pki.initiating_version, raised to v2 for an IPv6 target (a v1 certificate cannot name
+// one) and lowered to v1 for a peer that recently left a v2 msg1 unanswered. Caller holds
+// hs.mu.
+func (hs *handshakeManager) initVersion(creds *handshake.Credentials, vpn netip.Addr, want cert.Version, now time.Time) cert.Version {
+	if want != 0 && creds.Has(want) {
+		return want
+	}
+	v := creds.Initiating()
+	if v < cert.Version2 && vpn.Is6() && creds.Has(cert.Version2) {
+		return cert.Version2
+	}
+	if v == cert.Version2 && creds.Has(cert.Version1) && vpn.Is4() {
+		if at, ok := hs.noV2[vpn]; ok && now.Sub(at) < versionRetry && !now.Before(at) {
+			return cert.Version1
+		}
+	}
+	return v
+}
+
+func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool, want cert.Version) {
 	n := hs.n
 	hs.mu.Lock()
 	if t := n.hosts.byVPNIP(vpn); t != nil && !force {
@@ -163,15 +200,20 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 		n.log.Error("handshake: cannot allocate index", "err", err)
 		return
 	}
-	init, msg1, err := handshake.Initiate(n.handshakeConfig(), idx)
+	now := n.now()
+	cfg := n.handshakeConfig()
+	cfg.Version = hs.initVersion(cfg.Local, vpn, want, now)
+	init, msg1, err := handshake.Initiate(cfg, idx)
 	if err != nil {
 		hs.mu.Unlock()
 		n.log.Error("handshake: cannot start", "vpn_ip", vpn, "err", err)
 		return
 	}
-	now := n.now()
-	p := &pending{vpnIP: vpn, init: init, msg1: msg1, localIndex: idx, tries: 1, started: now,
+	p := &pending{vpnIP: vpn, version: cfg.Version, init: init, msg1: msg1, localIndex: idx, tries: 1, started: now,
 		next: now.Add(n.cfg.Handshakes.TryInterval)}
+	if len(addrs) > 0 && p.version == cert.Version2 {
+		p.sentV2 = 1
+	}
 	if pkt != nil {
 		p.queue = append(p.queue, append([]byte(nil), pkt...))
 	}
@@ -182,9 +224,67 @@ func (hs *handshakeManager) start(vpn netip.Addr, pkt []byte, force bool) {
 	case n.wake <- struct{}{}:
 	default: // a wake-up is already on its way
 	}
-	n.log.Debug("handshake: initiating", "vpn_ip", vpn, "local_index", idx, "remotes", addrs)
+	n.log.Debug("handshake: initiating", "vpn_ip", vpn, "local_index", idx, "remotes", addrs, "cert_version", p.version)
 	n.sendRaw(msg1, addrs)
 	n.lh.query(vpn)
+}
+
+// fallBack turns a pending v2 handshake that got no answer into a v1 one (same index, so
+// a late v2 msg2 is still found, fails to decrypt and is ignored), when we hold a v1
+// certificate: the peer is likely Nebula before 1.10, which drops v2 without a reply.
+// Caller holds hs.mu.
+func (hs *handshakeManager) fallBack(p *pending, now time.Time) {
+	n := hs.n
+	cfg := n.handshakeConfig()
+	if !cfg.Local.Has(cert.Version1) {
+		return
+	}
+	cfg.Version = cert.Version1
+	init, msg1, err := handshake.Initiate(cfg, p.localIndex)
+	if err != nil {
+		n.log.Error("handshake: cannot fall back to v1", "vpn_ip", p.vpnIP, "err", err)
+		return
+	}
+	p.init, p.msg1, p.version = init, msg1, cert.Version1
+	hs.noV2[p.vpnIP] = now
+	n.m.handshakes.WithLabelValues("initiator", "fallback_v1").Inc()
+	n.log.Info("handshake: no answer to our v2 certificate; trying v1 (the peer may be Nebula before 1.10)",
+		"vpn_ip", p.vpnIP, "tries", p.tries)
+}
+
+// upgrade re-handshakes tunnel t onto a higher certificate version, as Nebula 1.10+ does:
+// the peer's version when it is above ours on the tunnel and we hold it, or
+// pki.initiating_version when the tunnel is below it (unless the peer left a v2 msg1
+// unanswered lately: then it is Nebula 1.6 and stays on v1). The old tunnel carries traffic
+// until the new one is up, so nothing is lost. Called once a second per tunnel.
+func (hs *handshakeManager) upgrade(t *tunnel, creds *handshake.Credentials, now time.Time) {
+	if t.localCert == nil {
+		return
+	}
+	lv, pv := t.localCert.Version(), t.peer.Version()
+	var want cert.Version
+	var why string
+	switch {
+	case lv < pv && creds.Has(pv):
+		want, why = pv, "the peer's certificate version is higher"
+	case lv < creds.Initiating():
+		hs.mu.Lock()
+		at, ok := hs.noV2[t.vpnIP]
+		hs.mu.Unlock()
+		if ok && pv < creds.Initiating() && now.Sub(at) < versionRetry && !now.Before(at) {
+			return
+		}
+		want, why = creds.Initiating(), "the tunnel is below pki.initiating_version"
+	default:
+		return
+	}
+	if last := t.versionTry.Load(); last != 0 && now.Sub(time.Unix(0, last)) < upgradeEvery {
+		return
+	}
+	t.versionTry.Store(now.UnixNano())
+	hs.n.log.Info("re-handshaking to a higher certificate version", "vpn_ip", t.vpnIP, "cert_version", lv,
+		"peer_cert_version", pv, "want", want, "reason", why)
+	hs.start(t.vpnIP, nil, true, want)
 }
 
 // pendingMsg1 returns the msg1 of a pending handshake to vpn, or nil.
@@ -239,7 +339,13 @@ func (hs *handshakeManager) tick(now time.Time) {
 			timedOut = append(timedOut, p)
 			continue
 		}
+		if p.version == cert.Version2 && p.sentV2 >= fallbackAfter {
+			hs.fallBack(p, now)
+		}
 		p.tries++
+		if p.version == cert.Version2 && len(n.remotesFor(vpn)) > 0 {
+			p.sentV2++
+		}
 		p.next = now.Add(n.cfg.Handshakes.TryInterval * time.Duration(p.tries))
 		sends = append(sends, resend{vpn, p.msg1})
 	}
@@ -270,15 +376,26 @@ func (hs *handshakeManager) tick(now time.Time) {
 			delete(hs.recent, k)
 		}
 	}
+	for vpn, at := range hs.noV2 {
+		if now.Sub(at) >= versionRetry || now.Before(at) {
+			delete(hs.noV2, vpn)
+		}
+	}
 	hs.mu.Unlock()
 	for _, p := range timedOut {
-		if n.relay.knowsRelays(p.vpnIP) {
-			n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue))
-			continue
+		switch {
+		case p.version == cert.Version2 && !n.pki.Load().Creds.Has(cert.Version1):
+			n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue),
+				"cert_version", p.version, "hint", "we hold only a v2 certificate; Nebula before 1.10 cannot read it")
+		case n.relay.knowsRelays(p.vpnIP):
+			n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue),
+				"cert_version", p.version)
+		default:
+			// The usual cause is two NATs that defeat hole punching; say what would help.
+			n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue),
+				"cert_version", p.version,
+				"hint", "no relay known for the peer; hosts behind NAT need relays: relay.am_relay on a lighthouse, relay.relays on the hosts")
 		}
-		// The usual cause is two NATs that defeat hole punching; say what would help.
-		n.log.Info("handshake timed out", "vpn_ip", p.vpnIP, "tries", p.tries, "dropped_packets", len(p.queue),
-			"hint", "no relay known for the peer; hosts behind NAT need relays: relay.am_relay on a lighthouse, relay.relays on the hosts")
 	}
 	for _, t := range done {
 		n.hosts.retire(t)
@@ -327,6 +444,11 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	if err != nil {
 		if errors.Is(err, handshake.ErrSelf) {
 			n.m.dropped(dropSelf)
+		} else if errors.Is(err, handshake.ErrVersion) {
+			n.m.dropped(dropCertVersion)
+			n.m.handshakes.WithLabelValues("responder", "no_common_version").Inc()
+			n.log.Info("handshake refused", "from", from, "err", err)
+			return
 		} else {
 			n.m.dropped(dropHandshake)
 		}
@@ -470,6 +592,9 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	}
 	hs.dropCandidate(t.localIndex, c)
 	t.confirmed.Store(true)
+	if t.peer.Version() == cert.Version2 {
+		delete(hs.noV2, t.vpnIP) // the peer reads v2
+	}
 	if _, err := n.pki.Load().Pool.Verify(t.peer, now); err != nil {
 		// Revoked or expired while unconfirmed.
 		hs.mu.Unlock()
@@ -497,7 +622,8 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	}
 	hs.mu.Unlock()
 	n.m.handshakes.WithLabelValues("responder", "ok").Inc()
-	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP, "remote", t.remoteAddr(), "role", "responder")
+	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", t.vpnIP, "remote", t.remoteAddr(), "role", "responder",
+		"cert_version", t.localCert.Version(), "peer_cert_version", t.peer.Version())
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
 }
@@ -538,6 +664,9 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *rel
 	}
 	delete(hs.byVPN, p.vpnIP)
 	delete(hs.byIndex, index)
+	if res.LocalVersion == cert.Version2 {
+		delete(hs.noV2, p.vpnIP)
+	}
 	t := n.newTunnel(res, true, from, via)
 	// msg2 authenticates the responder (its payload is sealed under its static key).
 	t.confirmed.Store(true)
@@ -548,7 +677,8 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *rel
 	queued := p.queue
 	hs.mu.Unlock()
 	n.m.handshakes.WithLabelValues("initiator", "ok").Inc()
-	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", p.vpnIP, "remote", from, "role", "initiator")
+	n.log.Info("tunnel up", "peer", t.peer.Details.Name, "vpn_ip", p.vpnIP, "remote", from, "role", "initiator",
+		"cert_version", res.LocalVersion, "peer_cert_version", res.PeerCert.Version())
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
 }
@@ -565,7 +695,7 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 	t := &tunnel{
 		vpnIP: r.PeerCert.VpnIP(), localIndex: r.LocalIndex, remoteIndex: r.RemoteIndex,
 		peer: r.PeerCert, ca: r.CA, send: r.Send, recv: r.Recv, peerTime: r.PeerTime,
-		initiator: initiator, created: now,
+		initiator: initiator, created: now, localCert: r.LocalCert,
 	}
 	for _, p := range r.PeerCert.Details.Ips {
 		t.allowedIPs = append(t.allowedIPs, p.Addr())

@@ -25,6 +25,12 @@ type tunnel struct {
 	peerTime    uint64
 	initiator   bool
 	created     time.Time
+	// localCert is the certificate we showed the peer (its version is the tunnel's on our
+	// side; the peer's is peer.Version()).
+	localCert *cert.Certificate
+	// versionTry is when we last re-handshook to move the tunnel to a higher certificate
+	// version (unix ns), so an upgrade the peer never answers is retried only now and then.
+	versionTry atomic.Int64
 
 	// confirmed is set once the peer proved it holds the tunnel's keys: at once for our own
 	// handshakes (msg2 authenticates the responder), at the first authenticated packet for

@@ -67,6 +67,8 @@ type msg1Backlog struct {
 	last        time.Time
 	mono        func() time.Time
 	probed      map[uint32]time.Time
+	// versionLogged is when a refusal for want of a common certificate version was last logged.
+	versionLogged time.Time
 	// busy is the worker's time spent on msg 1s (wall time, so it includes preemption),
 	// for the flood benchmark's CPU share.
 	busy atomic.Int64
@@ -285,7 +287,20 @@ func (q *msg1Backlog) precheck(j msg1Job) bool {
 	if err != nil {
 		return q.refuse(dropHandshake, "invalid")
 	}
-	peer, err := cert.UnmarshalHandshake(p.Cert, b[header.Len+32:header.Len+keys])
+	if p.CertVersion == 0 && !n.pki.Load().Creds.Has(cert.Version1) {
+		// Nebula before 1.10 reads only v1 certificates and we hold none: no tunnel is
+		// possible. Said in the log at most once a second, counted always.
+		if now := n.now(); now.Sub(q.versionLogged) >= time.Second || now.Before(q.versionLogged) {
+			q.versionLogged = now
+			n.log.Info("handshake refused: the peer reads only v1 certificates (no CertVersion: Nebula before 1.10) and we hold only v2",
+				"from", j.from)
+		}
+		return q.refuse(dropCertVersion, "no_common_version")
+	}
+	if p.CertVersion > uint32(cert.Version2) {
+		return q.refuse(dropHandshake, "invalid")
+	}
+	peer, err := cert.UnmarshalHandshakeVersion(cert.Version(p.CertVersion), p.Cert, b[header.Len+32:header.Len+keys])
 	if err != nil || len(peer.Details.Ips) == 0 {
 		return q.refuse(dropHandshake, "invalid")
 	}

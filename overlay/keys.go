@@ -49,7 +49,7 @@ var nebulaKeys = []NebulaKey{
 	{Path: "pki.blocklist", Status: KeyImplemented},
 	{Path: "pki.blacklist", Status: KeyImplemented},
 	{Path: "pki.disconnect_invalid", Status: KeyImplemented},
-	{Path: "pki.initiating_version", Status: KeyPending, Why: "the v2 handshake work adds it; this build initiates with v1 certificates only"},
+	{Path: "pki.initiating_version", Status: KeyImplemented},
 
 	{Path: "static_host_map", Status: KeyImplemented, FreeForm: true},
 	{Path: "static_map", Status: KeyImplemented},

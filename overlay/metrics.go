@@ -45,6 +45,7 @@ const (
 	dropRecvErrorRate    = "recv_error_rate_limited"      // a recv_error we did not send (not a datagram)
 	dropBacklogFull      = "handshake_backlog_full"       // msg 1 from a stranger, its queue full
 	dropBacklogFullKnown = "handshake_backlog_full_known" // msg 1 from an expected source, its queue full
+	dropCertVersion      = "handshake_cert_version"       // msg 1 from a peer that cannot read any certificate we hold
 )
 
 var allDropReasons = []string{
@@ -54,7 +55,7 @@ var allDropReasons = []string{
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,
 	dropRelay, dropClockSkew, dropCandidateEvicted, dropRelayLimit, dropRecvErrorRate,
-	dropBacklogFull, dropBacklogFullKnown,
+	dropBacklogFull, dropBacklogFullKnown, dropCertVersion,
 }
 
 // metrics are registered on the Registerer the node was given (never the global one).
@@ -100,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
 		m.drop[r] = m.drops.WithLabelValues(r)
 	}
 	for _, role := range []string{"initiator", "responder"} {
-		for _, o := range []string{"ok", "invalid", "timeout", "ignored"} {
+		for _, o := range []string{"ok", "invalid", "timeout", "ignored", "no_common_version", "fallback_v1"} {
 			m.handshakes.WithLabelValues(role, o)
 		}
 	}

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,9 +67,19 @@ func LoadPKI(c *Config, now time.Time) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	crt, _, err := cert.UnmarshalPEM(crtPEM)
-	if err != nil {
-		return nil, fmt.Errorf("pki.cert: %w", err)
+	// pki.cert may hold a v1 and a v2 certificate of the same key (Nebula 1.10+); each must
+	// be valid and trusted on its own.
+	var crts []*cert.Certificate
+	for rest := crtPEM; len(bytes.TrimSpace(rest)) > 0; {
+		var crt *cert.Certificate
+		crt, rest, err = cert.UnmarshalPEM(rest)
+		if err != nil {
+			return nil, fmt.Errorf("pki.cert: certificate %d: %w", len(crts)+1, err)
+		}
+		crts = append(crts, crt)
+	}
+	if len(crts) == 0 {
+		return nil, errors.New("pki.cert: no certificate")
 	}
 	keyPEM, err := ReadPEMSetting("pki.key", c.PKI.Key)
 	if err != nil {
@@ -77,18 +89,26 @@ func LoadPKI(c *Config, now time.Time) (*PKI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki.key: %w", err)
 	}
-	if len(crt.Details.Ips) == 0 {
-		return nil, errors.New("pki.cert: the certificate has no IP address")
+	for _, crt := range crts {
+		if len(crt.Details.Ips) == 0 {
+			return nil, fmt.Errorf("pki.cert: the %s certificate has no IP address", crt.Version())
+		}
+		if crt.Expired(now) {
+			return nil, fmt.Errorf("pki.cert: the %s certificate is not valid now (valid %s to %s)", crt.Version(),
+				crt.Details.NotBefore.Format(time.RFC3339), crt.Details.NotAfter.Format(time.RFC3339))
+		}
+		if _, err := pool.Verify(crt, now); err != nil {
+			return nil, fmt.Errorf("pki.cert: the %s certificate is not trusted by pki.ca: %w", crt.Version(), err)
+		}
 	}
-	if crt.Expired(now) {
-		return nil, fmt.Errorf("pki.cert: the certificate is not valid now (valid %s to %s)",
-			crt.Details.NotBefore.Format(time.RFC3339), crt.Details.NotAfter.Format(time.RFC3339))
+	if v := cert.Version(c.PKI.InitiatingVersion); v != 0 && !slices.ContainsFunc(crts, func(c *cert.Certificate) bool { return c.Version() == v }) {
+		return nil, fmt.Errorf("pki.initiating_version: %d needs a %s certificate in pki.cert", v, v)
 	}
-	if _, err := pool.Verify(crt, now); err != nil {
-		return nil, fmt.Errorf("pki.cert: not trusted by pki.ca: %w", err)
-	}
-	creds, err := handshake.NewCredentials(crt, key)
+	creds, err := handshake.NewCredentialSet(crts, key, cert.Version(c.PKI.InitiatingVersion))
 	if err != nil {
+		if len(crts) > 1 || c.PKI.InitiatingVersion != 0 {
+			return nil, fmt.Errorf("pki.cert: %w", err)
+		}
 		return nil, fmt.Errorf("pki.key: %w", err)
 	}
 	return &PKI{Creds: creds, Pool: pool}, nil
@@ -180,10 +200,19 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	own := pki.Creds.Cert
 	n.vpnIP = own.VpnIP()
 	n.vpnNet = own.Details.Ips[0].Masked()
-	for _, p := range own.Details.Ips {
-		n.ownIPs = append(n.ownIPs, p.Addr())
+	// A v2 certificate held beside a v1 one may add networks (IPv6); we answer for all.
+	for _, c := range pki.Creds.Certs() {
+		for _, p := range c.Details.Ips {
+			if !slices.Contains(n.ownIPs, p.Addr()) {
+				n.ownIPs = append(n.ownIPs, p.Addr())
+			}
+		}
+		for _, p := range c.Details.Subnets {
+			if !slices.Contains(n.ownNets, p) {
+				n.ownNets = append(n.ownNets, p)
+			}
+		}
 	}
-	n.ownNets = append(n.ownNets, own.Details.Subnets...)
 	fw, err := firewall.New(cfg.Firewall, n.firewallOptions())
 	if err != nil {
 		return nil, err
@@ -444,12 +473,18 @@ func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
-	old := n.swapPKI(p)
+	n.swapPKI(p)
 	n.closeRevoked(p.Pool)
-	if old != nil && old.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
-		// Peers hold our old cert: re-handshake every tunnel so they learn the new one before
-		// the old one expires. Each old tunnel carries traffic until its successor is up.
-		for _, t := range n.hosts.all() {
+	held := map[string]bool{}
+	for _, c := range p.Creds.Certs() {
+		held[c.Fingerprint()] = true
+	}
+	// Peers that hold a certificate of ours we no longer have re-handshake so they learn
+	// the new one before the old one expires; each old tunnel carries traffic until its
+	// successor is up. (A tunnel below pki.initiating_version moves on the next liveness
+	// tick, see handshakeManager.upgrade.)
+	for _, t := range n.hosts.all() {
+		if t.localCert == nil || !held[t.localCert.Fingerprint()] {
 			n.hs.rehandshake(t.vpnIP)
 		}
 	}
@@ -484,6 +519,8 @@ type PeerInfo struct {
 	BytesOut     uint64
 	CertNotAfter time.Time
 	Fingerprint  string
+	// CertVersion is the version of our certificate on the tunnel, PeerCertVersion the peer's.
+	CertVersion, PeerCertVersion cert.Version
 }
 
 // Peers lists the established tunnels.
@@ -494,7 +531,11 @@ func (n *Node) Peers() []PeerInfo {
 		if r := t.relay.Load(); r != nil {
 			via = r.hop
 		}
-		out = append(out, PeerInfo{RelayedVia: via,
+		var lv cert.Version
+		if t.localCert != nil {
+			lv = t.localCert.Version()
+		}
+		out = append(out, PeerInfo{RelayedVia: via, CertVersion: lv, PeerCertVersion: t.peer.Version(),
 			Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
 			Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
 			Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/curve25519"
+
 	"github.com/meshnode/meshnode/cert"
 )
 
@@ -40,6 +42,7 @@ type options struct {
 	issuer              string
 	hasIssuer           bool
 	version             cert.Version
+	key                 []byte
 }
 
 // Option adjusts a CA or host certificate.
@@ -75,6 +78,12 @@ func WithIssuer(fingerprint string) Option {
 // its CA's: a v2 CA may issue v1 hosts and the reverse, as in Nebula 1.11.
 func WithVersion(v cert.Version) Option {
 	return func(o *options) { o.version = v }
+}
+
+// WithKey issues the host certificate for an existing X25519 private key, to give one host
+// a v1 and a v2 certificate as Nebula 1.10+ allows (they must share the key).
+func WithKey(priv []byte) Option {
+	return func(o *options) { o.key = priv }
 }
 
 // Now is the reference time of default validity windows, truncated to the second.
@@ -134,6 +143,12 @@ func (ca *CA) Issue(t testing.TB, name, ip string, opts ...Option) *Host {
 	pub, priv, err := cert.GenerateX25519()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.key != nil {
+		priv = append([]byte(nil), o.key...)
+		if pub, err = curve25519.X25519(priv, curve25519.Basepoint); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c := &cert.Certificate{Details: cert.Details{
 		Name:      name,

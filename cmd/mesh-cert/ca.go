@@ -9,9 +9,10 @@ import (
 	"github.com/meshnode/meshnode/cert"
 )
 
-// defaultCAVersion is 1, not nebula-cert 1.11's 2: meshnode's handshake and Nebula 1.6
-// peers speak only v1 so far, and hosts signed by a CA default to its version. Make it 2
-// once the handshake carries v2 certificates.
+// defaultCAVersion is 1, not nebula-cert 1.11's 2, although the handshake now carries v2:
+// hosts signed by a CA default to its version, and Nebula 1.6 reads neither a v2 CA in
+// pki.ca nor a v2 host certificate, so a default v2 CA would cut every 1.6 host out of a
+// mesh made with the defaults (the e2e suites mix 1.6.1 everywhere). v2 is -version 2.
 const defaultCAVersion = 1
 
 type caOptions struct {
@@ -38,7 +39,8 @@ func newCACmd(e *env) *cobra.Command {
 
 -version 2 makes a Nebula v2 (ASN.1) CA, byte-for-byte as nebula-cert 1.11 does; its
 -networks and -unsafe-networks may hold IPv4 and IPv6 networks. The default is -version 1
-(nebula-cert 1.11 defaults to 2) because meshnode's handshake speaks only v1 so far.
+(nebula-cert 1.11 defaults to 2) because Nebula 1.6 hosts read only v1 CAs and
+certificates, and hosts default to their CA's version.
 Only Curve25519 is supported, not P-256.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runCA(e, o) },
