@@ -192,7 +192,7 @@ func TestConfigNebula111Keys(t *testing.T) {
 		{"listen:\n  so_mark: -1\n", "listen.so_mark"},
 		{"listen:\n  accept_recv_error: sometimes\n", "listen.accept_recv_error"},
 		{"static_map:\n  network: ipx\n", "static_map.network"},
-		{"pki:\n  initiating_version: 2\n", "not supported by this build"},
+		{"pki:\n  initiating_version: 3\n", "pki.initiating_version"},
 		{"firewall:\n  default_local_cidr_any: true\n", "not supported by this build"},
 		{"lighthouse:\n  remote_allow_list:\n    \"10.0.0.0/8\": maybe\n", "remote_allow_list"},
 	} {
