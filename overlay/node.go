@@ -123,6 +123,9 @@ type Node struct {
 	ext      extState
 	bl       *blocklistState
 	sendMu   sync.Mutex // udp.Conn allows one writer at a time
+	routes   atomic.Pointer[routeTable] // tun.routes and tun.unsafe_routes (routes.go)
+	routesMu sync.Mutex                 // serialises SetRoutes
+	gwAsked  sync.Map                   // gateway VPN IP -> *atomic.Int64, last handshake asked
 	mtu      int
 	sendRecv string
 	recvErr  recvErrorLimiter // rate limits for sendRecvError
@@ -184,6 +187,11 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		n.ownIPs = append(n.ownIPs, p.Addr())
 	}
 	n.ownNets = append(n.ownNets, own.Details.Subnets...)
+	rt, err := parseRoutes(&cfg.Tun, n.vpnNet, n.vpnIP)
+	if err != nil {
+		return nil, err
+	}
+	n.routes.Store(rt)
 	fw, err := firewall.New(cfg.Firewall, n.firewallOptions())
 	if err != nil {
 		return nil, err
@@ -206,6 +214,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	n.hsq.rebuildExpected()
 	n.ext.handle(extOpFirewallQuery, n.answerFirewallQuery)
 	n.bl = newBlocklistState(n, opts.Registerer)
+	if err := n.installRoutes(rt); err != nil {
+		return nil, err
+	}
 	if n.lh.am {
 		n.ext.handle(extOpBlocklistQuery, n.answerBlocklistQuery) // lighthouses relay the blocklist
 	} else {
