@@ -118,18 +118,18 @@ type PunchyConfig struct {
 
 // TunConfig describes the TUN device.
 type TunConfig struct {
-	Disabled           bool        `yaml:"disabled"`
-	Dev                string      `yaml:"dev"`
-	DropLocalBroadcast bool        `yaml:"drop_local_broadcast"`
-	DropMulticast      bool        `yaml:"drop_multicast"`
-	TxQueue            int         `yaml:"tx_queue"`
-	MTU                int         `yaml:"mtu"`
+	Disabled           bool          `yaml:"disabled"`
+	Dev                string        `yaml:"dev"`
+	DropLocalBroadcast bool          `yaml:"drop_local_broadcast"`
+	DropMulticast      bool          `yaml:"drop_multicast"`
+	TxQueue            int           `yaml:"tx_queue"`
+	MTU                int           `yaml:"mtu"`
 	Routes             []TunRoute    `yaml:"routes"`        // parts of the overlay with their own MTU
 	UnsafeRoutes       []UnsafeRoute `yaml:"unsafe_routes"` // networks behind gateways (routes.go)
 	// UseSystemRouteTable is Nebula's alternative to unsafe_routes (gateways read from the
 	// kernel's routes); refused, so a config that relies on it does not half work.
-	UseSystemRouteTable bool `yaml:"use_system_route_table"`
-	Offload            *bool       `yaml:"offload"` // TSO/checksum offloads; default true
+	UseSystemRouteTable bool  `yaml:"use_system_route_table"`
+	Offload             *bool `yaml:"offload"` // TSO/checksum offloads; default true
 }
 
 // LoggingConfig selects log level and format.

@@ -122,7 +122,7 @@ type Node struct {
 	pings    pingWaiters
 	ext      extState
 	bl       *blocklistState
-	sendMu   sync.Mutex // udp.Conn allows one writer at a time
+	sendMu   sync.Mutex                 // udp.Conn allows one writer at a time
 	routes   atomic.Pointer[routeTable] // tun.routes and tun.unsafe_routes (routes.go)
 	routesMu sync.Mutex                 // serialises SetRoutes
 	gwAsked  sync.Map                   // gateway VPN IP -> *atomic.Int64, last handshake asked
