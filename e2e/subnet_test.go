@@ -246,6 +246,9 @@ func checkSubnetStatusAndCheck(t *testing.T, l *subnetLab, client, gw *meshHost)
 		t.Fatalf("check %s tcp/7001: %v\n%s", lanHost, err, out)
 	}
 	t.Logf("check %s tcp/7001:\n%s", lanHost, out)
+	if out, err := l.cli(client, "ping", lanHost, "-c", "1"); err == nil || !strings.Contains(out, "meshnode ping "+gw.overlay+" for its gateway") {
+		t.Fatalf("meshnode ping of a LAN host: %v\n%s", err, out)
+	}
 	out, err = l.cli(client, "check", "-json", lanPeer, "tcp/7001")
 	var c overlay.FirewallCheck
 	if jerr := json.Unmarshal([]byte(out), &c); jerr != nil || c.Result != overlay.CheckDroppedInbound || c.Destination.String() != lanPeer {

@@ -374,6 +374,15 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	if !ok {
 		return
 	}
+	if !s.n.vpnNet.Contains(vpn) {
+		// Only overlay hosts answer our probe; a LAN host behind a gateway runs no meshnode.
+		msg := fmt.Sprintf("%s is outside the overlay network %s: meshnode ping probes overlay hosts; use the system ping for it", vpn, s.n.vpnNet)
+		if gw, ok := s.n.RouteFor(vpn); ok {
+			msg += fmt.Sprintf(", or meshnode ping %s for its gateway", gw)
+		}
+		send(ControlResponse{Error: msg})
+		return
+	}
 	count := req.Count
 	if count <= 0 {
 		count = 3

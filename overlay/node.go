@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -418,6 +419,12 @@ func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
+	if !slices.Equal(masked(p.Creds.Cert.Details.Subnets), masked(n.ownNets)) {
+		// ownNets and the firewall's local subnets are fixed at start (the data path reads
+		// them without a lock).
+		n.log.Warn("pki: the new certificate routes for other subnets; restart meshnode to apply them",
+			"running", n.ownNets, "new", p.Creds.Cert.Details.Subnets)
+	}
 	old := n.swapPKI(p)
 	n.closeRevoked(p.Pool)
 	if old != nil && old.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
@@ -495,4 +502,12 @@ func (n *Node) Connect(vpn netip.Addr) {
 	if n.hosts.byVPNIP(vpn) == nil {
 		n.hs.trigger(vpn, nil)
 	}
+}
+
+func masked(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.Masked()
+	}
+	return out
 }
