@@ -284,9 +284,11 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		dir, etc string
 		sock     string
 	}
-	names := []string{"lighthouse1", "lighthouse2", "web1", "db1", "admin", "app1"}
+	names := []string{"lighthouse1", "lighthouse2", "web1", "db1", "admin", "app1", "gw1"}
 	everyHost := names[:4] // the machines of "# on every host" (app1 joins later)
-	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2", "203.0.113.5": "198.18.0.5"}
+	// The office LAN of section 10 becomes 198.19.50.0/24.
+	public := map[string]string{"192.0.2.10": "198.18.0.1", "198.51.100.10": "198.18.0.2", "203.0.113.5": "198.18.0.5",
+		"192.168.50.": "198.19.50."}
 	sw := netns.NewSwitch(t, "gsw")
 	// web1 and db1 sit behind NAT routers, as the guide allows ("may be behind NAT").
 	natted := map[string]int{"web1": 1, "db1": 2}
@@ -317,6 +319,12 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		}
 		machines[n] = m
 	}
+	// Section 10's LAN: gw1 on it and a plain host (no overlay) whose default route is gw1.
+	lan := netns.NewSwitch(t, "glan")
+	lan.Attach(t, machines["gw1"].ns, "eth1", "198.19.50.1/24")
+	printer := netns.New(t, "gsprn")
+	lan.Attach(t, printer, "eth0", "198.19.50.20/24")
+	printer.Route(t, "default", "via", "198.19.50.1")
 	subst := func(where, s string) string {
 		for from, to := range public {
 			s = strings.ReplaceAll(s, from, to)
@@ -436,7 +444,8 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		t.Logf("db1's router's conntrack table (web1's router is 198.18.0.11):\n%s", ct)
 	}
 	for _, want := range []string{"config OK (host lighthouse1, 10.42.0.1)", "reply from 10.42.1.2: seq=", "reply from db1: seq=1",
-		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq="} {
+		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq=",
+		"route 198.19.50.0/24 added", "bytes from 198.19.50.20", "route 198.19.50.0/24 via 10.42.3.1 up", "behind gateway gw1", "ALLOWED"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the guide's output lacks %q", want)
 		}
@@ -532,7 +541,7 @@ func TestGettingStartedGuideNamesKnownMachines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := map[string]bool{"admin": true, "every host": true, "lighthouse1": true, "lighthouse2": true, "web1": true, "db1": true, "app1": true}
+	known := map[string]bool{"admin": true, "every host": true, "lighthouse1": true, "lighthouse2": true, "web1": true, "db1": true, "app1": true, "gw1": true}
 	blocks := guideBlocks(string(md))
 	if len(blocks) < 10 {
 		t.Fatalf("only %d runnable blocks", len(blocks))

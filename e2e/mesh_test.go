@@ -260,6 +260,7 @@ type nodeConf struct {
 	mtu           int
 	inbound       []string // firewall.inbound rules as YAML flow maps; nil means allow all
 	extra         string   // appended verbatim (e.g. a stats section)
+	tunExtra      string   // more keys of the tun section, indented by two spaces (unsafe_routes)
 }
 
 func (c nodeConf) render() string {
@@ -301,7 +302,7 @@ func (c nodeConf) render() string {
 tun:
   dev: mesh0
   mtu: %d
-cipher: %s
+%scipher: %s
 logging:
   level: info
   format: text
@@ -309,7 +310,7 @@ firewall:
   outbound:
     - {port: any, proto: any, host: any}
   inbound:
-`, overlayPort, mtu, c.cipher)
+`, overlayPort, mtu, c.tunExtra, c.cipher)
 	inbound := c.inbound
 	if inbound == nil {
 		inbound = []string{"{port: any, proto: any, host: any}"}

@@ -148,7 +148,7 @@ func (f *Firewall) queryFlow(q Query, peer *Peer, rs *ruleSet) (flow, Reason) {
 	if !local.IsValid() || remote.Is4() != local.Is4() || !f.ownsLocal(local) {
 		return flow{}, ReasonLocalAddr
 	}
-	fl := flow{proto: q.Proto, remote: remote, local: local, groups: peer.groupsIn(rs)}
+	fl := flow{proto: q.Proto, remote: remote, local: local, localVPN: f.localIsVPN(local), groups: peer.groupsIn(rs)}
 	fl.icmp = (remote.Is4() && q.Proto == ProtoICMP) || (remote.Is6() && q.Proto == ProtoICMPv6)
 	if q.Proto == ProtoTCP || q.Proto == ProtoUDP {
 		fl.ported, fl.port = true, q.Port

@@ -27,6 +27,11 @@ type Config struct {
 	OutboundAction string          `yaml:"outbound_action"` // drop (default) or reject
 	Inbound        []Rule          `yaml:"inbound"`
 	Outbound       []Rule          `yaml:"outbound"`
+	// DefaultLocalCIDRAny is what a rule without local_cidr means for our side of a packet:
+	// false (the default, as in Nebula 1.10) limits it to our certificate's own IPs, so
+	// traffic to the networks behind a gateway needs a rule that names them in local_cidr;
+	// true lets it match every local address we own, subnets included (Nebula 1.6 to 1.9).
+	DefaultLocalCIDRAny *bool `yaml:"default_local_cidr_any"`
 }
 
 // ConntrackConfig is `firewall.conntrack`. Zero durations take the defaults.
@@ -168,13 +173,14 @@ type compiledRule struct {
 	groupMask []maskWord   // groups as bits of the rule set's numbering
 	cidr      netip.Prefix // invalid when unset
 	local     netip.Prefix // invalid when unset or any
+	vpnOnly   bool         // no local_cidr and not default_local_cidr_any: our cert IPs only
 	caName    string
 	caSha     string // lower-case hex
 	caFilter  bool
 }
 
 // compileRules validates one direction's rules; problems are appended to errs.
-func compileRules(table string, rules []Rule, warn func(msg string, args ...any), errs *[]error) []compiledRule {
+func compileRules(table string, rules []Rule, localAny bool, warn func(msg string, args ...any), errs *[]error) []compiledRule {
 	out := make([]compiledRule, 0, len(rules))
 	for i, r := range rules {
 		path := fmt.Sprintf("firewall.%s[%d]", table, i)
@@ -261,6 +267,7 @@ func compileRules(table string, rules []Rule, warn func(msg string, args ...any)
 			}
 			c.cidr = p.Masked()
 		}
+		c.vpnOnly = r.LocalCIDR == "" && !localAny
 		switch r.LocalCIDR {
 		case "", "any":
 		default:

@@ -29,9 +29,12 @@
 //   - `cidr: 0.0.0.0/8` means that prefix, not "any" (Nebula treats any prefix holding 0.0.0.0
 //     as any);
 //   - firewall.conntrack.max_connections is accepted and ignored, as in Nebula 1.6;
-//   - inbound_action/outbound_action (drop or reject) and local_cidr come from later Nebula
-//     releases and are accepted too; an unset local_cidr adds no condition beyond the check
-//     that our side of the packet is one of our certificate's IPs or subnets.
+//   - inbound_action/outbound_action (drop or reject), local_cidr and default_local_cidr_any
+//     come from later Nebula releases and are accepted too. As in Nebula 1.10, a rule without
+//     local_cidr matches only when our side of the packet is one of our certificate's own IPs
+//     (not an address in a subnet we route for), unless default_local_cidr_any is true; then
+//     it matches any local address we own. Nebula 1.6.1 knows neither key and lets every rule
+//     match traffic to its subnets.
 //
 // # Fragments
 //

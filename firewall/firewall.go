@@ -78,8 +78,9 @@ func New(cfg Config, opts Options) (*Firewall, error) {
 
 func (f *Firewall) compile(cfg Config, gen uint64) (*ruleSet, error) {
 	var errs []error
-	in := compileRules("inbound", cfg.Inbound, f.log.Warn, &errs)
-	out := compileRules("outbound", cfg.Outbound, f.log.Warn, &errs)
+	localAny := cfg.DefaultLocalCIDRAny != nil && *cfg.DefaultLocalCIDRAny
+	in := compileRules("inbound", cfg.Inbound, localAny, f.log.Warn, &errs)
+	out := compileRules("outbound", cfg.Outbound, localAny, f.log.Warn, &errs)
 	ids, words := assignGroups(in, out)
 	rs := &ruleSet{
 		gen:        gen,
@@ -182,6 +183,7 @@ func (f *Firewall) verdictMemo(p *Packet, dir Direction, peer *Peer, now int64, 
 	if !f.ownsLocal(fl.local) {
 		return Verdict{Drop, ReasonLocalAddr}
 	}
+	fl.localVPN = f.localIsVPN(fl.local)
 	if fl.frag {
 		fl.groups = peer.groupsIn(rs)
 		return f.laterFragment(p, dir, peer, rs, &fl, now)
@@ -227,6 +229,12 @@ func (f *Firewall) verdictMemo(p *Packet, dir Direction, peer *Peer, now int64, 
 	return Verdict{Accept, ReasonRule}
 }
 
+// localIsVPN reports whether a is one of our certificate's own IPs rather than an address
+// in a subnet behind us (what a rule without local_cidr admits by default).
+func (f *Firewall) localIsVPN(a netip.Addr) bool {
+	return len(f.localAddrs) == 0 || slices.Contains(f.localAddrs, a)
+}
+
 func (f *Firewall) ownsLocal(a netip.Addr) bool {
 	if len(f.localAddrs) == 0 && len(f.localSubnets) == 0 {
 		return true
@@ -246,7 +254,7 @@ func (f *Firewall) ownsLocal(a netip.Addr) bool {
 // direction that created it, and either renews it or removes it. cur is the flow of the packet
 // that met the entry: it shares the entry's addresses.
 func (f *Firewall) recheck(k *flowKey, e entry, rs *ruleSet, peer *Peer, cur *flow, expires int64) bool {
-	fl := flow{proto: k.proto, remote: cur.remote, local: cur.local, groups: cur.groups}
+	fl := flow{proto: k.proto, remote: cur.remote, local: cur.local, localVPN: cur.localVPN, groups: cur.groups}
 	fl.icmp = (!k.v6 && k.proto == ProtoICMP) || (k.v6 && k.proto == ProtoICMPv6)
 	if k.frag {
 		fl.ported, fl.port = e.ported, e.port

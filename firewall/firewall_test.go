@@ -178,7 +178,7 @@ func TestAddressesMustBelongToPeerAndUs(t *testing.T) {
 		{"outbound to someone else through this tunnel", tcpOut("10.42.2.7", 1, 80, tcpSYN), Outbound, web, Verdict{Drop, ReasonRemoteAddr}},
 		{"not for us", v4{src: "10.42.1.5", dst: "10.42.0.2", proto: ProtoUDP, payload: udpDgram(1, 2)}.bytes(), Inbound, web, Verdict{Drop, ReasonLocalAddr}},
 		{"not from us", v4{src: "10.42.0.2", dst: "10.42.1.5", proto: ProtoUDP, payload: udpDgram(1, 2)}.bytes(), Outbound, web, Verdict{Drop, ReasonLocalAddr}},
-		{"to our subnet", v4{src: "10.42.1.5", dst: "172.16.0.4", proto: ProtoUDP, payload: udpDgram(1, 2)}.bytes(), Inbound, web, Verdict{Accept, ReasonRule}},
+		{"to our subnet: a rule without local_cidr covers only our own IPs (Nebula 1.10)", v4{src: "10.42.1.5", dst: "172.16.0.4", proto: ProtoUDP, payload: udpDgram(1, 2)}.bytes(), Inbound, web, Verdict{Drop, ReasonNoRule}},
 		{"no peer", tcpIn("10.42.1.5", 1, 80, tcpSYN), Inbound, nil, Verdict{Drop, ReasonNoPeer}},
 		{"no direction", tcpIn("10.42.1.5", 1, 80, tcpSYN), 0, web, Verdict{Drop, ReasonNoPeer}},
 		{"garbage", []byte{0x45, 1, 2}, Inbound, web, Verdict{Drop, ReasonTruncated}},
@@ -186,6 +186,43 @@ func TestAddressesMustBelongToPeerAndUs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := f.Verdict(tc.pkt, tc.dir, tc.peer); got != tc.want {
 				t.Fatalf("verdict %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDefaultLocalCIDRAny: with firewall.default_local_cidr_any a rule without local_cidr
+// covers our subnets too; without it only a rule naming them in local_cidr does, and only
+// the part it names. Replies of an admitted flow to a subnet host pass by conntrack.
+func TestDefaultLocalCIDRAny(t *testing.T) {
+	on := true
+	toLAN := func(dst string) []byte {
+		return v4{src: "10.42.1.5", dst: dst, proto: ProtoUDP, payload: udpDgram(1000, 53)}.bytes()
+	}
+	fromLAN := v4{src: "172.16.0.4", dst: "10.42.1.5", proto: ProtoUDP, payload: udpDgram(53, 1000)}.bytes()
+	anyRule := Rule{Port: "any", Proto: "any", Host: "any"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		dst  string
+		want Verdict
+	}{
+		{"default: own ip", Config{Inbound: []Rule{anyRule}}, "10.42.0.1", Verdict{Accept, ReasonRule}},
+		{"default: subnet refused", Config{Inbound: []Rule{anyRule}}, "172.16.0.4", Verdict{Drop, ReasonNoRule}},
+		{"default_local_cidr_any: subnet", Config{Inbound: []Rule{anyRule}, DefaultLocalCIDRAny: &on}, "172.16.0.4", Verdict{Accept, ReasonRule}},
+		{"local_cidr names the host", Config{Inbound: []Rule{{Port: "any", Proto: "any", Host: "any", LocalCIDR: "172.16.0.4/32"}}}, "172.16.0.4", Verdict{Accept, ReasonRule}},
+		{"local_cidr names another host", Config{Inbound: []Rule{{Port: "any", Proto: "any", Host: "any", LocalCIDR: "172.16.0.4/32"}}}, "172.16.0.5", Verdict{Drop, ReasonNoRule}},
+		{"local_cidr any", Config{Inbound: []Rule{{Port: "any", Proto: "any", Host: "any", LocalCIDR: "any"}}}, "172.16.0.5", Verdict{Accept, ReasonRule}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFW(t, tc.cfg, nil)
+			if got := f.Verdict(toLAN(tc.dst), Inbound, web); got != tc.want {
+				t.Fatalf("verdict %v, want %v", got, tc.want)
+			}
+			if tc.dst == "172.16.0.4" && tc.want.Accepted() {
+				if got := f.Verdict(fromLAN, Outbound, web); got != (Verdict{Accept, ReasonConntrack}) {
+					t.Fatalf("reply from the LAN host: %v, want accept/conntrack", got)
+				}
 			}
 		})
 	}

@@ -52,7 +52,9 @@ type flow struct {
 	port   uint16
 	remote netip.Addr
 	local  netip.Addr
-	groups []uint64 // the peer's group bits in the rule set being matched
+	// localVPN: local is one of our certificate IPs, not an address behind us (vpnOnly rules).
+	localVPN bool
+	groups   []uint64 // the peer's group bits in the rule set being matched
 }
 
 // match reports whether any rule allows f from peer, whose group bits for this rule set are
@@ -107,6 +109,9 @@ func (t *table) matchList(list []int32, f *flow, peer *Peer) bool {
 // (ca_name OR ca_sha) AND (host OR groups OR cidr) AND local_cidr.
 func (r *compiledRule) matchPeer(f *flow, peer *Peer) bool {
 	if r.local.IsValid() && !r.local.Contains(f.local) {
+		return false
+	}
+	if r.vpnOnly && !f.localVPN {
 		return false
 	}
 	if r.caFilter {

@@ -136,15 +136,18 @@ type PunchyConfig struct {
 
 // TunConfig describes the TUN device.
 type TunConfig struct {
-	Disabled           bool        `yaml:"disabled"`
-	Dev                string      `yaml:"dev"`
-	DropLocalBroadcast bool        `yaml:"drop_local_broadcast"`
-	DropMulticast      bool        `yaml:"drop_multicast"`
-	TxQueue            int         `yaml:"tx_queue"`
-	MTU                int         `yaml:"mtu"`
-	Routes             []yaml.Node `yaml:"routes"`
-	UnsafeRoutes       []yaml.Node `yaml:"unsafe_routes"`
-	Offload            *bool       `yaml:"offload"` // TSO/checksum offloads; default true
+	Disabled           bool          `yaml:"disabled"`
+	Dev                string        `yaml:"dev"`
+	DropLocalBroadcast bool          `yaml:"drop_local_broadcast"`
+	DropMulticast      bool          `yaml:"drop_multicast"`
+	TxQueue            int           `yaml:"tx_queue"`
+	MTU                int           `yaml:"mtu"`
+	Routes             []TunRoute    `yaml:"routes"`        // parts of the overlay with their own MTU
+	UnsafeRoutes       []UnsafeRoute `yaml:"unsafe_routes"` // networks behind gateways (routes.go)
+	// UseSystemRouteTable is Nebula's alternative to unsafe_routes (gateways read from the
+	// kernel's routes); refused, so a config that relies on it does not half work.
+	UseSystemRouteTable bool  `yaml:"use_system_route_table"`
+	Offload             *bool `yaml:"offload"` // TSO/checksum offloads; default true
 }
 
 // LoggingConfig selects log level and format.
@@ -539,8 +542,11 @@ func (c *Config) validate() error {
 	if c.Tun.MTU < 576 || c.Tun.MTU > 9000 {
 		bad("tun.mtu", "%d is out of range 576-9000", c.Tun.MTU)
 	}
-	if len(c.Tun.Routes) > 0 || len(c.Tun.UnsafeRoutes) > 0 {
-		bad("tun.unsafe_routes", "routes to unsafe networks are not supported by this build")
+	if c.Tun.UseSystemRouteTable {
+		bad("tun.use_system_route_table", "not supported by meshnode; list the networks and their gateways in tun.unsafe_routes")
+	}
+	if _, err := parseRoutes(&c.Tun, netip.Prefix{}, netip.Addr{}); err != nil {
+		errs = append(errs, err) // checked against our network again when the node starts
 	}
 	switch strings.ToLower(c.Logging.Level) {
 	case "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic":

@@ -95,6 +95,29 @@ type ControlStatus struct {
 	Started      time.Time         `json:"started"`
 	Peers        []PeerStatus      `json:"peers"`
 	Drops        map[string]uint64 `json:"drops"` // every reason with a non-zero count, plus the firewall's
+	Routes       []RouteStatus     `json:"routes,omitempty"`
+}
+
+// RouteStatus is one entry of tun.unsafe_routes or tun.routes as status shows it: for an
+// unsafe route its gateways, and the one traffic leaves through now (flows hash over every
+// gateway with a tunnel; "" while none has one).
+type RouteStatus struct {
+	Route    netip.Prefix    `json:"route"`
+	Unsafe   bool            `json:"unsafe"`
+	MTU      int             `json:"mtu,omitempty"`
+	Metric   int             `json:"metric,omitempty"`
+	Install  bool            `json:"install"`
+	Active   string          `json:"active,omitempty"`
+	Gateways []GatewayStatus `json:"gateways,omitempty"`
+}
+
+// GatewayStatus is one gateway of an unsafe route. CarriesRoute is known only once a
+// tunnel shows the gateway's certificate.
+type GatewayStatus struct {
+	Gateway      netip.Addr `json:"gateway"`
+	Weight       int        `json:"weight"`
+	Tunnel       bool       `json:"tunnel"`
+	CarriesRoute *bool      `json:"carries_route,omitempty"`
 }
 
 // PeerStatus is one tunnel as status shows it.
@@ -356,6 +379,15 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	if !ok {
 		return
 	}
+	if !s.n.vpnNet.Contains(vpn) {
+		// Only overlay hosts answer our probe; a LAN host behind a gateway runs no meshnode.
+		msg := fmt.Sprintf("%s is outside the overlay network %s: meshnode ping probes overlay hosts; use the system ping for it", vpn, s.n.vpnNet)
+		if gw, ok := s.n.RouteFor(vpn); ok {
+			msg += fmt.Sprintf(", or meshnode ping %s for its gateway", gw)
+		}
+		send(ControlResponse{Error: msg})
+		return
+	}
 	count := req.Count
 	if count <= 0 {
 		count = 3
@@ -420,6 +452,9 @@ func (s *ControlServer) resolve(req ControlRequest, send func(ControlResponse) e
 		send(ControlResponse{Error: err.Error()})
 		return netip.Addr{}, "", false
 	}
+	if !s.n.vpnNet.Contains(vpn) {
+		return vpn, name, true // behind a gateway (check finds the gateway's tunnel)
+	}
 	if _, ok := s.n.Tunnel(vpn); !ok {
 		how := "its static_host_map address"
 		if len(s.n.staticMap()[vpn]) == 0 {
@@ -445,7 +480,11 @@ func (s *ControlServer) check(ctx context.Context, req ControlRequest, send func
 	}
 	// Room for a handshake (as ping's first probe), then the probe and the query.
 	hctx, cancel := context.WithTimeout(ctx, max(clampMS(req.TimeoutMS, 5*time.Second), 5*time.Second))
-	_, err = s.n.waitTunnel(hctx, vpn)
+	wait := vpn
+	if gw, ok := s.n.RouteFor(vpn); ok && !s.n.vpnNet.Contains(vpn) {
+		wait = gw
+	}
+	_, err = s.n.waitTunnel(hctx, wait)
 	cancel()
 	if err != nil {
 		send(ControlResponse{Error: fmt.Sprintf("%v: the tunnel does not come up, so nothing reaches %s; "+
@@ -519,6 +558,23 @@ func (n *Node) ControlStatus() ControlStatus {
 		})
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].VpnIP.Less(st.Peers[j].VpnIP) })
+	for _, r := range n.Routes() {
+		rs := RouteStatus{Route: r.Route, Unsafe: r.Unsafe, MTU: r.MTU, Metric: r.Metric, Install: r.Install}
+		for _, g := range r.Gateways {
+			gs := GatewayStatus{Gateway: g.Gateway, Weight: g.Weight, Tunnel: g.Tunnel}
+			if g.Verified {
+				c := g.Carries
+				gs.CarriesRoute = &c
+			}
+			if g.Tunnel && rs.Active == "" {
+				rs.Active = g.Gateway.String()
+			} else if g.Tunnel {
+				rs.Active += "," + g.Gateway.String()
+			}
+			rs.Gateways = append(rs.Gateways, gs)
+		}
+		st.Routes = append(st.Routes, rs)
+	}
 	for _, r := range allDropReasons {
 		if v := n.Dropped(r); v > 0 || r == dropFirewallIn || r == dropFirewallOut {
 			st.Drops[r] = v
@@ -619,6 +675,9 @@ func (n *Node) ResolveHost(target string) (netip.Addr, string, error) {
 		a = a.Unmap()
 		if a == n.vpnIP {
 			return netip.Addr{}, "", fmt.Errorf("%s is this host", a)
+		}
+		if gw, ok := n.RouteFor(a); ok && !n.vpnNet.Contains(a) {
+			return a, "behind gateway " + gw.String(), nil
 		}
 		name := ""
 		if p, ok := n.Tunnel(a); ok {

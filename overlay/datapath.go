@@ -385,12 +385,24 @@ func (n *Node) encrypt(buf []byte, size int, now int64, lane int) (udp.Message, 
 	t := n.hosts.byVPNIP(dst)
 	if t == nil {
 		// tun.drop_*: checked only here, off the path of packets that have a tunnel.
-		if dst == n.vpnIP || !n.vpnNet.Contains(dst) || n.dropBroadcast(dst) {
+		switch {
+		case dst == n.vpnIP || n.dropBroadcast(dst):
+			n.m.dropped(dropNoRoute)
+			return udp.Message{}, false
+		case n.vpnNet.Contains(dst):
+			n.hs.trigger(dst, pkt)
+			return udp.Message{}, false
+		}
+		// Outside the overlay: a network behind a gateway (tun.unsafe_routes), or nowhere.
+		// The outbound firewall below still requires the gateway's cert to carry dst.
+		r := n.routes.Load().lookup(dst)
+		if r == nil {
 			n.m.dropped(dropNoRoute)
 			return udp.Message{}, false
 		}
-		n.hs.trigger(dst, pkt)
-		return udp.Message{}, false
+		if t = n.gatewayTunnel(r, pkt, now); t == nil {
+			return udp.Message{}, false
+		}
 	}
 	if v := n.fw.Load().VerdictMemo(pkt, firewall.Outbound, t.fwPeer, now, t.memo(firewall.Outbound, lane)); !v.Accepted() {
 		n.m.firewallDropped(firewall.Outbound, v)

@@ -37,11 +37,12 @@ func TestExtensionAnswersAreRateLimitedPerTunnel(t *testing.T) {
 func FuzzParseFWQuery(f *testing.F) {
 	f.Add([]byte{fwQueryVersion, 6, 0x15, 0x38})
 	f.Add([]byte{fwQueryVersion, 1, 0, 0})
+	f.Add([]byte{fwQueryVersion, 6, 0x1b, 0x58, 198, 19, 1, 10}) // with a local address behind a gateway
 	f.Add([]byte{2, 6, 0, 22})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, st := parseFWQuery(b)
-		if st == fwStatusOK && (!tr.valid() || len(b) != fwQueryLen) {
+		if st == fwStatusOK && (!tr.valid() || (len(b) != fwQueryLen && len(b) != fwQueryLen+4)) {
 			t.Fatalf("accepted %x as %+v", b, tr)
 		}
 		if st == fwStatusOK {

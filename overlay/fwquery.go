@@ -50,6 +50,10 @@ const (
 type Traffic struct {
 	Proto uint8
 	Port  uint16
+	// local is the address behind the answering gateway the traffic is for (meshnode check
+	// of a destination in tun.unsafe_routes); unset means the gateway's own VPN IP. It
+	// travels as 4 more bytes of the query, which a meshnode without it refuses as bad_query.
+	local netip.Addr
 }
 
 // ParseTraffic reads "tcp/5432", "udp/53" or "icmp".
@@ -104,7 +108,11 @@ func (t Traffic) valid() bool {
 
 func appendFWQuery(out []byte, t Traffic) []byte {
 	out = append(out, fwQueryVersion, t.Proto)
-	return binary.BigEndian.AppendUint16(out, t.Port)
+	out = binary.BigEndian.AppendUint16(out, t.Port)
+	if t.local.Is4() {
+		out = append(out, t.local.AsSlice()...)
+	}
+	return out
 }
 
 // parseFWQuery reads a request body from the network; it never panics.
@@ -112,10 +120,13 @@ func parseFWQuery(b []byte) (Traffic, byte) {
 	if len(b) < 1 || b[0] != fwQueryVersion {
 		return Traffic{}, fwStatusBadVersion
 	}
-	if len(b) != fwQueryLen {
+	if len(b) != fwQueryLen && len(b) != fwQueryLen+4 {
 		return Traffic{}, fwStatusBadQuery
 	}
-	t := Traffic{Proto: b[1], Port: binary.BigEndian.Uint16(b[2:])}
+	t := Traffic{Proto: b[1], Port: binary.BigEndian.Uint16(b[2:4])}
+	if len(b) == fwQueryLen+4 {
+		t.local = netip.AddrFrom4([4]byte(b[4:8]))
+	}
 	if !t.valid() {
 		return Traffic{}, fwStatusBadQuery
 	}
@@ -164,7 +175,11 @@ func (n *Node) answerFirewallQuery(t *tunnel, body, out []byte) []byte {
 		return out
 	}
 	fw := n.fw.Load()
-	e := fw.Check(firewall.Query{Proto: q.Proto, Port: q.Port, Remote: t.vpnIP, Local: n.vpnIP}, firewall.Inbound, t.fwPeer)
+	local := n.vpnIP
+	if q.local.IsValid() {
+		local = q.local // the firewall refuses it (local_addr) unless it is ours or behind us
+	}
+	e := fw.Check(firewall.Query{Proto: q.Proto, Port: q.Port, Remote: t.vpnIP, Local: local}, firewall.Inbound, t.fwPeer)
 	idx := uint16(fwNoRule)
 	if e.Rule >= 0 && e.Rule < fwNoRule {
 		idx = uint16(e.Rule)
@@ -175,7 +190,7 @@ func (n *Node) answerFirewallQuery(t *tunnel, body, out []byte) []byte {
 	out = appendStr8(out, e.RuleText)
 	var hints []firewall.RuleRef
 	if !e.Verdict.Allowed() {
-		hints = fw.PeerRules(firewall.Inbound, t.fwPeer, t.vpnIP, n.vpnIP)
+		hints = fw.PeerRules(firewall.Inbound, t.fwPeer, t.vpnIP, local)
 	}
 	hints = hints[:min(len(hints), fwHintsMax)]
 	out = append(out, byte(len(hints)))
@@ -272,14 +287,17 @@ func readStr8(b []byte) (string, []byte, bool) {
 // FirewallCheck is what `meshnode check` reports: the tunnel, our outbound verdict and the
 // peer's inbound verdict for one kind of traffic to the peer.
 type FirewallCheck struct {
-	Target   netip.Addr `json:"target"`
-	Name     string     `json:"name"`
-	Groups   []string   `json:"groups"` // the peer's, from its certificate
-	Self     string     `json:"self"`
-	SelfIP   netip.Addr `json:"self_ip"`
-	MyGroups []string   `json:"my_groups"`
-	Traffic  string     `json:"traffic"` // tcp/5432, udp/53, icmp
-	Tunnel   struct {
+	Target netip.Addr `json:"target"`
+	// Destination is set when the target is a gateway (tun.unsafe_routes): the address
+	// behind it the check is for; the gateway's firewall judges it with that local address.
+	Destination netip.Addr `json:"destination,omitzero"`
+	Name        string     `json:"name"`
+	Groups      []string   `json:"groups"` // the peer's, from its certificate
+	Self        string     `json:"self"`
+	SelfIP      netip.Addr `json:"self_ip"`
+	MyGroups    []string   `json:"my_groups"`
+	Traffic     string     `json:"traffic"` // tcp/5432, udp/53, icmp
+	Tunnel      struct {
 		Path       string         `json:"path"` // direct or relayed
 		RelayedVia string         `json:"relayed_via,omitempty"`
 		RelayName  string         `json:"relay_name,omitempty"`
@@ -312,12 +330,21 @@ func (n *Node) CheckFirewall(ctx context.Context, vpn netip.Addr, tr Traffic) (*
 	if !tr.valid() {
 		return nil, fmt.Errorf("cannot check %s: want tcp/PORT, udp/PORT or icmp", tr)
 	}
+	var dst netip.Addr
+	if !n.vpnNet.Contains(vpn) {
+		gw, ok := n.RouteFor(vpn)
+		if !ok {
+			return nil, fmt.Errorf("%s is outside the overlay network %s and no tun.unsafe_routes entry covers it", vpn, n.vpnNet)
+		}
+		dst, vpn = vpn, gw
+		tr.local = dst
+	}
 	t, err := n.waitTunnel(ctx, vpn)
 	if err != nil {
 		return nil, err
 	}
 	own := n.pki.Load().Creds.Cert.Details
-	c := &FirewallCheck{Target: vpn, Name: t.peer.Details.Name, Groups: nonNil(t.peer.Details.Groups),
+	c := &FirewallCheck{Target: vpn, Destination: dst, Name: t.peer.Details.Name, Groups: nonNil(t.peer.Details.Groups),
 		Self: own.Name, SelfIP: n.vpnIP, MyGroups: nonNil(own.Groups), Traffic: tr.String()}
 	c.Tunnel.Path, c.Tunnel.Remote = "direct", t.remoteAddr()
 	if r := t.relay.Load(); r != nil {
@@ -335,10 +362,14 @@ func (n *Node) CheckFirewall(ctx context.Context, vpn netip.Addr, tr Traffic) (*
 	}
 
 	fw := n.fw.Load()
-	q := firewall.Query{Proto: tr.Proto, Port: tr.Port, Remote: vpn, Local: n.vpnIP}
+	remote := vpn
+	if dst.IsValid() {
+		remote = dst // our outbound rules see the packet's destination, behind the gateway
+	}
+	q := firewall.Query{Proto: tr.Proto, Port: tr.Port, Remote: remote, Local: n.vpnIP}
 	c.Outbound = verdictOf(fw.Check(q, firewall.Outbound, t.fwPeer))
 	if !c.Outbound.Allowed {
-		c.Outbound.RulesForHost = refs(fw.PeerRules(firewall.Outbound, t.fwPeer, vpn, n.vpnIP), fwHintsMax)
+		c.Outbound.RulesForHost = refs(fw.PeerRules(firewall.Outbound, t.fwPeer, remote, n.vpnIP), fwHintsMax)
 		c.Outbound.RulesForPort = refs(fw.PortRules(firewall.Outbound, q), fwHintsMax)
 	}
 

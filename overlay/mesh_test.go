@@ -54,10 +54,24 @@ func underOf(i int) netip.AddrPort {
 // newMesh builds n nodes that know each other through static_host_map.
 func newMesh(t *testing.T, n int, extra string) *mesh {
 	t.Helper()
+	return newMeshWith(t, n, extra, nil, nil)
+}
+
+// newMeshWith is newMesh with per-host certificate options (e.g. subnets) and, when
+// configFn is set, per-host configs instead of the static full mesh.
+func newMeshWith(t *testing.T, n int, extra string, certOpts func(i int) []certtest.Option, configFn func(m *mesh, i int) string) *mesh {
+	t.Helper()
 	m := &mesh{t: t, ca: certtest.NewCA(t, "mesh-test"), net: udptest.NewNetwork(1), extra: extra}
+	if configFn != nil {
+		m.configFn = func(i int) string { return configFn(m, i) }
+	}
 	for i := range n {
 		h := &meshHost{name: fmt.Sprintf("host%d", i+1), vpn: vpnOf(i), under: underOf(i)}
-		h.host = m.ca.NewHost(t, h.name, vpnOf(i).String()+"/16", "mesh")
+		opts := []certtest.Option{certtest.WithGroups("mesh")}
+		if certOpts != nil {
+			opts = append(opts, certOpts(i)...)
+		}
+		h.host = m.ca.Issue(t, h.name, vpnOf(i).String()+"/16", opts...)
 		m.hosts = append(m.hosts, h)
 	}
 	for i := range m.hosts {

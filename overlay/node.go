@@ -142,7 +142,10 @@ type Node struct {
 	pings    pingWaiters
 	ext      extState
 	bl       *blocklistState
-	sendMu   sync.Mutex // udp.Conn allows one writer at a time
+	sendMu   sync.Mutex                 // udp.Conn allows one writer at a time
+	routes   atomic.Pointer[routeTable] // tun.routes and tun.unsafe_routes (routes.go)
+	routesMu sync.Mutex                 // serialises SetRoutes
+	gwAsked  sync.Map                   // gateway VPN IP -> *atomic.Int64, last handshake asked
 	mtu      int
 	sendRecv string
 	recvErr  recvErrorLimiter // rate limits for sendRecvError
@@ -213,6 +216,11 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 			}
 		}
 	}
+	rt, err := parseRoutes(&cfg.Tun, n.vpnNet, n.vpnIP)
+	if err != nil {
+		return nil, err
+	}
+	n.routes.Store(rt)
 	fw, err := firewall.New(cfg.Firewall, n.firewallOptions())
 	if err != nil {
 		return nil, err
@@ -235,6 +243,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	n.hsq.rebuildExpected()
 	n.ext.handle(extOpFirewallQuery, n.answerFirewallQuery)
 	n.bl = newBlocklistState(n, opts.Registerer)
+	if err := n.installRoutes(rt); err != nil {
+		return nil, err
+	}
 	if n.lh.am {
 		n.ext.handle(extOpBlocklistQuery, n.answerBlocklistQuery) // lighthouses relay the blocklist
 	} else {
@@ -473,6 +484,20 @@ func (n *Node) SetPKI(p *PKI) error {
 	if p.Creds.Cert.VpnIP() != n.vpnIP {
 		return fmt.Errorf("pki: the new certificate's IP %s differs from the running %s", p.Creds.Cert.VpnIP(), n.vpnIP)
 	}
+	var newNets []netip.Prefix
+	for _, c := range p.Creds.Certs() {
+		for _, q := range c.Details.Subnets {
+			if !slices.Contains(newNets, q) {
+				newNets = append(newNets, q)
+			}
+		}
+	}
+	if !slices.Equal(masked(newNets), masked(n.ownNets)) {
+		// ownNets and the firewall's local subnets are fixed at start (the data path reads
+		// them without a lock).
+		n.log.Warn("pki: the new certificate routes for other subnets; restart meshnode to apply them",
+			"running", n.ownNets, "new", newNets)
+	}
 	n.swapPKI(p)
 	n.closeRevoked(p.Pool)
 	held := map[string]bool{}
@@ -562,4 +587,12 @@ func (n *Node) Connect(vpn netip.Addr) {
 	if n.hosts.byVPNIP(vpn) == nil {
 		n.hs.trigger(vpn, nil)
 	}
+}
+
+func masked(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.Masked()
+	}
+	return out
 }

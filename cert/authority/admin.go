@@ -29,16 +29,18 @@ type AdminInviteRequest struct {
 	Groups []string      `json:"groups,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
 	// Replace: see InviteRequest.Replace.
-	Replace bool `json:"replace,omitempty"`
+	Replace bool           `json:"replace,omitempty"`
+	Subnets []netip.Prefix `json:"subnets,omitempty"`
 }
 
 // AdminInviteResponse answers an invite.
 type AdminInviteResponse struct {
-	Token  string       `json:"token"`
-	Name   string       `json:"name"`
-	IP     netip.Prefix `json:"ip"`
-	Groups []string     `json:"groups"`
-	CIDR   string       `json:"cidr"`
+	Token   string         `json:"token"`
+	Name    string         `json:"name"`
+	IP      netip.Prefix   `json:"ip"`
+	Groups  []string       `json:"groups"`
+	CIDR    string         `json:"cidr"`
+	Subnets []netip.Prefix `json:"subnets,omitempty"`
 }
 
 // AdminRevokeRequest is the body of POST /admin/revoke.
@@ -75,7 +77,7 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR})
+		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR, Subnets: id.Subnets})
 	})
 	mux.HandleFunc("POST /admin/cidr", func(w http.ResponseWriter, r *http.Request) {
 		var c CIDR
@@ -256,7 +258,7 @@ func (c *AdminClient) Invite(r InviteRequest) (string, Identity, error) {
 	if err := c.do(http.MethodPost, "/admin/invite", AdminInviteRequest(r), &resp); err != nil {
 		return "", Identity{}, err
 	}
-	return resp.Token, Identity{Name: resp.Name, IP: resp.IP, Groups: resp.Groups, CIDR: resp.CIDR}, nil
+	return resp.Token, Identity{Name: resp.Name, IP: resp.IP, Groups: resp.Groups, CIDR: resp.CIDR, Subnets: resp.Subnets}, nil
 }
 
 // Inventory implements Admin.

@@ -202,10 +202,11 @@ func (a *Authority) bundleID(now time.Time) string {
 // Identity is what a host's certificates say: chosen by the admin at invite, re-issued
 // unchanged at every renewal.
 type Identity struct {
-	Name   string
-	IP     netip.Prefix
-	Groups []string
-	CIDR   string
+	Name    string
+	IP      netip.Prefix
+	Groups  []string
+	CIDR    string
+	Subnets []netip.Prefix // networks the host may route for (unsafe networks)
 }
 
 // InviteRequest names the identity to bind to a new token.
@@ -219,6 +220,8 @@ type InviteRequest struct {
 	// host keeps its IP, CIDR and groups unless given here, its audit history stays, and
 	// every certificate it still holds that is valid is revoked.
 	Replace bool
+	// Subnets the host may route for (a gateway); nil on a replacing invite keeps them.
+	Subnets []netip.Prefix
 }
 
 func (a *Authority) audit(tx Tx, e AuditEntry) error {
@@ -442,6 +445,9 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 				if req.Groups == nil {
 					req.Groups = slices.Clone(prev.Groups)
 				}
+				if req.Subnets == nil {
+					req.Subnets = slices.Clone(prev.Subnets)
+				}
 			case hs[i].State == HostRevoked:
 				return fmt.Errorf("%w: host %s is revoked; only a replacing invite gives the name a new key", ErrNameTaken, req.Name)
 			default:
@@ -468,10 +474,17 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 			return err
 		}
 		id = Identity{Name: req.Name, IP: netip.PrefixFrom(ip, t.Root(req.CIDR).Prefix.Bits()), Groups: slices.Clone(req.Groups), CIDR: req.CIDR}
+		for _, s := range req.Subnets {
+			// An unsafe network is outside the overlay: a route into it would shadow hosts.
+			if !s.IsValid() || !s.Addr().Is4() || s.Overlaps(t.Root(req.CIDR).Prefix) {
+				return fmt.Errorf("%w: subnet %v must be an IPv4 network outside the overlay %v", ErrMalformed, s, t.Root(req.CIDR).Prefix)
+			}
+			id.Subnets = append(id.Subnets, s.Masked())
+		}
 		if err := a.checkIssuable(id); err != nil {
 			return err
 		}
-		if err := tx.PutHost(Host{Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR, State: HostInvited, TokenHash: hash}); err != nil {
+		if err := tx.PutHost(Host{Name: id.Name, IP: id.IP, Groups: id.Groups, Subnets: id.Subnets, CIDR: id.CIDR, State: HostInvited, TokenHash: hash}); err != nil {
 			return err
 		}
 		if err := tx.PutToken(TokenRecord{Hash: hash, Host: id.Name, Created: now.UTC(), Expires: now.Add(ttl).UTC()}); err != nil {
@@ -486,7 +499,7 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 			action, revoked = "replace", fmt.Sprintf(" was=%s revoked=%d version=%d", prev.State, len(fps), v)
 		}
 		return a.audit(tx, AuditEntry{Action: action, Host: id.Name,
-			Detail: fmt.Sprintf("ip=%v groups=%v cidr=%s token=%s expires=%s%s", id.IP, id.Groups, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
+			Detail: fmt.Sprintf("ip=%v groups=%v subnets=%v cidr=%s token=%s expires=%s%s", id.IP, id.Groups, id.Subnets, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
 	})
 	if err != nil {
 		return "", Identity{}, err
@@ -498,7 +511,7 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 // checkIssuable fails early, at invite, for an identity the active CA's constraints forbid.
 func (a *Authority) checkIssuable(id Identity) error {
 	ca := a.active.Cert
-	c := &cert.Certificate{Details: cert.Details{Name: id.Name, Ips: []netip.Prefix{id.IP}, Groups: id.Groups,
+	c := &cert.Certificate{Details: cert.Details{Name: id.Name, Ips: []netip.Prefix{id.IP}, Groups: id.Groups, Subnets: id.Subnets,
 		NotBefore: ca.Details.NotBefore, NotAfter: ca.Details.NotAfter}}
 	if err := c.CheckConstraints(ca); err != nil {
 		return fmt.Errorf("CA %s cannot sign %s: %w", ca.Details.Name, id.Name, err)
@@ -514,7 +527,7 @@ func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert
 	}
 	nb, na := a.validity(now, ca.Cert)
 	c := &cert.Certificate{Details: cert.Details{
-		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups),
+		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups), Subnets: slices.Clone(h.Subnets),
 		NotBefore: nb, NotAfter: na, PublicKey: slices.Clone(publicKey), Issuer: ca.Cert.Fingerprint(),
 	}}
 	if err := c.CheckConstraints(ca.Cert); err != nil {

@@ -751,3 +751,51 @@ func TestLighthouseAddressIsNeverSuggestedButMayBeChosen(t *testing.T) {
 		t.Errorf("explicit lighthouse address: %v, %v", id, err)
 	}
 }
+
+// TestInviteSubnetsReachEveryCertificate: a gateway invited with subnets gets them in the
+// certificate it enrolls with and in every renewal; a replacing invite keeps them; subnets
+// inside the overlay, and (with a CA limited to some networks) outside the CA's limits, are
+// refused at invite.
+func TestInviteSubnetsReachEveryCertificate(t *testing.T) {
+	lan := netip.MustParsePrefix("198.19.1.0/24")
+	f := newFixture(t)
+	s, id, err := f.a.Invite(authority.InviteRequest{Name: "gw1", CIDR: "servers", Subnets: []netip.Prefix{netip.MustParsePrefix("198.19.1.7/24")}})
+	if err != nil || len(id.Subnets) != 1 || id.Subnets[0] != lan {
+		t.Fatalf("Invite = %+v, %v", id, err)
+	}
+	tok, err := authority.ParseToken(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv := newKey(t)
+	e, err := f.a.Enroll(tok.Secret, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Cert.Details.Subnets; len(got) != 1 || got[0] != lan {
+		t.Fatalf("enrolled cert subnets %v", got)
+	}
+	n := &node{pub: pub, priv: priv, cert: e.Cert, pem: e.CertPEM}
+	f.clock.Add(40 * time.Minute)
+	f.renew(t, n)
+	if got := n.cert.Details.Subnets; len(got) != 1 || got[0] != lan {
+		t.Fatalf("renewed cert subnets %v", got)
+	}
+	if _, id, err := f.a.Invite(authority.InviteRequest{Name: "gw1", Replace: true}); err != nil || len(id.Subnets) != 1 || id.Subnets[0] != lan {
+		t.Fatalf("replacing invite = %+v, %v (want the subnets kept)", id, err)
+	}
+	if _, _, err := f.a.Invite(authority.InviteRequest{Name: "gw2", CIDR: "servers", Subnets: []netip.Prefix{netip.MustParsePrefix("10.42.9.0/24")}}); !errors.Is(err, authority.ErrMalformed) {
+		t.Fatalf("subnet inside the overlay: %v", err)
+	}
+
+	limited := newFixture(t, func(o *authority.Options) {
+		ca := certtest.NewCA(t, "limited", certtest.WithIPs("10.42.0.0/16"), certtest.WithSubnets("198.19.0.0/16"))
+		o.CAs = []authority.SigningCA{{Cert: ca.Cert, Key: ca.Key}}
+	})
+	if _, _, err := limited.a.Invite(authority.InviteRequest{Name: "gw3", CIDR: "servers", Subnets: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}); !errors.Is(err, cert.ErrConstraint) {
+		t.Fatalf("subnet outside the CA's limits: %v, want ErrConstraint", err)
+	}
+	if _, _, err := limited.a.Invite(authority.InviteRequest{Name: "gw4", CIDR: "servers", Subnets: []netip.Prefix{lan}}); err != nil {
+		t.Fatalf("subnet inside the CA's limits: %v", err)
+	}
+}

@@ -90,8 +90,11 @@ type Host struct {
 	// IP is the VPN address with the overlay's mask length (10.42.0.5/16), as in a cert.
 	IP     netip.Prefix `json:"ip"`
 	Groups []string     `json:"groups,omitempty"`
-	CIDR   string       `json:"cidr"`
-	State  HostState    `json:"state"`
+	// Subnets are the networks the host may route for (a gateway's LAN): its
+	// certificates carry them as unsafe networks.
+	Subnets []netip.Prefix `json:"subnets,omitempty"`
+	CIDR    string         `json:"cidr"`
+	State   HostState      `json:"state"`
 	// TokenHash is the latest invite's token; an older one no longer enrolls.
 	TokenHash string `json:"token_hash,omitempty"`
 

@@ -22,6 +22,7 @@ type inviteOptions struct {
 	ttl     time.Duration
 	out     string
 	replace bool
+	subnets string
 }
 
 func newInviteCmd(e *env) *cobra.Command {
@@ -37,6 +38,7 @@ func newInviteCmd(e *env) *cobra.Command {
 	f.StringVar(&o.cidr, "cidr", "", "Required: name of the CIDR the host joins (see 'mesh-cert list --tree'); NAME=PREFIX adds that CIDR to the tree first")
 	f.StringVar(&o.name, "name", "", "Required: host name, unique in the network")
 	f.StringVar(&o.groups, "groups", "", "comma separated groups")
+	f.StringVar(&o.subnets, "subnets", "", "comma separated IPv4 networks the host may route for as a gateway (its certificates carry them; tun.unsafe_routes on other hosts point at it)")
 	f.StringVar(&o.ip, "ip", "", "IPv4 address for the host (default: the next free one in the CIDR)")
 	f.DurationVar(&o.ttl, "ttl", 0, "how long the token is valid (default: durations.token of ca.yml)")
 	f.StringVar(&o.out, "out", "", "write the token to this file (mode 0600) instead of printing it")
@@ -63,6 +65,13 @@ func runInvite(e *env, o inviteOptions) error {
 		newCIDR, o.cidr = &c, c.Name
 	}
 	req := authority.InviteRequest{Name: o.name, CIDR: o.cidr, Groups: parseGroups(o.groups), TTL: o.ttl, Replace: o.replace}
+	if o.subnets != "" {
+		subnets, err := parseNetworks("subnets", o.subnets, cert.Version1)
+		if err != nil {
+			return err
+		}
+		req.Subnets = subnets
+	}
 	if o.ip != "" {
 		ip, err := netip.ParseAddr(o.ip)
 		if err != nil {
@@ -95,6 +104,9 @@ func runInvite(e *env, o inviteOptions) error {
 		how = "next free in " + id.CIDR
 	}
 	fmt.Fprintf(e.stdout, "name:   %s\nip:     %s (%s)\ngroups: %s\n", id.Name, id.IP, how, strings.Join(id.Groups, ","))
+	if len(id.Subnets) > 0 {
+		fmt.Fprintf(e.stdout, "subnets: %s\n", strings.Join(prefixStrings(id.Subnets), ","))
+	}
 	if o.out != "" {
 		if err := cert.WriteFileAtomic(o.out, []byte(tok+"\n"), 0o600, false); err != nil {
 			return err

@@ -61,7 +61,14 @@ func cmdCheck(path string, asJSON bool, pos []string, stdout, stderr io.Writer) 
 
 func printCheck(w io.Writer, c *overlay.FirewallCheck) {
 	peer := fmt.Sprintf("%s (%s)", c.Name, c.Target)
-	fmt.Fprintf(w, "%s from %s (%s, groups %s) to %s (%s, groups %s)\n", c.Traffic, c.Self, c.SelfIP, bracketed(c.MyGroups), c.Name, c.Target, bracketed(c.Groups))
+	if c.Destination.IsValid() {
+		peer = fmt.Sprintf("%s behind %s (%s)", c.Destination, c.Name, c.Target)
+	}
+	if c.Destination.IsValid() {
+		fmt.Fprintf(w, "%s from %s (%s, groups %s) to %s behind gateway %s (%s, groups %s)\n", c.Traffic, c.Self, c.SelfIP, bracketed(c.MyGroups), c.Destination, c.Name, c.Target, bracketed(c.Groups))
+	} else {
+		fmt.Fprintf(w, "%s from %s (%s, groups %s) to %s (%s, groups %s)\n", c.Traffic, c.Self, c.SelfIP, bracketed(c.MyGroups), c.Name, c.Target, bracketed(c.Groups))
+	}
 
 	path := "direct to " + c.Tunnel.Remote.String()
 	if c.Tunnel.Path == "relayed" {

@@ -76,6 +76,7 @@ func printStatus(w io.Writer, st *overlay.ControlStatus, now time.Time) {
 	if len(other) > 0 {
 		fmt.Fprintf(w, "  other drops: %s\n", strings.Join(other, ", "))
 	}
+	printRoutes(w, st.Routes)
 	fmt.Fprintln(w)
 	if len(st.Peers) == 0 {
 		fmt.Fprintln(w, "no tunnels yet (traffic to a peer, or `meshnode ping HOST`, starts one)")
@@ -320,4 +321,48 @@ func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// printRoutes lists tun.unsafe_routes (gateways, and which carry traffic now) and tun.routes.
+func printRoutes(w io.Writer, routes []overlay.RouteStatus) {
+	for _, r := range routes {
+		var opts []string
+		if r.MTU > 0 {
+			opts = append(opts, fmt.Sprintf("mtu %d", r.MTU))
+		}
+		if r.Metric > 0 {
+			opts = append(opts, fmt.Sprintf("metric %d", r.Metric))
+		}
+		if !r.Install {
+			opts = append(opts, "not installed")
+		}
+		extra := ""
+		if len(opts) > 0 {
+			extra = " (" + strings.Join(opts, ", ") + ")"
+		}
+		if !r.Unsafe {
+			fmt.Fprintf(w, "  route %s%s\n", r.Route, extra)
+			continue
+		}
+		var gws []string
+		for _, g := range r.Gateways {
+			state := "no tunnel"
+			switch {
+			case g.CarriesRoute != nil && !*g.CarriesRoute:
+				state = "CERT LACKS THIS ROUTE: traffic dropped"
+			case g.Tunnel:
+				state = "up"
+			}
+			wt := ""
+			if len(r.Gateways) > 1 {
+				wt = fmt.Sprintf(" weight %d", g.Weight)
+			}
+			gws = append(gws, fmt.Sprintf("%s%s %s", g.Gateway, wt, state))
+		}
+		active := r.Active
+		if active == "" {
+			active = "none yet"
+		}
+		fmt.Fprintf(w, "  route %s via %s%s; using %s\n", r.Route, strings.Join(gws, ", "), extra, active)
+	}
 }

@@ -136,6 +136,11 @@ func (r *reloader) apply() ([]string, error) {
 			return nil, err
 		}
 	}
+	routeChanges, err := r.reloadRoutes(r.cfg, cfg)
+	if err != nil {
+		return nil, err
+	}
+	changes = append(changes, routeChanges...)
 	if cfg.Logging.Level != r.cfg.Logging.Level {
 		r.level.Set(parseLevel(cfg.Logging.Level))
 		changes = append(changes, fmt.Sprintf("logging.level: %s -> %s", r.cfg.Logging.Level, cfg.Logging.Level))
@@ -144,7 +149,7 @@ func (r *reloader) apply() ([]string, error) {
 		changes = append(changes, "logging: format changed; restart meshnode to apply")
 	}
 	for _, key := range changedSections(r.cfg, cfg) {
-		if !liveSections[key] && !lighthouseSections[key] {
+		if !liveSections[key] && !lighthouseSections[key] && key != "tun" { // tun: reloadRoutes
 			changes = append(changes, key+": changed; restart meshnode to apply")
 		}
 	}

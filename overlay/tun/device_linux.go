@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 
@@ -31,6 +32,7 @@ type Queue struct {
 
 var (
 	_ MultiQueue = (*Linux)(nil)
+	_ Router     = (*Linux)(nil)
 	_ Device     = (*Queue)(nil)
 )
 
@@ -141,6 +143,28 @@ func configure(name string, opts Options) error {
 		if err := nl.addRoute(index, r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// AddRoute routes r.Dst into the device (with r's MTU and metric).
+func (d *Linux) AddRoute(r Route) error { return d.changeRoute(unix.RTM_NEWROUTE, r) }
+
+// DeleteRoute removes a route AddRoute made.
+func (d *Linux) DeleteRoute(r Route) error { return d.changeRoute(unix.RTM_DELROUTE, r) }
+
+func (d *Linux) changeRoute(typ uint16, r Route) error {
+	ifi, err := net.InterfaceByName(d.name)
+	if err != nil {
+		return fmt.Errorf("tun: %s: %w", d.name, err)
+	}
+	nl, err := openNetlink()
+	if err != nil {
+		return err
+	}
+	defer nl.close()
+	if err := nl.route(typ, uint32(ifi.Index), r); err != nil {
+		return fmt.Errorf("tun: %s: %w", d.name, err)
 	}
 	return nil
 }

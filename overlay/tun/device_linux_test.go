@@ -346,3 +346,31 @@ func TestOpenConfiguresIPv6AddressesAndRoutes(t *testing.T) {
 		t.Errorf("IPv4 route on an IPv6-addressed device missing:\n%s", r4)
 	}
 }
+
+// TestAddAndDeleteRouteWithMTUAndMetric changes routes on a running device, as a reload of
+// tun.unsafe_routes does: the kernel must show the route's MTU and metric, and forget it.
+func TestAddAndDeleteRouteWithMTUAndMetric(t *testing.T) {
+	ns := netns(t)
+	d := open(t, ns, tun.Options{Name: "mesh0", Addr: vpnAddr})
+	r := tun.Route{Dst: netip.MustParsePrefix("198.19.7.0/24"), MTU: 1200, Metric: 77}
+	var err error
+	inNetns(t, ns, func() { err = d.AddRoute(r) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ip(t, "-n", ns, "route", "show", "198.19.7.0/24")
+	if !strings.Contains(got, "dev mesh0") || !strings.Contains(got, "metric 77") || !strings.Contains(got, "mtu 1200") {
+		t.Fatalf("route after AddRoute: %q", got)
+	}
+	inNetns(t, ns, func() { err = d.AddRoute(r) })
+	if err == nil {
+		t.Fatal("adding the same route twice succeeded")
+	}
+	inNetns(t, ns, func() { err = d.DeleteRoute(r) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ip(t, "-n", ns, "route", "show", "198.19.7.0/24"); strings.TrimSpace(got) != "" {
+		t.Fatalf("route after DeleteRoute: %q", got)
+	}
+}

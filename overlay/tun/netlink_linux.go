@@ -33,12 +33,17 @@ func (n *netlink) close() { unix.Close(n.fd) }
 
 // request sends one message and returns the errno of the kernel's ack.
 func (n *netlink) request(typ uint16, body []byte) error {
+	return n.requestFlags(typ, unix.NLM_F_CREATE|unix.NLM_F_EXCL, body)
+}
+
+// requestFlags is request with the modifier flags of the message (create, replace, ...).
+func (n *netlink) requestFlags(typ, flags uint16, body []byte) error {
 	n.seq++
 	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(body))
 	ne := binary.NativeEndian
 	ne.PutUint32(msg[0:4], uint32(unix.SizeofNlMsghdr+len(body)))
 	ne.PutUint16(msg[4:6], typ)
-	ne.PutUint16(msg[6:8], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	ne.PutUint16(msg[6:8], unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
 	ne.PutUint32(msg[8:12], n.seq)
 	msg = append(msg, body...)
 	if err := unix.Sendto(n.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
@@ -110,7 +115,13 @@ func (n *netlink) addAddr(index uint32, p netip.Prefix) error {
 
 // addRoute routes dst through the link, in the main table.
 func (n *netlink) addRoute(index uint32, dst netip.Prefix) error {
-	dst = dst.Masked()
+	return n.route(unix.RTM_NEWROUTE, index, Route{Dst: dst})
+}
+
+// route adds (RTM_NEWROUTE) or deletes (RTM_DELROUTE) r through the link. A route carries
+// its MTU as a route metric, so the kernel sizes packets for that destination by it.
+func (n *netlink) route(typ uint16, index uint32, r Route) error {
+	dst := r.Dst.Masked()
 	body := []byte{
 		family(dst.Addr()), uint8(dst.Bits()), 0, 0,
 		unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_LINK, unix.RTN_UNICAST,
@@ -118,8 +129,19 @@ func (n *netlink) addRoute(index uint32, dst netip.Prefix) error {
 	}
 	body = appendAttr(body, unix.RTA_DST, dst.Addr().AsSlice())
 	body = appendAttr(body, unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, index))
-	if err := n.request(unix.RTM_NEWROUTE, body); err != nil {
-		return fmt.Errorf("add route %v: %w", dst, err)
+	if r.Metric > 0 {
+		body = appendAttr(body, unix.RTA_PRIORITY, binary.NativeEndian.AppendUint32(nil, uint32(r.Metric)))
+	}
+	if r.MTU > 0 && typ == unix.RTM_NEWROUTE {
+		mtu := appendAttr(nil, unix.RTAX_MTU, binary.NativeEndian.AppendUint32(nil, uint32(r.MTU)))
+		body = appendAttr(body, unix.RTA_METRICS, mtu)
+	}
+	op, flags := "add", uint16(unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	if typ == unix.RTM_DELROUTE {
+		op, flags = "delete", 0
+	}
+	if err := n.requestFlags(typ, flags, body); err != nil {
+		return fmt.Errorf("%s route %v: %w", op, dst, err)
 	}
 	return nil
 }

@@ -28,3 +28,17 @@ type Options struct {
 	// when the kernel cannot.
 	Offload bool
 }
+
+// Route is a network routed into the device with its own MTU and metric (tun.routes,
+// tun.unsafe_routes); zero MTU or metric leaves the kernel's default.
+type Route struct {
+	Dst    netip.Prefix
+	MTU    int
+	Metric int
+}
+
+// Router is a device whose routes can change while it runs (a reload of tun.unsafe_routes).
+type Router interface {
+	AddRoute(Route) error
+	DeleteRoute(Route) error
+}

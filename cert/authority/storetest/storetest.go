@@ -56,7 +56,7 @@ func must(t *testing.T, err error) {
 func sampleHost() authority.Host {
 	return authority.Host{
 		Name: "web1", IP: netip.MustParsePrefix("10.42.0.5/16"), Groups: []string{"web", "ssh"},
-		CIDR: "servers", State: authority.HostEnrolled, Fingerprint: "aa", PrevFingerprint: "bb",
+		Subnets: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}, CIDR: "servers", State: authority.HostEnrolled, Fingerprint: "aa", PrevFingerprint: "bb",
 		NotAfter: t0.Add(time.Hour), Enrolled: t0, LastRenewal: t0.Add(time.Minute), RenewCounter: 7,
 		EarlyRenewals: []time.Time{t0, t0.Add(time.Second)}, ForkReported: "dd",
 	}
@@ -87,7 +87,7 @@ func check(t *testing.T, s authority.Store) {
 		}
 		h, ok, err := tx.Host("web1")
 		want := sampleHost()
-		if err != nil || !ok || h.IP != want.IP || !slices.Equal(h.Groups, want.Groups) || h.RenewCounter != 7 ||
+		if err != nil || !ok || h.IP != want.IP || !slices.Equal(h.Groups, want.Groups) || !slices.Equal(h.Subnets, want.Subnets) || h.RenewCounter != 7 ||
 			!h.NotAfter.Equal(want.NotAfter) || h.PrevFingerprint != "bb" || h.State != authority.HostEnrolled ||
 			len(h.EarlyRenewals) != 2 || !h.EarlyRenewals[1].Equal(want.EarlyRenewals[1]) || h.ForkReported != "dd" {
 			t.Errorf("Host = %+v, %v, %v", h, ok, err)
