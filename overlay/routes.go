@@ -125,10 +125,12 @@ func parseRoutes(c *TunConfig, vpnNet netip.Prefix, vpnIP netip.Addr) (*routeTab
 		if m == 0 {
 			return 0
 		}
-		if m < 500 || m > c.MTU {
-			bad(key, "%d is out of range 500-%d (tun.mtu; raise tun.mtu to carry larger packets on some routes)", m, c.MTU)
+		if m < 500 || m > 9000 {
+			bad(key, "%d is out of range 500-9000", m)
 		}
-		return m
+		// Nebula raises the device's MTU to the largest route MTU; meshnode's device keeps
+		// tun.mtu, so a larger route MTU is used as tun.mtu (documented in CONFIG.md).
+		return min(m, c.MTU)
 	}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("tun.routes[%d]", i)
