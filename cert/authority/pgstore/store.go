@@ -45,6 +45,10 @@ type Store struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	wmu       sync.Mutex
+	watchers  []func()
+	stopWatch func() // ends the LISTEN goroutine (see watch.go)
 }
 
 var _ authority.Store = (*Store)(nil)
@@ -122,6 +126,9 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
+		if s.stopWatch != nil {
+			s.stopWatch()
+		}
 		s.pool.Close()
 	}
 	return nil

@@ -189,7 +189,14 @@ func (t *pgTx) counter(k string, bump bool) (uint64, error) {
 }
 
 func (t *pgTx) BlocklistVersion() (uint64, error)     { return t.counter("blocklist_version", false) }
-func (t *pgTx) BumpBlocklistVersion() (uint64, error) { return t.counter("blocklist_version", true) }
+func (t *pgTx) BumpBlocklistVersion() (uint64, error) {
+	v, err := t.counter("blocklist_version", true)
+	if err != nil {
+		return 0, err
+	}
+	// Delivered to every replica's LISTEN at commit, not at all on rollback.
+	return v, t.exec("SELECT pg_notify($1, $2)", channel, fmt.Sprint(v))
+}
 
 func (t *pgTx) NonceSeen(host string, nonce []byte) (bool, error) {
 	if t.err != nil {
