@@ -1,9 +1,9 @@
 package authority
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"encoding/hex"
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"

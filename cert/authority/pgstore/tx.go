@@ -188,7 +188,7 @@ func (t *pgTx) counter(k string, bump bool) (uint64, error) {
 	return uint64(v), nil
 }
 
-func (t *pgTx) BlocklistVersion() (uint64, error)     { return t.counter("blocklist_version", false) }
+func (t *pgTx) BlocklistVersion() (uint64, error) { return t.counter("blocklist_version", false) }
 func (t *pgTx) BumpBlocklistVersion() (uint64, error) {
 	v, err := t.counter("blocklist_version", true)
 	if err != nil {
