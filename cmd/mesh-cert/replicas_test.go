@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,5 +287,81 @@ func TestThreeReplicasKeepEveryGuaranteeOfOne(t *testing.T) {
 	// 1 raced + 100 enrolled + 2 rounds x 100 renewed.
 	if got := checkIntegrity(t, rs.store(t)); got != 301 {
 		t.Errorf("%d certificates on record, want 301", got)
+	}
+}
+
+// TestRenewalStormSurvivesAKilledReplicaAndAPostgresRestart: 30 hosts renew in a loop with
+// the replicas' URL list (failing over as nodes do) while one replica is SIGKILLed and,
+// later, PostgreSQL itself crashes and restarts. Every host keeps renewing after both, and
+// the database holds no half-written renewal: each cert audited once, no counter twice.
+func TestRenewalStormSurvivesAKilledReplicaAndAPostgresRestart(t *testing.T) {
+	testenv.SkipShort(t)
+	c := pgtest.Start(t) // its own cluster: this test crashes it
+	rs := newReplicaSet(t, c, 3, "4s")
+	nodes := rs.enrollHosts(t, 30)
+	all := strings.Join(rs.urls, ",")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var phase atomic.Int32 // 0 all up, 1 replica 0 killed, 2 PostgreSQL restarted
+	renewedIn := make([][3]int, len(nodes))
+	var otherErrs sync.Map
+	var slowest [3]atomic.Int64
+	for i, n := range nodes {
+		wg.Go(func() {
+			cl := client.New(all, n.r.pin, client.Options{Timeout: 5 * time.Second})
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				_, err := n.r.renew(ctx, cl)
+				switch {
+				case err == nil:
+					p := phase.Load()
+					renewedIn[i][p]++
+					for d := int64(time.Since(t0)); d > slowest[p].Load(); {
+						if slowest[p].CompareAndSwap(slowest[p].Load(), d) {
+							break
+						}
+					}
+					time.Sleep(300 * time.Millisecond)
+				case errors.Is(err, authority.ErrRenewLimited):
+					time.Sleep(200 * time.Millisecond) // too early: try again later, as nodes do
+				default:
+					// Unreachable replica, a database restarting (5xx), a reply lost: a
+					// retry with the same new key, as the node's renewal loop does.
+					otherErrs.Store(err.Error(), true)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	must(t, rs.procs[0].cmd.Process.Signal(syscall.SIGKILL))
+	rs.procs[0].cmd.Wait()
+	phase.Store(1)
+	time.Sleep(2 * time.Second)
+	c.Crash()
+	time.Sleep(time.Second)
+	must(t, c.Start())
+	phase.Store(2)
+	time.Sleep(4 * time.Second)
+	cancel()
+	wg.Wait()
+
+	for i, n := range nodes {
+		if renewedIn[i][1] == 0 || renewedIn[i][2] == 0 {
+			t.Errorf("%s renewed %v times (all up, one replica killed, after the PostgreSQL restart)", n.name, renewedIn[i])
+		}
+	}
+	otherErrs.Range(func(k, _ any) bool { t.Logf("error seen by a host (then retried): %s", k); return true })
+	t.Logf("slowest successful renewal: %v all up, %v one replica killed, %v across the PostgreSQL restart",
+		time.Duration(slowest[0].Load()).Round(time.Millisecond), time.Duration(slowest[1].Load()).Round(time.Millisecond), time.Duration(slowest[2].Load()).Round(time.Millisecond))
+	issued := checkIntegrity(t, rs.store(t))
+	t.Logf("%d certificates issued and audited across the kill and the restart", issued)
+	// Every host still renews through the replicas left.
+	for _, n := range nodes[:3] {
+		cl := client.New(all, n.r.pin, client.Options{})
+		if _, err := n.r.renew(context.Background(), cl); err != nil && !errors.Is(err, authority.ErrRenewLimited) {
+			t.Errorf("%s after the storm: %v", n.name, err)
+		}
 	}
 }
