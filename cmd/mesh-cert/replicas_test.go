@@ -288,6 +288,25 @@ func TestThreeReplicasKeepEveryGuaranteeOfOne(t *testing.T) {
 	if got := checkIntegrity(t, rs.store(t)); got != 301 {
 		t.Errorf("%d certificates on record, want 301", got)
 	}
+	// Every replica's admin socket shows the same inventory.
+	tree := mustOK(t, meshCert(t, time.Now(), "list", "-config", rs.configs[0], "--tree")).stdout
+	for _, cfg := range rs.configs[1:] {
+		if got := mustOK(t, meshCert(t, time.Now(), "list", "-config", cfg, "--tree")).stdout; got != tree {
+			t.Errorf("list --tree differs between replicas")
+		}
+	}
+
+	// A replica set up without copying the first one's key files is refused: its tokens
+	// would carry another pin.
+	stray := filepath.Join(rs.dir, "stray")
+	must(t, os.MkdirAll(stray, 0o700))
+	yml, err := os.ReadFile(rs.configs[0])
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(stray, "ca.yml"), yml, 0o600))
+	r = meshCert(t, time.Now(), "list", "-config", filepath.Join(stray, "ca.yml"))
+	if r.code != 1 || !strings.Contains(r.stderr, "same tls.pem and service.key") {
+		t.Errorf("replica with its own identity: exit %d, %s", r.code, r.stderr)
+	}
 }
 
 // TestRenewalStormSurvivesAKilledReplicaAndAPostgresRestart: 30 hosts renew in a loop with
