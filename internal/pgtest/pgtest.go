@@ -122,6 +122,9 @@ func start(bin string) (*Cluster, error) {
 
 func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
 
+// BinDir holds the cluster's PostgreSQL programs (createdb, psql, ...).
+func (c *Cluster) BinDir() string { return c.bin }
+
 // SocketDir is the directory of the server's unix socket (the DSN's host).
 func (c *Cluster) SocketDir() string { return c.dir }
 
