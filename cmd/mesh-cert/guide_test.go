@@ -80,9 +80,6 @@ func TestHighAvailabilityGuideWorks(t *testing.T) {
 		s = strings.ReplaceAll(s, "/run/postgresql", cluster.SocketDir())
 		s = strings.ReplaceAll(s, "ca1.mesh.example:8443", ports["ca1"])
 		s = strings.ReplaceAll(s, "ca2.mesh.example:8443", ports["ca2"])
-		if p, ok := ports[m]; ok {
-			s = strings.ReplaceAll(s, "0.0.0.0:8443", p)
-		}
 		return s
 	}
 	for _, m := range []string{"db", "ca1", "ca2", "app2"} {
@@ -116,6 +113,15 @@ func TestHighAvailabilityGuideWorks(t *testing.T) {
 			switch strings.TrimSpace(l) {
 			case "systemctl enable --now mesh-cert-serve":
 				flush()
+				// The machines' ca.yml files are copies of ca1's; here they name ca1's
+				// directory where each real machine has its own /etc and /var/lib, and
+				// every machine listens on its own loopback port for 0.0.0.0:8443.
+				cfgPath := filepath.Join(mdir(b.where), "etc", "mesh-cert", "ca.yml")
+				y, err := os.ReadFile(cfgPath)
+				must(t, err)
+				y = bytes.ReplaceAll(y, []byte(mdir("ca1")+"/"), []byte(mdir(b.where)+"/"))
+				y = bytes.ReplaceAll(y, []byte("0.0.0.0:8443"), []byte(ports[b.where]))
+				must(t, os.WriteFile(cfgPath, y, 0o600))
 				args := strings.Fields(subst(b.where, string(execStart[1])))
 				p := &serveProc{cmd: exec.Command(args[0], args[1:]...), logs: &lockedBuffer{}}
 				p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
