@@ -32,8 +32,8 @@ func TestCAServiceThroughput(t *testing.T) {
 	}
 	const hosts, workers = 600, 16
 	type row struct {
-		name             string
-		enroll, renew    float64
+		name              string
+		enroll, renew     float64
 		enrollP99, renP99 time.Duration
 	}
 	var rows []row
@@ -181,4 +181,3 @@ func TestCAServiceThroughput(t *testing.T) {
 		r(boltList), r(pgList), r(boltFirst), r(pgFirst), r(fillBolt), r(fillPG))
 	t.Logf("\n%s", b.String())
 }
-
