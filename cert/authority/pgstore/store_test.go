@@ -280,3 +280,32 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestABumpOnOneStoreWakesTheWatchersOfAnother: a revocation committed through one replica
+// wakes the blocklist long-polls of another at once; a rolled-back bump wakes nobody.
+func TestABumpOnOneStoreWakesTheWatchersOfAnother(t *testing.T) {
+	dsn := pgtest.NewDB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	defer a.Close()
+	defer b.Close()
+	woke := make(chan struct{}, 10)
+	a.WatchBlocklist(func() { woke <- struct{}{} })
+	time.Sleep(200 * time.Millisecond) // LISTEN is in place
+	_ = b.Update(func(tx authority.Tx) error {
+		if _, err := tx.BumpBlocklistVersion(); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	select {
+	case <-woke:
+		t.Fatal("a rolled-back bump woke a watcher")
+	case <-time.After(300 * time.Millisecond):
+	}
+	must(t, b.Update(func(tx authority.Tx) error { _, err := tx.BumpBlocklistVersion(); return err }))
+	select {
+	case <-woke:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a committed bump on another store did not wake the watcher")
+	}
+}
