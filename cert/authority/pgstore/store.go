@@ -65,7 +65,12 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN, password included: say only what is wrong.
-		return nil, fmt.Errorf("store: PostgreSQL DSN is not valid: %w", errors.Unwrap(err))
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		} else {
+			err = errors.New("cannot be parsed")
+		}
+		return nil, fmt.Errorf("store: PostgreSQL DSN is not valid: %w", err)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -74,7 +79,13 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 	s := &Store{pool: pool, retryFor: o.RetryFor}
 	if err := s.schema(ctx, o.Migrate); err != nil {
 		pool.Close()
-		return nil, err
+		var pe *pgconn.PgError
+		if errors.Is(err, ErrSchemaOlder) || errors.Is(err, ErrSchemaNewer) || strings.HasPrefix(err.Error(), "store:") {
+			return nil, err
+		} else if errors.As(err, &pe) {
+			return nil, fmt.Errorf("store: PostgreSQL: %w", err)
+		}
+		return nil, fmt.Errorf("store: cannot reach PostgreSQL: %w", err)
 	}
 	return s, nil
 }
