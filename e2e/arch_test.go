@@ -16,7 +16,8 @@ import (
 // The import directions of DESIGN.md:
 //
 //	cmd -> overlay -> {handshake, lighthouse, firewall, overlay/tun, overlay/udp} -> cert
-//	cert/authority -> cert;  nothing imports cmd or e2e.
+//	cert/authority -> cert;  cmd/mesh-cert -> cert/authority/pgstore -> cert/authority;
+//	nothing imports cmd or e2e.
 //
 // Each rule names a package (and the packages under it) and the module packages it must not
 // import. Test files may import test helpers freely, so only non-test imports are checked,
@@ -28,8 +29,10 @@ var importRules = []struct {
 }{
 	{"cert", []string{"overlay", "handshake", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
 		"cert is the bottom layer: a codec and a CA pool, no I/O beyond files"},
-	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
-		"the CA service depends on cert only"},
+	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore"},
+		"the CA service depends on cert only; which store driver runs is cmd's choice"},
+	{"cert/authority/pgstore", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/client"},
+		"the PostgreSQL store is an authority.Store beside bbolt: records, not the service's clients"},
 	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
 		"handshake is a pure state machine under overlay"},
 	{"lighthouse", []string{"overlay", "handshake", "firewall", "cert/authority", "cmd", "e2e"},
@@ -134,6 +137,9 @@ func TestImportRulesCatchUpwardImports(t *testing.T) {
 		{"handshake", "cert", false},
 		{"cert/certtest", "cert", false},
 		{"cert/authority", "cert", false},
+		{"cert/authority", "cert/authority/pgstore", true},
+		{"cert/authority/pgstore", "cert/authority", false},
+		{"cmd/mesh-cert", "cert/authority/pgstore", false},
 		{"overlay/udp/udptest", "overlay/udp", false},
 		{"e2e", "e2e/netns", false},
 		{"handshake", "overlay", true},

@@ -309,3 +309,52 @@ func tokenWriteFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// writeReplicaConfigs turns the service into n replicas on one PostgreSQL database: the
+// ca.yml writeCAConfig makes becomes replica 0's, ca-<i>.yml replica i's. Replica i listens
+// on port 8443+i of the CA namespace; all share the state directory (so the same tls.pem
+// and service.key, as copies would be) but each has its own admin socket; tokens name
+// every replica. The database is reached over its unix socket, which a network namespace
+// does not hide.
+func (m *tokenMesh) writeReplicaConfigs(caList string, certLife time.Duration, n int, dsn string) {
+	m.t.Helper()
+	m.writeCAConfig(caList, certLife)
+	b, err := os.ReadFile(m.caYML)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	tokenWriteFile(m.t, filepath.Join(m.caDir, "dsn"), dsn)
+	var urls []string
+	for i := range n {
+		urls = append(urls, fmt.Sprintf("https://%s:%d", tokenCAAddr, 8443+i))
+	}
+	head := fmt.Sprintf("listen: %[1]s:8443\nurl: https://%[1]s:8443\n", tokenCAAddr)
+	for i := range n {
+		y := strings.Replace(string(b), head, fmt.Sprintf("listen: %s:%d\nurls: [%s]\nstore: {type: postgres, dsn_file: dsn}\nadmin_socket: state/admin-%d.sock\n",
+			tokenCAAddr, 8443+i, strings.Join(urls, ", "), i), 1)
+		tokenWriteFile(m.t, m.replicaYML(i), y)
+	}
+}
+
+func (m *tokenMesh) replicaYML(i int) string {
+	if i == 0 {
+		return m.caYML
+	}
+	return filepath.Join(m.caDir, fmt.Sprintf("ca-%d.yml", i))
+}
+
+// startReplica starts replica i and waits until it listens. Start replica 0 first: it makes
+// the service identity the others then share.
+func (m *tokenMesh) startReplica(i int) *netns.Process {
+	t := m.t
+	t.Helper()
+	m.serves++
+	p := m.caNS.Start(t, fmt.Sprintf("mesh-cert-serve-r%d-%d", i, m.serves), m.meshCert, "serve", "-config", m.replicaYML(i))
+	if err := p.WaitLog(20*time.Second, "CA service listening"); err != nil {
+		t.Fatalf("%v\n%s", err, p.Tail(20))
+	}
+	if i == 0 {
+		m.svc = p
+	}
+	return p
+}

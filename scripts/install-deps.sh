@@ -4,7 +4,8 @@
 #   install-deps.sh           everything `make test` uses: nebula/nebula-cert 1.6.1 (the interop
 #                             ground truth for v1), iperf3 and ping (traffic), iproute2 and
 #                             nftables (network-namespace hosts), adduser (the .deb's install
-#                             test); and nebula/nebula-cert 1.11.1 (the ground truth for v2
+#                             test), postgresql (the CA service's shared store: internal/pgtest
+#                             runs throwaway clusters); and nebula/nebula-cert 1.11.1 (the ground truth for v2
 #                             certificates), built with go install into $MESHNODE_TOOLS/
 #                             nebula-1.11.1 (default: .tools in the repo), where
 #                             internal/testenv.RequireNebulaV2 finds them
@@ -31,6 +32,7 @@ if [ "$mode" != --demo ]; then
   command -v make >/dev/null || need+=(make)
   command -v sha256sum >/dev/null || need+=(coreutils)
   command -v adduser >/dev/null || need+=(adduser)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -124,6 +124,10 @@ func New(opts Options) (*Authority, error) {
 	a := &Authority{o: opts, serviceKey: sk, pool: cert.NewPoolWithClock(opts.Now)}
 	a.blChanged = &changeSignal{}
 	a.o.Store = signallingStore{Store: opts.Store, sig: a.blChanged}
+	if w, ok := opts.Store.(BlocklistWatcher); ok {
+		// Another replica's (or an admin command's) revocation wakes our long-polls too.
+		w.WatchBlocklist(a.blChanged.signal)
+	}
 	now := opts.Now()
 	for i, ca := range opts.CAs {
 		if ca.Cert == nil {
@@ -420,7 +424,9 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 	hash := tokenHash(secret)
 	now := a.o.Now()
 	var id Identity
+	given := req
 	err := a.o.Store.Update(func(tx Tx) error {
+		req := given // a store may run this more than once (pgstore retries)
 		t, err := treeOf(tx)
 		if err != nil {
 			return err
@@ -675,6 +681,7 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 	now := a.o.Now().UTC()
 	var res RevokeResult
 	err := a.o.Store.Update(func(tx Tx) error {
+		res = RevokeResult{} // a store may run this more than once (pgstore retries)
 		name := ""
 		if h, ok, err := tx.Host(target); err != nil {
 			return err

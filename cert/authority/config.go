@@ -2,6 +2,8 @@ package authority
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +27,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// URL is what tokens tell nodes to dial; default https://<listen>.
 	URL string `yaml:"url"`
+	// URLs, instead of URL, name every replica (or one name resolving to all of them):
+	// tokens carry them all and nodes fail over between them. URL is then their list,
+	// comma-separated.
+	URLs []string `yaml:"urls"`
 	// TLSHosts are extra DNS names for the self-signed TLS certificate (informational:
 	// clients check the pin, not names).
 	TLSHosts []string `yaml:"tls_hosts"`
@@ -33,7 +39,7 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// MetricsListen, if set, serves Prometheus metrics over plain HTTP at /metrics.
 	MetricsListen string              `yaml:"metrics_listen"`
-	Store         string              `yaml:"store"`
+	Store         StoreConfig         `yaml:"store"`
 	AdminSocket   string              `yaml:"admin_socket"`
 	CA            []CAConfig          `yaml:"ca"`
 	Lighthouses   []LighthouseConfig  `yaml:"lighthouses"`
@@ -98,10 +104,6 @@ func LoadConfig(path string) (*Config, error) {
 		c.StateDir = "."
 	}
 	c.StateDir = c.path(c.StateDir)
-	if c.Store == "" {
-		c.Store = filepath.Join(c.StateDir, "ca.db")
-	}
-	c.Store = c.path(c.Store)
 	if c.AdminSocket == "" {
 		c.AdminSocket = filepath.Join(c.StateDir, "admin.sock")
 	}
@@ -110,6 +112,7 @@ func LoadConfig(path string) (*Config, error) {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
+	c.Store.check(&c, bad)
 	if c.Listen == "" {
 		c.Listen = "0.0.0.0:8443"
 	}
@@ -121,10 +124,20 @@ func LoadConfig(path string) (*Config, error) {
 			bad("metrics_listen", "%v", err)
 		}
 	}
-	if c.URL == "" {
+	switch {
+	case len(c.URLs) > 0 && c.URL != "":
+		bad("urls", "set url or urls, not both")
+	case len(c.URLs) > 0:
+		for i, u := range c.URLs {
+			if err := checkServiceURLs(u); err != nil || strings.Contains(u, ",") {
+				bad(fmt.Sprintf("urls[%d]", i), "want https://host:port, got %q", u)
+			}
+		}
+		c.URL = strings.Join(c.URLs, ",")
+	case c.URL == "":
 		c.URL = "https://" + c.Listen
 	}
-	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+	if u, err := url.Parse(c.URL); len(c.URLs) == 0 && (err != nil || u.Scheme != "https" || u.Host == "") {
 		bad("url", "want https://host:port, got %q", c.URL)
 	}
 	if len(c.CA) == 0 {
@@ -256,13 +269,60 @@ type Service struct {
 // Close closes the store.
 func (s *Service) Close() error { return s.Store.Close() }
 
-// Open loads the CAs, creates the TLS identity and renewal key on first start, opens the
-// store (failing with ErrStoreLocked within storeWait if a running service holds it) and
-// adds the config's CIDRs to the inventory.
+// OpenOptions adjust Config.OpenWith.
+type OpenOptions struct {
+	Now    func() time.Time
+	Logger *slog.Logger
+	// StoreWait bounds the wait for another process to release a bbolt file (ErrStoreLocked).
+	StoreWait time.Duration
+	// Postgres opens a store of type postgres; migrate lets it create or upgrade the schema.
+	// mesh-cert passes pgstore's opener (this package does not import its stores' drivers).
+	Postgres func(dsn string, migrate bool) (Store, error)
+	// Migrate: the running service creates and upgrades the database schema; admin
+	// commands do not, so an old binary on an admin machine cannot upgrade it by accident.
+	Migrate bool
+}
+
+// IdentityBinder is a store several replicas share. BindIdentity records the service's
+// public identity (TLS pin and renewal public key) the first time and refuses another one
+// later: a replica with other key files would hand out tokens no node can use, and sign
+// renewal proofs nodes cannot check. The private keys never go into the store.
+type IdentityBinder interface {
+	BindIdentity(tlsPin, servicePublicKey string) error
+}
+
+// Open is OpenWith for a bbolt store.
 func (c *Config) Open(now func() time.Time, logger *slog.Logger, storeWait time.Duration) (*Service, error) {
+	return c.OpenWith(OpenOptions{Now: now, Logger: logger, StoreWait: storeWait, Migrate: true})
+}
+
+// OpenStore opens the store the config names.
+func (c *Config) OpenStore(o OpenOptions) (Store, error) {
+	switch c.Store.Type {
+	case StorePostgres:
+		if o.Postgres == nil {
+			return nil, errors.New("store: type postgres is not supported by this program")
+		}
+		dsn, err := c.Store.ConnString()
+		if err != nil {
+			return nil, err
+		}
+		return o.Postgres(dsn, o.Migrate)
+	default:
+		return OpenBolt(c.Store.Path, o.StoreWait)
+	}
+}
+
+// OpenWith loads the CAs, creates the TLS identity and renewal key on first start, opens
+// the store (failing with ErrStoreLocked within o.StoreWait if a running service holds a
+// bbolt file), checks a shared store's recorded identity, and adds the config's CIDRs to
+// the inventory.
+func (c *Config) OpenWith(o OpenOptions) (*Service, error) {
+	now := o.Now
 	if now == nil {
 		now = time.Now
 	}
+	logger := o.Logger
 	cas, err := c.LoadCAs()
 	if err != nil {
 		return nil, err
@@ -271,8 +331,10 @@ func (c *Config) Open(now func() time.Time, logger *slog.Logger, storeWait time.
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
 	hosts := slices.Clone(c.TLSHosts)
-	if u, err := url.Parse(c.URL); err == nil && u.Hostname() != "" {
-		hosts = append(hosts, u.Hostname())
+	for _, s := range strings.Split(c.URL, ",") {
+		if u, err := url.Parse(s); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
 	}
 	hosts = slices.DeleteFunc(hosts, func(h string) bool { return net.ParseIP(h) != nil || strings.TrimSpace(h) == "" })
 	id, err := LoadOrCreateTLSIdentity(filepath.Join(c.StateDir, "tls.pem"), hosts, now())
@@ -283,9 +345,16 @@ func (c *Config) Open(now func() time.Time, logger *slog.Logger, storeWait time.
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenBolt(c.Store, storeWait)
+	st, err := c.OpenStore(o)
 	if err != nil {
 		return nil, err
+	}
+	if b, ok := st.(IdentityBinder); ok {
+		if err := b.BindIdentity(id.PinString(), hex.EncodeToString(ecdhPublic(sk))); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("%w: every replica (and admin machine) needs the same tls.pem and service.key: copy them from %s of the first replica into %s",
+				err, "state_dir", c.StateDir)
+		}
 	}
 	a, err := New(Options{
 		Store: st, CAs: cas, ServiceKey: sk, Lighthouses: c.LighthouseList(), URL: c.URL, Pin: id.Pin,
@@ -300,4 +369,12 @@ func (c *Config) Open(now func() time.Time, logger *slog.Logger, storeWait time.
 		return nil, err
 	}
 	return &Service{Config: c, Authority: a, Store: st, TLS: id}, nil
+}
+
+func ecdhPublic(priv []byte) []byte {
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil // New reports the bad key
+	}
+	return k.PublicKey().Bytes()
 }

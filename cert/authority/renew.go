@@ -149,6 +149,7 @@ func (a *Authority) Renew(r RenewRequest) (Renewal, error) {
 	var p []byte
 	var fork *Host
 	err = a.o.Store.Update(func(tx Tx) error {
+		fork = nil // a store may run this more than once (pgstore retries)
 		if _, revoked, err := tx.Revocation(fp); err != nil {
 			return err
 		} else if revoked {

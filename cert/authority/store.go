@@ -48,6 +48,8 @@ type Tx interface {
 	// Token looks a token up by the hex SHA-256 of its secret; the secret itself is never stored.
 	Token(hash string) (TokenRecord, bool, error)
 	PutToken(TokenRecord) error
+	// Tokens is every token on record (for copying a store; ordinary requests look up one).
+	Tokens() ([]TokenRecord, error)
 
 	Revocation(fingerprint string) (Revocation, bool, error)
 	PutRevocation(Revocation) error
@@ -61,6 +63,8 @@ type Tx interface {
 	NonceSeen(host string, nonce []byte) (bool, error)
 	PutNonce(host string, nonce []byte, at time.Time) error
 	PruneNonces(before time.Time) error
+	// Nonces is every nonce remembered (for copying a store).
+	Nonces() ([]Nonce, error)
 
 	// AppendAudit adds an entry and returns its sequence number (1, 2, ...). The audit log
 	// has no way to change or delete an entry.
@@ -145,6 +149,13 @@ type Revocation struct {
 	// NotAfter of the blocked cert, zero if unknown; the blocklist drops an entry some time
 	// after its cert has expired, so the list does not grow with every renewal forever.
 	NotAfter time.Time `json:"not_after"`
+}
+
+// Nonce is a renewal request's nonce the store remembers, with when it was seen.
+type Nonce struct {
+	Host  string    `json:"host"`
+	Nonce []byte    `json:"nonce"`
+	At    time.Time `json:"at"`
 }
 
 // AuditEntry records one event. It never holds a token secret or a key.

@@ -13,6 +13,8 @@ import (
 // the single-use secret. Written as one string, "mesh1.<url>.<pin>.<secret>" with each part
 // base64url without padding, so `meshnode enroll -token T` needs nothing else.
 type Token struct {
+	// URL is the service's https://host:port, or several separated by commas (replicas):
+	// the node tries them in turn.
 	URL    string
 	Pin    []byte // SHA-256 of the service's TLS certificate (DER)
 	Secret []byte
@@ -45,9 +47,8 @@ func ParseToken(s string) (Token, error) {
 	if len(pin) != sha256.Size || len(secret) != secretSize {
 		return Token{}, fmt.Errorf("%w: pin or secret has the wrong length", ErrTokenFormat)
 	}
-	pu, err := url.Parse(string(u))
-	if err != nil || pu.Scheme != "https" || pu.Host == "" {
-		return Token{}, fmt.Errorf("%w: service URL %q is not https://host[:port]", ErrTokenFormat, u)
+	if err := checkServiceURLs(string(u)); err != nil {
+		return Token{}, fmt.Errorf("%w: %w", ErrTokenFormat, err)
 	}
 	return Token{URL: string(u), Pin: pin, Secret: secret}, nil
 }
@@ -61,3 +62,14 @@ func tokenHash(secret []byte) string {
 
 // tokenID is a short, non-secret name for a token in the audit log and logs.
 func tokenID(hash string) string { return hash[:12] }
+
+// checkServiceURLs checks a comma-separated list of https://host[:port] URLs.
+func checkServiceURLs(s string) error {
+	for _, u := range strings.Split(s, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Scheme != "https" || pu.Host == "" {
+			return fmt.Errorf("service URL %q is not https://host[:port]", u)
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -103,6 +104,7 @@ func (t typedTx) HostCerts(host string) ([]CertRecord, error) {
 }
 
 func (t typedTx) PutToken(r TokenRecord) error     { return put(t, bTokens, r.Hash, r) }
+func (t typedTx) Tokens() ([]TokenRecord, error)   { return all[TokenRecord](t, bTokens) }
 func (t typedTx) PutRevocation(r Revocation) error { return put(t, bRevoked, r.Fingerprint, r) }
 func (t typedTx) Revocations() ([]Revocation, error) {
 	return all[Revocation](t, bRevoked)
@@ -163,6 +165,20 @@ func (t typedTx) PruneNonces(before time.Time) error {
 		}
 	}
 	return nil
+}
+
+func (t typedTx) Nonces() ([]Nonce, error) {
+	var out []Nonce
+	err := t.kv.forEach(bNonces, func(k, v []byte) error {
+		host, hx, ok := bytes.Cut(k, []byte{0})
+		n, err := hex.DecodeString(string(hx))
+		if !ok || err != nil || len(v) != 8 {
+			return fmt.Errorf("store: %s/%q: malformed nonce", bNonces, k)
+		}
+		out = append(out, Nonce{Host: string(host), Nonce: n, At: time.Unix(int64(binary.BigEndian.Uint64(v)), 0).UTC()})
+		return nil
+	})
+	return out, err
 }
 
 func (t typedTx) AppendAudit(e AuditEntry) (uint64, error) {

@@ -66,3 +66,10 @@ func (t bumpTx) BumpBlocklistVersion() (uint64, error) {
 	}
 	return v, err
 }
+
+// BlocklistWatcher is a store that other processes write too (pgstore): it calls fn after
+// any of them commits a blocklist version bump, and after it may have missed one (its
+// connection to the database was lost), so waiting long-polls re-read the version.
+type BlocklistWatcher interface {
+	WatchBlocklist(fn func())
+}

@@ -19,12 +19,21 @@ var examples = map[string]string{
 	"list": `  mesh-cert list -config ca.yml
   mesh-cert list -config ca.yml -tree`,
 	"revoke": `  mesh-cert revoke -config ca.yml web1`,
+	"store": `  mesh-cert store upgrade -config ca.yml
+  mesh-cert store migrate -config ca.yml -from state/ca.db`,
+	"store migrate": `  mesh-cert store migrate -config ca.yml -from state/ca.db`,
+	"store upgrade": `  mesh-cert store upgrade -config ca.yml`,
 }
 
 func addExamples(root *cobra.Command) {
 	for _, c := range root.Commands() {
 		if ex, ok := examples[c.Name()]; ok && c.Example == "" {
 			c.Example = ex
+		}
+		for _, sub := range c.Commands() {
+			if ex, ok := examples[c.Name()+" "+sub.Name()]; ok && sub.Example == "" {
+				sub.Example = ex
+			}
 		}
 	}
 }

@@ -55,7 +55,7 @@ func runServe(ctx context.Context, e *env, config string, ready func(addr string
 	if strings.HasSuffix(cfg.URL, ":0") { // listen on a random port (tests): tokens name the real one
 		cfg.URL = "https://" + ln.Addr().String()
 	}
-	svc, err := cfg.Open(e.now, log, time.Second)
+	svc, err := openService(e, cfg, log, time.Second, true)
 	if errors.Is(err, authority.ErrStoreLocked) {
 		return fmt.Errorf("%w: is another mesh-cert serve running with %s?", err, config)
 	}

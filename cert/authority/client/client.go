@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
@@ -32,11 +34,40 @@ var ErrPinMismatch = errors.New("CA service TLS certificate does not match the p
 // larger than that.
 const maxResponse = authority.MaxResponseSize
 
-// Client talks to one CA service.
+// Client talks to one CA service, which may be several replicas: url may list several
+// URLs separated by commas (and a name may resolve to several addresses, which the dialer
+// tries in turn). A request that cannot reach one replica goes to the next, and the client
+// stays with the one that answered.
 type Client struct {
-	url  string
+	url  string // as given, for messages
+	urls []string
+	cur  atomic.Uint32 // index in urls of the replica last reached
 	http *http.Client
 	now  func() time.Time
+}
+
+// base is the URL of the replica to ask first.
+func (c *Client) base() string { return c.urls[int(c.cur.Load())%len(c.urls)] }
+
+// failover moves on from base after it could not be reached, unless a concurrent request
+// moved on already.
+func (c *Client) failover(base string) {
+	i := c.cur.Load()
+	if c.urls[int(i)%len(c.urls)] == base {
+		c.cur.CompareAndSwap(i, uint32((int(i)+1)%len(c.urls)))
+	}
+}
+
+// SplitURLs reads a comma-separated list of service URLs (ca.yml's urls, a token's, a
+// node's renewal.url).
+func SplitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // Options adjust a Client; the zero value is fine.
@@ -73,47 +104,72 @@ func New(url string, pin []byte, o Options) *Client {
 				return nil
 			},
 		},
+		// A replica that is down must not hold a request for the whole timeout: the next
+		// one is tried after this.
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:   true,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConns:        2,
 	}
-	return &Client{url: strings.TrimRight(url, "/"), http: &http.Client{Transport: tr, Timeout: o.Timeout}, now: o.Now}
+	urls := SplitURLs(url)
+	if len(urls) == 0 {
+		urls = []string{""} // requests fail with a clear "unsupported protocol scheme"
+	}
+	return &Client{url: strings.TrimRight(url, "/"), urls: urls, http: &http.Client{Transport: tr, Timeout: o.Timeout}, now: o.Now}
 }
 
 // do posts (or gets, with in == nil) and decodes the answer into out, turning an API error
 // into its sentinel (errors.Is works across the wire).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, ErrPinMismatch) {
-			return ErrPinMismatch
+	var lastErr error
+	for range c.urls {
+		base := c.base()
+		var r io.Reader
+		if in != nil {
+			r = bytes.NewReader(body)
 		}
-		return fmt.Errorf("CA service %s: %w", c.url, err)
+		req, err := http.NewRequestWithContext(ctx, method, base+path, r)
+		if err != nil {
+			return err
+		}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			if errors.Is(err, ErrPinMismatch) {
+				lastErr = ErrPinMismatch
+			} else {
+				lastErr = fmt.Errorf("CA service %s: %w", base, err)
+			}
+			if ctx.Err() != nil {
+				return lastErr
+			}
+			// Not reached, or no answer: the next replica. A request the first one did
+			// carry out is refused there as used (token) or replayed (renewal nonce), and
+			// the caller's retry with a fresh request gets its result.
+			c.failover(base)
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return responseError(resp)
+		}
+		dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponse))
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("CA service: bad response: %w", err)
+		}
+		return nil
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return responseError(resp)
-	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponse))
-	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("CA service: bad response: %w", err)
-	}
-	return nil
+	return lastErr
 }
 
 // responseError turns a non-2xx answer into its API sentinel (errors.Is works across the

@@ -27,7 +27,8 @@ func (c *Client) WaitBlocklist(ctx context.Context, pool *cert.Pool, after uint6
 	// The client's per-request timeout covers the exchange; the held time comes on top.
 	ctx, cancel := context.WithTimeout(ctx, wait+c.http.Timeout)
 	defer cancel()
-	u := c.url + "/v1/blocklist?after=" + strconv.FormatUint(after, 10) + "&wait=" + strconv.Itoa(int(wait/time.Second))
+	base := c.base()
+	u := base + "/v1/blocklist?after=" + strconv.FormatUint(after, 10) + "&wait=" + strconv.Itoa(int(wait/time.Second))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -35,10 +36,13 @@ func (c *Client) WaitBlocklist(ctx context.Context, pool *cert.Pool, after uint6
 	// Same pinned transport; no client-wide timeout, the context bounds the request.
 	resp, err := (&http.Client{Transport: c.http.Transport}).Do(req)
 	if err != nil {
+		if ctx.Err() == nil {
+			c.failover(base) // the caller's next wait goes to another replica
+		}
 		if errors.Is(err, ErrPinMismatch) {
 			return nil, ErrPinMismatch
 		}
-		return nil, fmt.Errorf("CA service %s: %w", c.url, err)
+		return nil, fmt.Errorf("CA service %s: %w", base, err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
