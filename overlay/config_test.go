@@ -193,7 +193,6 @@ func TestConfigNebula111Keys(t *testing.T) {
 		{"listen:\n  accept_recv_error: sometimes\n", "listen.accept_recv_error"},
 		{"static_map:\n  network: ipx\n", "static_map.network"},
 		{"pki:\n  initiating_version: 3\n", "pki.initiating_version"},
-		{"firewall:\n  default_local_cidr_any: true\n", "not supported by this build"},
 		{"lighthouse:\n  remote_allow_list:\n    \"10.0.0.0/8\": maybe\n", "remote_allow_list"},
 	} {
 		y := minimalPKI + tc.yaml
