@@ -180,6 +180,10 @@ type renewer struct {
 	maxSleep           time.Duration         // longest single timer while waiting for the renewal time
 	renewed            func(*client.Renewal) // after each successful renewal
 
+	// renewals is meshnode_cert_renewals_total: renewal attempts by result, so a dashboard
+	// sees failures long before the certificate runs out.
+	renewals *prometheus.CounterVec
+
 	saveMu       sync.Mutex
 	savedVersion *uint64 // version in the blocklist file, once this run wrote it
 
@@ -216,6 +220,13 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		rand:     rand.Float64,
 		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
 		renewNow: make(chan struct{}, 1),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_cert_renewals_total",
+			Help: "Certificate renewal attempts by result (success, failure).",
+		}, []string{"result"}),
+	}
+	for _, res := range []string{"success", "failure"} {
+		r.renewals.WithLabelValues(res) // both series exist from the start, for rate() and alerts
 	}
 	m.mu.Lock()
 	m.save = r.saveBlocklist
@@ -299,7 +310,11 @@ func (r *renewer) renewWithRetry(ctx context.Context) {
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		err := r.renewOnce(ctx)
 		if err == nil {
+			r.renewals.WithLabelValues("success").Inc()
 			return
+		}
+		if ctx.Err() == nil { // an attempt cut short by shutdown is no failure
+			r.renewals.WithLabelValues("failure").Inc()
 		}
 		c := r.m.current().Creds.Cert
 		left := c.Details.NotAfter.Sub(r.clock.Now())
@@ -543,6 +558,9 @@ func Start(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI, node Targ
 	}
 	if err := reg.Register(r.expiryGauge()); err != nil {
 		log.Warn("meshnode_cert_expiry_seconds not registered", "err", err)
+	}
+	if err := reg.Register(r.renewals); err != nil {
+		log.Warn("meshnode_cert_renewals_total not registered", "err", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -248,6 +249,46 @@ func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
 		t.Fatal("no renewal once the service is back")
 	}
 	t.Logf("retry waits while down: %v", waits)
+}
+
+// TestRenewalOutcomesAreCounted: each failed attempt and the success after it are counted
+// in meshnode_cert_renewals_total, read from the registry Start registers on.
+func TestRenewalOutcomesAreCounted(t *testing.T) {
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.renewals)
+	want := func(success, failure int) {
+		t.Helper()
+		exp := fmt.Sprintf(`# HELP meshnode_cert_renewals_total Certificate renewal attempts by result (success, failure).
+# TYPE meshnode_cert_renewals_total counter
+meshnode_cert_renewals_total{result="failure"} %d
+meshnode_cert_renewals_total{result="success"} %d
+`, failure, success)
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "meshnode_cert_renewals_total"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(0, 0)
+	s.Clock.Advance(40 * time.Minute)
+	s.Down.Store(true)
+	done := make(chan struct{})
+	go func() { defer close(done); r.renewWithRetry(context.Background()) }()
+	for range 2 {
+		next := s.Clock.WaitFor(t, 1) // a retry timer: one more failure
+		s.Clock.Advance(next.Sub(s.Clock.Now()))
+	}
+	next := s.Clock.WaitFor(t, 1)
+	want(0, 3)
+	s.Down.Store(false)
+	s.Clock.Advance(next.Sub(s.Clock.Now()))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal once the service is back")
+	}
+	want(1, 3)
 }
 
 func TestRenewalCounterGrowsAndIsPersisted(t *testing.T) {
@@ -554,6 +595,9 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("meshnode_cert_expiry_seconds gathered %d times (%v)", n, err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
+		t.Fatalf("meshnode_cert_renewals_total gathered %d series (%v), want success and failure", n, err)
 	}
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
