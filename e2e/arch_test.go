@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,7 +18,8 @@ import (
 //
 //	cmd -> overlay -> {handshake, lighthouse, firewall, overlay/tun, overlay/udp} -> cert
 //	cert/authority -> cert;  cmd/mesh-cert -> cert/authority/pgstore -> cert/authority;
-//	nothing imports cmd or e2e.
+//	cmd/meshnode -> nodekeys -> {overlay, cert/authority/client -> cert/authority/api};
+//	cert/authority -> cert/authority/api;  nothing imports cmd or e2e.
 //
 // Each rule names a package (and the packages under it) and the module packages it must not
 // import. Test files may import test helpers freely, so only non-test imports are checked,
@@ -29,8 +31,20 @@ var importRules = []struct {
 }{
 	{"cert", []string{"overlay", "handshake", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
 		"cert is the bottom layer: a codec and a CA pool, no I/O beyond files"},
-	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore"},
+	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore", "nodekeys"},
 		"the CA service depends on cert only; which store driver runs is cmd's choice"},
+	{"cert/authority/api", []string{"=cert/authority", "cert/authority/client", "cert/authority/pgstore", "cert/authority/storetest",
+		"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "nodekeys"},
+		"the API's wire types are what service and node share: they import neither"},
+	{"cert/authority/client", []string{"=cert/authority", "cert/authority/pgstore", "cert/authority/storetest",
+		"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "nodekeys"},
+		"the node's client speaks the API (cert/authority/api) and links no service or store"},
+	{"nodekeys", []string{"=cert/authority", "cert/authority/pgstore", "cert/authority/storetest", "cmd", "e2e"},
+		"the node's key handling talks to the CA service through its client, never links the service"},
+	{"nodekeys/nodekeystest", []string{"cmd", "e2e"},
+		"a test fixture: it runs a real CA service for the node's tests"},
+	{"cmd/meshnode", []string{"=cert/authority", "cert/authority/pgstore", "cert/authority/storetest"},
+		"the daemon links no CA service: its key handling is nodekeys"},
 	{"cert/authority/pgstore", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/client"},
 		"the PostgreSQL store is an authority.Store beside bbolt: records, not the service's clients"},
 	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
@@ -43,7 +57,7 @@ var importRules = []struct {
 		"a TUN device knows nothing of the overlay"},
 	{"overlay/udp", []string{"=overlay", "overlay/tun", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
 		"a UDP conn knows nothing of the overlay"},
-	{"overlay", []string{"cmd", "e2e", "cert/authority"},
+	{"overlay", []string{"cmd", "e2e", "cert/authority", "nodekeys"},
 		"the runtime is imported by cmd, never the other way round"},
 	{"internal", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert"},
 		"internal helpers sit below everything"},
@@ -155,6 +169,19 @@ func TestImportRulesCatchUpwardImports(t *testing.T) {
 		{"internal/cli", "internal/version", false},
 		{"internal/version", "internal/cli", true},
 		{"internal/cli/clitest", "overlay", true},
+		{"cmd/meshnode", "nodekeys", false},
+		{"cmd/meshnode", "cert/authority", true},
+		{"cmd/meshnode", "cert/authority/api", false},
+		{"nodekeys", "overlay", false},
+		{"nodekeys", "cert/authority/client", false},
+		{"nodekeys", "cert/authority", true},
+		{"nodekeys/nodekeystest", "cert/authority", false},
+		{"overlay", "nodekeys", true},
+		{"cert/authority", "cert/authority/api", false},
+		{"cert/authority/client", "cert/authority/api", false},
+		{"cert/authority/client", "cert/authority", true},
+		{"cert/authority/api", "cert/authority", true},
+		{"cert/authority/api", "cert", false},
 	} {
 		if got := importViolations(c.rel, c.irel); (len(got) > 0) != c.bad {
 			t.Errorf("%s importing %s: violations %q, want bad=%v", c.rel, c.irel, got, c.bad)
@@ -183,6 +210,33 @@ func TestPackagesImportOnlyDownwardsAsDesigned(t *testing.T) {
 			if irel, ok := relOf(imp); ok && under(irel, "cmd") {
 				t.Errorf("tests of %s import %s: nothing imports cmd", rel, irel)
 			}
+		}
+	}
+}
+
+// TestMeshnodeLinksNoCAServiceOrStore: the node's binary carries the API's wire types and
+// the client, not the CA service's server code or a store driver (bbolt, pgx).
+func TestMeshnodeLinksNoCAServiceOrStore(t *testing.T) {
+	module, _ := listPackages(t)
+	cmd := exec.Command(goTool(), "list", "-deps", "./cmd/meshnode")
+	cmd.Dir = moduleRoot(t)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/meshnode: %v\n%s", err, stderr.String())
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, module+"/nodekeys") || !slices.Contains(deps, module+"/cert/authority/client") {
+		t.Fatalf("go list -deps ./cmd/meshnode lacks nodekeys or the client: %q", deps)
+	}
+	for _, d := range deps {
+		rel, ours := strings.CutPrefix(d, module+"/")
+		switch {
+		case under(d, "go.etcd.io/bbolt"), under(d, "github.com/jackc/pgx/v5"):
+			t.Errorf("meshnode links %s: a CA service store", d)
+		case ours && under(rel, "cert/authority") && !under(rel, "cert/authority/api") && !under(rel, "cert/authority/client"):
+			t.Errorf("meshnode links %s: the CA service's own code", d)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -109,6 +111,20 @@ func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
 		reg.MustRegister(m.handshakes, m.tunnelsUp, m.traffic, m.drops, m.fwDrops)
 	}
 	return m
+}
+
+// certTTL is Nebula's certificate_ttl_seconds (meshnode_ prefixed as every metric here):
+// whole seconds until the certificate the node uses expires, negative once it has. It is
+// read at scrape time, so a renewal or reload shows at once; operators alert on it to catch
+// a host whose renewal is failing before its tunnels do.
+func (n *Node) certTTL() prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshnode_certificate_ttl_seconds",
+		Help: "Seconds until this host's certificate expires (negative once expired).",
+	}, func() float64 {
+		left := n.pki.Load().Creds.Cert.Details.NotAfter.Sub(n.now())
+		return float64(left / time.Second) // truncated to whole seconds, as Nebula's gauge
+	})
 }
 
 // trafficCollector reports packets and bytes from the tunnels' own counters, summed at

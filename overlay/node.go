@@ -232,6 +232,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	}
 	n.static.Store(&static)
 	n.m = newMetrics(opts.Registerer, &n.hosts)
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(n.certTTL())
+	}
 	n.hs = newHandshakeManager(n)
 	if n.relay, err = newRelayState(n); err != nil {
 		return nil, err

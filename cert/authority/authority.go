@@ -40,12 +40,6 @@ type SigningCA struct {
 	Key  ed25519.PrivateKey
 }
 
-// Lighthouse is one lighthouse as a node's static_host_map needs it.
-type Lighthouse struct {
-	VpnIP netip.Addr `json:"vpn_ip" yaml:"vpn_ip"`
-	Addrs []string   `json:"addrs" yaml:"addrs"` // host:port on the underlay
-}
-
 // Options configure an Authority. Store, CAs and ServiceKey are required.
 type Options struct {
 	Store Store

@@ -6,10 +6,6 @@ import "github.com/meshnode/meshnode/cert"
 // lighthouses) can check it without importing the service. These names keep the
 // authority's callers compiling.
 
-// MaxResponseSize is the most a node's client reads of one answer from the service. The
-// service never publishes a blocklist whose JSON is larger: nodes would refuse it.
-const MaxResponseSize = 1 << 20
-
 // SignedBlocklist is cert.SignedBlocklist.
 type SignedBlocklist = cert.SignedBlocklist
 

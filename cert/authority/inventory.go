@@ -1,23 +1,11 @@
 package authority
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
-)
-
-// Inventory errors.
-var (
-	ErrCIDRUnknown   = errors.New("no such CIDR")
-	ErrCIDRInvalid   = errors.New("invalid CIDR")
-	ErrNameTaken     = errors.New("name already taken")
-	ErrIPTaken       = errors.New("IP already taken")
-	ErrNoFreeIP      = errors.New("no free IP left in CIDR")
-	ErrIPOutsideCIDR = errors.New("IP is not usable in CIDR")
-	ErrInvalidName   = errors.New("invalid name")
 )
 
 // names of CIDRs, hosts and groups: printable, no separators that configs or the CLI split on.

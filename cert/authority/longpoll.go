@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,19 +15,12 @@ import (
 // Waiting costs a goroutine and a connection, so waits are bounded in time and number.
 
 const (
-	// MaxBlocklistWait is the longest wait a request may ask for: under the 60 s idle
-	// timeouts of common proxies and NATs, so a held request is not cut silently.
-	MaxBlocklistWait = 55 * time.Second
 	// DefaultMaxBlocklistWaiters bounds the requests held at once (a goroutine, a TLS
 	// connection and a few KiB each); beyond it a request is refused with 503 "busy".
 	DefaultMaxBlocklistWaiters = 1024
 	// waitSlack is added to a held request's connection deadlines beyond its wait.
 	waitSlack = 10 * time.Second
 )
-
-// ErrBusy refuses a blocklist wait when DefaultMaxBlocklistWaiters (or the configured bound)
-// are held already; the client retries later and meanwhile relies on its interval fetch.
-var ErrBusy = errors.New("too many waiting blocklist requests; retry later")
 
 // parseWait reads after and wait from a long-poll query. after is required; wait defaults
 // to 0 (answer at once: the list if newer, else 204).

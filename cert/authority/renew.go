@@ -5,79 +5,13 @@ import (
 	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/cert/authority/api"
 )
-
-// RenewRequest asks for a new certificate for the identity of Cert, with PublicKey. MAC
-// proves that the sender holds Cert's private key: it is HMAC-SHA256 keyed by
-// renewKey(X25519(cert key, service key)) over the canonical encoding of every other field
-// (see macInput), so a request cannot be altered, and Nonce plus a per-host Counter that
-// must strictly increase mean it cannot be replayed either.
-type RenewRequest struct {
-	Cert      []byte `json:"cert"`       // PEM of the current certificate
-	PublicKey []byte `json:"public_key"` // the new X25519 public key
-	Nonce     []byte `json:"nonce"`      // 16 to 64 random bytes
-	Counter   uint64 `json:"counter"`    // greater than the host's last accepted counter
-	Time      int64  `json:"time"`       // unix seconds, within MaxClockSkew of the service
-	MAC       []byte `json:"mac"`
-}
-
-const renewLabel = "meshnode-renew-v1"
-
-// Nonce sizes a renewal request may carry.
-const (
-	MinNonceSize = 16
-	MaxNonceSize = 64
-)
-
-func macInput(r *RenewRequest, servicePub []byte) []byte {
-	var b []byte
-	field := func(v []byte) {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
-		b = append(b, v...)
-	}
-	field([]byte(renewLabel))
-	field(servicePub)
-	field(r.Cert)
-	field(r.PublicKey)
-	field(r.Nonce)
-	b = binary.BigEndian.AppendUint64(b, r.Counter)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
-	return b
-}
-
-// renewMAC derives a key from the shared secret (never used raw) and MACs the request.
-func renewMAC(shared []byte, r *RenewRequest, servicePub []byte) []byte {
-	k := hmac.New(sha256.New, shared)
-	k.Write([]byte(renewLabel))
-	m := hmac.New(sha256.New, k.Sum(nil))
-	m.Write(macInput(r, servicePub))
-	return m.Sum(nil)
-}
-
-// SignRenewRequest sets r.MAC using the node's current private key and the service's public
-// key (both X25519).
-func SignRenewRequest(r *RenewRequest, nodeKey, servicePub []byte) error {
-	priv, err := ecdh.X25519().NewPrivateKey(nodeKey)
-	if err != nil {
-		return fmt.Errorf("node key: %w", err)
-	}
-	pub, err := ecdh.X25519().NewPublicKey(servicePub)
-	if err != nil {
-		return fmt.Errorf("service key: %w", err)
-	}
-	shared, err := priv.ECDH(pub)
-	if err != nil {
-		return fmt.Errorf("service key: %w", err)
-	}
-	r.MAC = renewMAC(shared, r, servicePub)
-	return nil
-}
 
 // Renewal is what a renewing host receives.
 type Renewal struct {
@@ -132,7 +66,7 @@ func (a *Authority) Renew(r RenewRequest) (Renewal, error) {
 	if err != nil {
 		return Renewal{}, fmt.Errorf("%w: %w", ErrBadProof, err)
 	}
-	if !hmac.Equal(renewMAC(shared, &r, a.ServicePublicKey()), r.MAC) {
+	if !hmac.Equal(api.RenewMAC(shared, &r, a.ServicePublicKey()), r.MAC) {
 		return Renewal{}, ErrBadProof
 	}
 	if d := now.Sub(time.Unix(r.Time, 0)); d > a.o.MaxClockSkew || d < -a.o.MaxClockSkew {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/nodekeys/nodekeystest"
 	"github.com/meshnode/meshnode/overlay"
 )
 
@@ -126,18 +127,18 @@ func (d *daemonRun) wait(t *testing.T, within time.Duration) int {
 }
 
 func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
-	tok := s.invite(t, "web1", "10.42.0.5")
+	tok := s.Invite(t, "web1", "10.42.0.5")
 	writeConfig(t, cfgPath, enrollSectionConfig(dir, "enroll:\n  token: "+tok+"\n"))
 
 	// -test checks the section and says what the start will do, without spending the token.
 	code, out, errOut := runCLI("-config", cfgPath, "-test")
-	if code != 0 || !strings.Contains(out, "no pki files yet: the daemon will enroll at start with the CA service at "+s.url) {
+	if code != 0 || !strings.Contains(out, "no pki files yet: the daemon will enroll at start with the CA service at "+s.URL) {
 		t.Fatalf("-test before enrollment: exit %d\n%s%s", code, out, errOut)
 	}
-	before := s.reqs.Load()
+	before := s.Reqs.Load()
 	if before != 0 {
 		t.Fatalf("-test contacted the CA service (%d requests)", before)
 	}
@@ -146,7 +147,7 @@ func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testi
 	d.waitStarted(t)
 	log := d.log.String()
 	for _, want := range []string{"no pki files yet: enrolling with the token of the enroll section",
-		"enrolling with the CA service at " + s.url, "enrolled as web1, 10.42.0.5/16", "wrote " + filepath.Join(dir, "host.key"),
+		"enrolling with the CA service at " + s.URL, "enrolled as web1, 10.42.0.5/16", "wrote " + filepath.Join(dir, "host.key"),
 		"automatic key handling", "meshnode started", "host=web1"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q", want)
@@ -167,14 +168,14 @@ func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Renewal.URL != s.url || cfg.Enroll.Token != tok || cfg.StaticHostMap["10.42.0.1"] == nil {
+	if cfg.Renewal.URL != s.URL || cfg.Enroll.Token != tok || cfg.StaticHostMap["10.42.0.1"] == nil {
 		t.Errorf("config after enrollment: renewal %+v, enroll %+v, static_host_map %v", cfg.Renewal, cfg.Enroll, cfg.StaticHostMap)
 	}
 	keyBefore, err := os.ReadFile(cfg.PKI.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts, err := s.a.Hosts()
+	hosts, err := s.A.Hosts()
 	if err != nil || len(hosts) != 1 || hosts[0].Fingerprint == "" {
 		t.Fatalf("inventory after the first start: %+v (%v)", hosts, err)
 	}
@@ -186,7 +187,7 @@ func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testi
 	if code != 0 || !strings.Contains(out, "config OK (host web1, 10.42.0.5)") || !strings.Contains(out, "enroll section is ignored") {
 		t.Fatalf("-test after enrollment: exit %d\n%s%s", code, out, errOut)
 	}
-	s.down.Store(true)
+	s.Down.Store(true)
 	d = startDaemon(t, cfgPath)
 	d.waitStarted(t)
 	if !strings.Contains(d.log.String(), "the pki files exist: the enroll section is ignored") {
@@ -201,10 +202,10 @@ func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testi
 	if k, _ := os.ReadFile(cfg.PKI.Key); !bytes.Equal(k, keyBefore) {
 		t.Error("the restart replaced the key")
 	}
-	if hosts, _ := s.a.Hosts(); len(hosts) != 1 || hosts[0].Fingerprint != issued {
+	if hosts, _ := s.A.Hosts(); len(hosts) != 1 || hosts[0].Fingerprint != issued {
 		t.Errorf("inventory after the restart: %+v", hosts)
 	}
-	audit, err := s.a.Audit()
+	audit, err := s.A.Audit()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,10 +221,10 @@ func TestDaemonEnrollsFromTheConfigSectionThenRunsAndDoesNotEnrollTwice(t *testi
 }
 
 func TestDaemonEnrollsWithATokenFile(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	tf := filepath.Join(dir, "token")
-	if err := cert.WriteFileAtomic(tf, []byte(s.invite(t, "db1", "10.42.0.8")+"\n"), 0o600, false); err != nil {
+	if err := cert.WriteFileAtomic(tf, []byte(s.Invite(t, "db1", "10.42.0.8")+"\n"), 0o600, false); err != nil {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "node.yml")
@@ -240,7 +241,7 @@ func TestDaemonEnrollsWithATokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := overlay.LoadPKI(cfg, s.clock.Now())
+	p, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,12 +254,12 @@ func TestDaemonEnrollsWithATokenFile(t *testing.T) {
 }
 
 func TestDaemonWithASpentOrBadTokenSaysWhatToDoAndWritesNothing(t *testing.T) {
-	s := startCAService(t, testLighthouses)
-	spent := s.invite(t, "used", "")
+	s := nodekeystest.StartCAService(t, testLighthouses)
+	spent := s.Invite(t, "used", "")
 	if code, out := runEnroll(t, "-token", spent, "-config", filepath.Join(t.TempDir(), "n.yml")); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
-	late := s.invite(t, "late", "")
+	late := s.Invite(t, "late", "")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +274,7 @@ func TestDaemonWithASpentOrBadTokenSaysWhatToDoAndWritesNothing(t *testing.T) {
 	}{
 		{"spent", "enroll:\n  token: " + spent + "\n", nil, 1,
 			[]string{"enrollment failed", "already used", "ask the admin for a new invite"}},
-		{"expired", "enroll:\n  token: " + late + "\n", func() { s.clock.Advance(2 * 24 * time.Hour) }, 1,
+		{"expired", "enroll:\n  token: " + late + "\n", func() { s.Clock.Advance(2 * 24 * time.Hour) }, 1,
 			[]string{"expired", "ask the admin for a new invite"}},
 		{"malformed", "enroll:\n  token: mesh1.nonsense\n", nil, 1,
 			[]string{"enroll.token: malformed enrollment token", "copy the whole line"}},
@@ -310,7 +311,7 @@ func TestDaemonWithASpentOrBadTokenSaysWhatToDoAndWritesNothing(t *testing.T) {
 		})
 	}
 	t.Run("unreachable service gives up after the timeout", func(t *testing.T) {
-		tok := s.invite(t, "far", "")
+		tok := s.Invite(t, "far", "")
 		dir := t.TempDir()
 		cfgPath := filepath.Join(dir, "node.yml")
 		// The same token pointed at a port that accepts connections but never answers TLS.
@@ -333,11 +334,11 @@ func TestDaemonWithASpentOrBadTokenSaysWhatToDoAndWritesNothing(t *testing.T) {
 }
 
 func TestDaemonWaitsForTheCAServiceWithBackoff(t *testing.T) {
-	s := startCAService(t, testLighthouses)
-	s.down.Store(true) // 503 to everything, as an overloaded service or its proxy would
+	s := nodekeystest.StartCAService(t, testLighthouses)
+	s.Down.Store(true) // 503 to everything, as an overloaded service or its proxy would
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
-	writeConfig(t, cfgPath, enrollSectionConfig(dir, "enroll:\n  token: "+s.invite(t, "web1", "")+"\n  timeout: 60s\n"))
+	writeConfig(t, cfgPath, enrollSectionConfig(dir, "enroll:\n  token: "+s.Invite(t, "web1", "")+"\n  timeout: 60s\n"))
 	d := startDaemon(t, cfgPath)
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.Count(d.log.String(), "retrying in") < 2 {
@@ -346,7 +347,7 @@ func TestDaemonWaitsForTheCAServiceWithBackoff(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.down.Store(false)
+	s.Down.Store(false)
 	d.waitStarted(t)
 	log := d.log.String()
 	for _, want := range []string{"attempt 1: CA service: 503 Service Unavailable; retrying in 1s (giving up after 1m0s)",
@@ -361,10 +362,10 @@ func TestDaemonWaitsForTheCAServiceWithBackoff(t *testing.T) {
 }
 
 func TestDaemonRefusesAHalfPresentPKIWithAnEnrollSection(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
-	writeConfig(t, cfgPath, enrollSectionConfig(dir, "enroll:\n  token: "+s.invite(t, "web1", "")+"\n"))
+	writeConfig(t, cfgPath, enrollSectionConfig(dir, "enroll:\n  token: "+s.Invite(t, "web1", "")+"\n"))
 	writeConfig(t, filepath.Join(dir, "host.key"), "a key that may still be in use")
 	code, _, errOut := runCLI("-config", cfgPath)
 	if code != 1 || !strings.Contains(errOut, "pki.key "+filepath.Join(dir, "host.key")+" exist(s) but") || !strings.Contains(errOut, "restore the missing") {
@@ -373,7 +374,7 @@ func TestDaemonRefusesAHalfPresentPKIWithAnEnrollSection(t *testing.T) {
 	if code, _, errOut := runCLI("-config", cfgPath, "-test"); code != 1 || !strings.Contains(errOut, "exist(s) but") {
 		t.Fatalf("-test: exit %d\n%s", code, errOut)
 	}
-	if s.reqs.Load() != 0 {
+	if s.Reqs.Load() != 0 {
 		t.Error("the CA service was contacted")
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "host.key")); string(b) != "a key that may still be in use" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"net"
 	"net/netip"
@@ -15,10 +14,12 @@ import (
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
+	"github.com/meshnode/meshnode/nodekeys/nodekeystest"
 	"github.com/meshnode/meshnode/overlay"
 )
 
-var testLighthouses = []authority.Lighthouse{{VpnIP: netip.MustParseAddr("10.42.0.1"), Addrs: []string{"198.18.0.1:4242"}}}
+var testLighthouses = []api.Lighthouse{{VpnIP: netip.MustParseAddr("10.42.0.1"), Addrs: []string{"198.18.0.1:4242"}}}
 
 func runEnroll(t *testing.T, args ...string) (int, string) {
 	t.Helper()
@@ -28,15 +29,15 @@ func runEnroll(t *testing.T, args ...string) (int, string) {
 }
 
 func TestEnrollWritesKeyCertBundleAndANewConfig(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := filepath.Join(t.TempDir(), "etc", "meshnode") // does not exist yet
 	cfgPath := filepath.Join(dir, "node.yml")
-	code, out := runEnroll(t, "-token", s.invite(t, "web1", "10.42.0.5"), "-config", cfgPath)
+	code, out := runEnroll(t, "-token", s.Invite(t, "web1", "10.42.0.5"), "-config", cfgPath)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	t.Log(out)
-	for _, want := range []string{"enrolling with the CA service at " + s.url, "enrolled as web1, 10.42.0.5/16", "created " + cfgPath, "done: start the node with: meshnode -config " + cfgPath} {
+	for _, want := range []string{"enrolling with the CA service at " + s.URL, "enrolled as web1, 10.42.0.5/16", "created " + cfgPath, "done: start the node with: meshnode -config " + cfgPath} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -61,15 +62,15 @@ func TestEnrollWritesKeyCertBundleAndANewConfig(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v", path, st.Mode().Perm(), perm)
 		}
 	}
-	p, err := overlay.LoadPKI(cfg, s.clock.Now())
+	p, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := p.Creds.Cert; c.Details.Name != "web1" || c.VpnIP() != netip.MustParseAddr("10.42.0.5") {
 		t.Errorf("cert %s %s", c.Details.Name, c.VpnIP())
 	}
-	if cfg.Renewal.URL != s.url || cfg.Renewal.Pin != hex.EncodeToString(s.pin) ||
-		cfg.Renewal.ServiceKey != hex.EncodeToString(s.a.ServicePublicKey()) {
+	if cfg.Renewal.URL != s.URL || cfg.Renewal.Pin != hex.EncodeToString(s.Pin) ||
+		cfg.Renewal.ServiceKey != hex.EncodeToString(s.A.ServicePublicKey()) {
 		t.Errorf("renewal = %+v", cfg.Renewal)
 	}
 	if got := cfg.StaticHostMap["10.42.0.1"]; !slices.Equal(got, []string{"198.18.0.1:4242"}) {
@@ -82,14 +83,10 @@ func TestEnrollWritesKeyCertBundleAndANewConfig(t *testing.T) {
 	if !slices.Equal(cfg.Relay.Relays, []string{"10.42.0.1"}) || cfg.Relay.AmRelay {
 		t.Errorf("relay = %+v, want the lighthouses as relays", cfg.Relay)
 	}
-	// The daemon's renewal loop accepts what enroll wrote.
-	if _, err := newRenewer(cfg, newPKIManager(newRecordingNode(), p), s.clock, testLogger(t)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestEnrollUpdatesAnExistingConfigAndKeepsTheRest(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
 	orig := `# my settings
@@ -115,7 +112,7 @@ renewal:
 	if err := os.WriteFile(cfgPath, []byte(orig), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	code, out := runEnroll(t, "-token", s.invite(t, "web1", "10.42.0.7"), "-config", cfgPath)
+	code, out := runEnroll(t, "-token", s.Invite(t, "web1", "10.42.0.7"), "-config", cfgPath)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
@@ -142,15 +139,15 @@ renewal:
 	if st, _ := os.Stat(cfgPath); st.Mode().Perm() != 0o640 {
 		t.Errorf("config mode changed to %v", st.Mode().Perm())
 	}
-	if _, err := overlay.LoadPKI(cfg, s.clock.Now()); err != nil {
+	if _, err := overlay.LoadPKI(cfg, s.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestEnrollOfALighthouseMakesItOne(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	cfgPath := filepath.Join(t.TempDir(), "lighthouse.yml")
-	code, out := runEnroll(t, "-token", s.invite(t, "lighthouse1", "10.42.0.1"), "-config", cfgPath)
+	code, out := runEnroll(t, "-token", s.Invite(t, "lighthouse1", "10.42.0.1"), "-config", cfgPath)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
@@ -164,20 +161,20 @@ func TestEnrollOfALighthouseMakesItOne(t *testing.T) {
 }
 
 func TestEnrollRefusesToOverwriteKeysWithoutForceAndKeepsTheTokenUnspent(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
-	if code, out := runEnroll(t, "-token", s.invite(t, "web1", ""), "-config", cfgPath); code != 0 {
+	if code, out := runEnroll(t, "-token", s.Invite(t, "web1", ""), "-config", cfgPath); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	keyBefore, _ := os.ReadFile(filepath.Join(dir, "host.key"))
-	tok := s.invite(t, "web2", "")
-	before := s.reqs.Load()
+	tok := s.Invite(t, "web2", "")
+	before := s.Reqs.Load()
 	code, out := runEnroll(t, "-token", tok, "-config", cfgPath)
 	if code == 0 || !strings.Contains(out, "already exists") || !strings.Contains(out, "-force") {
 		t.Fatalf("second enroll: exit %d\n%s", code, out)
 	}
-	if s.reqs.Load() != before {
+	if s.Reqs.Load() != before {
 		t.Fatal("the service was contacted although the files could not be written")
 	}
 	if k, _ := os.ReadFile(filepath.Join(dir, "host.key")); !bytes.Equal(k, keyBefore) {
@@ -192,7 +189,7 @@ func TestEnrollRefusesToOverwriteKeysWithoutForceAndKeepsTheTokenUnspent(t *test
 	if _, err := os.Stat(filepath.Join(other, "host.key")); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := runEnroll(t, "-token", s.invite(t, "web3", ""), "-config", cfgPath, "-force"); code != 0 {
+	if code, out := runEnroll(t, "-token", s.Invite(t, "web3", ""), "-config", cfgPath, "-force"); code != 0 {
 		t.Fatalf("-force: exit %d\n%s", code, out)
 	}
 	if k, _ := os.ReadFile(filepath.Join(dir, "host.key")); bytes.Equal(k, keyBefore) {
@@ -201,12 +198,12 @@ func TestEnrollRefusesToOverwriteKeysWithoutForceAndKeepsTheTokenUnspent(t *test
 }
 
 func TestEnrollErrorsSayWhatToDoNext(t *testing.T) {
-	s := startCAService(t, testLighthouses)
-	used := s.invite(t, "used", "")
+	s := nodekeystest.StartCAService(t, testLighthouses)
+	used := s.Invite(t, "used", "")
 	if code, out := runEnroll(t, "-token", used, "-config", filepath.Join(t.TempDir(), "n.yml")); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
-	wrongPin, _ := authority.ParseToken(s.invite(t, "pinned", ""))
+	wrongPin, _ := authority.ParseToken(s.Invite(t, "pinned", ""))
 	wrongPin.Pin = bytes.Repeat([]byte{7}, 32)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -214,9 +211,9 @@ func TestEnrollErrorsSayWhatToDoNext(t *testing.T) {
 	}
 	deadAddr := ln.Addr().String()
 	ln.Close()
-	unreachable, _ := authority.ParseToken(s.invite(t, "far", ""))
+	unreachable, _ := authority.ParseToken(s.Invite(t, "far", ""))
 	unreachable.URL = "https://" + deadAddr
-	late := s.invite(t, "late", "")
+	late := s.Invite(t, "late", "")
 
 	cases := []struct {
 		name, token string
@@ -227,7 +224,7 @@ func TestEnrollErrorsSayWhatToDoNext(t *testing.T) {
 		{"used", used, nil, []string{"already used", "ask the admin for a new invite"}},
 		{"wrong pin", wrongPin.String(), nil, []string{"does not match the pinned fingerprint", "nothing was sent"}},
 		{"unreachable", unreachable.String(), nil, []string{"cannot reach the CA service at https://" + deadAddr, "token is still unused"}},
-		{"expired", late, func() { s.clock.Advance(authority.DefaultTokenTTL + time.Second) }, []string{"expired", "ask the admin for a new invite"}},
+		{"expired", late, func() { s.Clock.Advance(authority.DefaultTokenTTL + time.Second) }, []string{"expired", "ask the admin for a new invite"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -257,25 +254,11 @@ func TestEnrollErrorsSayWhatToDoNext(t *testing.T) {
 	}
 }
 
-func TestEnrollPrintsProgressWhileWaiting(t *testing.T) {
-	s := startCAService(t, testLighthouses)
-	s.delay.Store(int64(300 * time.Millisecond))
-	var out bytes.Buffer
-	err := enroll(context.Background(), enrollOptions{token: s.invite(t, "slow", ""), config: filepath.Join(t.TempDir(), "n.yml"),
-		timeout: 10 * time.Second, progress: 50 * time.Millisecond}, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "still waiting for the CA service") {
-		t.Fatalf("no progress message:\n%s", out.String())
-	}
-}
-
 func TestEnrollTokenFromFile(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	tf := filepath.Join(dir, "token")
-	if err := cert.WriteFileAtomic(tf, []byte(s.invite(t, "web1", "")+"\n"), 0o600, false); err != nil {
+	if err := cert.WriteFileAtomic(tf, []byte(s.Invite(t, "web1", "")+"\n"), 0o600, false); err != nil {
 		t.Fatal(err)
 	}
 	if code, out := runEnroll(t, "-token-file", tf, "-config", filepath.Join(dir, "node.yml")); code != 0 {
@@ -287,10 +270,10 @@ func TestEnrollTokenFromFile(t *testing.T) {
 // CA service's lighthouse list becomes a relay too; a config that already has a relay
 // section keeps it as written.
 func TestEnrollMakesLighthousesRelaysAndKeepsAHandWrittenRelaySection(t *testing.T) {
-	s := startCAService(t, testLighthouses)
+	s := nodekeystest.StartCAService(t, testLighthouses)
 	dir := t.TempDir()
 	lhPath := filepath.Join(dir, "lh.yml")
-	if code, out := runEnroll(t, "-token", s.invite(t, "lighthouse1", "10.42.0.1"), "-config", lhPath); code != 0 {
+	if code, out := runEnroll(t, "-token", s.Invite(t, "lighthouse1", "10.42.0.1"), "-config", lhPath); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	cfg, err := overlay.LoadConfig(lhPath)
@@ -306,7 +289,7 @@ func TestEnrollMakesLighthousesRelaysAndKeepsAHandWrittenRelaySection(t *testing
 	if err := os.WriteFile(hostPath, []byte(own), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := runEnroll(t, "-token", s.invite(t, "web1", "10.42.0.8"), "-config", hostPath); code != 0 {
+	if code, out := runEnroll(t, "-token", s.Invite(t, "web1", "10.42.0.8"), "-config", hostPath); code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	if cfg, err = overlay.LoadConfig(hostPath); err != nil {

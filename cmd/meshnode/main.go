@@ -20,9 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
 	"github.com/meshnode/meshnode/internal/cli"
 	"github.com/meshnode/meshnode/internal/version"
+	"github.com/meshnode/meshnode/nodekeys"
 	"github.com/meshnode/meshnode/overlay"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
@@ -66,11 +67,11 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		log.Warn(w)
 	}
 	if *testOnly {
-		// The enroll section (enroll.go): with no pki files yet, check the token and stop there.
-		enrollNow, err := enrollState(cfg)
+		// The enroll section (nodekeys): with no pki files yet, check the token and stop there.
+		enrollNow, err := nodekeys.EnrollState(cfg)
 		if err == nil && enrollNow {
-			var tok authority.Token
-			if _, tok, err = enrollToken(cfg.Enroll); err == nil {
+			var tok api.Token
+			if _, tok, err = nodekeys.EnrollToken(cfg.Enroll); err == nil {
 				fmt.Fprintf(stdout, "%s: config OK; no pki files yet: the daemon will enroll at start with the CA service at %s\n", *configPath, tok.URL)
 				return 0
 			}
@@ -79,12 +80,12 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
 			return 1
 		}
-	} else if cfg, err = enrollAtStart(context.Background(), cfg, *configPath, log); err != nil {
+	} else if cfg, err = nodekeys.EnrollAtStart(context.Background(), cfg, *configPath, log); err != nil {
 		log.Error("enrollment failed", "err", err)
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
 	}
-	recoverRenewalAtStart(cfg, log) // a crash mid-renewal can leave key and cert apart (renew.go)
+	nodekeys.RecoverAtStart(cfg, log) // a crash mid-renewal can leave key and cert apart
 	pki, err := overlay.LoadPKI(cfg, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
@@ -178,7 +179,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	if d, ok := dev.(offloader); ok && d.Offload() {
 		registerOffloadMetrics(reg, d)
 	}
@@ -205,7 +206,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		}
 		defer srv.Close()
 	}
-	target, stopKeys := startKeyHandling(ctx, cfg, pki, node, reg, log) // renewal + blocklist (renew.go)
+	target, stopKeys := nodekeys.Start(ctx, cfg, pki, node, reg, log) // renewal + blocklist
 	defer stopKeys()
 	rl := newReloader(cfg, pki, target, level, log)
 	if controlPath != "" {

@@ -1,22 +1,12 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/meshnode/meshnode/overlay"
 )
 
 // routeTarget is implemented by targets that apply tun.routes and tun.unsafe_routes live.
 type routeTarget interface {
 	SetRoutes(*overlay.Config) ([]string, error)
-}
-
-// SetRoutes passes reloaded routes through to the node (renewal wraps it).
-func (m *pkiManager) SetRoutes(c *overlay.Config) ([]string, error) {
-	if rt, ok := m.node.(routeTarget); ok {
-		return rt.SetRoutes(c)
-	}
-	return nil, errors.New("tun.routes and tun.unsafe_routes changes need a restart")
 }
 
 // reloadRoutes applies changed routes and says which other tun keys need a restart.

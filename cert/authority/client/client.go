@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
-	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
 )
 
 // ErrPinMismatch means the service presented a TLS certificate other than the pinned one:
@@ -32,7 +32,7 @@ var ErrPinMismatch = errors.New("CA service TLS certificate does not match the p
 
 // maxResponse caps what we read from the service; the service publishes no blocklist
 // larger than that.
-const maxResponse = authority.MaxResponseSize
+const maxResponse = api.MaxResponseSize
 
 // Client talks to one CA service, which may be several replicas: url may list several
 // URLs separated by commas (and a name may resolve to several addresses, which the dialer
@@ -175,11 +175,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // responseError turns a non-2xx answer into its API sentinel (errors.Is works across the
 // wire) or a StatusError.
 func responseError(resp *http.Response) error {
-	var e authority.ErrorResponse
+	var e api.ErrorResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(&e); err != nil {
 		return &StatusError{Code: resp.StatusCode, Status: resp.Status}
 	}
-	if s := authority.ErrorForCode(e.Code); s != nil {
+	if s := api.ErrorForCode(e.Code); s != nil {
 		return &apiError{sentinel: s, msg: e.Message}
 	}
 	return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: e.Message}
@@ -218,7 +218,7 @@ type Enrollment struct {
 	Cert        *cert.Certificate
 	CertPEM     []byte
 	CABundle    []byte
-	Lighthouses []authority.Lighthouse
+	Lighthouses []api.Lighthouse
 	ServiceKey  []byte // the service's X25519 public key, needed to renew
 	URL         string
 	Pin         []byte
@@ -226,7 +226,7 @@ type Enrollment struct {
 
 // Enroll enrolls with a token string (which names the service and its pin).
 func Enroll(ctx context.Context, token string, o Options) (*Enrollment, error) {
-	t, err := authority.ParseToken(token)
+	t, err := api.ParseToken(token)
 	if err != nil {
 		return nil, err
 	}
@@ -245,8 +245,8 @@ func (c *Client) Enroll(ctx context.Context, secret []byte) (*Enrollment, error)
 	if err != nil {
 		return nil, err
 	}
-	var resp authority.EnrollResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/enroll", authority.EnrollRequest{Secret: secret, PublicKey: pub}, &resp); err != nil {
+	var resp api.EnrollResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/enroll", api.EnrollRequest{Secret: secret, PublicKey: pub}, &resp); err != nil {
 		return nil, err
 	}
 	crt, err := c.checkIssued([]byte(resp.Cert), []byte(resp.CABundle), priv)
@@ -289,7 +289,7 @@ type RenewParams struct {
 	// NewKey is the X25519 private key to renew for; nil makes a fresh one. A retry after a
 	// failed attempt whose reply may have been lost must use the same key: the service
 	// then answers with the certificate it already issued, while a request from the old
-	// certificate for another key is refused as a fork (authority.ErrFork).
+	// certificate for another key is refused as a fork (api.ErrFork).
 	NewKey []byte
 }
 
@@ -327,11 +327,11 @@ func (c *Client) Renew(ctx context.Context, p RenewParams) (*Renewal, error) {
 	if counter == 0 {
 		counter = uint64(now.UnixNano())
 	}
-	req := authority.RenewRequest{Cert: p.CertPEM, PublicKey: pub, Nonce: nonce, Counter: counter, Time: now.Unix()}
-	if err := authority.SignRenewRequest(&req, p.Key, p.ServiceKey); err != nil {
+	req := api.RenewRequest{Cert: p.CertPEM, PublicKey: pub, Nonce: nonce, Counter: counter, Time: now.Unix()}
+	if err := api.SignRenewRequest(&req, p.Key, p.ServiceKey); err != nil {
 		return nil, err
 	}
-	var resp authority.RenewResponse
+	var resp api.RenewResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/renew", req, &resp); err != nil {
 		return nil, err
 	}
@@ -344,20 +344,20 @@ func (c *Client) Renew(ctx context.Context, p RenewParams) (*Renewal, error) {
 }
 
 // FetchBlocklist gets the current blocklist and verifies its signature against pool.
-func (c *Client) FetchBlocklist(ctx context.Context, pool *cert.Pool) (*authority.SignedBlocklist, error) {
-	var b authority.SignedBlocklist
+func (c *Client) FetchBlocklist(ctx context.Context, pool *cert.Pool) (*cert.SignedBlocklist, error) {
+	var b cert.SignedBlocklist
 	if err := c.do(ctx, http.MethodGet, "/v1/blocklist", nil, &b); err != nil {
 		return nil, err
 	}
-	if err := authority.VerifyBlocklist(&b, pool); err != nil {
+	if err := cert.VerifyBlocklist(&b, pool); err != nil {
 		return nil, err
 	}
 	return &b, nil
 }
 
 // Health asks the service how it is.
-func (c *Client) Health(ctx context.Context) (*authority.HealthResponse, error) {
-	var h authority.HealthResponse
+func (c *Client) Health(ctx context.Context) (*api.HealthResponse, error) {
+	var h api.HealthResponse
 	if err := c.do(ctx, http.MethodGet, "/v1/health", nil, &h); err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/cert"
-	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
 )
 
 // ErrWaitUnsupported means the service answered a blocklist wait with a list no newer than
@@ -20,10 +20,10 @@ var ErrWaitUnsupported = errors.New("CA service does not support waiting for the
 
 // WaitBlocklist asks for a blocklist newer than version after and lets the service hold the
 // request until one exists, for at most wait (whole seconds, capped at
-// authority.MaxBlocklistWait). It returns the verified list, or nil and no error when
+// api.MaxBlocklistWait). It returns the verified list, or nil and no error when
 // nothing newer came within wait.
-func (c *Client) WaitBlocklist(ctx context.Context, pool *cert.Pool, after uint64, wait time.Duration) (*authority.SignedBlocklist, error) {
-	wait = min(max(wait, 0), authority.MaxBlocklistWait).Truncate(time.Second)
+func (c *Client) WaitBlocklist(ctx context.Context, pool *cert.Pool, after uint64, wait time.Duration) (*cert.SignedBlocklist, error) {
+	wait = min(max(wait, 0), api.MaxBlocklistWait).Truncate(time.Second)
 	// The client's per-request timeout covers the exchange; the held time comes on top.
 	ctx, cancel := context.WithTimeout(ctx, wait+c.http.Timeout)
 	defer cancel()
@@ -52,11 +52,11 @@ func (c *Client) WaitBlocklist(ctx context.Context, pool *cert.Pool, after uint6
 	default:
 		return nil, responseError(resp)
 	}
-	var b authority.SignedBlocklist
+	var b cert.SignedBlocklist
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(&b); err != nil {
 		return nil, fmt.Errorf("CA service: bad response: %w", err)
 	}
-	if err := authority.VerifyBlocklist(&b, pool); err != nil {
+	if err := cert.VerifyBlocklist(&b, pool); err != nil {
 		return nil, err
 	}
 	if b.Version <= after {

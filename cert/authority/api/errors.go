@@ -1,9 +1,9 @@
-package authority
+package api
 
 import "errors"
 
-// Errors of the authority's operations. The server maps them to HTTP statuses; the domain
-// code knows none.
+// Errors of the service's operations, each with its API code (api.go), so errors.Is works on
+// both sides of the wire. Package authority re-exports them under the same names.
 var (
 	// ErrTokenUnknown covers tokens never issued, forged, for another network, or superseded
 	// by a newer invite for the same name.
@@ -42,4 +42,25 @@ var (
 	ErrBlocklistTooLarge = errors.New("blocklist too large for nodes to accept")
 
 	ErrNoActiveCA = errors.New("no unexpired CA with a key to sign with")
+)
+
+// ErrRateLimited is returned when a source sends enrollments too fast.
+var ErrRateLimited = errors.New("too many requests")
+
+// ErrTooLarge is a request body over the size limit.
+var ErrTooLarge = errors.New("request body too large")
+
+// ErrBusy refuses a blocklist wait when the service holds as many as it allows already; the
+// client retries later and meanwhile relies on its interval fetch.
+var ErrBusy = errors.New("too many waiting blocklist requests; retry later")
+
+// Inventory errors (admin operations).
+var (
+	ErrCIDRUnknown   = errors.New("no such CIDR")
+	ErrCIDRInvalid   = errors.New("invalid CIDR")
+	ErrNameTaken     = errors.New("name already taken")
+	ErrIPTaken       = errors.New("IP already taken")
+	ErrNoFreeIP      = errors.New("no free IP left in CIDR")
+	ErrIPOutsideCIDR = errors.New("IP is not usable in CIDR")
+	ErrInvalidName   = errors.New("invalid name")
 )

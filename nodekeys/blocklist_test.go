@@ -1,4 +1,4 @@
-package main
+package nodekeys
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/nodekeys/nodekeystest"
 	"github.com/meshnode/meshnode/overlay"
 	"github.com/meshnode/meshnode/overlay/udp/udptest"
 )
@@ -17,10 +18,10 @@ import (
 // the node is saved to <state_file>.blocklist like a fetched one, stays applied to a PKI a
 // reload swaps in, and is what the next start loads; an older fetched list changes nothing.
 func TestRelayedBlocklistIsSavedAndKeptAcrossPKISwaps(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
-	_, pc := s.enrolledNode(t, "c", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
+	_, pc := enrolledNode(t, s, "c", "")
 	fpB, fpC := pb.Creds.Cert.Fingerprint(), pc.Creds.Cert.Fingerprint()
 	cfg.Tun.Disabled = true
 	conn, err := udptest.NewNetwork(1).Listen(netip.MustParseAddrPort("198.18.0.1:4242"))
@@ -32,14 +33,14 @@ func TestRelayedBlocklistIsSavedAndKeptAcrossPKISwaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newPKIManager(node, p)
-	r, err := newRenewer(cfg, m, s.clock, testLogger(t))
+	r, err := newRenewer(cfg, m, s.Clock, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 
 	// The CA fetch: version 1 blocks b, and is saved.
-	if _, err := s.a.Revoke("b"); err != nil {
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
 	r.fetchBlocklist(ctx)
@@ -51,14 +52,14 @@ func TestRelayedBlocklistIsSavedAndKeptAcrossPKISwaps(t *testing.T) {
 
 	// The service goes down; c is revoked meanwhile and the list reaches the node from a
 	// lighthouse (what overlay's relay does once it has the list).
-	if _, err := s.a.Revoke("c"); err != nil {
+	if _, err := s.A.Revoke("c"); err != nil {
 		t.Fatal(err)
 	}
 	relayed, err := r.client.FetchBlocklist(ctx, p.Pool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.down.Store(true)
+	s.Down.Store(true)
 	if ok, err := node.ApplyBlocklist(relayed, overlay.BlocklistFromRelay); !ok || err != nil {
 		t.Fatalf("relayed list: %v %v", ok, err)
 	}
@@ -77,7 +78,7 @@ func TestRelayedBlocklistIsSavedAndKeptAcrossPKISwaps(t *testing.T) {
 		t.Fatal("older list overwrote the saved one")
 	}
 	// A reload swaps in a fresh pool: both revocations stay in force.
-	fresh, err := overlay.LoadPKI(cfg, s.clock.Now())
+	fresh, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestRelayedBlocklistIsSavedAndKeptAcrossPKISwaps(t *testing.T) {
 		t.Fatal("a reloaded PKI lost the relayed blocklist")
 	}
 	// The next start (service still down) loads the relayed list from the file.
-	fresh2, _ := overlay.LoadPKI(cfg, s.clock.Now())
+	fresh2, _ := overlay.LoadPKI(cfg, s.Clock.Now())
 	r2, node2 := newTestRenewer(t, s, cfg, fresh2)
 	r2.loadSavedBlocklist()
 	if got := <-node2.set; !got.Pool.IsBlocked(fpC) {

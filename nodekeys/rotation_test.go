@@ -1,4 +1,4 @@
-package main
+package nodekeys
 
 // CA rotation without an outage, end to end in one process: the CA service as `mesh-cert
 // serve` runs it (authority.Config from a ca.yml, restarted with each step's CA list), and
@@ -158,8 +158,8 @@ func (s *rotService) enrollHost(t *testing.T, network *udptest.Network, i, n int
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if code := run([]string{"enroll", "-token", tok, "-config", cfgPath}, &out, &out); code != 0 {
-		t.Fatalf("enroll %s: exit %d\n%s", h.name, code, out.String())
+	if err := Enroll(context.Background(), EnrollOptions{Token: tok, Config: cfgPath}, &out); err != nil {
+		t.Fatalf("enroll %s: %v\n%s", h.name, err, out.String())
 	}
 	if h.cfg, err = overlay.LoadConfig(cfgPath); err != nil {
 		t.Fatal(err)

@@ -1,24 +1,16 @@
-package main
+package nodekeys
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
-	"log"
+	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,191 +20,26 @@ import (
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
 	"github.com/meshnode/meshnode/cert/authority/client"
-	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/nodekeys/nodekeystest"
 	"github.com/meshnode/meshnode/overlay"
 )
 
-// fakeClock is a clock a test moves by hand; After channels fire when it passes them.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-	asked   []time.Duration // every After duration, in order
-	changed chan struct{}   // closed and replaced whenever a waiter is added
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t, changed: make(chan struct{})} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.asked = append(c.asked, d)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	keep := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	c.waiters = keep
-}
-
-// waitFor blocks until n waiters are pending, and returns the earliest deadline.
-func (c *fakeClock) waitFor(t *testing.T, n int) time.Time {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		c.mu.Lock()
-		if len(c.waiters) >= n {
-			ws := append([]fakeWaiter(nil), c.waiters...)
-			c.mu.Unlock()
-			sort.Slice(ws, func(i, j int) bool { return ws[i].at.Before(ws[j].at) })
-			return ws[0].at
-		}
-		ch := c.changed
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("no %d pending timers after 10 s", n)
-		}
-	}
-}
-
-func (c *fakeClock) askedDurations() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]time.Duration(nil), c.asked...)
-}
-
-// caService is a CA service on loopback HTTPS whose clock is a fakeClock; down makes it
-// answer 503 to everything.
-type caService struct {
-	a     *authority.Authority
-	ca    *certtest.CA
-	clock *fakeClock
-	url   string
-	pin   []byte
-	down  atomic.Bool
-	delay atomic.Int64 // nanoseconds each request is held
-	reqs  atomic.Int64
-	// loseReply makes the next request be served but its reply lost (a 502 instead).
-	loseReply atomic.Bool
-}
-
-func startCAService(t *testing.T, lighthouses []authority.Lighthouse) *caService {
-	t.Helper()
-	dir := t.TempDir()
-	s := &caService{ca: certtest.NewCA(t, "ca", certtest.WithIPs("10.42.0.0/16")), clock: newFakeClock(certtest.Now())}
-	id, err := authority.LoadOrCreateTLSIdentity(filepath.Join(dir, "tls.pem"), []string{"localhost"}, s.clock.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcKey, err := authority.LoadOrCreateServiceKey(filepath.Join(dir, "service.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.url, s.pin = "https://"+ln.Addr().String(), id.Pin
-	store, err := authority.OpenBolt(filepath.Join(dir, "ca.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	s.a, err = authority.New(authority.Options{
-		Store: store, CAs: []authority.SigningCA{{Cert: s.ca.Cert, Key: s.ca.Key}}, ServiceKey: svcKey,
-		Lighthouses: lighthouses, URL: s.url, Pin: id.Pin, CertDuration: time.Hour, Now: s.clock.Now,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.a.SyncCIDRs([]authority.CIDR{{Name: "mesh", Prefix: netip.MustParsePrefix("10.42.0.0/16")},
-		{Name: "servers", Prefix: netip.MustParsePrefix("10.42.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	srv := authority.NewServer(authority.ServerOptions{Authority: s.a, TLS: id, Now: s.clock.Now, EnrollRate: -1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	h := srv.Handler()
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.reqs.Add(1)
-		time.Sleep(time.Duration(s.delay.Load()))
-		if s.down.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		if s.loseReply.CompareAndSwap(true, false) {
-			h.ServeHTTP(httptest.NewRecorder(), r)
-			http.Error(w, "reply lost", http.StatusBadGateway)
-			return
-		}
-		h.ServeHTTP(w, r)
-	}), ErrorLog: log.New(io.Discard, "", 0)}
-	done := make(chan struct{})
-	go func() { defer close(done); hs.Serve(tls.NewListener(ln, srv.TLSConfig())) }()
-	t.Cleanup(func() { hs.Close(); <-done })
-	return s
-}
-
-func (s *caService) invite(t *testing.T, name string, ip string) string {
-	t.Helper()
-	req := authority.InviteRequest{Name: name, CIDR: "servers", Groups: []string{"test"}}
-	if ip != "" {
-		req.IP = netip.MustParseAddr(ip)
-	}
-	tok, _, err := s.a.Invite(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// enrolledNode enrolls a host with the enroll command into a fresh directory and returns
+// enrolledNode enrolls a host as the enroll command does into a fresh directory and returns
 // its loaded config and PKI.
-func (s *caService) enrolledNode(t *testing.T, name, ip string) (*overlay.Config, *overlay.PKI) {
+func enrolledNode(t *testing.T, s *nodekeystest.CAService, name, ip string) (*overlay.Config, *overlay.PKI) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "node.yml")
 	var out bytes.Buffer
-	if code := run([]string{"enroll", "-token", s.invite(t, name, ip), "-config", cfgPath}, &out, &out); code != 0 {
-		t.Fatalf("enroll %s: exit %d\n%s", name, code, out.String())
+	if err := Enroll(context.Background(), EnrollOptions{Token: s.Invite(t, name, ip), Config: cfgPath}, &out); err != nil {
+		t.Fatalf("enroll %s: %v\n%s", name, err, out.String())
 	}
 	cfg, err := overlay.LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := overlay.LoadPKI(cfg, s.clock.Now())
+	p, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,10 +74,10 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newTestRenewer(t *testing.T, s *caService, cfg *overlay.Config, p *overlay.PKI) (*renewer, *recordingNode) {
+func newTestRenewer(t *testing.T, s *nodekeystest.CAService, cfg *overlay.Config, p *overlay.PKI) (*renewer, *recordingNode) {
 	t.Helper()
 	node := newRecordingNode()
-	r, err := newRenewer(cfg, newPKIManager(node, p), s.clock, testLogger(t))
+	r, err := newRenewer(cfg, newPKIManager(node, p), s.Clock, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +117,8 @@ func checkFilesMatch(t *testing.T, cfg *overlay.Config, want *cert.Certificate) 
 }
 
 func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, node := newTestRenewer(t, s, cfg, p)
 	gauge := r.expiryGauge()
 	renewed := make(chan *client.Renewal, 4)
@@ -305,22 +132,22 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 	cur := p.Creds.Cert
 	keys := map[string]bool{string(p.Creds.PrivateKey): true}
 	for i := range 3 {
-		at := s.clock.waitFor(t, 1)
+		at := s.Clock.WaitFor(t, 1)
 		life := cur.Details.NotAfter.Sub(cur.Details.NotBefore)
 		want := cur.Details.NotBefore.Add(life * 2 / 3)
 		if d := at.Sub(want); d < -time.Second || d > time.Second {
 			t.Fatalf("renewal %d scheduled at %v, want 2/3 of the lifetime: %v", i, at, want)
 		}
-		if g := testutil.ToFloat64(gauge); g != cur.Details.NotAfter.Sub(s.clock.Now()).Seconds() {
+		if g := testutil.ToFloat64(gauge); g != cur.Details.NotAfter.Sub(s.Clock.Now()).Seconds() {
 			t.Fatalf("meshnode_cert_expiry_seconds = %v before renewal %d", g, i)
 		}
-		s.clock.Advance(at.Sub(s.clock.Now()) - time.Second)
+		s.Clock.Advance(at.Sub(s.Clock.Now()) - time.Second)
 		select {
 		case <-renewed:
 			t.Fatalf("renewed before it was due")
 		case <-time.After(50 * time.Millisecond):
 		}
-		s.clock.Advance(time.Second)
+		s.Clock.Advance(time.Second)
 		var rn *client.Renewal
 		select {
 		case rn = <-renewed:
@@ -339,7 +166,7 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 		if got.Creds.Cert.Fingerprint() != rn.Cert.Fingerprint() {
 			t.Fatalf("node got %s, want the renewed %s", short(got.Creds.Cert.Fingerprint()), short(rn.Cert.Fingerprint()))
 		}
-		if _, err := got.Pool.Verify(got.Creds.Cert, s.clock.Now()); err != nil {
+		if _, err := got.Pool.Verify(got.Creds.Cert, s.Clock.Now()); err != nil {
 			t.Fatalf("the swapped-in PKI does not verify its own cert: %v", err)
 		}
 		cur = rn.Cert
@@ -353,15 +180,15 @@ func gaugeValue(t *testing.T, c prometheus.Collector) float64 {
 }
 
 func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	g := r.expiryGauge()
-	want := p.Creds.Cert.Details.NotAfter.Sub(s.clock.Now()).Seconds()
+	want := p.Creds.Cert.Details.NotAfter.Sub(s.Clock.Now()).Seconds()
 	if got := gaugeValue(t, g); got != want {
 		t.Fatalf("gauge %v, want %v", got, want)
 	}
-	s.clock.Advance(10 * time.Minute)
+	s.Clock.Advance(10 * time.Minute)
 	if got := gaugeValue(t, g); got != want-600 {
 		t.Fatalf("gauge %v after 10 min, want %v", got, want-600)
 	}
@@ -373,8 +200,8 @@ func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
 }
 
 func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, node := newTestRenewer(t, s, cfg, p)
 	renewed := make(chan *client.Renewal, 4)
 	r.renewed = func(rn *client.Renewal) { renewed <- rn }
@@ -383,15 +210,15 @@ func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
 	go func() { defer close(done); r.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	at := s.clock.waitFor(t, 1)
-	s.down.Store(true)
-	before := s.reqs.Load()
-	s.clock.Advance(at.Sub(s.clock.Now()))
+	at := s.Clock.WaitFor(t, 1)
+	s.Down.Store(true)
+	before := s.Reqs.Load()
+	s.Clock.Advance(at.Sub(s.Clock.Now()))
 	// Five failed attempts, each followed by a longer wait.
 	var waits []time.Duration
 	for range 5 {
-		next := s.clock.waitFor(t, 1)
-		d := next.Sub(s.clock.Now())
+		next := s.Clock.WaitFor(t, 1)
+		d := next.Sub(s.Clock.Now())
 		waits = append(waits, d)
 		if len(waits) == 5 {
 			checkFilesMatch(t, cfg, p.Creds.Cert) // nothing changed on disk
@@ -400,9 +227,9 @@ func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
 				t.Fatal("PKI changed while the service was down")
 			default:
 			}
-			s.down.Store(false)
+			s.Down.Store(false)
 		}
-		s.clock.Advance(d)
+		s.Clock.Advance(d)
 	}
 	for i := 1; i < len(waits); i++ {
 		if waits[i] <= waits[i-1] {
@@ -412,7 +239,7 @@ func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
 	if waits[0] != minRetry {
 		t.Fatalf("first retry after %v, want %v", waits[0], minRetry)
 	}
-	if n := s.reqs.Load() - before; n < 5 {
+	if n := s.Reqs.Load() - before; n < 5 {
 		t.Fatalf("%d requests while down, want at least 5", n)
 	}
 	select {
@@ -424,12 +251,52 @@ func TestRenewalRetriesWithBackoffWhileTheServiceIsDown(t *testing.T) {
 	t.Logf("retry waits while down: %v", waits)
 }
 
+// TestRenewalOutcomesAreCounted: each failed attempt and the success after it are counted
+// in meshnode_cert_renewals_total, read from the registry Start registers on.
+func TestRenewalOutcomesAreCounted(t *testing.T) {
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
+	r, _ := newTestRenewer(t, s, cfg, p)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.renewals)
+	want := func(success, failure int) {
+		t.Helper()
+		exp := fmt.Sprintf(`# HELP meshnode_cert_renewals_total Certificate renewal attempts by result (success, failure).
+# TYPE meshnode_cert_renewals_total counter
+meshnode_cert_renewals_total{result="failure"} %d
+meshnode_cert_renewals_total{result="success"} %d
+`, failure, success)
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "meshnode_cert_renewals_total"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(0, 0)
+	s.Clock.Advance(40 * time.Minute)
+	s.Down.Store(true)
+	done := make(chan struct{})
+	go func() { defer close(done); r.renewWithRetry(context.Background()) }()
+	for range 2 {
+		next := s.Clock.WaitFor(t, 1) // a retry timer: one more failure
+		s.Clock.Advance(next.Sub(s.Clock.Now()))
+	}
+	next := s.Clock.WaitFor(t, 1)
+	want(0, 3)
+	s.Down.Store(false)
+	s.Clock.Advance(next.Sub(s.Clock.Now()))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal once the service is back")
+	}
+	want(1, 3)
+}
+
 func TestRenewalCounterGrowsAndIsPersisted(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	// A counter from the future (clock went back) in the state file must still be exceeded.
-	future := uint64(s.clock.Now().Add(time.Hour).UnixNano())
+	future := uint64(s.Clock.Now().Add(time.Hour).UnixNano())
 	if err := os.WriteFile(r.stateFile, []byte("counter 0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -463,10 +330,10 @@ func TestRenewalCounterGrowsAndIsPersisted(t *testing.T) {
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
 
 func TestRevokedHostCannotRenew(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
-	if _, err := s.a.Revoke("web1"); err != nil {
+	if _, err := s.A.Revoke("web1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.renewOnce(context.Background()); !errors.Is(err, authority.ErrRevoked) {
@@ -476,10 +343,10 @@ func TestRevokedHostCannotRenew(t *testing.T) {
 }
 
 func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
-	_, pc := s.enrolledNode(t, "c", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
+	_, pc := enrolledNode(t, s, "c", "")
 	r, node := newTestRenewer(t, s, cfg, p)
 	ctx := context.Background()
 	fpB, fpC := pb.Creds.Cert.Fingerprint(), pc.Creds.Cert.Fingerprint()
@@ -489,7 +356,7 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 	if v, ok := r.m.blocklistVersion(); !ok || v != 0 {
 		t.Fatalf("version %d %v", v, ok)
 	}
-	if _, err := s.a.Revoke("b"); err != nil {
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
 	old, err := r.client.FetchBlocklist(ctx, p.Pool)
@@ -501,7 +368,7 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 	if !got.Pool.IsBlocked(fpB) || got.Pool.IsBlocked(fpC) {
 		t.Fatalf("after revoking b: b blocked %v, c blocked %v", got.Pool.IsBlocked(fpB), got.Pool.IsBlocked(fpC))
 	}
-	if _, err := got.Pool.Verify(pb.Creds.Cert, s.clock.Now()); !errors.Is(err, cert.ErrBlocked) {
+	if _, err := got.Pool.Verify(pb.Creds.Cert, s.Clock.Now()); !errors.Is(err, cert.ErrBlocked) {
 		t.Fatalf("b's cert verifies as %v, want ErrBlocked", err)
 	}
 	if got.Creds.Cert.Fingerprint() != p.Creds.Cert.Fingerprint() {
@@ -518,7 +385,7 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 	if applied, _ := r.m.applyBlocklist(old, overlay.BlocklistFromCA); applied {
 		t.Fatal("an older blocklist was applied")
 	}
-	if _, err := s.a.Revoke("c"); err != nil {
+	if _, err := s.A.Revoke("c"); err != nil {
 		t.Fatal(err)
 	}
 	r.fetchBlocklist(ctx)
@@ -527,13 +394,13 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 		t.Fatal("after revoking c: not both blocked")
 	}
 	// Service down: the last list stays.
-	s.down.Store(true)
+	s.Down.Store(true)
 	r.fetchBlocklist(ctx)
 	if cur := r.m.current(); !cur.Pool.IsBlocked(fpB) || !cur.Pool.IsBlocked(fpC) {
 		t.Fatal("blocklist lost while the service is down")
 	}
 	// A renewal or reload swaps in a fresh pool: the blocklist is applied to it too.
-	fresh, err := overlay.LoadPKI(cfg, s.clock.Now())
+	fresh, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,9 +414,9 @@ func TestBlocklistIsAppliedNewestOnlyAndKeptWhileTheServiceIsDown(t *testing.T) 
 }
 
 func TestBlocklistLoopFetchesOnItsInterval(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
 	cfg.Renewal.BlocklistInterval = 30 * time.Second
 	r, node := newTestRenewer(t, s, cfg, p)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -557,14 +424,14 @@ func TestBlocklistLoopFetchesOnItsInterval(t *testing.T) {
 	go func() { defer close(done); r.runBlocklist(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	<-node.set
-	at := s.clock.waitFor(t, 1)
-	if d := at.Sub(s.clock.Now()); d != 30*time.Second {
+	at := s.Clock.WaitFor(t, 1)
+	if d := at.Sub(s.Clock.Now()); d != 30*time.Second {
 		t.Fatalf("next fetch in %v, want 30s", d)
 	}
-	if _, err := s.a.Revoke("b"); err != nil {
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
-	s.clock.Advance(30 * time.Second)
+	s.Clock.Advance(30 * time.Second)
 	select {
 	case got := <-node.set:
 		if !got.Pool.IsBlocked(pb.Creds.Cert.Fingerprint()) {
@@ -576,11 +443,11 @@ func TestBlocklistLoopFetchesOnItsInterval(t *testing.T) {
 }
 
 func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
 	fpB := pb.Creds.Cert.Fingerprint()
-	if _, err := s.a.Revoke("b"); err != nil {
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
 	r, node := newTestRenewer(t, s, cfg, p)
@@ -591,8 +458,8 @@ func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T)
 	}
 
 	// "Restart": a fresh PKI and renewer, the service down.
-	s.down.Store(true)
-	fresh, err := overlay.LoadPKI(cfg, s.clock.Now())
+	s.Down.Store(true)
+	fresh, err := overlay.LoadPKI(cfg, s.Clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +484,7 @@ func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T)
 	if err := os.WriteFile(r.blocklistFile(), tampered, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fresh2, _ := overlay.LoadPKI(cfg, s.clock.Now())
+	fresh2, _ := overlay.LoadPKI(cfg, s.Clock.Now())
 	r3, node3 := newTestRenewer(t, s, cfg, fresh2)
 	r3.loadSavedBlocklist()
 	select {
@@ -628,8 +495,8 @@ func TestSavedBlocklistIsAppliedAfterARestartWhileTheServiceIsDown(t *testing.T)
 }
 
 func TestRenewalWaitsInStepsSoASuspendedMachineCatchesUp(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "laptop", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "laptop", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	r.maxSleep = time.Minute
 	renewed := make(chan *client.Renewal, 4)
@@ -639,15 +506,13 @@ func TestRenewalWaitsInStepsSoASuspendedMachineCatchesUp(t *testing.T) {
 	go func() { defer close(done); r.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	if at := s.clock.waitFor(t, 1); at.Sub(s.clock.Now()) != time.Minute {
-		t.Fatalf("first step %v, want 1m", at.Sub(s.clock.Now()))
+	if at := s.Clock.WaitFor(t, 1); at.Sub(s.Clock.Now()) != time.Minute {
+		t.Fatalf("first step %v, want 1m", at.Sub(s.Clock.Now()))
 	}
 	// The machine sleeps through the renewal time: the wall clock jumps, the pending
 	// monotonic timer has not fired yet. The next step notices.
-	s.clock.mu.Lock()
-	s.clock.now = s.clock.now.Add(50 * time.Minute)
-	s.clock.mu.Unlock()
-	s.clock.Advance(time.Minute)
+	s.Clock.Jump(50 * time.Minute)
+	s.Clock.Advance(time.Minute)
 	select {
 	case <-renewed:
 	case <-time.After(10 * time.Second):
@@ -656,8 +521,8 @@ func TestRenewalWaitsInStepsSoASuspendedMachineCatchesUp(t *testing.T) {
 }
 
 func TestRecoverRenewalRepairsAKeyAndCertSplitByACrash(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	certPEM, _ := p.Creds.Cert.MarshalPEM()
 	rn, err := r.client.Renew(context.Background(), client.RenewParams{CertPEM: certPEM, Key: p.Creds.PrivateKey, ServiceKey: r.serviceKey})
@@ -672,12 +537,12 @@ func TestRecoverRenewalRepairsAKeyAndCertSplitByACrash(t *testing.T) {
 	if err := cert.WriteFileAtomic(cfg.PKI.Key, rn.KeyPEM, 0o600, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := overlay.LoadPKI(cfg, s.clock.Now()); err == nil {
+	if _, err := overlay.LoadPKI(cfg, s.Clock.Now()); err == nil {
 		t.Fatal("the split set loads: the test does not model the crash")
 	}
-	msg, err := recoverRenewal(cfg, s.clock.Now())
+	msg, err := RecoverRenewal(cfg, s.Clock.Now())
 	if err != nil || msg == "" {
-		t.Fatalf("recoverRenewal = %q, %v", msg, err)
+		t.Fatalf("RecoverRenewal = %q, %v", msg, err)
 	}
 	checkFilesMatch(t, cfg, rn.Cert)
 	if _, err := os.Stat(journal); err == nil {
@@ -688,8 +553,8 @@ func TestRecoverRenewalRepairsAKeyAndCertSplitByACrash(t *testing.T) {
 	if err := cert.WriteFileAtomic(journal, []byte("stale"), 0o600, true); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := recoverRenewal(cfg, s.clock.Now()); err != nil || msg != "" {
-		t.Fatalf("recoverRenewal on a consistent set = %q, %v", msg, err)
+	if msg, err := RecoverRenewal(cfg, s.Clock.Now()); err != nil || msg != "" {
+		t.Fatalf("RecoverRenewal on a consistent set = %q, %v", msg, err)
 	}
 	checkFilesMatch(t, cfg, rn.Cert)
 	if _, err := os.Stat(journal); err == nil {
@@ -698,8 +563,8 @@ func TestRecoverRenewalRepairsAKeyAndCertSplitByACrash(t *testing.T) {
 }
 
 func TestRenewalLeavesNoJournal(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	if err := r.renewOnce(context.Background()); err != nil {
 		t.Fatal(err)
@@ -715,11 +580,11 @@ type fwNode struct{ *recordingNode }
 func (fwNode) SetFirewall(firewall.Config) error { return nil }
 
 func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	node := fwNode{newRecordingNode()}
 	reg := prometheus.NewRegistry()
-	target, stop := startKeyHandling(context.Background(), cfg, p, node, reg, testLogger(t))
+	target, stop := Start(context.Background(), cfg, p, node, reg, testLogger(t))
 	if _, ok := target.(*pkiManager); !ok {
 		t.Fatalf("reloads drive %T, want the pkiManager", target)
 	}
@@ -731,6 +596,9 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("meshnode_cert_expiry_seconds gathered %d times (%v)", n, err)
 	}
+	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
+		t.Fatalf("meshnode_cert_renewals_total gathered %d series (%v), want success and failure", n, err)
+	}
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
 	select {
@@ -740,7 +608,7 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	}
 
 	cfg.Renewal.URL = ""
-	if target, stop := startKeyHandling(context.Background(), cfg, p, node, prometheus.NewRegistry(), testLogger(t)); target != reloadTarget(node) {
+	if target, stop := Start(context.Background(), cfg, p, node, prometheus.NewRegistry(), testLogger(t)); target != Target(node) {
 		t.Fatalf("without renewal.url reloads drive %T", target)
 	} else {
 		stop()
@@ -752,15 +620,15 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 // the first attempt), so the service answers with that certificate instead of refusing a
 // second key from the old certificate as a fork; and so does a retry after a restart.
 func TestRenewalRetryAfterALostReplyGetsTheCertificateAlreadyIssued(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "web1", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
-	s.clock.Advance(40 * time.Minute)
-	s.loseReply.Store(true)
+	s.Clock.Advance(40 * time.Minute)
+	s.LoseReply.Store(true)
 	if err := r.renewOnce(context.Background()); err == nil {
 		t.Fatal("renewal with a lost reply succeeded")
 	}
-	hs, err := s.a.Hosts()
+	hs, err := s.A.Hosts()
 	if err != nil || hs[0].Fingerprint == p.Creds.Cert.Fingerprint() {
 		t.Fatalf("the service did not issue during the lost attempt: %v", err)
 	}

@@ -1,9 +1,8 @@
-package main
+package nodekeys
 
 // Automatic key handling in the daemon (the `renewal:` section): renew the certificate with a
 // fresh key pair at a point of its lifetime, swap it into the running node, and apply the CA
-// service's signed blocklist. It lives here and not in overlay because it talks to the CA
-// service (cert/authority/client), which the runtime must not import.
+// service's signed blocklist.
 
 import (
 	"bytes"
@@ -24,7 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshnode/meshnode/cert"
-	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
 	"github.com/meshnode/meshnode/cert/authority/client"
 	"github.com/meshnode/meshnode/firewall"
 	"github.com/meshnode/meshnode/handshake"
@@ -181,6 +180,10 @@ type renewer struct {
 	maxSleep           time.Duration         // longest single timer while waiting for the renewal time
 	renewed            func(*client.Renewal) // after each successful renewal
 
+	// renewals is meshnode_cert_renewals_total: renewal attempts by result, so a dashboard
+	// sees failures long before the certificate runs out.
+	renewals *prometheus.CounterVec
+
 	saveMu       sync.Mutex
 	savedVersion *uint64 // version in the blocklist file, once this run wrote it
 
@@ -217,6 +220,13 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		rand:     rand.Float64,
 		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
 		renewNow: make(chan struct{}, 1),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshnode_cert_renewals_total",
+			Help: "Certificate renewal attempts by result (success, failure).",
+		}, []string{"result"}),
+	}
+	for _, res := range []string{"success", "failure"} {
+		r.renewals.WithLabelValues(res) // both series exist from the start, for rate() and alerts
 	}
 	m.mu.Lock()
 	m.save = r.saveBlocklist
@@ -300,7 +310,11 @@ func (r *renewer) renewWithRetry(ctx context.Context) {
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		err := r.renewOnce(ctx)
 		if err == nil {
+			r.renewals.WithLabelValues("success").Inc()
 			return
+		}
+		if ctx.Err() == nil { // an attempt cut short by shutdown is no failure
+			r.renewals.WithLabelValues("failure").Inc()
 		}
 		c := r.m.current().Creds.Cert
 		left := c.Details.NotAfter.Sub(r.clock.Now())
@@ -309,12 +323,12 @@ func (r *renewer) renewWithRetry(ctx context.Context) {
 		case left <= 0:
 			r.log.Error("certificate expired and could not be renewed: the node cannot make new tunnels; "+
 				"enroll again with a new token (meshnode enroll -force)", args...)
-		case errors.Is(err, authority.ErrRevoked):
+		case errors.Is(err, api.ErrRevoked):
 			r.log.Error("certificate renewal refused: this host is revoked", args...)
-		case errors.Is(err, authority.ErrFork):
+		case errors.Is(err, api.ErrFork):
 			r.log.Error("certificate renewal refused: the CA service has renewed this host's certificate for another key, "+
 				"so another copy of this host's key may exist; the operator must revoke the host and invite it with -replace", args...)
-		case errors.Is(err, authority.ErrRenewLimited):
+		case errors.Is(err, api.ErrRenewLimited):
 			r.log.Warn("certificate renewal refused for now; retrying", args...)
 		default:
 			r.log.Warn("certificate renewal failed; retrying", args...)
@@ -361,7 +375,7 @@ func (r *renewer) renewOnce(ctx context.Context) error {
 		files = append(files, cert.File{Path: r.cfg.PKI.CA, Data: rn.CABundle, Perm: 0o644})
 	}
 	// The journal holds the new set until all files are in place: a crash between two
-	// renames leaves a key that does not match the certificate, which recoverRenewal repairs
+	// renames leaves a key that does not match the certificate, which RecoverRenewal repairs
 	// from it at the next start.
 	journal := pendingFile(r.stateFile)
 	if err := cert.WriteFileAtomic(journal, slices.Concat(rn.CertPEM, rn.KeyPEM, rn.CABundle), 0o600, true); err != nil {
@@ -522,11 +536,17 @@ func (r *renewer) fetchBlocklist(ctx context.Context) {
 	}
 }
 
-// startKeyHandling starts renewal and blocklist loops when renewal.url is set and returns
-// the target reloads should drive (so a reload keeps the blocklist applied) and a stop
-// function that waits for the loops.
-func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI, node reloadTarget,
-	reg prometheus.Registerer, log *slog.Logger) (reloadTarget, func()) {
+// Target is the part of *overlay.Node that key handling and reloads drive.
+type Target interface {
+	SetPKI(*overlay.PKI) error
+	SetFirewall(firewall.Config) error
+}
+
+// Start starts renewal and blocklist loops when renewal.url is set and returns the target
+// reloads should drive (so a reload keeps the blocklist applied) and a stop function that
+// waits for the loops. Without renewal.url it returns node itself.
+func Start(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI, node Target,
+	reg prometheus.Registerer, log *slog.Logger) (Target, func()) {
 	if cfg.Renewal.URL == "" {
 		return node, func() {}
 	}
@@ -538,6 +558,9 @@ func startKeyHandling(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI
 	}
 	if err := reg.Register(r.expiryGauge()); err != nil {
 		log.Warn("meshnode_cert_expiry_seconds not registered", "err", err)
+	}
+	if err := reg.Register(r.renewals); err != nil {
+		log.Warn("meshnode_cert_renewals_total not registered", "err", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -592,11 +615,11 @@ func stateFileOf(cfg *overlay.Config) string {
 	return cfg.PKI.Key + ".renewal"
 }
 
-// recoverRenewal repairs the pki files after a crash in the middle of writing a renewal:
+// RecoverRenewal repairs the pki files after a crash in the middle of writing a renewal:
 // when the renewal journal exists and the key on disk does not match the certificate on
 // disk (or the certificate does not verify against the CA bundle on disk), the set from the
 // journal is written. It must run before the PKI is loaded. It reports what it did.
-func recoverRenewal(cfg *overlay.Config, now time.Time) (string, error) {
+func RecoverRenewal(cfg *overlay.Config, now time.Time) (string, error) {
 	if cfg.Renewal.URL == "" || strings.Contains(cfg.PKI.Key, "-----BEGIN") {
 		return "", nil
 	}
@@ -648,11 +671,19 @@ func splitPEM(b []byte) (block, rest []byte, err error) {
 	return b[:i+j+1], b[i+j+1:], nil
 }
 
-// recoverRenewalAtStart is recoverRenewal for the daemon's start, logging what it did.
-func recoverRenewalAtStart(cfg *overlay.Config, log *slog.Logger) {
-	if msg, err := recoverRenewal(cfg, time.Now()); err != nil {
+// RecoverAtStart is RecoverRenewal for the daemon's start, logging what it did.
+func RecoverAtStart(cfg *overlay.Config, log *slog.Logger) {
+	if msg, err := RecoverRenewal(cfg, time.Now()); err != nil {
 		log.Error("cannot repair an interrupted renewal", "err", err)
 	} else if msg != "" {
 		log.Warn(msg)
 	}
+}
+
+// short is a fingerprint's first 12 hex digits, for logs.
+func short(fp string) string {
+	if len(fp) > 12 {
+		return fp[:12]
+	}
+	return fp
 }

@@ -1,10 +1,12 @@
-package main
+package nodekeys
 
 import (
 	"context"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/meshnode/meshnode/nodekeys/nodekeystest"
 )
 
 // startPush runs the renewer's push loop (without the interval loop) until the test ends.
@@ -25,19 +27,19 @@ func startPush(t *testing.T, r *renewer) (stop func()) {
 }
 
 func TestBlocklistPushAppliesARevocationAtOnceWithoutTheInterval(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
 	r, node := newTestRenewer(t, s, cfg, p)
 	startPush(t, r)
 	// The loop holds a request; the fake clock never moves, so no interval fetch helps.
 	deadline := time.Now().Add(5 * time.Second)
-	for s.reqs.Load() == 0 && time.Now().Before(deadline) {
+	for s.Reqs.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
 	revoked := time.Now()
-	if _, err := s.a.Revoke("b"); err != nil {
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -53,7 +55,7 @@ func TestBlocklistPushAppliesARevocationAtOnceWithoutTheInterval(t *testing.T) {
 		t.Errorf("version in force %d, want 1", v)
 	}
 	// The next wait asks for lists after version 1 and is held again (nothing applied).
-	if _, err := s.a.Revoke("b"); err != nil { // blocks nothing new: no version change
+	if _, err := s.A.Revoke("b"); err != nil { // blocks nothing new: no version change
 		t.Fatal(err)
 	}
 	select {
@@ -64,27 +66,27 @@ func TestBlocklistPushAppliesARevocationAtOnceWithoutTheInterval(t *testing.T) {
 }
 
 func TestBlocklistPushBacksOffWhileTheServiceIsDownAndResumes(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
-	_, pb := s.enrolledNode(t, "b", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
+	_, pb := enrolledNode(t, s, "b", "")
 	r, node := newTestRenewer(t, s, cfg, p)
-	s.down.Store(true)
+	s.Down.Store(true)
 	startPush(t, r)
 	// Minutes, not hours, of fake time: the service lists only certificates that are
 	// still valid, and b's must be when it is revoked below.
 	for range 3 {
-		s.clock.waitFor(t, 1)
-		s.clock.Advance(time.Minute)
+		s.Clock.WaitFor(t, 1)
+		s.Clock.Advance(time.Minute)
 	}
-	s.clock.waitFor(t, 1)
-	if got, want := s.clock.askedDurations(), []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}; !slices.Equal(got, want) {
+	s.Clock.WaitFor(t, 1)
+	if got, want := s.Clock.AskedDurations(), []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}; !slices.Equal(got, want) {
 		t.Errorf("backoff %v, want %v", got, want)
 	}
-	s.down.Store(false)
-	if _, err := s.a.Revoke("b"); err != nil {
+	s.Down.Store(false)
+	if _, err := s.A.Revoke("b"); err != nil {
 		t.Fatal(err)
 	}
-	s.clock.Advance(time.Minute)
+	s.Clock.Advance(time.Minute)
 	select {
 	case got := <-node.set:
 		if !got.Pool.IsBlocked(pb.Creds.Cert.Fingerprint()) {
@@ -96,8 +98,8 @@ func TestBlocklistPushBacksOffWhileTheServiceIsDownAndResumes(t *testing.T) {
 }
 
 func TestBlocklistPushStopsPromptlyWhileHeld(t *testing.T) {
-	s := startCAService(t, nil)
-	cfg, p := s.enrolledNode(t, "a", "")
+	s := nodekeystest.StartCAService(t, nil)
+	cfg, p := enrolledNode(t, s, "a", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
 	stop := startPush(t, r)
 	time.Sleep(300 * time.Millisecond) // held by now

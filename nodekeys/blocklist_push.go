@@ -1,11 +1,11 @@
-package main
+package nodekeys
 
 import (
 	"context"
 	"errors"
 	"time"
 
-	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/api"
 	"github.com/meshnode/meshnode/cert/authority/client"
 	"github.com/meshnode/meshnode/overlay"
 )
@@ -18,7 +18,7 @@ import (
 
 const (
 	// pushWait is how long each request asks the service to hold it; under the service's
-	// cap (authority.MaxBlocklistWait) and the 60 s idle timeouts of common middleboxes.
+	// cap (api.MaxBlocklistWait) and the 60 s idle timeouts of common middleboxes.
 	pushWait = 50 * time.Second
 	// maxPushRetry caps the backoff while the service is down or busy; the interval fetch
 	// covers the gap.
@@ -61,7 +61,7 @@ func (r *renewer) runBlocklistPush(ctx context.Context) {
 				r.log.Debug("blocklist push still failing", "err", err, "retry_in", wait)
 			}
 			failing = true
-			if errors.Is(err, authority.ErrBusy) {
+			if errors.Is(err, api.ErrBusy) {
 				wait = max(wait, busyRetry)
 			}
 			select {
