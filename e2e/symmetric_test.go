@@ -28,29 +28,7 @@ func TestHostsBehindSymmetricNATsConnectThroughARelay(t *testing.T) {
 			for _, r := range top.routers {
 				symmetricNAT(t, r)
 			}
-			ca := newPKI(t, tl.certTool(t, "nebula-cert"))
-			dir := t.TempDir()
-			for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
-				crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
-				conf := nodeConf{ca: ca.path("ca.crt"), cert: crt, key: key, cipher: c.cipher, punch: true}
-				if h == top.lh {
-					conf.amLighthouse = true
-					conf.extra = "relay:\n  am_relay: true\n"
-				} else {
-					conf.lighthouses = []string{top.lh.overlay}
-					conf.static = map[string]string{top.lh.overlay: fmt.Sprintf("%s:%d", top.lh.underlay, overlayPort)}
-					conf.extra = fmt.Sprintf("relay:\n  relays: [%q]\n  use_relays: true\n", top.lh.overlay)
-				}
-				h.writeConfig(t, dir, conf)
-			}
-			for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
-				h.start(t)
-			}
-			for _, h := range []*meshHost{top.h1, top.h2} {
-				if _, err := h.ns.WaitPing(tunnelUpTimeout, top.lh.overlay); err != nil {
-					t.Fatalf("%s cannot reach the lighthouse: %v", h.name, err)
-				}
-			}
+			startRelayingLighthouseMesh(t, tl, c, top)
 			took, err := top.h1.ns.WaitPing(30*time.Second, top.h2.overlay)
 			if err != nil {
 				t.Fatalf("h1 never reached h2 behind symmetric NATs: %v\nh1:\n%s\nlh:\n%s", err, top.h1.proc.Tail(30), top.lh.proc.Tail(30))
@@ -65,6 +43,35 @@ func TestHostsBehindSymmetricNATsConnectThroughARelay(t *testing.T) {
 				t.Fatalf("r1 forwarded %d bytes straight to r2 (%v); the transfer should have gone through the relay", n, err)
 			}
 		})
+	}
+}
+
+// startRelayingLighthouseMesh starts the NAT topology's lighthouse as a relay and both hosts
+// listing it as their relay, and waits until each host reaches the lighthouse.
+func startRelayingLighthouseMesh(t *testing.T, tl *tools, c natCase, top natTopology) {
+	t.Helper()
+	ca := newPKI(t, tl.certTool(t, "nebula-cert"))
+	dir := t.TempDir()
+	for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
+		crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
+		conf := nodeConf{ca: ca.path("ca.crt"), cert: crt, key: key, cipher: c.cipher, punch: true}
+		if h == top.lh {
+			conf.amLighthouse = true
+			conf.extra = "relay:\n  am_relay: true\n"
+		} else {
+			conf.lighthouses = []string{top.lh.overlay}
+			conf.static = map[string]string{top.lh.overlay: fmt.Sprintf("%s:%d", top.lh.underlay, overlayPort)}
+			conf.extra = fmt.Sprintf("relay:\n  relays: [%q]\n  use_relays: true\n", top.lh.overlay)
+		}
+		h.writeConfig(t, dir, conf)
+	}
+	for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
+		h.start(t)
+	}
+	for _, h := range []*meshHost{top.h1, top.h2} {
+		if _, err := h.ns.WaitPing(tunnelUpTimeout, top.lh.overlay); err != nil {
+			t.Fatalf("%s cannot reach the lighthouse: %v", h.name, err)
+		}
 	}
 }
 
@@ -97,29 +104,7 @@ func TestRelayedTunnelMovesToTheDirectPathWhenItOpens(t *testing.T) {
 			for i, r := range top.routers {
 				unblock = append(unblock, r.Block(t, fmt.Sprintf("ip daddr 198.18.0.%d meta l4proto udp", 12-i)))
 			}
-			ca := newPKI(t, tl.certTool(t, "nebula-cert"))
-			dir := t.TempDir()
-			for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
-				crt, key := ca.sign(t, h.name, h.overlay+"/24", "e2e")
-				conf := nodeConf{ca: ca.path("ca.crt"), cert: crt, key: key, cipher: c.cipher, punch: true}
-				if h == top.lh {
-					conf.amLighthouse = true
-					conf.extra = "relay:\n  am_relay: true\n"
-				} else {
-					conf.lighthouses = []string{top.lh.overlay}
-					conf.static = map[string]string{top.lh.overlay: fmt.Sprintf("%s:%d", top.lh.underlay, overlayPort)}
-					conf.extra = fmt.Sprintf("relay:\n  relays: [%q]\n", top.lh.overlay)
-				}
-				h.writeConfig(t, dir, conf)
-			}
-			for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
-				h.start(t)
-			}
-			for _, h := range []*meshHost{top.h1, top.h2} {
-				if _, err := h.ns.WaitPing(tunnelUpTimeout, top.lh.overlay); err != nil {
-					t.Fatalf("%s cannot reach the lighthouse: %v", h.name, err)
-				}
-			}
+			startRelayingLighthouseMesh(t, tl, c, top)
 			if _, err := top.h1.ns.WaitPing(30*time.Second, top.h2.overlay); err != nil {
 				t.Fatalf("h1 never reached h2 through the relay: %v\nh1:\n%s", err, top.h1.proc.Tail(30))
 			}

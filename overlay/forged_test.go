@@ -11,7 +11,6 @@ import (
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
-	"github.com/meshnode/meshnode/overlay"
 )
 
 // forgeMsg1 is what an off-path stranger can send: a handshake msg 1 carrying a victim's
@@ -91,14 +90,7 @@ func TestForgedMsg1DoesNotCutAWorkingTunnel(t *testing.T) {
 		}
 	}
 
-	renewed := m.ca.NewHost(t, a.name, a.vpn.String()+"/16", "mesh")
-	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
-		t.Fatal(err)
-	}
+	renewed := m.renew(0)
 	eventually(t, 5*time.Second, "host2's tunnel on host1's renewed certificate", func() bool {
 		p, ok := b.node.Tunnel(a.vpn)
 		return ok && p.Fingerprint == renewed.Cert.Fingerprint()
@@ -174,14 +166,7 @@ func TestUnconfirmedHandshakesAreBoundedAndExpire(t *testing.T) {
 	}
 	m.sendUntil(1, 0, m.udpPacket(1, 0, "during"), time.Second)
 
-	renewed := m.ca.NewHost(t, a.name, a.vpn.String()+"/16", "mesh")
-	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
-		t.Fatal(err)
-	}
+	renewed := m.renew(0)
 	eventually(t, 5*time.Second, "host2's tunnel on host1's renewed certificate", func() bool {
 		p, ok := b.node.Tunnel(a.vpn)
 		return ok && p.Fingerprint == renewed.Cert.Fingerprint()

@@ -192,6 +192,22 @@ func (m *mesh) sendUntil(i, j int, pkt []byte, within time.Duration) time.Durati
 	return 0
 }
 
+// renew gives host i a fresh certificate (same name, IP and groups) and swaps it in, as
+// the renewal loop does; it returns the new certificate.
+func (m *mesh) renew(i int) *certtest.Host {
+	m.t.Helper()
+	h := m.hosts[i]
+	renewed := m.ca.NewHost(m.t, h.name, h.vpn.String()+"/16", "mesh")
+	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := h.node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(m.t, m.ca)}); err != nil {
+		m.t.Fatal(err)
+	}
+	return renewed
+}
+
 func drain(d *tuntest.Device) {
 	for {
 		select {
@@ -537,14 +553,7 @@ func TestRenewedCertReplacesTunnelsWithoutLosingTraffic(t *testing.T) {
 		}
 	}()
 	time.Sleep(100 * time.Millisecond)
-	renewed := m.ca.NewHost(t, m.hosts[0].name, m.hosts[0].vpn.String()+"/16", "mesh")
-	creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.hosts[0].node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
-		t.Fatal(err)
-	}
+	renewed := m.renew(0)
 	seen := map[string]bool{}
 	timeout := time.After(5 * time.Second)
 	for len(seen) < total {

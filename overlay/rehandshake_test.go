@@ -48,14 +48,7 @@ func TestRenewalLosesNoPacketFromTheResponder(t *testing.T) {
 		}
 	}
 	for range 20 {
-		renewed := m.ca.NewHost(t, m.hosts[0].name, m.hosts[0].vpn.String()+"/16", "mesh")
-		creds, err := handshake.NewCredentials(renewed.Cert, renewed.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.hosts[0].node.SetPKI(&overlay.PKI{Creds: creds, Pool: certtest.Pool(t, m.ca)}); err != nil {
-			t.Fatal(err)
-		}
+		m.renew(0)
 		collect(50 * time.Millisecond)
 	}
 	close(stop)
