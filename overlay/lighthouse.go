@@ -177,7 +177,9 @@ func (lh *lighthouseState) query(vpn netip.Addr) {
 	}
 	lh.lastQuery[vpn] = now
 	lh.mu.Unlock()
-	msg := (&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn}).Marshal(nil)
+	// An IPv6 address fits only Nebula 1.10+'s VpnAddr field; IPv4 keeps the v1 field, which
+	// every lighthouse version reads.
+	msg := (&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn, AddrV2: vpn.Is6()}).Marshal(nil)
 	lh.sendToLighthouses(msg)
 }
 
@@ -239,11 +241,12 @@ func (lh *lighthouseState) tunnelDown(t *tunnel) {
 // addresses allowed by local_allow_list, each with our listening port.
 func (lh *lighthouseState) update() *lighthouse.Meta {
 	n := lh.n
-	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP, Relays: n.relay.advertised()}
+	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP, Relays: n.relay.advertised(),
+		AddrV2: n.vpnIP.Is6()}
 	port := n.conn.LocalAddr().Port()
 	add := func(ap netip.AddrPort) {
 		a := ap.Addr().Unmap()
-		if a.Is4() && n.vpnNet.Contains(a) {
+		if n.inOverlay(a) { // our TUN's own addresses are no way to reach us
 			return
 		}
 		ap = netip.AddrPortFrom(a, ap.Port())
@@ -324,6 +327,9 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
+		if m.VpnIP != t.vpnIP && slices.Contains(t.allowedIPs, m.VpnIP) {
+			m.VpnIP = t.vpnIP // the host named itself by another of its addresses
+		}
 		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), &m); err != nil {
 			n.m.dropped(dropLighthouseBad)
 			n.log.Info("lighthouse: update refused", "from", t.vpnIP, "err", err)
@@ -337,15 +343,26 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRate)
 			return
 		}
-		reply, ok := lh.book.Lookup(m.VpnIP)
+		// The book files a host under its first address; a query may name any of them (an
+		// IPv6 one from a v2 host), and the host's tunnel to us knows them all.
+		target := n.hosts.byVPNIP(m.VpnIP)
+		key := m.VpnIP
+		if target != nil {
+			key = target.vpnIP
+		}
+		reply, ok := lh.book.Lookup(key)
 		if !ok {
 			return // Nebula answers nothing for unknown hosts
 		}
-		reply.Type = lighthouse.HostQueryReply
+		// The answer names the address asked about, in the form it was asked in (the
+		// querier files it under that address); IPv6 only fits VpnAddr.
+		reply.Type, reply.VpnIP = lighthouse.HostQueryReply, m.VpnIP
+		reply.AddrV2 = m.AddrV2 || m.VpnIP.Is6()
 		n.sendEncrypted(t, header.LightHouse, 0, reply.Marshal(nil))
 		// Tell the wanted host to punch towards the querier, so both NATs open.
-		if target := n.hosts.byVPNIP(m.VpnIP); target != nil {
+		if target != nil {
 			if pn, ok := lh.book.PunchNotification(t.vpnIP); ok {
+				pn.AddrV2 = pn.VpnIP.Is6()
 				n.sendEncrypted(target, header.LightHouse, 0, pn.Marshal(nil))
 			}
 		}
@@ -394,7 +411,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 	n := lh.n
 	vpn := m.VpnIP
-	if !vpn.IsValid() || vpn == n.vpnIP || !n.vpnNet.Contains(vpn) {
+	if !vpn.IsValid() || slices.Contains(n.ownIPs, vpn) || !n.inOverlay(vpn) {
 		n.m.dropped(dropLighthouseBad)
 		return false
 	}
@@ -406,7 +423,7 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 			if kept >= maxLearned || !lighthouse.Usable(a) && !a.Addr().IsLoopback() {
 				continue
 			}
-			if a.Addr().Is4() && n.vpnNet.Contains(a.Addr()) {
+			if n.inOverlay(a.Addr()) {
 				continue
 			}
 			if lh.c().remoteAllow != nil && !lh.c().remoteAllow.Allow(vpn, a.Addr()) {
