@@ -1,0 +1,78 @@
+package e2e
+
+// IPv6 overlay between meshnode and nebula 1.11.1: v2 certificates with an IPv4 and an IPv6
+// network (10.42.0.N/24, fd42::N/64), hosts that know only the lighthouse's IPv4 address,
+// and pings and TCP by IPv6 address, so the lighthouse must answer for the IPv6 address
+// (docs/ARCHITECTURE.md, "IPv6 overlay").
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// v6 is h with its IPv6 overlay address in place of the IPv4 one, bracketed so that
+// transfer's "addr:port" is valid.
+func v6(h *meshHost) (*meshHost, string) {
+	addr := "fd42::" + strings.TrimPrefix(h.overlay, "10.42.0.")
+	c := *h
+	c.overlay = "[" + addr + "]"
+	return &c, addr
+}
+
+// TestIPv6OverlayWithNebula111 runs two meshes, one with a meshnode lighthouse and one with
+// a nebula 1.11.1 lighthouse. In each, a meshnode host and a 1.11.1 host that have never
+// met ping each other's IPv6 overlay address both ways (the first ping needs the
+// lighthouse to answer a query naming an IPv6 address) and carry 1 MB of TCP over IPv6
+// each way with checksums; a second meshnode host pings the first by IPv6 too.
+func TestIPv6OverlayWithNebula111(t *testing.T) {
+	requireNamespaceSuite(t)
+	tl := newTools(t)
+	for k, c := range []struct {
+		name string
+		spec []vhost
+	}{
+		{"lh-meshnode", []vhost{{implMeshnode, certV2v6, 0}, {implNebula11, certV2v6, 0}, {implMeshnode, certV2v6, 0}, {implMeshnode, certV2v6, 0}}},
+		{"lh-nebula-1.11.1", []vhost{{implNebula11, certV2v6, 0}, {implMeshnode, certV2v6, 0}, {implNebula11, certV2v6, 0}, {implMeshnode, certV2v6, 0}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := startVersionMesh(t, tl, c.spec)
+			var mesh, neb []*meshHost
+			for i, h := range m.hosts[1:] {
+				if c.spec[i+1].impl == implMeshnode {
+					mesh = append(mesh, h)
+				} else {
+					neb = append(neb, h)
+				}
+			}
+			a, b := mesh[0], neb[0]
+			a6, a6addr := v6(a)
+			b6, b6addr := v6(b)
+			for _, d := range []struct {
+				from *meshHost
+				to   string
+			}{{a, b6addr}, {b, a6addr}, {mesh[1], a6addr}, {a, mesh[1].overlay}} {
+				took, err := d.from.ns.WaitPing(tunnelUpTimeout, d.to)
+				if err != nil {
+					t.Fatalf("%s -> %s: %v\n%s: %s\n%s: %s", d.from.name, d.to, err, a.name, a.proc.Tail(20), b.name, b.proc.Tail(20))
+				}
+				t.Logf("%s ping %s: first answer after %v", d.from.name, d.to, took.Round(time.Millisecond))
+			}
+			port := 9800 + 10*k
+			transfer(t, tl, a, b6, port, 1<<20, uint64(port))
+			transfer(t, tl, b, a6, port+1, 1<<20, uint64(port+1))
+			for _, h := range m.hosts {
+				if h.proc.Exited() {
+					t.Fatalf("%s exited:\n%s", h.name, h.proc.Tail(30))
+				}
+			}
+			st := m.status(t, a)
+			var peers []string
+			for _, p := range st.Peers {
+				peers = append(peers, fmt.Sprintf("%s v%d/v%d", p.VpnIP, p.CertVersion, p.PeerCertVersion))
+			}
+			t.Logf("%s tunnels: %s", a.name, strings.Join(peers, ", "))
+		})
+	}
+}
