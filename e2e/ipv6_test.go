@@ -23,9 +23,10 @@ func v6(h *meshHost) (*meshHost, string) {
 
 // TestIPv6OverlayWithNebula111 runs two meshes, one with a meshnode lighthouse and one with
 // a nebula 1.11.1 lighthouse. In each, a meshnode host and a 1.11.1 host that have never
-// met ping each other's IPv6 overlay address both ways (the first ping needs the
-// lighthouse to answer a query naming an IPv6 address) and carry 1 MB of TCP over IPv6
-// each way with checksums; a second meshnode host pings the first by IPv6 too.
+// met ping each other's IPv6 overlay address both ways and carry 1 MB of TCP over IPv6 each
+// way with checksums. Each first ping between two hosts needs the lighthouse to answer a
+// query naming an IPv6 address: asked by 1.11.1 about meshnode, by meshnode about 1.11.1,
+// and by meshnode about meshnode.
 func TestIPv6OverlayWithNebula111(t *testing.T) {
 	requireNamespaceSuite(t)
 	tl := newTools(t)
@@ -52,7 +53,12 @@ func TestIPv6OverlayWithNebula111(t *testing.T) {
 			for _, d := range []struct {
 				from *meshHost
 				to   string
-			}{{a, b6addr}, {b, a6addr}, {mesh[1], a6addr}, {a, mesh[1].overlay}} {
+			}{
+				{b, a6addr},       // 1.11.1 asks the lighthouse for a meshnode host's IPv6 address
+				{mesh[1], b6addr}, // meshnode asks for a 1.11.1 host's
+				{a, b6addr},       // over the tunnel the first ping made
+				{mesh[1], a6addr}, // meshnode asks for a meshnode host's
+			} {
 				took, err := d.from.ns.WaitPing(tunnelUpTimeout, d.to)
 				if err != nil {
 					t.Fatalf("%s -> %s: %v\n%s: %s\n%s: %s", d.from.name, d.to, err, a.name, a.proc.Tail(20), b.name, b.proc.Tail(20))
