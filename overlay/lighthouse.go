@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
 )
@@ -177,20 +178,31 @@ func (lh *lighthouseState) query(vpn netip.Addr) {
 	}
 	lh.lastQuery[vpn] = now
 	lh.mu.Unlock()
-	// An IPv6 address fits only Nebula 1.10+'s VpnAddr field; IPv4 keeps the v1 field, which
-	// every lighthouse version reads.
-	msg := (&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn, AddrV2: vpn.Is6()}).Marshal(nil)
-	lh.sendToLighthouses(msg)
+	lh.sendToLighthouses(&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn})
 }
 
-func (lh *lighthouseState) sendToLighthouses(msg []byte) {
+// sendToLighthouses sends m to every lighthouse, in each tunnel's form (metaFor).
+func (lh *lighthouseState) sendToLighthouses(m *lighthouse.Meta) {
 	for _, h := range lh.c().hosts {
 		if t := lh.n.hosts.byVPNIP(h); t != nil {
-			lh.n.sendEncrypted(t, header.LightHouse, 0, msg)
+			lh.n.sendEncrypted(t, header.LightHouse, 0, metaFor(t, m))
 		} else {
 			lh.n.hs.trigger(h, nil)
 		}
 	}
+}
+
+// metaFor encodes m for tunnel t as Nebula 1.10+ does: on a tunnel built on v2
+// certificates the host goes in VpnAddr and relays in RelayVpnAddrs, and an update names no
+// host (the lighthouse takes the tunnel's peer); on a v1 tunnel the v1 fields, which Nebula
+// 1.6 reads. An IPv6 host fits VpnAddr only, whatever the tunnel.
+func metaFor(t *tunnel, m *lighthouse.Meta) []byte {
+	c := *m
+	c.AddrV2 = t.localCert.Version() == cert.Version2 || c.VpnIP.Is6()
+	if c.AddrV2 && c.Type == lighthouse.HostUpdateNotification {
+		c.VpnIP = netip.Addr{}
+	}
+	return c.Marshal(nil)
 }
 
 // tick sends periodic updates and punches, and ages the book.
@@ -198,7 +210,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 	n := lh.n
 	if lh.client() && now.Sub(lh.lastUpdate) >= lh.c().interval {
 		lh.lastUpdate = now
-		lh.sendToLighthouses(lh.update().Marshal(nil))
+		lh.sendToLighthouses(lh.update())
 	}
 	if n.cfg.Punchy.Punch && now.Sub(lh.lastPunch) >= punchInterval {
 		lh.lastPunch = now
@@ -223,7 +235,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 // tunnelUp sends our addresses to a lighthouse as soon as its tunnel forms.
 func (lh *lighthouseState) tunnelUp(t *tunnel) {
 	if lh.client() && lh.c().isLH[t.vpnIP] {
-		lh.n.sendEncrypted(t, header.LightHouse, 0, lh.update().Marshal(nil))
+		lh.n.sendEncrypted(t, header.LightHouse, 0, metaFor(t, lh.update()))
 		lh.n.lighthouseUp() // and ask it for a newer blocklist
 	}
 }
@@ -241,8 +253,7 @@ func (lh *lighthouseState) tunnelDown(t *tunnel) {
 // addresses allowed by local_allow_list, each with our listening port.
 func (lh *lighthouseState) update() *lighthouse.Meta {
 	n := lh.n
-	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP, Relays: n.relay.advertised(),
-		AddrV2: n.vpnIP.Is6()}
+	m := &lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: n.vpnIP, Relays: n.relay.advertised()}
 	port := n.conn.LocalAddr().Port()
 	add := func(ap netip.AddrPort) {
 		a := ap.Addr().Unmap()
@@ -362,8 +373,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 		// Tell the wanted host to punch towards the querier, so both NATs open.
 		if target != nil {
 			if pn, ok := lh.book.PunchNotification(t.vpnIP); ok {
-				pn.AddrV2 = pn.VpnIP.Is6()
-				n.sendEncrypted(target, header.LightHouse, 0, pn.Marshal(nil))
+				n.sendEncrypted(target, header.LightHouse, 0, metaFor(target, pn))
 			}
 		}
 	case lighthouse.HostQueryReply:
