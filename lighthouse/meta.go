@@ -169,8 +169,8 @@ func (m *Meta) Marshal(b []byte) []byte {
 		b = protowire.AppendTag(b, fDetRelays, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(s))
 		for _, r := range m.Relays {
-			if v := addr4(r); v != 0 { // the v1 field cannot hold an IPv6 relay
-				b = protowire.AppendVarint(b, v)
+			if r.Unmap().Is4() { // the v1 field cannot hold an IPv6 relay
+				b = protowire.AppendVarint(b, addr4(r))
 			}
 		}
 	}
@@ -219,8 +219,8 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 func (m *Meta) relaysSize() int {
 	n := 0
 	for _, r := range m.Relays {
-		if v := addr4(r); v != 0 {
-			n += protowire.SizeVarint(v)
+		if r.Unmap().Is4() {
+			n += protowire.SizeVarint(addr4(r))
 		}
 	}
 	return n
