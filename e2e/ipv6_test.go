@@ -82,3 +82,62 @@ func TestIPv6OverlayWithNebula111(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayOverV2WithNebula111: two hosts behind symmetric NATs (no direct path) with v2
+// certificates reach each other's IPv6 overlay address through the lighthouse as relay, so
+// the relay control messages travel on v2 tunnels in Nebula 1.10+'s form (RelayToAddr,
+// RelayFromAddr) and name IPv6 addresses: nebula 1.11.1 relaying for meshnode and 1.11.1,
+// and meshnode relaying for the same pair.
+func TestRelayOverV2WithNebula111(t *testing.T) {
+	requireNamespaceSuite(t)
+	tl := newTools(t)
+	for k, c := range []natCase{
+		{implNebula11, implMeshnode, implNebula11, "aes"},
+		{implMeshnode, implNebula11, implMeshnode, "aes"},
+	} {
+		t.Run(c.name(), func(t *testing.T) {
+			top := buildNATTopology(t, tl, c)
+			for _, r := range top.routers {
+				symmetricNAT(t, r)
+			}
+			p := newVersionPKI(t)
+			dir := t.TempDir()
+			for _, h := range []*meshHost{top.lh, top.h1, top.h2} {
+				crt, key := p.sign(t, h.name, h.overlay, certV2v6)
+				conf := nodeConf{ca: p.path("ca.crt"), cert: crt, key: key, cipher: c.cipher, punch: true}
+				if h == top.lh {
+					conf.amLighthouse = true
+					conf.extra = "relay:\n  am_relay: true\n"
+				} else {
+					conf.lighthouses = []string{top.lh.overlay}
+					conf.static = map[string]string{top.lh.overlay: fmt.Sprintf("%s:%d", top.lh.underlay, overlayPort)}
+					conf.extra = fmt.Sprintf("relay:\n  relays: [%q]\n  use_relays: true\n", top.lh.overlay)
+				}
+				h.writeConfig(t, dir, conf)
+				h.start(t)
+			}
+			for _, h := range []*meshHost{top.h1, top.h2} {
+				if _, err := h.ns.WaitPing(tunnelUpTimeout, top.lh.overlay); err != nil {
+					t.Fatalf("%s cannot reach the lighthouse: %v", h.name, err)
+				}
+			}
+			h1v6, h1addr := v6(top.h1)
+			h2v6, h2addr := v6(top.h2)
+			took, err := top.h1.ns.WaitPing(30*time.Second, h2addr)
+			if err != nil {
+				t.Fatalf("h1 never reached %s through the relay: %v\nh1:\n%s\nlh:\n%s\nh2:\n%s", h2addr, err,
+					top.h1.proc.Tail(30), top.lh.proc.Tail(30), top.h2.proc.Tail(30))
+			}
+			t.Logf("h1 reached %s through the relay after %v", h2addr, took.Round(time.Millisecond))
+			if _, err := top.h2.ns.WaitPing(tunnelUpTimeout, h1addr); err != nil {
+				t.Fatalf("h2 cannot reach %s: %v", h1addr, err)
+			}
+			port := 9850 + 10*k
+			transfer(t, tl, top.h1, h2v6, port, 1<<20, uint64(port))
+			transfer(t, tl, top.h2, h1v6, port+1, 1<<20, uint64(port+1))
+			if n, err := top.direct(); err != nil || n > 1<<19 {
+				t.Fatalf("r1 forwarded %d bytes straight to r2 (%v); the transfers should have gone through the relay", n, err)
+			}
+		})
+	}
+}

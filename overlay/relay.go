@@ -170,6 +170,10 @@ type relayEntry struct {
 	forward     *relayEntry
 	created     time.Time
 	requester   netip.Addr // relay pairs: the peer whose request made the pair
+	// askedTo and askedFrom are the addresses the requester's last request named (relay
+	// side of the requester; guarded by relayTable.mu): the response repeats them, since a
+	// v2 requester may have named the target by an IPv6 address and looks its relay up by it.
+	askedTo, askedFrom netip.Addr
 	removed     bool       // guarded by relayTable.mu
 }
 
@@ -568,8 +572,9 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 		return
 	}
 	e.remoteIndex.Store(c.InitiatorIndex)
+	// RelayTo as asked (any of our addresses): the requester finds its relay by it.
 	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: c.InitiatorIndex,
-		ResponderIndex: e.localIndex, RelayFrom: c.RelayFrom, RelayTo: n.vpnIP}
+		ResponderIndex: e.localIndex, RelayFrom: c.RelayFrom, RelayTo: c.RelayTo}
 	n.sendEncrypted(t, header.Control, 0, controlFor(t, resp))
 }
 
@@ -591,11 +596,13 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 	// index (the requester restarted or dropped its entry), takes over the pair, so
 	// requests never add entries beyond one pair per target. The reverse request (target
 	// asking for the requester) finds the other side of the same pair.
+	// Pairs are keyed and hopped by the tunnels' first addresses, whichever address the
+	// request named.
 	r.table.mu.Lock()
-	side := r.table.pairs[[2]netip.Addr{from.vpnIP, c.RelayTo}]
+	side := r.table.pairs[[2]netip.Addr{from.vpnIP, target.vpnIP}]
 	if side == nil {
 		var err error
-		if side, err = r.newPairLocked(from.vpnIP, c.RelayTo); err != nil {
+		if side, err = r.newPairLocked(from.vpnIP, target.vpnIP); err != nil {
 			r.table.mu.Unlock()
 			n.m.dropped(dropRelayLimit)
 			n.log.Debug("relay request refused", "from", from.vpnIP, "to", c.RelayTo, "err", err)
@@ -603,6 +610,7 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 		}
 	}
 	side.remoteIndex.Store(c.InitiatorIndex)
+	side.askedTo, side.askedFrom = c.RelayTo, c.RelayFrom
 	fwdIndex := side.forward.localIndex
 	r.table.mu.Unlock()
 	req := &control{Type: controlCreateRelayRequest, InitiatorIndex: fwdIndex,
@@ -614,7 +622,7 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 func (r *relayState) handleResponse(t *tunnel, c *control) {
 	n := r.n
 	e := r.table.get(c.InitiatorIndex)
-	if e == nil || e.hop != t.vpnIP || c.ResponderIndex == 0 {
+	if e == nil || !slices.Contains(t.allowedIPs, e.hop) || c.ResponderIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -632,8 +640,14 @@ func (r *relayState) handleResponse(t *tunnel, c *control) {
 	if bt == nil {
 		return
 	}
+	r.table.mu.Lock()
+	to, from := back.askedTo, back.askedFrom
+	r.table.mu.Unlock()
+	if !to.IsValid() {
+		to, from = e.hop, back.hop
+	}
 	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: back.remoteIndex.Load(),
-		ResponderIndex: back.localIndex, RelayFrom: back.hop, RelayTo: e.hop}
+		ResponderIndex: back.localIndex, RelayFrom: from, RelayTo: to}
 	n.sendEncrypted(bt, header.Control, 0, controlFor(bt, resp))
 }
 
