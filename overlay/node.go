@@ -361,6 +361,20 @@ func (n *Node) resolveName(name string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// resolveNameAll answers lighthouse DNS with every VPN address of the host: A records get
+// the IPv4 ones, AAAA records the IPv6 ones of a v2 certificate.
+func (n *Node) resolveNameAll(name string) ([]netip.Addr, bool) {
+	if strings.EqualFold(n.pki.Load().Creds.Cert.Details.Name, name) {
+		return n.ownIPs, true
+	}
+	for _, t := range n.hosts.all() {
+		if strings.EqualFold(t.peer.Details.Name, name) {
+			return t.allowedIPs, true
+		}
+	}
+	return nil, false
+}
+
 // staticMap is static_host_map, resolved; a reload may replace it.
 func (n *Node) staticMap() map[netip.Addr][]netip.AddrPort { return *n.static.Load() }
 
@@ -416,7 +430,7 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() { defer n.wg.Done(); n.blocklistLoop(ctx) }()
 	}
 	if c := n.cfg.Lighthouse; c.AmLighthouse && c.ServeDNS {
-		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, Now: n.now, Logger: n.log})
+		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, ResolveAll: n.resolveNameAll, Now: n.now, Logger: n.log})
 		if err != nil {
 			return err
 		}
