@@ -174,7 +174,7 @@ type relayEntry struct {
 	// side of the requester; guarded by relayTable.mu): the response repeats them, since a
 	// v2 requester may have named the target by an IPv6 address and looks its relay up by it.
 	askedTo, askedFrom netip.Addr
-	removed     bool       // guarded by relayTable.mu
+	removed            bool // guarded by relayTable.mu
 }
 
 // Bounds of the relay table (issue 12). A relay holds a pair of entries for each
