@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -386,5 +387,50 @@ func TestDNSListenAndServeStopsWithItsContext(t *testing.T) {
 	}
 	if _, err := NewDNSServer(DNSOptions{}); err == nil {
 		t.Fatal("NewDNSServer without Resolve accepted")
+	}
+}
+
+// With ResolveAll, A answers carry a host's IPv4 addresses and AAAA answers its IPv6 ones
+// (a v2 certificate may hold both); a host with none of the asked family is NOERROR, empty.
+func TestDNSAnswersAAAAFromResolveAll(t *testing.T) {
+	s := newTestDNS(t, DNSOptions{ResolveAll: func(name string) ([]netip.Addr, bool) {
+		switch name {
+		case "dual":
+			return []netip.Addr{netip.MustParseAddr("10.99.0.7"), netip.MustParseAddr("fd42::7"), netip.MustParseAddr("fd42:1::7")}, true
+		case "v4only":
+			return []netip.Addr{netip.MustParseAddr("10.99.0.8")}, true
+		}
+		return nil, false
+	}})
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		want  []string
+		rcode int
+	}{
+		{"dual.", dnsTypeA, []string{"10.99.0.7"}, rcodeOK},
+		{"dual.", dnsTypeAAAA, []string{"fd42::7", "fd42:1::7"}, rcodeOK},
+		{"v4only.", dnsTypeAAAA, nil, rcodeOK},
+		{"nope.", dnsTypeAAAA, nil, rcodeNXDomain},
+	} {
+		b, ok := s.Respond(query(9, tc.name, tc.qtype), nil)
+		if !ok {
+			t.Fatal("no reply")
+		}
+		r, err := parseReply(b)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var got []string
+		for _, a := range r.answers {
+			ip, _ := netip.AddrFromSlice(a.data)
+			if a.rtype != tc.qtype {
+				t.Fatalf("%s: record type %d", tc.name, a.rtype)
+			}
+			got = append(got, ip.String())
+		}
+		if int(r.h.flags&0xf) != tc.rcode || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Fatalf("%s type %d: rcode %d, %v; want %d, %v", tc.name, tc.qtype, r.h.flags&0xf, got, tc.rcode, tc.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,10 @@ type DNSOptions struct {
 	// ASCII-lowercased, without the trailing dot ("web1" for "WEB1."), and must be safe for
 	// concurrent use.
 	Resolve func(name string) (netip.Addr, bool)
+	// ResolveAll, when set, is used instead of Resolve: every VPN address of the host (a v2
+	// certificate may hold several, IPv6 among them). A queries get the IPv4 ones, AAAA
+	// queries the IPv6 ones, at most maxDNSAnswers each.
+	ResolveAll func(name string) ([]netip.Addr, bool)
 	// TTL of answers (0: 60 s). Names follow certificates, which change rarely, but a host
 	// re-issued with another IP should not stay stale for long.
 	TTL time.Duration
@@ -56,7 +61,7 @@ type DNSServer struct {
 
 // NewDNSServer returns a responder; Resolve must not be nil.
 func NewDNSServer(opts DNSOptions) (*DNSServer, error) {
-	if opts.Resolve == nil {
+	if opts.Resolve == nil && opts.ResolveAll == nil {
 		return nil, errors.New("lighthouse: DNSOptions.Resolve is nil")
 	}
 	if opts.TTL <= 0 {
@@ -123,11 +128,15 @@ func (s *DNSServer) Respond(query, buf []byte) ([]byte, bool) {
 		return q.append(reply.append(buf[:0])), true
 	}
 	reply.flags |= flagAA
-	var ip netip.Addr
+	var addrs []netip.Addr
 	known := false
 	if name, ok := nameKey(q.wire); ok {
-		ip, known = s.opts.Resolve(name)
-		known = known && ip.Unmap().Is4()
+		if s.opts.ResolveAll != nil {
+			addrs, known = s.opts.ResolveAll(name)
+		} else if ip, ok := s.opts.Resolve(name); ok {
+			addrs, known = []netip.Addr{ip}, true
+		}
+		known = known && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return a.IsValid() })
 	}
 	if !known {
 		s.nxdomain.Add(1)
@@ -135,19 +144,39 @@ func (s *DNSServer) Respond(query, buf []byte) ([]byte, bool) {
 		return q.append(reply.append(buf[:0])), true
 	}
 	s.answered.Add(1)
-	if q.qtype != dnsTypeA {
-		return q.append(reply.append(buf[:0])), true // the name exists, without this type
+	// A gets the IPv4 addresses, AAAA the IPv6 ones; a name without any of the type (or
+	// another type) is an empty NOERROR answer: the name exists.
+	var rdata [maxDNSAnswers][]byte
+	for _, a := range addrs {
+		if reply.an == maxDNSAnswers {
+			break
+		}
+		switch {
+		case q.qtype == dnsTypeA && a.Unmap().Is4():
+			b := a.Unmap().As4()
+			rdata[reply.an] = b[:]
+		case q.qtype == dnsTypeAAAA && a.Is6() && !a.Is4In6():
+			b := a.As16()
+			rdata[reply.an] = b[:]
+		default:
+			continue
+		}
+		reply.an++
 	}
-	reply.an = 1
 	b := q.append(reply.append(buf[:0]))
-	b = binary.BigEndian.AppendUint16(b, 0xc000|dnsHeaderLen) // the question's name
-	b = binary.BigEndian.AppendUint16(b, dnsTypeA)
-	b = binary.BigEndian.AppendUint16(b, dnsClassIN)
-	b = binary.BigEndian.AppendUint32(b, uint32(s.opts.TTL/time.Second))
-	b = binary.BigEndian.AppendUint16(b, 4)
-	a4 := ip.Unmap().As4()
-	return append(b, a4[:]...), true
+	for _, d := range rdata[:reply.an] {
+		b = binary.BigEndian.AppendUint16(b, 0xc000|dnsHeaderLen) // the question's name
+		b = binary.BigEndian.AppendUint16(b, q.qtype)
+		b = binary.BigEndian.AppendUint16(b, dnsClassIN)
+		b = binary.BigEndian.AppendUint32(b, uint32(s.opts.TTL/time.Second))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(d)))
+		b = append(b, d...)
+	}
+	return b, true
 }
+
+// maxDNSAnswers bounds the records of one answer (a reply stays far below 512 bytes).
+const maxDNSAnswers = 8
 
 // Serve answers queries on conn until ctx is done (then it closes conn and returns nil) or
 // conn fails.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -79,8 +80,8 @@ var (
 // v1 field (VpnIp, an IPv4 address as uint32; proto3 cannot tell "absent" from 0, so a
 // message without one decodes as 0.0.0.0) or, on tunnels built on v2 certificates, VpnAddr
 // (field 6, 16 bytes, IPv4 mapped), which AddrV2 marks. A non-zero v1 field wins, as in
-// Nebula. Relays likewise come from the v1 field 5 or RelayVpnAddrs (field 7); only IPv4
-// relays are kept (the overlay is IPv4). V4 holds the Ip4AndPorts, V6 the Ip6AndPorts
+// Nebula. Relays likewise come from the v1 field 5 or RelayVpnAddrs (field 7), IPv6 ones
+// too (the v1 form cannot carry those, so Marshal leaves them out of it). V4 holds the Ip4AndPorts, V6 the Ip6AndPorts
 // exactly as sent (an IPv4-mapped IPv6 address stays mapped here; the address book
 // unmaps it).
 type Meta struct {
@@ -164,11 +165,13 @@ func (m *Meta) Marshal(b []byte) []byte {
 		b = protowire.AppendVarint(b, uint64(ip6Size(ap)))
 		b = appendIP6(b, ap)
 	}
-	if len(m.Relays) > 0 && !m.AddrV2 {
+	if s := m.relaysSize(); s > 0 && !m.AddrV2 {
 		b = protowire.AppendTag(b, fDetRelays, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(m.relaysSize()))
+		b = protowire.AppendVarint(b, uint64(s))
 		for _, r := range m.Relays {
-			b = protowire.AppendVarint(b, addr4(r))
+			if r.Unmap().Is4() { // the v1 field cannot hold an IPv6 relay
+				b = protowire.AppendVarint(b, addr4(r))
+			}
 		}
 	}
 	if m.AddrV2 {
@@ -216,7 +219,9 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 func (m *Meta) relaysSize() int {
 	n := 0
 	for _, r := range m.Relays {
-		n += protowire.SizeVarint(addr4(r))
+		if r.Unmap().Is4() {
+			n += protowire.SizeVarint(addr4(r))
+		}
 	}
 	return n
 }
@@ -238,8 +243,7 @@ func (m *Meta) detailsSize() int {
 			n += 1 + protowire.SizeVarint(uint64(s)) + s
 		}
 	}
-	if len(m.Relays) > 0 && !m.AddrV2 {
-		s := m.relaysSize()
+	if s := m.relaysSize(); s > 0 && !m.AddrV2 {
 		n += 1 + protowire.SizeVarint(uint64(s)) + s
 	}
 	if m.AddrV2 {
@@ -350,6 +354,11 @@ func Unmarshal(b []byte, m *Meta) error {
 		m.VpnIP, m.AddrV2 = st.addr, true
 	case st.sawRelays2:
 		m.AddrV2 = true
+	}
+	if !m.AddrV2 {
+		// A message in the v1 form speaks of IPv4 only; IPv6 relays in field 7 beside a v1
+		// host field are a mix no Nebula writes, and dropping them keeps decode∘encode exact.
+		m.Relays = slices.DeleteFunc(m.Relays, func(a netip.Addr) bool { return !a.Is4() })
 	}
 	return nil
 }
@@ -469,7 +478,7 @@ func (m *Meta) unmarshalDetails(b []byte, st *detailState) error {
 				st.addr, st.sawAddr = a, true
 			} else {
 				st.sawRelays2 = true
-				if a.Is4() {
+				if a.IsValid() && !a.IsUnspecified() {
 					m.Relays = append(m.Relays, a)
 				}
 			}
@@ -542,6 +551,16 @@ func (m *Meta) unmarshalDetails(b []byte, st *detailState) error {
 	}
 	return nil
 }
+
+// AppendAddrMessage appends Nebula 1.10+'s Addr message for a (the relay control
+// message's RelayToAddr and RelayFromAddr use it too); AddrMessageSize is its length.
+func AppendAddrMessage(b []byte, a netip.Addr) []byte { return appendAddr(b, a) }
+
+// AddrMessageSize is the encoded length of a's Addr message.
+func AddrMessageSize(a netip.Addr) int { return addrSize(a) }
+
+// ParseAddrMessage decodes an Addr message; an IPv4-mapped address comes back as IPv4.
+func ParseAddrMessage(b []byte) (netip.Addr, error) { return unmarshalAddr(b) }
 
 // unmarshalAddr decodes Nebula 1.10+'s Addr; an IPv4-mapped address comes back as IPv4.
 func unmarshalAddr(b []byte) (netip.Addr, error) {

@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/meshnode/meshnode/firewall"
@@ -200,16 +201,22 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 
 // deliverInbound applies the source check, the destination check and the inbound firewall.
 func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time, lane int) []byte {
-	if len(pt) < 20 || pt[0]>>4 != 4 {
-		n.m.dropped(dropNotIPv4)
+	var src, dst netip.Addr
+	switch {
+	case len(pt) >= 20 && pt[0]>>4 == 4:
+		src, dst = netip.AddrFrom4([4]byte(pt[12:16])), netip.AddrFrom4([4]byte(pt[16:20]))
+	case len(pt) >= 40 && pt[0]>>4 == 6:
+		// An IPv4-mapped address stays mapped here, so it matches no IPv4 cert address:
+		// a peer cannot reach our IPv4 side (or pass as its own) through IPv6.
+		src, dst = netip.AddrFrom16([16]byte(pt[8:24])), netip.AddrFrom16([16]byte(pt[24:40]))
+	default:
+		n.m.dropped(dropNotIP)
 		return nil
 	}
-	src := netip.AddrFrom4([4]byte(pt[12:16]))
 	if !t.sourceAllowed(src) {
 		n.m.dropped(dropSpoofedSource)
 		return nil
 	}
-	dst := netip.AddrFrom4([4]byte(pt[16:20]))
 	if !n.isOurs(dst) {
 		n.m.dropped(dropNotForUs)
 		return nil
@@ -225,6 +232,17 @@ func (n *Node) deliverInbound(t *tunnel, pt []byte, now time.Time, lane int) []b
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(pt)))
 	return pt
+}
+
+// inOverlay reports whether a is inside one of the networks of our certificates (IPv4 and,
+// with a v2 certificate, IPv6): a host there is reached by a handshake to that address.
+func (n *Node) inOverlay(a netip.Addr) bool {
+	for _, p := range n.vpnNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) isOurs(a netip.Addr) bool {
@@ -377,19 +395,25 @@ func (n *Node) encryptInside(buf []byte, size int, now int64) (udp.Message, bool
 // firewall memo of the tunnel; lane -1 (queued packets flushed after a handshake) uses none.
 func (n *Node) encrypt(buf []byte, size int, now int64, lane int) (udp.Message, bool) {
 	pkt := buf[header.Len : header.Len+size]
-	if len(pkt) < 20 || pkt[0]>>4 != 4 {
-		n.m.dropped(dropNotIPv4)
+	var dst netip.Addr
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+	default:
+		n.m.dropped(dropNotIP)
 		return udp.Message{}, false
 	}
-	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
+	// A tunnel is indexed by every address of its peer's certificate (hostMap.install).
 	t := n.hosts.byVPNIP(dst)
 	if t == nil {
 		// tun.drop_*: checked only here, off the path of packets that have a tunnel.
 		switch {
-		case dst == n.vpnIP || n.dropBroadcast(dst):
+		case slices.Contains(n.ownIPs, dst) || n.dropBroadcast(dst):
 			n.m.dropped(dropNoRoute)
 			return udp.Message{}, false
-		case n.vpnNet.Contains(dst):
+		case n.inOverlay(dst):
 			n.hs.trigger(dst, pkt)
 			return udp.Message{}, false
 		}

@@ -611,10 +611,12 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 		return
 	}
 	var queued [][]byte
-	if p, ok := hs.byVPN[t.vpnIP]; ok {
-		queued = p.queue
-		delete(hs.byVPN, t.vpnIP)
-		delete(hs.byIndex, p.localIndex)
+	for _, a := range t.allowedIPs { // our own handshake to any of the peer's addresses
+		if p, ok := hs.byVPN[a]; ok {
+			queued = append(queued, p.queue...)
+			delete(hs.byVPN, a)
+			delete(hs.byIndex, p.localIndex)
+		}
 	}
 	old := n.hosts.install(t)
 	if old != nil {
@@ -654,7 +656,9 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *rel
 		n.log.Warn("handshake failed", "vpn_ip", p.vpnIP, "from", from, "err", err)
 		return
 	}
-	if got := res.PeerCert.VpnIP(); got != p.vpnIP {
+	// The handshake may have targeted any of the peer's addresses (an IPv6 one of a host
+	// whose first network is IPv4, say); the tunnel is then filed under all of them.
+	if got := res.PeerCert.VpnIP(); got != p.vpnIP && !certHasAddr(res.PeerCert, p.vpnIP) {
 		delete(hs.byVPN, p.vpnIP)
 		delete(hs.byIndex, index)
 		hs.mu.Unlock()
@@ -714,4 +718,14 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 	}
 	t.lastRecv.Store(now.UnixNano())
 	return t
+}
+
+// certHasAddr reports whether a is one of c's networks' addresses.
+func certHasAddr(c *cert.Certificate, a netip.Addr) bool {
+	for _, p := range c.Details.Ips {
+		if p.Addr() == a {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,9 +191,20 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 		old = v.(*tunnel)
 	}
 	h.byIndex.Store(t.localIndex, t)
+	// Every certificate address finds the tunnel (a v2 peer's IPv6 ones too), so the send
+	// path needs one lookup whatever the family; all() lists a tunnel only under vpnIP.
+	for _, a := range t.allowedIPs {
+		h.byVPN.Store(a, t)
+	}
 	h.byVPN.Store(t.vpnIP, t)
 	if old == nil {
 		h.count.Add(1)
+	} else {
+		for _, a := range old.allowedIPs {
+			if !slices.Contains(t.allowedIPs, a) {
+				h.byVPN.CompareAndDelete(a, old) // a renewal dropped this address
+			}
+		}
 	}
 	return old
 }
@@ -212,6 +224,11 @@ func (h *hostMap) remove(t *tunnel) bool {
 	had := h.byIndex.CompareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
+	}
+	for _, a := range t.allowedIPs {
+		if a != t.vpnIP {
+			h.byVPN.CompareAndDelete(a, t)
+		}
 	}
 	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
@@ -238,8 +255,10 @@ func (h *hostMap) indexInUse(i uint32) bool {
 // all returns the current tunnels (one per VPN IP).
 func (h *hostMap) all() []*tunnel {
 	var out []*tunnel
-	h.byVPN.Range(func(_, v any) bool {
-		out = append(out, v.(*tunnel))
+	h.byVPN.Range(func(k, v any) bool {
+		if t := v.(*tunnel); t.vpnIP == k.(netip.Addr) {
+			out = append(out, t)
+		}
 		return true
 	})
 	return out

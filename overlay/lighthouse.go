@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
 )
@@ -177,18 +178,31 @@ func (lh *lighthouseState) query(vpn netip.Addr) {
 	}
 	lh.lastQuery[vpn] = now
 	lh.mu.Unlock()
-	msg := (&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn}).Marshal(nil)
-	lh.sendToLighthouses(msg)
+	lh.sendToLighthouses(&lighthouse.Meta{Type: lighthouse.HostQuery, VpnIP: vpn})
 }
 
-func (lh *lighthouseState) sendToLighthouses(msg []byte) {
+// sendToLighthouses sends m to every lighthouse, in each tunnel's form (metaFor).
+func (lh *lighthouseState) sendToLighthouses(m *lighthouse.Meta) {
 	for _, h := range lh.c().hosts {
 		if t := lh.n.hosts.byVPNIP(h); t != nil {
-			lh.n.sendEncrypted(t, header.LightHouse, 0, msg)
+			lh.n.sendEncrypted(t, header.LightHouse, 0, metaFor(t, m))
 		} else {
 			lh.n.hs.trigger(h, nil)
 		}
 	}
+}
+
+// metaFor encodes m for tunnel t as Nebula 1.10+ does: on a tunnel built on v2
+// certificates the host goes in VpnAddr and relays in RelayVpnAddrs, and an update names no
+// host (the lighthouse takes the tunnel's peer); on a v1 tunnel the v1 fields, which Nebula
+// 1.6 reads. An IPv6 host fits VpnAddr only, whatever the tunnel.
+func metaFor(t *tunnel, m *lighthouse.Meta) []byte {
+	c := *m
+	c.AddrV2 = t.localCert.Version() == cert.Version2 || c.VpnIP.Is6()
+	if c.AddrV2 && c.Type == lighthouse.HostUpdateNotification {
+		c.VpnIP = netip.Addr{}
+	}
+	return c.Marshal(nil)
 }
 
 // tick sends periodic updates and punches, and ages the book.
@@ -196,7 +210,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 	n := lh.n
 	if lh.client() && now.Sub(lh.lastUpdate) >= lh.c().interval {
 		lh.lastUpdate = now
-		lh.sendToLighthouses(lh.update().Marshal(nil))
+		lh.sendToLighthouses(lh.update())
 	}
 	if n.cfg.Punchy.Punch && now.Sub(lh.lastPunch) >= punchInterval {
 		lh.lastPunch = now
@@ -221,7 +235,7 @@ func (lh *lighthouseState) tick(now time.Time) {
 // tunnelUp sends our addresses to a lighthouse as soon as its tunnel forms.
 func (lh *lighthouseState) tunnelUp(t *tunnel) {
 	if lh.client() && lh.c().isLH[t.vpnIP] {
-		lh.n.sendEncrypted(t, header.LightHouse, 0, lh.update().Marshal(nil))
+		lh.n.sendEncrypted(t, header.LightHouse, 0, metaFor(t, lh.update()))
 		lh.n.lighthouseUp() // and ask it for a newer blocklist
 	}
 }
@@ -243,7 +257,7 @@ func (lh *lighthouseState) update() *lighthouse.Meta {
 	port := n.conn.LocalAddr().Port()
 	add := func(ap netip.AddrPort) {
 		a := ap.Addr().Unmap()
-		if a.Is4() && n.vpnNet.Contains(a) {
+		if n.inOverlay(a) { // our TUN's own addresses are no way to reach us
 			return
 		}
 		ap = netip.AddrPortFrom(a, ap.Port())
@@ -324,6 +338,9 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
+		if m.VpnIP != t.vpnIP && slices.Contains(t.allowedIPs, m.VpnIP) {
+			m.VpnIP = t.vpnIP // the host named itself by another of its addresses
+		}
 		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), &m); err != nil {
 			n.m.dropped(dropLighthouseBad)
 			n.log.Info("lighthouse: update refused", "from", t.vpnIP, "err", err)
@@ -337,16 +354,26 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRate)
 			return
 		}
-		reply, ok := lh.book.Lookup(m.VpnIP)
+		// The book files a host under its first address; a query may name any of them (an
+		// IPv6 one from a v2 host), and the host's tunnel to us knows them all.
+		target := n.hosts.byVPNIP(m.VpnIP)
+		key := m.VpnIP
+		if target != nil {
+			key = target.vpnIP
+		}
+		reply, ok := lh.book.Lookup(key)
 		if !ok {
 			return // Nebula answers nothing for unknown hosts
 		}
-		reply.Type = lighthouse.HostQueryReply
+		// The answer names the address asked about, in the form it was asked in (the
+		// querier files it under that address); IPv6 only fits VpnAddr.
+		reply.Type, reply.VpnIP = lighthouse.HostQueryReply, m.VpnIP
+		reply.AddrV2 = m.AddrV2 || m.VpnIP.Is6()
 		n.sendEncrypted(t, header.LightHouse, 0, reply.Marshal(nil))
 		// Tell the wanted host to punch towards the querier, so both NATs open.
-		if target := n.hosts.byVPNIP(m.VpnIP); target != nil {
+		if target != nil {
 			if pn, ok := lh.book.PunchNotification(t.vpnIP); ok {
-				n.sendEncrypted(target, header.LightHouse, 0, pn.Marshal(nil))
+				n.sendEncrypted(target, header.LightHouse, 0, metaFor(target, pn))
 			}
 		}
 	case lighthouse.HostQueryReply:
@@ -394,7 +421,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 	n := lh.n
 	vpn := m.VpnIP
-	if !vpn.IsValid() || vpn == n.vpnIP || !n.vpnNet.Contains(vpn) {
+	if !vpn.IsValid() || slices.Contains(n.ownIPs, vpn) || !n.inOverlay(vpn) {
 		n.m.dropped(dropLighthouseBad)
 		return false
 	}
@@ -406,7 +433,7 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 			if kept >= maxLearned || !lighthouse.Usable(a) && !a.Addr().IsLoopback() {
 				continue
 			}
-			if a.Addr().Is4() && n.vpnNet.Contains(a.Addr()) {
+			if n.inOverlay(a.Addr()) {
 				continue
 			}
 			if lh.c().remoteAllow != nil && !lh.c().remoteAllow.Allow(vpn, a.Addr()) {

@@ -19,7 +19,7 @@ const (
 	dropDecrypt          = "decrypt_failed"
 	dropSpoofedSource    = "inner_source_not_in_cert"
 	dropNotForUs         = "inner_destination_not_ours"
-	dropNotIPv4          = "not_ipv4"
+	dropNotIP            = "not_ip"
 	dropBadInner         = "bad_inner_packet"
 	dropFirewallIn       = "firewall_inbound"
 	dropFirewallOut      = "firewall_outbound"
@@ -52,7 +52,7 @@ const (
 
 var allDropReasons = []string{
 	dropShort, dropBadHeader, dropUnknownIndex, dropReplay, dropDecrypt, dropSpoofedSource,
-	dropNotForUs, dropNotIPv4, dropBadInner, dropFirewallIn, dropFirewallOut, dropNoRoute,
+	dropNotForUs, dropNotIP, dropBadInner, dropFirewallIn, dropFirewallOut, dropNoRoute,
 	dropQueueFull, dropUnsupported, dropRateLimited, dropHandshake, dropHandshakeOld,
 	dropHandshakeRace, dropPendingFull, dropTooBig, dropTunWrite, dropUDPWrite, dropUnauthClose,
 	dropSelf, dropRecvErrorIgnor, dropLighthouseBad, dropLighthouseRole, dropLighthouseRate,

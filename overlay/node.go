@@ -50,6 +50,20 @@ type PKI struct {
 	Pool  *cert.Pool
 }
 
+// Networks are the networks of every certificate held (v1 and v2), each once, in the order
+// held: the addresses the TUN device carries.
+func (p *PKI) Networks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range p.Creds.Certs() {
+		for _, n := range c.Details.Ips {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
 // LoadPKI reads pki.ca, pki.cert, pki.key and pki.blocklist and checks they fit together.
 func LoadPKI(c *Config, now time.Time) (*PKI, error) {
 	caPEM, err := ReadPEMSetting("pki.ca", c.PKI.CA)
@@ -131,6 +145,7 @@ type Node struct {
 	fw       atomic.Pointer[firewall.Firewall]
 	vpnIP    netip.Addr
 	vpnNet   netip.Prefix
+	vpnNets  []netip.Prefix // every network of our certificates, masked (vpnNet first)
 	ownIPs   []netip.Addr
 	ownNets  []netip.Prefix
 	static   atomic.Pointer[map[netip.Addr][]netip.AddrPort]
@@ -203,11 +218,15 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	own := pki.Creds.Cert
 	n.vpnIP = own.VpnIP()
 	n.vpnNet = own.Details.Ips[0].Masked()
+	n.vpnNets = []netip.Prefix{n.vpnNet}
 	// A v2 certificate held beside a v1 one may add networks (IPv6); we answer for all.
 	for _, c := range pki.Creds.Certs() {
 		for _, p := range c.Details.Ips {
 			if !slices.Contains(n.ownIPs, p.Addr()) {
 				n.ownIPs = append(n.ownIPs, p.Addr())
+			}
+			if !slices.Contains(n.vpnNets, p.Masked()) {
+				n.vpnNets = append(n.vpnNets, p.Masked())
 			}
 		}
 		for _, p := range c.Details.Subnets {
@@ -226,7 +245,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.fw.Store(fw)
-	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNet)
+	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNets)
 	if err != nil {
 		return nil, err
 	}
@@ -260,15 +279,15 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 // resolveStatic parses static_host_map, resolving host names (at start and on reload; Nebula
 // also re-resolves every static_map.cadence, which we do not). A name gives every address
 // of static_map.network's families, as in Nebula.
-func resolveStatic(m map[string]HostList, sm StaticMapConfig, vpnNet netip.Prefix) (map[netip.Addr][]netip.AddrPort, error) {
+func resolveStatic(m map[string]HostList, sm StaticMapConfig, vpnNets []netip.Prefix) (map[netip.Addr][]netip.AddrPort, error) {
 	out := map[netip.Addr][]netip.AddrPort{}
 	for k, addrs := range m {
 		vpn, err := netip.ParseAddr(k)
 		if err != nil {
 			return nil, fmt.Errorf("static_host_map: %q is not an IP address", k)
 		}
-		if !vpnNet.Contains(vpn) {
-			return nil, fmt.Errorf("static_host_map: %s is not inside this host's network %s", vpn, vpnNet)
+		if !slices.ContainsFunc(vpnNets, func(p netip.Prefix) bool { return p.Contains(vpn) }) {
+			return nil, fmt.Errorf("static_host_map: %s is not inside this host's networks %v", vpn, vpnNets)
 		}
 		for _, a := range addrs {
 			aps, err := resolveStaticAddr(a, sm)
@@ -345,6 +364,20 @@ func (n *Node) resolveName(name string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// resolveNameAll answers lighthouse DNS with every VPN address of the host: A records get
+// the IPv4 ones, AAAA records the IPv6 ones of a v2 certificate.
+func (n *Node) resolveNameAll(name string) ([]netip.Addr, bool) {
+	if strings.EqualFold(n.pki.Load().Creds.Cert.Details.Name, name) {
+		return n.ownIPs, true
+	}
+	for _, t := range n.hosts.all() {
+		if strings.EqualFold(t.peer.Details.Name, name) {
+			return t.allowedIPs, true
+		}
+	}
+	return nil, false
+}
+
 // staticMap is static_host_map, resolved; a reload may replace it.
 func (n *Node) staticMap() map[netip.Addr][]netip.AddrPort { return *n.static.Load() }
 
@@ -355,7 +388,7 @@ func (n *Node) SetLighthouses(cfg *Config) error {
 	if cfg.Lighthouse.AmLighthouse != n.lh.am {
 		return errors.New("lighthouse.am_lighthouse changed; restart meshnode to apply")
 	}
-	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNet)
+	static, err := resolveStatic(cfg.StaticHostMap, cfg.StaticMap, n.vpnNets)
 	if err != nil {
 		return err
 	}
@@ -400,7 +433,7 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() { defer n.wg.Done(); n.blocklistLoop(ctx) }()
 	}
 	if c := n.cfg.Lighthouse; c.AmLighthouse && c.ServeDNS {
-		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, Now: n.now, Logger: n.log})
+		dns, err := lighthouse.NewDNSServer(lighthouse.DNSOptions{Resolve: n.resolveName, ResolveAll: n.resolveNameAll, Now: n.now, Logger: n.log})
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
@@ -35,6 +37,16 @@ type control struct {
 	ResponderIndex uint32
 	RelayTo        netip.Addr
 	RelayFrom      netip.Addr
+	// v2 writes the addresses in Nebula 1.10+'s RelayToAddr/RelayFromAddr (fields 6 and 7):
+	// on tunnels built on v2 certificates, and always for IPv6, which fields 4 and 5 cannot
+	// hold. Decoding takes either form; a non-zero v1 field wins, as for lighthouse messages.
+	v2 bool
+}
+
+// controlFor is c in the form the tunnel it goes on needs.
+func controlFor(t *tunnel, c *control) []byte {
+	c.v2 = t.localCert.Version() == cert.Version2 || c.RelayTo.Is6() || c.RelayFrom.Is6()
+	return c.marshal()
 }
 
 func addrU32(a netip.Addr) uint64 {
@@ -63,8 +75,21 @@ func (c *control) marshal() []byte {
 	put(1, uint64(c.Type))
 	put(2, uint64(c.InitiatorIndex))
 	put(3, uint64(c.ResponderIndex))
-	put(4, addrU32(c.RelayTo))
-	put(5, addrU32(c.RelayFrom))
+	if !c.v2 {
+		put(4, addrU32(c.RelayTo))
+		put(5, addrU32(c.RelayFrom))
+		return b
+	}
+	for _, f := range []struct {
+		num protowire.Number
+		a   netip.Addr
+	}{{6, c.RelayTo}, {7, c.RelayFrom}} {
+		if f.a.IsValid() {
+			b = protowire.AppendTag(b, f.num, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(lighthouse.AddrMessageSize(f.a)))
+			b = lighthouse.AppendAddrMessage(b, f.a)
+		}
+	}
 	return b
 }
 
@@ -73,12 +98,30 @@ var errControl = errors.New("malformed relay control message")
 // unmarshalControl decodes a NebulaControl; unknown fields are skipped as proto3 does.
 func unmarshalControl(b []byte) (*control, error) {
 	c := &control{RelayTo: u32Addr(0), RelayFrom: u32Addr(0)}
+	var to2, from2 netip.Addr
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return nil, errControl
 		}
 		b = b[n:]
+		if (num == 6 || num == 7) && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return nil, errControl
+			}
+			a, err := lighthouse.ParseAddrMessage(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", errControl, err)
+			}
+			if num == 6 {
+				to2 = a
+			} else {
+				from2 = a
+			}
+			b = b[m:]
+			continue
+		}
 		if typ != protowire.VarintType {
 			m := protowire.ConsumeFieldValue(num, typ, b)
 			if m < 0 {
@@ -108,6 +151,12 @@ func unmarshalControl(b []byte) (*control, error) {
 			c.RelayFrom = u32Addr(v)
 		}
 	}
+	if to2.IsValid() && c.RelayTo.IsUnspecified() {
+		c.RelayTo, c.v2 = to2, true
+	}
+	if from2.IsValid() && c.RelayFrom.IsUnspecified() {
+		c.RelayFrom, c.v2 = from2, true
+	}
 	return c, nil
 }
 
@@ -121,7 +170,11 @@ type relayEntry struct {
 	forward     *relayEntry
 	created     time.Time
 	requester   netip.Addr // relay pairs: the peer whose request made the pair
-	removed     bool       // guarded by relayTable.mu
+	// askedTo and askedFrom are the addresses the requester's last request named (relay
+	// side of the requester; guarded by relayTable.mu): the response repeats them, since a
+	// v2 requester may have named the target by an IPv6 address and looks its relay up by it.
+	askedTo, askedFrom netip.Addr
+	removed            bool // guarded by relayTable.mu
 }
 
 // Bounds of the relay table (issue 12). A relay holds a pair of entries for each
@@ -394,7 +447,7 @@ func (r *relayState) probeDirect(now time.Time) {
 func (r *relayState) learnPeerRelays(peer netip.Addr, relays []netip.Addr) {
 	var keep []netip.Addr
 	for _, a := range relays {
-		if a != r.n.vpnIP && a != peer && r.n.vpnNet.Contains(a) {
+		if !slices.Contains(r.n.ownIPs, a) && a != peer && r.n.inOverlay(a) {
 			keep = append(keep, a)
 		}
 	}
@@ -456,7 +509,7 @@ func (r *relayState) tryRelays(peer netip.Addr, msg1 []byte) {
 			continue
 		}
 		req := &control{Type: controlCreateRelayRequest, InitiatorIndex: e.localIndex, RelayTo: peer, RelayFrom: r.n.vpnIP}
-		r.n.sendEncrypted(t, header.Control, 0, req.marshal())
+		r.n.sendEncrypted(t, header.Control, 0, controlFor(t, req))
 	}
 }
 
@@ -488,7 +541,7 @@ func (r *relayState) handleControl(t *tunnel, pt []byte) {
 	}
 	switch c.Type {
 	case controlCreateRelayRequest:
-		if c.RelayTo == n.vpnIP {
+		if slices.Contains(n.ownIPs, c.RelayTo) {
 			r.acceptAsTarget(t, c)
 			return
 		}
@@ -510,7 +563,7 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 	}
 	// The initiator is a host of our network other than us and the relay; anything else
 	// would only make an entry nobody can use.
-	if !n.vpnNet.Contains(c.RelayFrom) || c.RelayFrom == n.vpnIP || c.RelayFrom == t.vpnIP || c.InitiatorIndex == 0 {
+	if !n.inOverlay(c.RelayFrom) || slices.Contains(n.ownIPs, c.RelayFrom) || slices.Contains(t.allowedIPs, c.RelayFrom) || c.InitiatorIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -519,16 +572,18 @@ func (r *relayState) acceptAsTarget(t *tunnel, c *control) {
 		return
 	}
 	e.remoteIndex.Store(c.InitiatorIndex)
+	// RelayTo as asked (any of our addresses): the requester finds its relay by it.
 	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: c.InitiatorIndex,
-		ResponderIndex: e.localIndex, RelayFrom: c.RelayFrom, RelayTo: n.vpnIP}
-	n.sendEncrypted(t, header.Control, 0, resp.marshal())
+		ResponderIndex: e.localIndex, RelayFrom: c.RelayFrom, RelayTo: c.RelayTo}
+	n.sendEncrypted(t, header.Control, 0, controlFor(t, resp))
 }
 
 // forwardRequest: we are asked to relay from t to c.RelayTo.
 func (r *relayState) forwardRequest(from *tunnel, c *control) {
 	n := r.n
-	if !r.c().amRelay || c.RelayFrom != from.vpnIP || c.RelayTo == from.vpnIP ||
-		!n.vpnNet.Contains(c.RelayTo) || c.InitiatorIndex == 0 {
+	// The requester may name itself by any of its addresses (an IPv6 one on a v2 tunnel).
+	if !r.c().amRelay || !slices.Contains(from.allowedIPs, c.RelayFrom) || slices.Contains(from.allowedIPs, c.RelayTo) ||
+		!n.inOverlay(c.RelayTo) || c.InitiatorIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -541,11 +596,13 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 	// index (the requester restarted or dropped its entry), takes over the pair, so
 	// requests never add entries beyond one pair per target. The reverse request (target
 	// asking for the requester) finds the other side of the same pair.
+	// Pairs are keyed and hopped by the tunnels' first addresses, whichever address the
+	// request named.
 	r.table.mu.Lock()
-	side := r.table.pairs[[2]netip.Addr{from.vpnIP, c.RelayTo}]
+	side := r.table.pairs[[2]netip.Addr{from.vpnIP, target.vpnIP}]
 	if side == nil {
 		var err error
-		if side, err = r.newPairLocked(from.vpnIP, c.RelayTo); err != nil {
+		if side, err = r.newPairLocked(from.vpnIP, target.vpnIP); err != nil {
 			r.table.mu.Unlock()
 			n.m.dropped(dropRelayLimit)
 			n.log.Debug("relay request refused", "from", from.vpnIP, "to", c.RelayTo, "err", err)
@@ -553,18 +610,19 @@ func (r *relayState) forwardRequest(from *tunnel, c *control) {
 		}
 	}
 	side.remoteIndex.Store(c.InitiatorIndex)
+	side.askedTo, side.askedFrom = c.RelayTo, c.RelayFrom
 	fwdIndex := side.forward.localIndex
 	r.table.mu.Unlock()
 	req := &control{Type: controlCreateRelayRequest, InitiatorIndex: fwdIndex,
 		RelayTo: c.RelayTo, RelayFrom: c.RelayFrom}
-	n.sendEncrypted(target, header.Control, 0, req.marshal())
+	n.sendEncrypted(target, header.Control, 0, controlFor(target, req))
 }
 
 // handleResponse completes a relay we asked for (endpoint) or forwarded (relay).
 func (r *relayState) handleResponse(t *tunnel, c *control) {
 	n := r.n
 	e := r.table.get(c.InitiatorIndex)
-	if e == nil || e.hop != t.vpnIP || c.ResponderIndex == 0 {
+	if e == nil || !slices.Contains(t.allowedIPs, e.hop) || c.ResponderIndex == 0 {
 		n.m.dropped(dropRelay)
 		return
 	}
@@ -582,9 +640,15 @@ func (r *relayState) handleResponse(t *tunnel, c *control) {
 	if bt == nil {
 		return
 	}
+	r.table.mu.Lock()
+	to, from := back.askedTo, back.askedFrom
+	r.table.mu.Unlock()
+	if !to.IsValid() {
+		to, from = e.hop, back.hop
+	}
 	resp := &control{Type: controlCreateRelayResponse, InitiatorIndex: back.remoteIndex.Load(),
-		ResponderIndex: back.localIndex, RelayFrom: back.hop, RelayTo: e.hop}
-	n.sendEncrypted(bt, header.Control, 0, resp.marshal())
+		ResponderIndex: back.localIndex, RelayFrom: from, RelayTo: to}
+	n.sendEncrypted(bt, header.Control, 0, controlFor(bt, resp))
 }
 
 // sendViaRelay wraps a complete packet in a relay frame on the hop tunnel of e.

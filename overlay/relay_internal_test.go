@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 func TestControlMessageRoundTripsAndMatchesNebulaLayout(t *testing.T) {
@@ -33,6 +35,7 @@ func TestMalformedControlMessagesAreRefused(t *testing.T) {
 
 func FuzzUnmarshalControl(f *testing.F) {
 	f.Add((&control{Type: 1, InitiatorIndex: 9, RelayTo: netip.MustParseAddr("10.0.0.2"), RelayFrom: netip.MustParseAddr("10.0.0.1")}).marshal())
+	f.Add((&control{Type: 1, InitiatorIndex: 9, RelayTo: netip.MustParseAddr("fd42::2"), RelayFrom: netip.MustParseAddr("10.0.0.1"), v2: true}).marshal())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := unmarshalControl(b)
@@ -75,6 +78,7 @@ func FuzzRelayControl(f *testing.F) {
 		{Type: controlCreateRelayRequest, InitiatorIndex: 5, RelayTo: p.b.vpnIP, RelayFrom: p.a.vpnIP},
 		{Type: controlCreateRelayRequest, InitiatorIndex: 6, RelayTo: p.a.vpnIP, RelayFrom: p.a.vpnIP},
 		{Type: controlCreateRelayResponse, InitiatorIndex: 7, ResponderIndex: 8, RelayTo: p.b.vpnIP, RelayFrom: p.a.vpnIP},
+		{Type: controlCreateRelayRequest, InitiatorIndex: 5, RelayTo: p.b.vpnIP, RelayFrom: p.a.vpnIP, v2: true},
 	} {
 		f.Add(c.marshal())
 	}
@@ -94,4 +98,31 @@ func FuzzRelayControl(f *testing.F) {
 			t.Fatalf("%d entries, counted %d, bound %d", n, r.table.entries, r.table.maxEntries)
 		}
 	})
+}
+
+// On v2 tunnels (and for IPv6) the addresses go in RelayToAddr/RelayFromAddr, fields 6 and
+// 7, as Nebula 1.10+'s Addr messages; the v1 fields 4 and 5 are left out.
+func TestControlMessageV2Form(t *testing.T) {
+	for _, c := range []*control{
+		{Type: controlCreateRelayRequest, InitiatorIndex: 9, RelayTo: netip.MustParseAddr("fd42::2"), RelayFrom: netip.MustParseAddr("fd42::1"), v2: true},
+		{Type: controlCreateRelayResponse, InitiatorIndex: 9, ResponderIndex: 3, RelayTo: netip.MustParseAddr("10.99.0.2"), RelayFrom: netip.MustParseAddr("10.99.0.1"), v2: true},
+	} {
+		b := c.marshal()
+		for _, tag := range []byte{0x32, 0x3a} { // fields 6 and 7, length-delimited
+			if !bytes.Contains(b, []byte{tag}) {
+				t.Fatalf("no field tag %#x in % x", tag, b)
+			}
+		}
+		got, err := unmarshalControl(b)
+		if err != nil || *got != *c {
+			t.Fatalf("round trip: %+v, %v; want %+v", got, err, c)
+		}
+	}
+	// Field 6 written by hand as Nebula's Addr { hi = 0, lo = ::ffff:10.99.0.2's low half }.
+	addr := protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.VarintType), 0x0000ffff0a630002)
+	b := []byte{0x08, 0x01, 0x10, 0x09}
+	b = protowire.AppendBytes(protowire.AppendTag(b, 6, protowire.BytesType), addr)
+	if got, err := unmarshalControl(b); err != nil || got.RelayTo != netip.MustParseAddr("10.99.0.2") || !got.v2 {
+		t.Fatalf("Nebula's v2 form: %+v, %v", got, err)
+	}
 }

@@ -165,7 +165,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	if !cfg.Tun.Disabled {
 		own := pki.Creds.Cert
 		opts := tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
-			TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines}
+			Addrs: pki.Networks(), TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines}
 		dev, err = tun.Open(opts)
 		if errors.Is(err, tun.ErrNoOffload) {
 			log.Warn("TUN offloads unavailable; using the plain device (one packet per system call)", "err", err)

@@ -130,6 +130,13 @@ func configure(name string, opts Options) error {
 	if err := nl.addAddr(index, opts.Addr); err != nil {
 		return err
 	}
+	for _, a := range opts.Addrs {
+		if a != opts.Addr {
+			if err := nl.addAddr(index, a); err != nil {
+				return err
+			}
+		}
+	}
 
 	// The link goes up before the routes: the kernel refuses routes via a down link.
 	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {

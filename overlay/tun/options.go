@@ -14,6 +14,9 @@ type Options struct {
 	// Addr is our VPN address with the mask of the VPN network, e.g. 10.42.0.1/16: the
 	// kernel routes that network into the device.
 	Addr netip.Prefix
+	// Addrs are further addresses in the same form: the other networks of our certificates
+	// (a v2 certificate may hold several, IPv6 among them).
+	Addrs []netip.Prefix
 	// Routes are further networks routed into the device (tun.unsafe_routes).
 	Routes []netip.Prefix
 	// TxQueueLen sets the kernel's queue towards the device (tun.tx_queue); 0 keeps the

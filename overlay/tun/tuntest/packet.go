@@ -177,3 +177,28 @@ func Parse(b []byte) (Packet, error) {
 	}
 	return p, nil
 }
+
+// IPv6UDP builds an IPv6 UDP datagram (no extension headers) with a valid UDP checksum.
+func IPv6UDP(src, dst netip.AddrPort, payload []byte) []byte {
+	pkt := make([]byte, 40+8+len(payload))
+	pkt[0] = 0x60
+	binary.BigEndian.PutUint16(pkt[4:6], uint16(8+len(payload)))
+	pkt[6] = ProtoUDP
+	pkt[7] = 64 // hop limit
+	s, d := src.Addr().As16(), dst.Addr().As16()
+	copy(pkt[8:24], s[:])
+	copy(pkt[24:40], d[:])
+	u := pkt[40:]
+	binary.BigEndian.PutUint16(u[0:2], src.Port())
+	binary.BigEndian.PutUint16(u[2:4], dst.Port())
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+	copy(u[8:], payload)
+	// Pseudo-header: addresses, upper-layer length and next header (RFC 8200 §8.1).
+	ps := sumWords(0, pkt[8:40]) + uint32(len(u)) + ProtoUDP
+	sum := ^checksum(ps, u)
+	if sum == 0 {
+		sum = 0xffff // a zero UDP checksum is not allowed over IPv6
+	}
+	binary.BigEndian.PutUint16(u[6:8], sum)
+	return pkt
+}

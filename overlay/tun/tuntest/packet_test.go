@@ -122,3 +122,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// IPv6UDP's header and checksum agree with gopacket's.
+func TestIPv6UDPAgreesWithGopacket(t *testing.T) {
+	for _, payload := range []string{"query", "x", ""} {
+		pkt := IPv6UDP(netip.MustParseAddrPort("[fd42::1]:4000"), netip.MustParseAddrPort("[fd42::7:200]:9999"), []byte(payload))
+		p := gopacket.NewPacket(pkt, layers.LayerTypeIPv6, gopacket.Default)
+		if el := p.ErrorLayer(); el != nil {
+			t.Fatalf("gopacket: %v", el.Error())
+		}
+		ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		u := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if err := u.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+			ip, u, gopacket.Payload(u.Payload)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pkt, buf.Bytes()) {
+			t.Fatalf("payload %q:\nours     %x\ngopacket %x", payload, pkt, buf.Bytes())
+		}
+	}
+}
