@@ -55,6 +55,12 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshnode: -config is required (e.g. meshnode -config /etc/meshnode/node.yml)")
 		return 2
 	}
+	if !*testOnly {
+		if err := checkDaemonPlatform(daemonGOOS); err != nil {
+			fmt.Fprintf(stderr, "meshnode: %v\n", err)
+			return 1
+		}
+	}
 	cfg, err := overlay.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
