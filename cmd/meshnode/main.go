@@ -97,9 +97,18 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *testOnly {
+		if err := overlay.CheckRoutes(cfg, pki); err != nil {
+			fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
 		if cfg.Enroll.Enabled() {
 			fmt.Fprintf(stdout, "note: the pki files exist, so the enroll section is ignored (its token is spent)\n")
+		}
+		if !cfg.Tun.Disabled && capNetAdminMissing() {
+			// -test opens nothing, so say now what the daemon will run into.
+			fmt.Fprintf(stdout, "note: this user lacks CAP_NET_ADMIN, so the daemon will not be able to create its TUN device: "+
+				"run it as root, or as a service (%s)\n", unitCaps)
 		}
 		return 0
 	}
@@ -123,7 +132,7 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshnode: %v\n", perr)
 	}
 	if err != nil {
-		log.Error("meshnode stopped", "err", err)
+		// One line, not a log record and the same again: the logger writes to stderr too.
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
 	}
@@ -147,7 +156,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	}
 	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
 	if err != nil {
-		return fmt.Errorf("listen on %s:%d: %w", cfg.Listen.Host, cfg.Listen.Port, err)
+		return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
 	}
 	// routines > 1: one more socket per routine on the same address (SO_REUSEPORT; the
 	// first one's port, which listen.port 0 left to the kernel).
@@ -180,7 +189,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		if err != nil {
 			conn.Close()
 			closeConns()
-			return fmt.Errorf("tun.dev %q: %w", cfg.Tun.Dev, err)
+			return tunError(cfg.Tun.Dev, err)
 		}
 	}
 	reg := prometheus.NewRegistry()
