@@ -513,6 +513,8 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	}
 	for _, want := range []string{"config OK (host lighthouse1, 10.42.0.1)", "reply from 10.42.1.2: seq=", "reply from db1: seq=1",
 		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq=",
+		"db1 is 10.42.1.2 (says lighthouse 10.42.0.", // web1 had no tunnel to db1: a lighthouse named it
+		"config OK (host gw1, 10.42.3.1)",            // the unit's ExecStartPre ran
 		"route 198.19.50.0/24 added", "bytes from 198.19.50.20", "route 198.19.50.0/24 via 10.42.3.1 up", "behind gateway gw1", "ALLOWED"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the guide's output lacks %q", want)
