@@ -257,6 +257,9 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	}()
 	log.Info("meshnode started", "version", version.Get().Version, "commit", version.Get().Commit, "host", pki.Creds.Cert.Details.Name,
 		"vpn_ip", pki.Creds.Cert.VpnIP(), "listen", conn.LocalAddr(), "cipher", pickStr(cfg.Cipher, "aes"))
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("cannot tell systemd that meshnode is ready", "err", err)
+	}
 	return node.Run(ctx)
 }
 
