@@ -448,6 +448,30 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 // hold no tunnel to); their tunnels normally exist, so an answer takes one round trip.
 const nameLookupTimeout = 5 * time.Second
 
+// nameRetryFor is how long a name every lighthouse calls unknown is asked again: a host
+// that has just started reports to the lighthouses within moments, and a ping typed (or
+// pasted) right after starting it should not fail for that.
+const nameRetryFor = 2 * time.Second
+
+// lookupName asks the lighthouses for name, again every 250 ms for nameRetryFor while all
+// of them answer that they do not know it.
+func (s *ControlServer) lookupName(ctx context.Context, name string) (netip.Addr, netip.Addr, error) {
+	lctx, cancel := context.WithTimeout(ctx, nameLookupTimeout)
+	defer cancel()
+	retryUntil := time.Now().Add(nameRetryFor)
+	for {
+		ip, lh, err := s.n.LookupName(lctx, name)
+		if !errors.Is(err, ErrNameUnknown) || time.Now().After(retryUntil) {
+			return ip, lh, err
+		}
+		select {
+		case <-lctx.Done():
+			return ip, lh, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // resolve finds the target of a ping or check (a name no peer of ours carries is asked of
 // the lighthouses) and, when there is no tunnel to it yet, tells the client a handshake is
 // under way.
@@ -456,9 +480,7 @@ func (s *ControlServer) resolve(ctx context.Context, req ControlRequest, send fu
 	var unknown *unknownNameError
 	if errors.As(err, &unknown) && len(s.n.lh.c().hosts) > 0 {
 		name = unknown.name
-		lctx, cancel := context.WithTimeout(ctx, nameLookupTimeout)
-		ip, lh, lerr := s.n.LookupName(lctx, name)
-		cancel()
+		ip, lh, lerr := s.lookupName(ctx, name)
 		switch {
 		case lerr == nil:
 			vpn, err = ip, nil
