@@ -222,10 +222,47 @@ func TestSubcommandsDescribeAndDriveARunningMesh(t *testing.T) {
 }
 
 // guideBlock is a shell block of docs/GETTING-STARTED.md that the guide says to run on a
-// machine ("# on web1", "# on every host", "# on admin").
+// machine ("# on web1", "# on every host", "# on admin"). A block marked "# on admin, in a
+// second terminal" is one the reader leaves running: it must hold exactly one foreground
+// daemon and nothing else, so that every other block returns and the blocks can be pasted in
+// order (issue 15).
 type guideBlock struct {
-	where string
-	lines []string
+	where      string
+	foreground bool
+	lines      []string
+}
+
+const secondTerminal = ", in a second terminal"
+
+// foregroundDaemon reports whether a guide line runs a daemon that does not return.
+func foregroundDaemon(line string) bool {
+	f := strings.Fields(line)
+	return (len(f) == 3 && f[0] == "meshnode" && f[1] == "-config") ||
+		(len(f) >= 2 && f[0] == "mesh-cert" && f[1] == "serve")
+}
+
+// guidePasteable checks that a block can be pasted and returns: foreground daemons only in
+// second-terminal blocks, alone, and services started with systemctl.
+func guidePasteable(b guideBlock) error {
+	var cmds []string
+	for _, l := range b.lines {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+			cmds = append(cmds, t)
+		}
+	}
+	if b.foreground {
+		if len(cmds) != 1 || !foregroundDaemon(cmds[0]) {
+			return fmt.Errorf("a second-terminal block must hold just its daemon, not %q", cmds)
+		}
+		return nil
+	}
+	for _, c := range cmds {
+		if foregroundDaemon(c) {
+			return fmt.Errorf("%q runs in the foreground in a block meant to be pasted whole: "+
+				"use systemctl, or a block of its own marked %q", c, secondTerminal)
+		}
+	}
+	return nil
 }
 
 func guideBlocks(md string) []guideBlock {
@@ -247,7 +284,8 @@ func guideBlocks(md string) []guideBlock {
 				in = false // an illustrative block, not for running
 				continue
 			}
-			cur = &guideBlock{where: where}
+			where, fg := strings.CutSuffix(where, secondTerminal)
+			cur = &guideBlock{where: where, foreground: fg}
 		case in:
 			cur.lines = append(cur.lines, l)
 		}
@@ -354,15 +392,42 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		outputs = append(outputs, out)
 		t.Logf("on %s:\n%s\n---\n%s", where, strings.TrimSpace(script), out)
 	}
-	// daemon starts what the guide runs in the foreground (or as a service) and waits until
-	// it is ready; it reports whether line was such a command.
-	daemon := func(where, line string, before func()) bool {
+	// `systemctl enable --now meshnode@NAME` runs the installed unit's ExecStartPre and
+	// ExecStart, with %i as NAME, in the machine's namespace.
+	unitPre, unitStart := unitExec(t, filepath.Join(moduleRoot(t), "examples", "systemd", "meshnode@.service"))
+	// daemon starts what the guide runs as a service (or, in a second terminal, in the
+	// foreground) and waits until it is ready; it reports whether line was such a command.
+	daemon := func(where, line string, foreground bool, before func()) bool {
 		t.Helper()
 		m := machines[where]
 		f := strings.Fields(line)
 		var args []string
 		var ready string
 		switch {
+		case len(f) == 4 && f[0] == "systemctl" && f[1] == "enable" && f[2] == "--now" && strings.HasPrefix(f[3], "meshnode@"):
+			before()
+			expand := func(cmd string) []string {
+				c := strings.Fields(subst(where, strings.ReplaceAll(cmd, "%i", strings.TrimPrefix(f[3], "meshnode@"))))
+				c[0] = filepath.Join(bin, filepath.Base(c[0]))
+				return c
+			}
+			pre := expand(unitPre)
+			out, err := m.ns.RunTimeout(time.Minute, pre[0], pre[1:]...)
+			if err != nil {
+				t.Fatalf("on %s: %s: ExecStartPre %q failed: %v\n%s", where, line, pre, err, out)
+			}
+			outputs = append(outputs, out)
+			start := append(expand(unitStart), "-control", m.sock)
+			p := m.ns.Start(t, where+"-"+f[3], start[0], start[1:]...)
+			if err := p.WaitLog(15*time.Second, "control socket"); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("on %s: %s: ran %q, then started %q", where, line, pre, start)
+			return true
+		case len(f) > 0 && f[0] == "systemctl":
+			t.Fatalf("on %s: the guide test does not know what %q does", where, line)
+		case foregroundDaemon(line) && !foreground:
+			t.Fatalf("on %s: %q stays in the foreground, so the rest of its block never runs when pasted", where, line)
 		case len(f) == 3 && f[0] == "meshnode" && f[1] == "-config":
 			args, ready = []string{"-config", f[2], "-control", m.sock}, "control socket"
 		case len(f) == 4 && f[0] == "mesh-cert" && f[1] == "serve" && f[2] == "-config":
@@ -382,6 +447,9 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 		return true
 	}
 	for _, b := range blocks {
+		if err := guidePasteable(b); err != nil {
+			t.Fatalf("on %s: %v", b.where, err)
+		}
 		targets := []string{b.where}
 		if b.where == "every host" {
 			targets = everyHost
@@ -394,7 +462,7 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 			for _, l := range b.lines {
 				l = subst(where, l)
 				if heredoc == "" {
-					if daemon(where, l, func() { runScript(where, script.String()); script.Reset() }) {
+					if daemon(where, l, b.foreground, func() { runScript(where, script.String()); script.Reset() }) {
 						continue
 					}
 					if i := strings.Index(l, "<<'"); i >= 0 {
@@ -445,6 +513,8 @@ func TestGettingStartedGuideWorks(t *testing.T) {
 	}
 	for _, want := range []string{"config OK (host lighthouse1, 10.42.0.1)", "reply from 10.42.1.2: seq=", "reply from db1: seq=1",
 		"10.42.0.0/16", "db1", "firewall: rules replaced", "reply from 10.42.1.1: seq=",
+		"db1 is 10.42.1.2 (says lighthouse 10.42.0.", // web1 had no tunnel to db1: a lighthouse named it
+		"config OK (host gw1, 10.42.3.1)",            // the unit's ExecStartPre ran
 		"route 198.19.50.0/24 added", "bytes from 198.19.50.20", "route 198.19.50.0/24 via 10.42.3.1 up", "behind gateway gw1", "ALLOWED"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the guide's output lacks %q", want)
@@ -546,9 +616,16 @@ func TestGettingStartedGuideNamesKnownMachines(t *testing.T) {
 	if len(blocks) < 10 {
 		t.Fatalf("only %d runnable blocks", len(blocks))
 	}
+	foreground := 0
 	for i, b := range blocks {
 		if !known[b.where] {
 			t.Errorf("block %d runs on %q, which the guide test does not set up", i, b.where)
+		}
+		if err := guidePasteable(b); err != nil {
+			t.Errorf("block %d (on %s): %v", i, b.where, err)
+		}
+		if b.foreground {
+			foreground++
 		}
 		open := ""
 		for _, l := range b.lines {
@@ -564,4 +641,31 @@ func TestGettingStartedGuideNamesKnownMachines(t *testing.T) {
 			t.Errorf("block %d (on %s): heredoc %s is not closed", i, b.where, open)
 		}
 	}
+	// Section 7's CA service is the one daemon left in the foreground; the rest are units.
+	if foreground != 1 {
+		t.Errorf("%d blocks run in a second terminal, want 1 (mesh-cert serve in section 7)", foreground)
+	}
+	if !strings.Contains(string(md), "systemctl enable --now meshnode@node") {
+		t.Error("the guide starts no meshnode as a service")
+	}
+	bad := guideBlock{where: "web1", lines: []string{"cat > x <<'EOF'", "EOF", "meshnode -config /etc/meshnode/node.yml"}}
+	if guidePasteable(bad) == nil {
+		t.Error("a block ending in a foreground daemon passed as pasteable")
+	}
+}
+
+// unitExec reads a systemd unit's ExecStartPre and ExecStart command lines.
+func unitExec(t *testing.T, path string) (pre, start string) {
+	t.Helper()
+	for _, l := range strings.Split(mustRead(t, path), "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStartPre="); ok {
+			pre = v
+		} else if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			start = v
+		}
+	}
+	if pre == "" || start == "" {
+		t.Fatalf("%s: no ExecStartPre or ExecStart", path)
+	}
+	return pre, start
 }

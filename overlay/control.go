@@ -375,7 +375,7 @@ func (s *ControlServer) handle(ctx context.Context, req ControlRequest, send fun
 }
 
 func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(ControlResponse) error) {
-	vpn, name, ok := s.resolve(req, send)
+	vpn, name, ok := s.resolve(ctx, req, send)
 	if !ok {
 		return
 	}
@@ -444,10 +444,55 @@ func (s *ControlServer) ping(ctx context.Context, req ControlRequest, send func(
 	send(ControlResponse{Ping: &sum})
 }
 
-// resolve finds the target of a ping or check and, when there is no tunnel to it yet, tells
-// the client a handshake is under way.
-func (s *ControlServer) resolve(req ControlRequest, send func(ControlResponse) error) (netip.Addr, string, bool) {
+// nameLookupTimeout bounds asking the lighthouses for a name (ping or check of a host we
+// hold no tunnel to); their tunnels normally exist, so an answer takes one round trip.
+const nameLookupTimeout = 5 * time.Second
+
+// nameRetryFor is how long a name every lighthouse calls unknown is asked again: a host
+// that has just started reports to the lighthouses within moments, and a ping typed (or
+// pasted) right after starting it should not fail for that.
+const nameRetryFor = 2 * time.Second
+
+// lookupName asks the lighthouses for name, again every 250 ms for nameRetryFor while all
+// of them answer that they do not know it.
+func (s *ControlServer) lookupName(ctx context.Context, name string) (netip.Addr, netip.Addr, error) {
+	lctx, cancel := context.WithTimeout(ctx, nameLookupTimeout)
+	defer cancel()
+	retryUntil := time.Now().Add(nameRetryFor)
+	for {
+		ip, lh, err := s.n.LookupName(lctx, name)
+		if !errors.Is(err, ErrNameUnknown) || time.Now().After(retryUntil) {
+			return ip, lh, err
+		}
+		select {
+		case <-lctx.Done():
+			return ip, lh, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// resolve finds the target of a ping or check (a name no peer of ours carries is asked of
+// the lighthouses) and, when there is no tunnel to it yet, tells the client a handshake is
+// under way.
+func (s *ControlServer) resolve(ctx context.Context, req ControlRequest, send func(ControlResponse) error) (netip.Addr, string, bool) {
 	vpn, name, err := s.n.ResolveHost(req.Target)
+	var unknown *unknownNameError
+	if errors.As(err, &unknown) && len(s.n.lh.c().hosts) > 0 {
+		name = unknown.name
+		ip, lh, lerr := s.lookupName(ctx, name)
+		switch {
+		case lerr == nil:
+			vpn, err = ip, nil
+			if err := send(ControlResponse{More: true, Note: fmt.Sprintf("%s is %s (says lighthouse %s)", name, ip, lh)}); err != nil {
+				return netip.Addr{}, "", false
+			}
+		case errors.Is(lerr, ErrNameUnknown):
+			err = fmt.Errorf("unknown host %s: neither a peer's certificate nor the lighthouses (%s) know that name", name, joinAddrs(s.n.lh.c().hosts))
+		default:
+			err = fmt.Errorf("unknown host %s: no tunnel to a host of that name, and the lighthouses could not be asked (%v); use the VPN IP", name, lerr)
+		}
+	}
 	if err != nil {
 		send(ControlResponse{Error: err.Error()})
 		return netip.Addr{}, "", false
@@ -474,7 +519,7 @@ func (s *ControlServer) check(ctx context.Context, req ControlRequest, send func
 		send(ControlResponse{Error: err.Error()})
 		return
 	}
-	vpn, _, ok := s.resolve(req, send)
+	vpn, _, ok := s.resolve(ctx, req, send)
 	if !ok {
 		return
 	}
@@ -700,8 +745,24 @@ func (n *Node) ResolveHost(target string) (netip.Addr, string, error) {
 	if len(fold) == 1 {
 		return fold[0].VpnIP, fold[0].Name, nil
 	}
-	return netip.Addr{}, "", fmt.Errorf("unknown host %s: no tunnel to a host of that name "+
-		"(names come from peers' certificates; static_host_map and lighthouses know only VPN IPs, so use the VPN IP)", target)
+	return netip.Addr{}, "", &unknownNameError{target}
+}
+
+// unknownNameError is ResolveHost's error for a name no peer of ours carries; the control
+// server then asks the lighthouses (names.go).
+type unknownNameError struct{ name string }
+
+func (e *unknownNameError) Error() string {
+	return fmt.Sprintf("unknown host %s: no tunnel to a host of that name "+
+		"(names come from peers' certificates; static_host_map knows only VPN IPs, so use the VPN IP)", e.name)
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // ControlClient talks to a daemon's control socket.

@@ -48,6 +48,8 @@ const (
 	// extOpBlocklistNotify (no body; 9 bytes, safe for Nebula 1.6) is a lighthouse telling
 	// its peers it holds a newer blocklist; they ask for it (op 2). Sent without waiting.
 	extOpBlocklistNotify byte = 3
+	// extOpNameQuery asks a lighthouse for the VPN IP of a host name (names.go).
+	extOpNameQuery byte = 4
 )
 
 // Retransmission of a query: extensions ride on UDP, and an empty Test reply (what a Nebula

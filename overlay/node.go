@@ -270,6 +270,7 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	}
 	if n.lh.am {
 		n.ext.handle(extOpBlocklistQuery, n.answerBlocklistQuery) // lighthouses relay the blocklist
+		n.ext.handle(extOpNameQuery, n.answerNameQuery)           // and resolve names (names.go)
 	} else {
 		n.ext.handle(extOpBlocklistNotify, n.answerBlocklistNotify)
 	}

@@ -141,7 +141,8 @@ func parseRoutes(c *TunConfig, vpnNet netip.Prefix, vpnIP netip.Addr) (*routeTab
 		}
 		p = p.Masked()
 		if vpnNet.IsValid() && (!vpnNet.Contains(p.Addr()) || p.Bits() < vpnNet.Bits()) {
-			bad(key+".route", "%s is not inside this host's network %s (unsafe_routes are for other networks)", p, vpnNet)
+			bad(key+".route", "%s is not inside this host's network %s: tun.routes only sets the MTU of a part of the overlay; "+
+				"a network behind a gateway goes in tun.unsafe_routes, with via", p, vpnNet)
 			continue
 		}
 		if p == vpnNet {

@@ -15,7 +15,8 @@ import (
 
 const rootLong = `meshnode runs one host of the mesh: meshnode -config /etc/meshnode/node.yml
 (Nebula's config format; docs/CONFIG.md has every key). SIGHUP re-reads the config,
-SIGTERM closes every tunnel and exits.
+SIGTERM closes every tunnel and exits. The daemon runs on Linux only; as a service:
+systemctl enable --now meshnode@node (the installed unit runs /etc/meshnode/node.yml).
 
 The operator subcommands (status, ping, check, list, reload) talk to the running daemon
 through its control socket, by default ` + overlay.DefaultControlPath + `; give -control PATH
@@ -71,7 +72,8 @@ func newPingCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "ping HOST|VPN-IP",
 		Short: "Send probes through the tunnel to a peer (making the tunnel first) and print the round trips",
 		Long: "ping proves the tunnel (both daemons answer), not the firewalls: the peer's firewall may\n" +
-			"still drop the traffic you mean to send. meshnode check asks both firewalls.",
+			"still drop the traffic you mean to send. meshnode check asks both firewalls.\n\n" +
+			"HOST is a name from a certificate: a peer's, or else one the lighthouses know.",
 		Example: `  meshnode ping 10.42.1.2 -c 3
   meshnode ping db1 -c 1 -W 5s`,
 		Args: cobra.ArbitraryArgs, // checked by cmdPing, which says what to give

@@ -56,6 +56,12 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshnode: -config is required (e.g. meshnode -config /etc/meshnode/node.yml)")
 		return 2
 	}
+	if !*testOnly {
+		if err := checkDaemonPlatform(daemonGOOS); err != nil {
+			fmt.Fprintf(stderr, "meshnode: %v\n", err)
+			return 1
+		}
+	}
 	cfg, err := overlay.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
@@ -92,9 +98,18 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *testOnly {
+		if err := overlay.CheckRoutes(cfg, pki); err != nil {
+			fmt.Fprintf(stderr, "meshnode: %s: %v\n", *configPath, err)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: config OK (host %s, %s)\n", *configPath, pki.Creds.Cert.Details.Name, pki.Creds.Cert.VpnIP())
 		if cfg.Enroll.Enabled() {
 			fmt.Fprintf(stdout, "note: the pki files exist, so the enroll section is ignored (its token is spent)\n")
+		}
+		if !cfg.Tun.Disabled && capNetAdminMissing() {
+			// -test opens nothing, so say now what the daemon will run into.
+			fmt.Fprintf(stdout, "note: this user lacks CAP_NET_ADMIN, so the daemon will not be able to create its TUN device: "+
+				"run it as root, or as a service (%s)\n", unitCaps)
 		}
 		return 0
 	}
@@ -118,7 +133,7 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshnode: %v\n", perr)
 	}
 	if err != nil {
-		log.Error("meshnode stopped", "err", err)
+		// One line, not a log record and the same again: the logger writes to stderr too.
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
 		return 1
 	}
@@ -142,7 +157,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	}
 	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
 	if err != nil {
-		return fmt.Errorf("listen on %s:%d: %w", cfg.Listen.Host, cfg.Listen.Port, err)
+		return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
 	}
 	// routines > 1: one more socket per routine on the same address (SO_REUSEPORT; the
 	// first one's port, which listen.port 0 left to the kernel).
@@ -175,7 +190,7 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		if err != nil {
 			conn.Close()
 			closeConns()
-			return fmt.Errorf("tun.dev %q: %w", cfg.Tun.Dev, err)
+			return tunError(cfg.Tun.Dev, err)
 		}
 	}
 	reg := prometheus.NewRegistry()
@@ -243,6 +258,9 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	}()
 	log.Info("meshnode started", "version", version.Get().Version, "commit", version.Get().Commit, "host", pki.Creds.Cert.Details.Name,
 		"vpn_ip", pki.Creds.Cert.VpnIP(), "listen", conn.LocalAddr(), "cipher", pickStr(cfg.Cipher, "aes"))
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("cannot tell systemd that meshnode is ready", "err", err)
+	}
 	return node.Run(ctx)
 }
 
