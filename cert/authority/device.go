@@ -248,3 +248,8 @@ func (a *Authority) Lighthouses() []Lighthouse { return slices.Clone(a.o.Lightho
 
 // CertDuration is a host certificate's lifetime (renewal comes at 2/3 of it).
 func (a *Authority) CertDuration() time.Duration { return a.o.CertDuration }
+
+// RecordAudit appends an event of the console (a sign-in) to the audit log.
+func (a *Authority) RecordAudit(e AuditEntry) error {
+	return a.o.Store.Update(func(tx Tx) error { return a.audit(tx, e) })
+}
