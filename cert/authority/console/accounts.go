@@ -140,6 +140,10 @@ func saveAccounts(path string, as []Account) error {
 	if err != nil {
 		return err
 	}
+	// The state directory may not exist before the service first starts.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("admin accounts: %w", err)
+	}
 	// Written beside and renamed over: a reader never sees half a file.
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".admins-*")
 	if err != nil {

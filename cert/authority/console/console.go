@@ -146,7 +146,9 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
-		hd.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own
+		// forms, and sameOrigin must see the real origin.
+		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Strict-Transport-Security", "max-age=31536000")
 		if r.URL.Path == "/" || len(r.URL.Path) < 8 || r.URL.Path[:8] != "/static/" {
 			hd.Set("Cache-Control", "no-store")
