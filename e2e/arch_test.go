@@ -17,6 +17,7 @@ import (
 //
 //	cmd -> overlay -> {handshake, lighthouse, firewall, overlay/tun, overlay/udp} -> cert
 //	cert/authority -> cert;  cmd/mesh-cert -> cert/authority/pgstore -> cert/authority;
+//	cmd/mesh-cert -> cert/authority/console -> cert/authority;
 //	nothing imports cmd or e2e.
 //
 // Each rule names a package (and the packages under it) and the module packages it must not
@@ -29,8 +30,10 @@ var importRules = []struct {
 }{
 	{"cert", []string{"overlay", "handshake", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
 		"cert is the bottom layer: a codec and a CA pool, no I/O beyond files"},
-	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore"},
-		"the CA service depends on cert only; which store driver runs is cmd's choice"},
+	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore", "cert/authority/console"},
+		"the CA service depends on cert only; which store driver runs, and whether a console does, is cmd's choice"},
+	{"cert/authority/console", []string{"cert/authority/client"},
+		"the web console calls the Authority in the service's process; it is no node and no API client"},
 	{"cert/authority/pgstore", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/client"},
 		"the PostgreSQL store is an authority.Store beside bbolt: records, not the service's clients"},
 	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},

@@ -481,7 +481,8 @@ func (c *Console) warningList(hosts []authority.Host) []warning {
 		case h.Kind == authority.KindDevice:
 		case left <= 0:
 			ws = append(ws, warning{h.Name, "expired", fmt.Sprintf("%s: its certificate expired on %s and it has not renewed. Check that it can reach the CA service, or invite it again.", h.Name, day(h.NotAfter))})
-		case left < c.o.ExpiryWarning:
+		case left < min(c.o.ExpiryWarning, life/3):
+			// Hosts renew at 2/3 of the lifetime: a third left means the renewal is late.
 			ws = append(ws, warning{h.Name, "expiring", fmt.Sprintf("%s: its certificate ends on %s.", h.Name, day(h.NotAfter))})
 		default:
 			// Hosts renew at 2/3 of the lifetime; a twelfth more without one means it cannot.
