@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -111,13 +112,14 @@ func checkPassword(phc, password string) bool {
 
 // dummyHash is checked when the name is unknown, so a wrong name costs as long as a wrong
 // password and timing does not tell which names exist.
-var dummyHash = func() string {
+// Made at the first sign-in, not at start: every mesh-cert command links this package.
+var dummyHash = sync.OnceValue(func() string {
 	h, err := HashPassword("not a password of anyone", DefaultArgon2)
 	if err != nil {
 		panic(err)
 	}
 	return h
-}()
+})
 
 // LoadAccounts reads the accounts file; a missing file is no accounts.
 func LoadAccounts(path string) ([]Account, error) {

@@ -138,7 +138,7 @@ func (c *Console) checkLogin(name, password string) bool {
 	if err != nil {
 		c.o.Logger.Error("console: admin accounts", "err", err)
 	}
-	hash, found := dummyHash, false
+	hash, found := dummyHash(), false
 	if i := slices.IndexFunc(as, func(a Account) bool { return a.Name == name }); i >= 0 {
 		hash, found = as[i].Hash, true
 	}
