@@ -19,7 +19,8 @@ import (
 //	cmd -> overlay -> {handshake, lighthouse, firewall, overlay/tun, overlay/udp} -> cert
 //	cert/authority -> cert;  cmd/mesh-cert -> cert/authority/pgstore -> cert/authority;
 //	cmd/meshnode -> nodekeys -> {overlay, cert/authority/client -> cert/authority/api};
-//	cert/authority -> cert/authority/api;  nothing imports cmd or e2e.
+//	cert/authority -> cert/authority/api;  cmd/mesh-cert -> cert/authority/console -> cert/authority;
+//	nothing imports cmd or e2e.
 //
 // Each rule names a package (and the packages under it) and the module packages it must not
 // import. Test files may import test helpers freely, so only non-test imports are checked,
@@ -31,8 +32,10 @@ var importRules = []struct {
 }{
 	{"cert", []string{"overlay", "handshake", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
 		"cert is the bottom layer: a codec and a CA pool, no I/O beyond files"},
-	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore", "nodekeys"},
-		"the CA service depends on cert only; which store driver runs is cmd's choice"},
+	{"cert/authority", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/pgstore", "cert/authority/console", "nodekeys"},
+		"the CA service depends on cert only; which store driver runs, and whether a console does, is cmd's choice"},
+	{"cert/authority/console", []string{"cert/authority/client", "nodekeys"},
+		"the web console calls the Authority in the service's process; it is no node and no API client"},
 	{"cert/authority/api", []string{"=cert/authority", "cert/authority/client", "cert/authority/pgstore", "cert/authority/storetest",
 		"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "nodekeys"},
 		"the API's wire types are what service and node share: they import neither"},

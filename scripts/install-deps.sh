@@ -5,7 +5,9 @@
 #                             ground truth for v1), iperf3 and ping (traffic), iproute2 and
 #                             nftables (network-namespace hosts), adduser (the .deb's install
 #                             test), postgresql (the CA service's shared store: internal/pgtest
-#                             runs throwaway clusters); and nebula/nebula-cert 1.11.1 (the ground truth for v2
+#                             runs throwaway clusters), chromium (the CA console's browser
+#                             test drives it headless) and zbar-tools (zbarimg decodes its QR
+#                             codes); and nebula/nebula-cert 1.11.1 (the ground truth for v2
 #                             certificates), built with go install into $MESHNODE_TOOLS/
 #                             nebula-1.11.1 (default: .tools in the repo), where
 #                             internal/testenv.RequireNebulaV2 finds them
@@ -33,6 +35,8 @@ if [ "$mode" != --demo ]; then
   command -v sha256sum >/dev/null || need+=(coreutils)
   command -v adduser >/dev/null || need+=(adduser)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v zbarimg >/dev/null || need+=(zbar-tools)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

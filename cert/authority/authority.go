@@ -399,6 +399,11 @@ func (a *Authority) NextFreeIP(name string) (netip.Addr, error) {
 // unique; inviting a name again is allowed only while it has not enrolled, and makes the
 // earlier token useless.
 func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
+	return a.invite(req, "")
+}
+
+// invite is Invite with the console admin who asked ("" for none) recorded in the audit log.
+func (a *Authority) invite(req InviteRequest, admin string) (string, Identity, error) {
 	if err := checkName("host", req.Name); err != nil {
 		return "", Identity{}, err
 	}
@@ -498,7 +503,7 @@ func (a *Authority) Invite(req InviteRequest) (string, Identity, error) {
 			}
 			action, revoked = "replace", fmt.Sprintf(" was=%s revoked=%d version=%d", prev.State, len(fps), v)
 		}
-		return a.audit(tx, AuditEntry{Action: action, Host: id.Name,
+		return a.audit(tx, AuditEntry{Action: action, Host: id.Name, Admin: admin,
 			Detail: fmt.Sprintf("ip=%v groups=%v subnets=%v cidr=%s token=%s expires=%s%s", id.IP, id.Groups, id.Subnets, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
 	})
 	if err != nil {
@@ -521,11 +526,16 @@ func (a *Authority) checkIssuable(id Identity) error {
 
 // issue signs a certificate for h's identity on record with publicKey and records it.
 func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert.Certificate, []byte, error) {
+	return a.issueFor(tx, h, publicKey, now, a.o.CertDuration)
+}
+
+// issueFor is issue with a lifetime other than CertDuration (a device's, see device.go).
+func (a *Authority) issueFor(tx Tx, h Host, publicKey []byte, now time.Time, life time.Duration) (*cert.Certificate, []byte, error) {
 	ca := a.active
 	if ca.Cert.Expired(now) {
 		return nil, nil, ErrNoActiveCA
 	}
-	nb, na := a.validity(now, ca.Cert)
+	nb, na := validity(now, ca.Cert, life)
 	c := &cert.Certificate{Details: cert.Details{
 		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups), Subnets: slices.Clone(h.Subnets),
 		NotBefore: nb, NotAfter: na, PublicKey: slices.Clone(publicKey), Issuer: ca.Cert.Fingerprint(),
@@ -549,11 +559,11 @@ func (a *Authority) issue(tx Tx, h Host, publicKey []byte, now time.Time) (*cert
 // most a tenth of the lifetime, so short-lived certs keep most of their life ahead of them.
 func backdateFor(life time.Duration) time.Duration { return min(maxBackdate, life/10) }
 
-// validity is the NotBefore and NotAfter of a cert issued at now by ca: NotAfter − NotBefore
-// is CertDuration (the backdating is part of it, not added to it), cut short only by the
-// CA's own NotAfter. Both are whole seconds, as the cert encoding keeps them.
-func (a *Authority) validity(now time.Time, ca *cert.Certificate) (nb, na time.Time) {
-	life := a.o.CertDuration.Truncate(time.Second)
+// validity is the NotBefore and NotAfter of a cert of lifetime life issued at now by ca:
+// NotAfter − NotBefore is life (the backdating is part of it, not added to it), cut short only
+// by the CA's own NotAfter. Both are whole seconds, as the cert encoding keeps them.
+func validity(now time.Time, ca *cert.Certificate, life time.Duration) (nb, na time.Time) {
+	life = life.Truncate(time.Second)
 	nb = now.Add(-backdateFor(life).Truncate(time.Second)).Truncate(time.Second)
 	if nb.Before(ca.Details.NotBefore) {
 		nb = ca.Details.NotBefore
@@ -672,6 +682,10 @@ type RevokeResult struct {
 // can neither renew nor enroll again (until replaced, see InviteRequest.Replace). An
 // unknown fingerprint (a cert signed by hand) is blocked on its own.
 func (a *Authority) Revoke(target string) (RevokeResult, error) {
+	return a.revoke(target, "")
+}
+
+func (a *Authority) revoke(target, admin string) (RevokeResult, error) {
 	now := a.o.Now().UTC()
 	var res RevokeResult
 	err := a.o.Store.Update(func(tx Tx) error {
@@ -721,7 +735,7 @@ func (a *Authority) Revoke(target string) (RevokeResult, error) {
 			}
 		}
 		detail := fmt.Sprintf("target=%s blocked=%d version=%d", target, len(res.Fingerprints), res.Version)
-		if err := a.audit(tx, AuditEntry{Action: "revoke", Host: name, Detail: detail}); err != nil {
+		if err := a.audit(tx, AuditEntry{Action: "revoke", Host: name, Admin: admin, Detail: detail}); err != nil {
 			return err
 		}
 		fps, err := a.blocklistEntries(tx, now)

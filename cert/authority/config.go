@@ -47,6 +47,7 @@ type Config struct {
 	Durations     DurationsConfig     `yaml:"durations"`
 	Renewal       RenewalConfig       `yaml:"renewal"`
 	Enroll        EnrollConfig        `yaml:"enroll"`
+	Console       ConsoleConfig       `yaml:"console"`
 
 	dir string
 }
@@ -85,6 +86,26 @@ type RenewalConfig struct {
 type EnrollConfig struct {
 	Rate  float64 `yaml:"rate"`
 	Burst int     `yaml:"burst"`
+}
+
+// ConsoleConfig is the web console (package console). It is off unless Listen is set.
+type ConsoleConfig struct {
+	// Listen is host:port of the console's HTTPS listener ("" = no console). It serves with
+	// the service's TLS identity; 127.0.0.1 keeps it on the machine (reach it over SSH).
+	Listen string `yaml:"listen"`
+	// Admins is the file of console accounts `mesh-cert admin add` writes (default
+	// <state_dir>/admins.json).
+	Admins string `yaml:"admins"`
+	// Session is how long a sign-in lasts (default 8h); IdleTimeout ends it earlier when
+	// unused (default 30m).
+	Session     time.Duration `yaml:"session"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// DeviceCert is the lifetime of certificates for Nebula's apps (default 8760h, a year):
+	// nothing renews them. DeviceReminder is how long before their end the console warns
+	// (default 720h); ExpiryWarning the same for token-enrolled hosts (default 72h).
+	DeviceCert     time.Duration `yaml:"device_cert"`
+	DeviceReminder time.Duration `yaml:"device_reminder"`
+	ExpiryWarning  time.Duration `yaml:"expiry_warning"`
 }
 
 // LoadConfig reads and checks ca.yml, reporting every problem with its key.
@@ -167,6 +188,33 @@ func LoadConfig(path string) (*Config, error) {
 	if cs := c.cidrList(&errs); len(errs) == 0 {
 		if _, err := NewTree(cs); err != nil {
 			bad("cidrs", "%v", err)
+		}
+	}
+	if c.Console.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Console.Listen); err != nil {
+			bad("console.listen", "%v", err)
+		}
+	}
+	if c.Console.Admins == "" {
+		c.Console.Admins = filepath.Join(c.StateDir, "admins.json")
+	}
+	c.Console.Admins = c.path(c.Console.Admins)
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{
+		{"console.session", &c.Console.Session, 8 * time.Hour},
+		{"console.idle_timeout", &c.Console.IdleTimeout, 30 * time.Minute},
+		{"console.device_cert", &c.Console.DeviceCert, DefaultDeviceCertDuration},
+		{"console.device_reminder", &c.Console.DeviceReminder, 30 * 24 * time.Hour},
+		{"console.expiry_warning", &c.Console.ExpiryWarning, 72 * time.Hour},
+	} {
+		switch {
+		case *d.v < 0:
+			bad(d.key, "must be positive, got %v", *d.v)
+		case *d.v == 0:
+			*d.v = d.def
 		}
 	}
 	if c.Enroll.Rate == 0 {

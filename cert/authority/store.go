@@ -112,6 +112,9 @@ type Host struct {
 	// EarlyRenewals are the times of the renewals made before half of the renewed cert's
 	// lifetime, within the last certificate lifetime (the burst allowance, see Renew).
 	EarlyRenewals []time.Time `json:"early_renewals,omitempty"`
+	// Kind is how the host joined: "" with an enrollment token, KindDevice when an admin
+	// signed a certificate for a key made by one of Nebula's apps (see device.go).
+	Kind string `json:"kind,omitempty"`
 	// ForkReported is the superseded certificate whose renewal attempt was last audited
 	// as a possible key theft, so one copy cannot flood the audit log.
 	ForkReported string `json:"fork_reported,omitempty"`
@@ -166,4 +169,6 @@ type AuditEntry struct {
 	Host        string    `json:"host,omitempty"`
 	Fingerprint string    `json:"fingerprint,omitempty"`
 	Detail      string    `json:"detail,omitempty"`
+	// Admin is the console account that acted ("" for the CLI, the admin socket and nodes).
+	Admin string `json:"admin,omitempty"`
 }

@@ -28,7 +28,7 @@ func newRoot(e *env) *cobra.Command {
 	root := cli.NewRoot("mesh-cert", "Make and inspect meshnode (Nebula v1 and v2) certificates; run the CA service", e.stdout, e.stderr)
 	// Without Run, cobra prints help for a bare "mesh-cert", which is what we want.
 	root.AddCommand(newCACmd(e), newSignCmd(e), newKeygenCmd(e), newPrintCmd(e), newVerifyCmd(e),
-		newServeCmd(e), newInviteCmd(e), newListCmd(e), newRevokeCmd(e), newStoreCmd(e))
+		newServeCmd(e), newInviteCmd(e), newListCmd(e), newRevokeCmd(e), newStoreCmd(e), newConsoleAdminCmd(e))
 	addExamples(root)
 	return root
 }

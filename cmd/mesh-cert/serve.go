@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshnode/meshnode/cert/authority"
+	"github.com/meshnode/meshnode/cert/authority/console"
 )
 
 func newServeCmd(e *env) *cobra.Command {
@@ -89,10 +90,17 @@ func runServe(ctx context.Context, e *env, config string, ready func(addr string
 	} else {
 		metricsDone <- nil
 	}
+	consoleDone := make(chan error, 1)
+	if err := startConsole(ctx, cfg, svc, log, e, consoleDone); err != nil {
+		cancel()
+		<-adminDone
+		<-metricsDone
+		return err
+	}
 	go warnPeriodically(ctx, svc.Authority, log)
 	err = srv.Serve(ctx, ln)
 	cancel()
-	for _, ch := range []chan error{adminDone, metricsDone} {
+	for _, ch := range []chan error{adminDone, metricsDone, consoleDone} {
 		if aerr := <-ch; err == nil {
 			err = aerr
 		}
@@ -130,5 +138,31 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) er
 	if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
+	return nil
+}
+
+// startConsole serves the web console when console.listen is set (it is off by default).
+func startConsole(ctx context.Context, cfg *authority.Config, svc *authority.Service, log *slog.Logger, e *env, done chan<- error) error {
+	cc := cfg.Console
+	if cc.Listen == "" {
+		done <- nil
+		return nil
+	}
+	con, err := console.New(console.Options{Authority: svc.Authority, TLS: svc.TLS, AdminsFile: cc.Admins,
+		Session: cc.Session, IdleTimeout: cc.IdleTimeout, DeviceCert: cc.DeviceCert, DeviceReminder: cc.DeviceReminder,
+		ExpiryWarning: cc.ExpiryWarning, Logger: log, Now: e.now})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cc.Listen)
+	if err != nil {
+		return fmt.Errorf("console.listen: %w", err)
+	}
+	as, _ := console.LoadAccounts(cc.Admins)
+	log.Info("web console listening", "addr", "https://"+ln.Addr().String(), "admins", len(as), "tls_pin", svc.TLS.PinString())
+	if len(as) == 0 {
+		log.Warn("the web console has no admin accounts yet: add one with mesh-cert admin add NAME -config ...")
+	}
+	go func() { done <- con.Serve(ctx, ln) }()
 	return nil
 }
