@@ -26,6 +26,7 @@ type AdminInviteRequest struct {
 	Name   string        `json:"name"`
 	CIDR   string        `json:"cidr"`
 	IP     netip.Addr    `json:"ip,omitzero"`
+	IP6    netip.Addr    `json:"ip6,omitzero"`
 	Groups []string      `json:"groups,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
 	// Replace: see InviteRequest.Replace.
@@ -38,6 +39,7 @@ type AdminInviteResponse struct {
 	Token   string         `json:"token"`
 	Name    string         `json:"name"`
 	IP      netip.Prefix   `json:"ip"`
+	IP6     netip.Prefix   `json:"ip6,omitzero"`
 	Groups  []string       `json:"groups"`
 	CIDR    string         `json:"cidr"`
 	Subnets []netip.Prefix `json:"subnets,omitempty"`
@@ -77,7 +79,7 @@ func AdminHandler(a Admin, logger *slog.Logger) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, Groups: id.Groups, CIDR: id.CIDR, Subnets: id.Subnets})
+		s.ok(w, r, AdminInviteResponse{Token: tok, Name: id.Name, IP: id.IP, IP6: id.IP6, Groups: id.Groups, CIDR: id.CIDR, Subnets: id.Subnets})
 	})
 	mux.HandleFunc("POST /admin/cidr", func(w http.ResponseWriter, r *http.Request) {
 		var c CIDR
@@ -258,7 +260,7 @@ func (c *AdminClient) Invite(r InviteRequest) (string, Identity, error) {
 	if err := c.do(http.MethodPost, "/admin/invite", AdminInviteRequest(r), &resp); err != nil {
 		return "", Identity{}, err
 	}
-	return resp.Token, Identity{Name: resp.Name, IP: resp.IP, Groups: resp.Groups, CIDR: resp.CIDR, Subnets: resp.Subnets}, nil
+	return resp.Token, Identity{Name: resp.Name, IP: resp.IP, IP6: resp.IP6, Groups: resp.Groups, CIDR: resp.CIDR, Subnets: resp.Subnets}, nil
 }
 
 // Inventory implements Admin.

@@ -202,6 +202,7 @@ func (a *Authority) bundleID(now time.Time) string {
 type Identity struct {
 	Name    string
 	IP      netip.Prefix
+	IP6     netip.Prefix // see Host.IP6
 	Groups  []string
 	CIDR    string
 	Subnets []netip.Prefix // networks the host may route for (unsafe networks)
@@ -209,9 +210,12 @@ type Identity struct {
 
 // InviteRequest names the identity to bind to a new token.
 type InviteRequest struct {
-	Name   string
-	CIDR   string
-	IP     netip.Addr // zero: the next free address of CIDR
+	Name string
+	CIDR string
+	IP   netip.Addr // zero: the next free address of CIDR (in each of its networks)
+	// IP6 is a second address, of the other family than IP, for a dual-stack CIDR. IP and
+	// IP6 may each be IPv4 or IPv6: each goes to the CIDR's network of its family.
+	IP6    netip.Addr
 	Groups []string
 	TTL    time.Duration // zero: Options.TokenTTL
 	// Replace invites a name that has enrolled (or was revoked) again, for a new key: the
@@ -247,13 +251,13 @@ func (a *Authority) SyncCIDRs(cs []CIDR) error {
 // changes nothing).
 func (a *Authority) AddCIDR(c CIDR) error {
 	return a.o.Store.Update(func(tx Tx) error {
-		if old, ok, err := tx.CIDR(c.Name); err != nil || (ok && old.Prefix == c.Prefix) {
+		if old, ok, err := tx.CIDR(c.Name); err != nil || (ok && old.Prefix == c.Prefix && old.Prefix6 == c.Prefix6) {
 			return err
 		}
 		if err := addCIDR(tx, c, false); err != nil {
 			return err
 		}
-		return a.audit(tx, AuditEntry{Action: "cidr", Detail: c.Name + " " + c.Prefix.String()})
+		return a.audit(tx, AuditEntry{Action: "cidr", Detail: c.Name + " " + c.String()})
 	})
 }
 
@@ -263,10 +267,10 @@ func addCIDR(tx Tx, c CIDR, same bool) error {
 		return err
 	}
 	if ok {
-		if same && old.Prefix == c.Prefix {
+		if same && old.Prefix == c.Prefix && old.Prefix6 == c.Prefix6 {
 			return nil
 		}
-		return fmt.Errorf("%w: CIDR %s is already %v", ErrNameTaken, c.Name, old.Prefix)
+		return fmt.Errorf("%w: CIDR %s is already %v", ErrNameTaken, c.Name, old)
 	}
 	all, err := tx.CIDRs()
 	if err != nil {
@@ -282,8 +286,10 @@ func addCIDR(tx Tx, c CIDR, same bool) error {
 		return err
 	}
 	for _, h := range hosts {
-		if c.Prefix.Contains(h.IP.Addr()) && t.CheckAddr(h.CIDR, h.IP.Addr()) != nil {
-			return fmt.Errorf("%w: %s %v would take host %s (%v) from %s", ErrCIDRInvalid, c.Name, c.Prefix, h.Name, h.IP.Addr(), h.CIDR)
+		for _, ip := range h.Addrs() {
+			if p, ok := c.prefixFor(ip.Addr()); ok && p.Contains(ip.Addr()) && t.CheckAddr(h.CIDR, ip.Addr()) != nil {
+				return fmt.Errorf("%w: %s %v would take host %s (%v) from %s", ErrCIDRInvalid, c.Name, p, h.Name, ip.Addr(), h.CIDR)
+			}
 		}
 	}
 	return tx.PutCIDR(c)
@@ -368,7 +374,9 @@ func (a *Authority) Audit() ([]AuditEntry, error) {
 func (a *Authority) takenSet(hosts []Host) map[netip.Addr]bool {
 	m := make(map[netip.Addr]bool, len(hosts)+len(a.o.Lighthouses))
 	for _, h := range hosts {
-		m[h.IP.Addr()] = true
+		for _, ip := range h.Addrs() {
+			m[ip.Addr()] = true
+		}
 	}
 	for _, l := range a.o.Lighthouses {
 		m[l.VpnIP.Unmap()] = true // addresses in the tree are plain IPv4
@@ -444,8 +452,8 @@ func (a *Authority) invite(req InviteRequest, admin string) (string, Identity, e
 				if req.CIDR == "" {
 					req.CIDR = prev.CIDR
 				}
-				if !req.IP.IsValid() && req.CIDR == prev.CIDR {
-					req.IP = prev.IP.Addr()
+				if !req.IP.IsValid() && !req.IP6.IsValid() && req.CIDR == prev.CIDR {
+					req.IP, req.IP6 = prev.IP.Addr(), prev.IP6.Addr()
 				}
 				if req.Groups == nil {
 					req.Groups = slices.Clone(prev.Groups)
@@ -466,19 +474,25 @@ func (a *Authority) invite(req InviteRequest, admin string) (string, Identity, e
 			return fmt.Errorf("%w: %s", ErrCIDRUnknown, req.CIDR)
 		}
 		taken := a.takenSet(hs)
-		ip := req.IP
-		if ip.IsValid() {
-			if err := t.CheckAddr(req.CIDR, ip); err != nil {
-				return err
+		var given []netip.Addr
+		for _, ip := range []netip.Addr{req.IP, req.IP6} {
+			if !ip.IsValid() {
+				continue
 			}
 			// A lighthouse's address may be chosen explicitly (to enroll that lighthouse).
-			if slices.ContainsFunc(hs, func(h Host) bool { return h.IP.Addr() == ip }) {
+			if hostHolds(hs, ip) {
 				return fmt.Errorf("%w: %v", ErrIPTaken, ip)
 			}
-		} else if ip, err = t.NextFree(req.CIDR, func(x netip.Addr) bool { return taken[x] }); err != nil {
+			given = append(given, ip)
+		}
+		ips, err := t.Addrs(req.CIDR, given, func(x netip.Addr) bool { return taken[x] })
+		if err != nil {
 			return err
 		}
-		id = Identity{Name: req.Name, IP: netip.PrefixFrom(ip, t.Root(req.CIDR).Prefix.Bits()), Groups: slices.Clone(req.Groups), CIDR: req.CIDR}
+		id = Identity{Name: req.Name, IP: ips[0], Groups: slices.Clone(req.Groups), CIDR: req.CIDR}
+		if len(ips) > 1 {
+			id.IP6 = ips[1]
+		}
 		for _, s := range req.Subnets {
 			// An unsafe network is outside the overlay: a route into it would shadow hosts.
 			if !s.IsValid() || !s.Addr().Is4() || s.Overlaps(t.Root(req.CIDR).Prefix) {
@@ -489,7 +503,7 @@ func (a *Authority) invite(req InviteRequest, admin string) (string, Identity, e
 		if err := a.checkIssuable(id); err != nil {
 			return err
 		}
-		if err := tx.PutHost(Host{Name: id.Name, IP: id.IP, Groups: id.Groups, Subnets: id.Subnets, CIDR: id.CIDR, State: HostInvited, TokenHash: hash}); err != nil {
+		if err := tx.PutHost(Host{Name: id.Name, IP: id.IP, IP6: id.IP6, Groups: id.Groups, Subnets: id.Subnets, CIDR: id.CIDR, State: HostInvited, TokenHash: hash}); err != nil {
 			return err
 		}
 		if err := tx.PutToken(TokenRecord{Hash: hash, Host: id.Name, Created: now.UTC(), Expires: now.Add(ttl).UTC()}); err != nil {
@@ -504,20 +518,48 @@ func (a *Authority) invite(req InviteRequest, admin string) (string, Identity, e
 			action, revoked = "replace", fmt.Sprintf(" was=%s revoked=%d version=%d", prev.State, len(fps), v)
 		}
 		return a.audit(tx, AuditEntry{Action: action, Host: id.Name, Admin: admin,
-			Detail: fmt.Sprintf("ip=%v groups=%v subnets=%v cidr=%s token=%s expires=%s%s", id.IP, id.Groups, id.Subnets, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
+			Detail: fmt.Sprintf("ip=%v%s groups=%v subnets=%v cidr=%s token=%s expires=%s%s", id.IP, ip6Detail(id.IP6), id.Groups, id.Subnets, id.CIDR, tokenID(hash), now.Add(ttl).UTC().Format(time.RFC3339), revoked)})
 	})
 	if err != nil {
 		return "", Identity{}, err
 	}
-	a.o.Logger.Info("invited host", "host", id.Name, "ip", id.IP, "token_id", tokenID(hash), "replace", req.Replace)
+	a.o.Logger.Info("invited host", "host", id.Name, "ip", id.IP, "ip6", id.IP6, "token_id", tokenID(hash), "replace", req.Replace)
 	return Token{URL: a.o.URL, Pin: a.o.Pin, Secret: secret}.String(), id, nil
+}
+
+// hostHolds reports whether one of hs has ip.
+func hostHolds(hs []Host, ip netip.Addr) bool {
+	return slices.ContainsFunc(hs, func(h Host) bool {
+		return slices.ContainsFunc(h.Addrs(), func(p netip.Prefix) bool { return p.Addr() == ip })
+	})
+}
+
+// ip6Detail is the audit text of a second address: none for a v4-only host, so its
+// entries read as before.
+func ip6Detail(ip6 netip.Prefix) string {
+	if !ip6.IsValid() {
+		return ""
+	}
+	return " ip6=" + ip6.String()
+}
+
+// hostCert is the unsigned certificate of h's addresses: v1, as always, unless one is IPv6,
+// which only a v2 certificate can carry (Nebula 1.10+ reads it; 1.6 hosts cannot reach an
+// IPv6 address anyway).
+func hostCert(name string, addrs []netip.Prefix) *cert.Certificate {
+	c := &cert.Certificate{Details: cert.Details{Name: name, Ips: slices.Clone(addrs)}}
+	if slices.ContainsFunc(addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		_ = c.SetVersion(cert.Version2) // a known version: cannot fail
+	}
+	return c
 }
 
 // checkIssuable fails early, at invite, for an identity the active CA's constraints forbid.
 func (a *Authority) checkIssuable(id Identity) error {
 	ca := a.active.Cert
-	c := &cert.Certificate{Details: cert.Details{Name: id.Name, Ips: []netip.Prefix{id.IP}, Groups: id.Groups, Subnets: id.Subnets,
-		NotBefore: ca.Details.NotBefore, NotAfter: ca.Details.NotAfter}}
+	c := hostCert(id.Name, Host{IP: id.IP, IP6: id.IP6}.Addrs())
+	c.Details.Groups, c.Details.Subnets = id.Groups, id.Subnets
+	c.Details.NotBefore, c.Details.NotAfter = ca.Details.NotBefore, ca.Details.NotAfter
 	if err := c.CheckConstraints(ca); err != nil {
 		return fmt.Errorf("CA %s cannot sign %s: %w", ca.Details.Name, id.Name, err)
 	}
@@ -536,10 +578,10 @@ func (a *Authority) issueFor(tx Tx, h Host, publicKey []byte, now time.Time, lif
 		return nil, nil, ErrNoActiveCA
 	}
 	nb, na := validity(now, ca.Cert, life)
-	c := &cert.Certificate{Details: cert.Details{
-		Name: h.Name, Ips: []netip.Prefix{h.IP}, Groups: slices.Clone(h.Groups), Subnets: slices.Clone(h.Subnets),
-		NotBefore: nb, NotAfter: na, PublicKey: slices.Clone(publicKey), Issuer: ca.Cert.Fingerprint(),
-	}}
+	c := hostCert(h.Name, h.Addrs())
+	c.Details.Groups, c.Details.Subnets = slices.Clone(h.Groups), slices.Clone(h.Subnets)
+	c.Details.NotBefore, c.Details.NotAfter = nb, na
+	c.Details.PublicKey, c.Details.Issuer = slices.Clone(publicKey), ca.Cert.Fingerprint()
 	if err := c.CheckConstraints(ca.Cert); err != nil {
 		return nil, nil, err
 	}

@@ -66,7 +66,9 @@ type LighthouseConfig struct {
 
 // CIDRNode is a named CIDR with its children.
 type CIDRNode struct {
-	CIDR     string              `yaml:"cidr"`
+	CIDR string `yaml:"cidr"` // IPv4 or IPv6
+	// CIDR6 is the IPv6 network of a dual-stack CIDR (whose cidr is then IPv4).
+	CIDR6    string              `yaml:"cidr6"`
 	Children map[string]CIDRNode `yaml:"children"`
 }
 
@@ -236,32 +238,49 @@ func (c *Config) path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
-// cidrList flattens the tree; a child's prefix must lie inside its parent's, so the nesting
-// written in the file agrees with the tree containment builds.
+// cidrList flattens the tree; a child's prefixes must lie inside its parent's of their
+// family, so the nesting written in the file agrees with the tree containment builds.
 func (c *Config) cidrList(errs *[]error) []CIDR {
 	var out []CIDR
-	var walk func(key string, parent netip.Prefix, nodes map[string]CIDRNode)
-	walk = func(key string, parent netip.Prefix, nodes map[string]CIDRNode) {
+	bad := func(format string, args ...any) {
+		if errs != nil {
+			*errs = append(*errs, fmt.Errorf(format, args...))
+		}
+	}
+	var walk func(key string, parent CIDR, nodes map[string]CIDRNode)
+	walk = func(key string, parent CIDR, nodes map[string]CIDRNode) {
 		for _, name := range slices.Sorted(mapsKeys(nodes)) {
 			n := nodes[name]
 			k := key + "." + name
 			p, err := netip.ParsePrefix(n.CIDR)
 			if err != nil {
-				if errs != nil {
-					*errs = append(*errs, fmt.Errorf("%s.cidr: %w", k, err))
-				}
+				bad("%s.cidr: %w", k, err)
 				continue
 			}
-			if parent.IsValid() && (p.Bits() <= parent.Bits() || !parent.Contains(p.Addr())) {
-				if errs != nil {
-					*errs = append(*errs, fmt.Errorf("%s.cidr: %v is not inside its parent %v", k, p, parent))
+			cd := CIDR{Name: name, Prefix: p}
+			if n.CIDR6 != "" {
+				if cd.Prefix6, err = netip.ParsePrefix(n.CIDR6); err != nil {
+					bad("%s.cidr6: %w", k, err)
+					continue
 				}
 			}
-			out = append(out, CIDR{Name: name, Prefix: p})
-			walk(k+".children", p, n.Children)
+			if parent.Prefix.IsValid() {
+				for _, q := range cd.Prefixes() {
+					pp, ok := parent.prefixFor(q.Addr())
+					if !ok || q.Bits() <= pp.Bits() || !pp.Contains(q.Addr()) {
+						field := ".cidr"
+						if q == cd.Prefix6 {
+							field = ".cidr6"
+						}
+						bad("%s%s: %v is not inside its parent %v", k, field, q, parent)
+					}
+				}
+			}
+			out = append(out, cd)
+			walk(k+".children", cd, n.Children)
 		}
 	}
-	walk("cidrs", netip.Prefix{}, c.CIDRs)
+	walk("cidrs", CIDR{}, c.CIDRs)
 	return out
 }
 

@@ -146,7 +146,7 @@ func (a *Authority) IssueDevice(req DeviceRequest, admin string) (DeviceCert, er
 				if err := t.CheckAddr(req.CIDR, ip); err != nil {
 					return err
 				}
-				if slices.ContainsFunc(hs, func(h Host) bool { return h.IP.Addr() == ip }) {
+				if hostHolds(hs, ip) {
 					return fmt.Errorf("%w: %v", ErrIPTaken, ip)
 				}
 			} else {
@@ -155,7 +155,7 @@ func (a *Authority) IssueDevice(req DeviceRequest, admin string) (DeviceCert, er
 					return err
 				}
 			}
-			h = Host{Name: req.Name, IP: netip.PrefixFrom(ip, t.Root(req.CIDR).Prefix.Bits()), Groups: slices.Clone(req.Groups),
+			h = Host{Name: req.Name, IP: t.HostPrefix(req.CIDR, ip), Groups: slices.Clone(req.Groups),
 				CIDR: req.CIDR, Kind: KindDevice, Enrolled: now.UTC()}
 		}
 		id := Identity{Name: h.Name, IP: h.IP, Groups: h.Groups, CIDR: h.CIDR, Subnets: h.Subnets}

@@ -18,8 +18,9 @@ func checkName(what, n string) error {
 	return nil
 }
 
-// Tree is the inventory's CIDRs arranged by containment (two prefixes always either nest
-// or are disjoint, so containment alone gives a tree); a host's mask length is that of its CIDR's root (the overlay network).
+// Tree is the inventory's CIDRs arranged by containment (two prefixes of one family always
+// either nest or are disjoint, so containment alone gives a tree); a host's mask length is
+// that of its CIDR's root (the overlay network) in the address's family.
 type Tree struct {
 	cidrs    map[string]CIDR
 	parent   map[string]string
@@ -27,8 +28,42 @@ type Tree struct {
 	roots    []string
 }
 
-// NewTree checks cs (unique names and prefixes, IPv4, masked) and
-// builds the tree.
+// Prefixes are c's networks: Prefix, then Prefix6 for a dual-stack CIDR.
+func (c CIDR) Prefixes() []netip.Prefix {
+	if c.Prefix6.IsValid() {
+		return []netip.Prefix{c.Prefix, c.Prefix6}
+	}
+	return []netip.Prefix{c.Prefix}
+}
+
+// prefixFor is c's prefix of a's family (IPv4 or IPv6), if it has one.
+func (c CIDR) prefixFor(a netip.Addr) (netip.Prefix, bool) {
+	for _, p := range c.Prefixes() {
+		if p.Addr().Is4() == a.Is4() {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+func (c CIDR) String() string {
+	if c.Prefix6.IsValid() {
+		return c.Prefix.String() + "," + c.Prefix6.String()
+	}
+	return c.Prefix.String()
+}
+
+func familyName(v4 bool) string {
+	if v4 {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// NewTree checks cs (unique names and prefixes, masked; Prefix IPv4 or IPv6, Prefix6 only
+// IPv6 beside an IPv4 Prefix) and builds the tree. A dual-stack CIDR's two prefixes must
+// sit in the same parent, and a child has no family its parent lacks: its hosts' masks come
+// from the root's prefix of each family.
 func NewTree(cs []CIDR) (*Tree, error) {
 	t := &Tree{cidrs: map[string]CIDR{}, parent: map[string]string{}, children: map[string][]string{}}
 	for _, c := range cs {
@@ -36,8 +71,13 @@ func NewTree(cs []CIDR) (*Tree, error) {
 			return nil, err
 		}
 		p := c.Prefix
-		if !p.IsValid() || !p.Addr().Is4() || p != p.Masked() {
-			return nil, fmt.Errorf("%w: %s %v: want an IPv4 network address with its mask (10.42.0.0/24)", ErrCIDRInvalid, c.Name, p)
+		if !p.IsValid() || p.Addr().Is4In6() || p != p.Masked() {
+			return nil, fmt.Errorf("%w: %s %v: want a network address with its mask (10.42.0.0/24, fd42::/64)", ErrCIDRInvalid, c.Name, p)
+		}
+		if q := c.Prefix6; q.IsValid() || q != (netip.Prefix{}) {
+			if !q.IsValid() || !q.Addr().Is6() || q.Addr().Is4In6() || q != q.Masked() || !p.Addr().Is4() {
+				return nil, fmt.Errorf("%w: %s %v: the second prefix of a network must be IPv6 (fd42::/64) beside an IPv4 one", ErrCIDRInvalid, c.Name, q)
+			}
 		}
 		if _, dup := t.cidrs[c.Name]; dup {
 			return nil, fmt.Errorf("%w: CIDR %s is defined twice", ErrNameTaken, c.Name)
@@ -47,27 +87,40 @@ func NewTree(cs []CIDR) (*Tree, error) {
 	names := slices.Sorted(mapsKeys(t.cidrs))
 	for _, n := range names {
 		c := t.cidrs[n]
-		best := ""
-		for _, m := range names {
-			if m == n {
-				continue
-			}
-			o := t.cidrs[m]
-			switch {
-			case o.Prefix == c.Prefix:
-				return nil, fmt.Errorf("%w: %s and %s are both %v", ErrCIDRInvalid, n, m, c.Prefix)
-			case o.Prefix.Bits() < c.Prefix.Bits() && o.Prefix.Contains(c.Prefix.Addr()):
-				if best == "" || o.Prefix.Bits() > t.cidrs[best].Prefix.Bits() {
-					best = m
+		parent, first := "", true
+		for _, p := range c.Prefixes() {
+			best, bestBits := "", -1
+			for _, m := range names {
+				if m == n {
+					continue
+				}
+				o, ok := t.cidrs[m].prefixFor(p.Addr())
+				switch {
+				case !ok:
+				case o == p:
+					return nil, fmt.Errorf("%w: %s and %s are both %v", ErrCIDRInvalid, n, m, p)
+				case o.Bits() < p.Bits() && o.Contains(p.Addr()) && o.Bits() > bestBits:
+					best, bestBits = m, o.Bits()
 				}
 			}
+			if !first && best != parent {
+				return nil, fmt.Errorf("%w: %s: its IPv4 network lies in %q and its IPv6 one in %q; both must be in the same parent (\"\" is none)",
+					ErrCIDRInvalid, n, parent, best)
+			}
+			parent, first = best, false
 		}
-		if best == "" {
+		if parent == "" {
 			t.roots = append(t.roots, n)
-		} else {
-			t.parent[n] = best
-			t.children[best] = append(t.children[best], n)
+			continue
 		}
+		// A parent without one of the child's families would leave its hosts without a mask.
+		for _, p := range c.Prefixes() {
+			if _, ok := t.cidrs[parent].prefixFor(p.Addr()); !ok {
+				return nil, fmt.Errorf("%w: %s has an %s network but its parent %s has none", ErrCIDRInvalid, n, familyName(p.Addr().Is4()), parent)
+			}
+		}
+		t.parent[n] = parent
+		t.children[parent] = append(t.children[parent], n)
 	}
 	byAddr := func(a, b string) int { return t.cidrs[a].Prefix.Addr().Compare(t.cidrs[b].Prefix.Addr()) }
 	slices.SortFunc(t.roots, byAddr)
@@ -107,58 +160,80 @@ func (t *Tree) Root(name string) CIDR {
 	return t.cidrs[name]
 }
 
-// usable reports the first and last host address of p: network and broadcast addresses
-// are skipped except in /31 and /32, which have none.
+// HostPrefix is addr with the mask length of the overlay network of its family that CIDR
+// name lies in (10.42.0.5/16, fd42::5/64), as certificates carry it.
+func (t *Tree) HostPrefix(name string, addr netip.Addr) netip.Prefix {
+	p, _ := t.Root(name).prefixFor(addr)
+	return netip.PrefixFrom(addr, p.Bits())
+}
+
+// usable reports the first and last host address of p: an IPv4 network's network and
+// broadcast addresses are skipped except in /31 and /32, which have none; an IPv6 network's
+// first address (the subnet-router anycast) except in /127 and /128.
 func usable(p netip.Prefix) (first, last netip.Addr) {
 	first = p.Addr()
 	last = lastAddr(p)
-	if p.Bits() < 31 {
+	switch {
+	case p.Addr().Is4() && p.Bits() < 31:
 		first, last = first.Next(), last.Prev()
+	case p.Addr().Is6() && p.Bits() < 127:
+		first = first.Next()
 	}
 	return first, last
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= ^uint32(0) >> p.Bits()
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
-// CheckAddr reports whether addr may be given to a host of CIDR name: inside it, not its
-// network or broadcast address, and not inside one of its child CIDRs (those addresses
-// belong to the child).
+// CheckAddr reports whether addr may be given to a host of CIDR name: inside its network of
+// addr's family, not its network or broadcast address, and not inside one of its child
+// CIDRs (those addresses belong to the child).
 func (t *Tree) CheckAddr(name string, addr netip.Addr) error {
 	c, ok := t.cidrs[name]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrCIDRUnknown, name)
 	}
-	first, last := usable(c.Prefix)
-	if !addr.Is4() || addr.Less(first) || last.Less(addr) {
-		return fmt.Errorf("%w: %v in %s %v", ErrIPOutsideCIDR, addr, name, c.Prefix)
+	p, ok := c.prefixFor(addr)
+	if !ok || addr.Is4In6() || addr.Zone() != "" {
+		return fmt.Errorf("%w: %v: %s %v has no network of its family", ErrIPOutsideCIDR, addr, name, c)
+	}
+	first, last := usable(p)
+	if addr.Less(first) || last.Less(addr) {
+		return fmt.Errorf("%w: %v in %s %v", ErrIPOutsideCIDR, addr, name, p)
 	}
 	for _, ch := range t.children[name] {
-		if t.cidrs[ch].Prefix.Contains(addr) {
+		if cp, ok := t.cidrs[ch].prefixFor(addr); ok && cp.Contains(addr) {
 			return fmt.Errorf("%w: %v belongs to child CIDR %s", ErrIPOutsideCIDR, addr, ch)
 		}
 	}
 	return nil
 }
 
-// NextFree suggests the lowest usable address of CIDR name that taken does not report,
-// jumping over child CIDRs.
+// NextFree suggests the lowest usable address of CIDR name's first network (its IPv4 one
+// when it has both) that taken does not report, jumping over child CIDRs.
 func (t *Tree) NextFree(name string, taken func(netip.Addr) bool) (netip.Addr, error) {
 	c, ok := t.cidrs[name]
 	if !ok {
 		return netip.Addr{}, fmt.Errorf("%w: %s", ErrCIDRUnknown, name)
 	}
-	first, last := usable(c.Prefix)
+	return t.nextFreeIn(name, c.Prefix, taken)
+}
+
+// nextFreeIn is NextFree in p, one of CIDR name's networks.
+func (t *Tree) nextFreeIn(name string, p netip.Prefix, taken func(netip.Addr) bool) (netip.Addr, error) {
+	first, last := usable(p)
 	kids := t.children[name]
 	for a := first; a.IsValid() && !last.Less(a); a = a.Next() {
 		skipped := false
 		for _, ch := range kids {
-			if p := t.cidrs[ch].Prefix; p.Contains(a) {
-				a = lastAddr(p) // the loop's Next moves past the child
+			if cp, ok := t.cidrs[ch].prefixFor(a); ok && cp.Contains(a) {
+				a = lastAddr(cp) // the loop's Next moves past the child
 				skipped = true
 				break
 			}
@@ -167,10 +242,47 @@ func (t *Tree) NextFree(name string, taken func(netip.Addr) bool) (netip.Addr, e
 			return a, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("%w: %s %v", ErrNoFreeIP, name, c.Prefix)
+	return netip.Addr{}, fmt.Errorf("%w: %s %v", ErrNoFreeIP, name, p)
 }
 
-// ParseCIDRSpec reads "name prefix" or "name=prefix" (as the CLI and tests write CIDRs).
+// Addrs picks a host's addresses in CIDR name, one per network of it: a given address of
+// that family (checked with CheckAddr), else the next free one. Each comes with its overlay
+// mask, IPv4 first. Given addresses of a family the CIDR lacks, or two of one family, are
+// refused.
+func (t *Tree) Addrs(name string, given []netip.Addr, taken func(netip.Addr) bool) ([]netip.Prefix, error) {
+	c, ok := t.cidrs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrCIDRUnknown, name)
+	}
+	for i, g := range given {
+		if err := t.CheckAddr(name, g); err != nil {
+			return nil, err
+		}
+		for _, h := range given[:i] {
+			if h.Is4() == g.Is4() {
+				return nil, fmt.Errorf("%w: %v and %v: one address per family", ErrMalformed, h, g)
+			}
+		}
+	}
+	var out []netip.Prefix
+	for _, p := range c.Prefixes() {
+		i := slices.IndexFunc(given, func(g netip.Addr) bool { return g.Is4() == p.Addr().Is4() })
+		var a netip.Addr
+		if i >= 0 {
+			a = given[i]
+		} else {
+			var err error
+			if a, err = t.nextFreeIn(name, p, taken); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, t.HostPrefix(name, a))
+	}
+	return out, nil
+}
+
+// ParseCIDRSpec reads "name prefix" or "name=prefix" (as the CLI and tests write CIDRs);
+// prefix may be "ipv4prefix,ipv6prefix" for a dual-stack network.
 func ParseCIDRSpec(s string) (CIDR, error) {
 	name, pfx, ok := strings.Cut(strings.TrimSpace(s), "=")
 	if !ok {
@@ -179,9 +291,16 @@ func ParseCIDRSpec(s string) (CIDR, error) {
 	if !ok {
 		return CIDR{}, fmt.Errorf("%w: %q: want NAME=PREFIX", ErrCIDRInvalid, s)
 	}
-	p, err := netip.ParsePrefix(strings.TrimSpace(pfx))
+	v4, v6, dual := strings.Cut(pfx, ",")
+	p, err := netip.ParsePrefix(strings.TrimSpace(v4))
 	if err != nil {
 		return CIDR{}, fmt.Errorf("%w: %s: %w", ErrCIDRInvalid, name, err)
 	}
-	return CIDR{Name: strings.TrimSpace(name), Prefix: p}, nil
+	c := CIDR{Name: strings.TrimSpace(name), Prefix: p}
+	if dual {
+		if c.Prefix6, err = netip.ParsePrefix(strings.TrimSpace(v6)); err != nil {
+			return CIDR{}, fmt.Errorf("%w: %s: %w", ErrCIDRInvalid, name, err)
+		}
+	}
+	return c, nil
 }

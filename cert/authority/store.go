@@ -75,8 +75,11 @@ type Tx interface {
 // CIDR is a named network of the inventory. The tree is implied by containment: a CIDR's
 // parent is the smallest other CIDR that contains it.
 type CIDR struct {
-	Name   string       `json:"name"`
-	Prefix netip.Prefix `json:"prefix"`
+	Name string `json:"name"`
+	// Prefix is the network, IPv4 or IPv6; Prefix6 is the IPv6 one beside an IPv4 Prefix
+	// (a dual-stack network). Zero, it is left out of the JSON, so v4 records stay as they were.
+	Prefix  netip.Prefix `json:"prefix"`
+	Prefix6 netip.Prefix `json:"prefix6,omitzero"`
 }
 
 // HostState is where a host is in its life.
@@ -92,7 +95,11 @@ const (
 type Host struct {
 	Name string `json:"name"`
 	// IP is the VPN address with the overlay's mask length (10.42.0.5/16), as in a cert.
-	IP     netip.Prefix `json:"ip"`
+	IP netip.Prefix `json:"ip"`
+	// IP6 is the IPv6 address of a host in a dual-stack network (IP is then its IPv4 one; in
+	// an IPv6-only network IP is IPv6 and IP6 is zero). A host with an IPv6 address gets v2
+	// certificates, which can carry it.
+	IP6    netip.Prefix `json:"ip6,omitzero"`
 	Groups []string     `json:"groups,omitempty"`
 	// Subnets are the networks the host may route for (a gateway's LAN): its
 	// certificates carry them as unsafe networks.
@@ -118,6 +125,14 @@ type Host struct {
 	// ForkReported is the superseded certificate whose renewal attempt was last audited
 	// as a possible key theft, so one copy cannot flood the audit log.
 	ForkReported string `json:"fork_reported,omitempty"`
+}
+
+// Addrs are the host's addresses: IP, then IP6 if it has one.
+func (h Host) Addrs() []netip.Prefix {
+	if h.IP6.IsValid() {
+		return []netip.Prefix{h.IP, h.IP6}
+	}
+	return []netip.Prefix{h.IP}
 }
 
 // CertRecord is one issued certificate.
