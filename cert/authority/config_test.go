@@ -187,3 +187,34 @@ func TestAdminSocketIsBoundWhereOnlyTheOwnerCanReachIt(t *testing.T) {
 		t.Errorf("left behind: %v", ents)
 	}
 }
+
+func TestConfigDualStackCIDRs(t *testing.T) {
+	path := writeConfigDir(t)
+	b, _ := os.ReadFile(path)
+	good := strings.Replace(string(b), "cidrs:\n", `cidrs:
+  dual:
+    cidr: 10.50.0.0/16
+    cidr6: fd50::/48
+    children:
+      lan: {cidr: 10.50.1.0/24, cidr6: "fd50:0:0:1::/64"}
+  six:
+    cidr: fd60::/64
+`, 1)
+	os.WriteFile(path, []byte(good), 0o600)
+	c, err := authority.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, cd := range c.ConfigCIDRs() {
+		got[cd.Name] = cd.String()
+	}
+	if got["dual"] != "10.50.0.0/16,fd50::/48" || got["lan"] != "10.50.1.0/24,fd50:0:0:1::/64" || got["six"] != "fd60::/64" {
+		t.Errorf("CIDRs = %v", got)
+	}
+	bad := strings.Replace(good, `cidr6: "fd50:0:0:1::/64"`, `cidr6: "fd51::/64"`, 1)
+	os.WriteFile(path, []byte(bad), 0o600)
+	if _, err := authority.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "cidrs.dual.children.lan.cidr6") {
+		t.Errorf("an IPv6 child outside its parent: %v", err)
+	}
+}

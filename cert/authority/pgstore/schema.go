@@ -23,6 +23,11 @@ CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON meshnode.audit
   FOR EACH ROW EXECUTE FUNCTION meshnode.audit_append_only();
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON meshnode.audit
   FOR EACH STATEMENT EXECUTE FUNCTION meshnode.audit_append_only();`,
+	// 2: every address of a host (dual-stack hosts have an IPv4 and an IPv6 one) in a
+	// UNIQUE column, so no two hosts can be committed with one address in either family.
+	`CREATE TABLE meshnode.host_addrs (addr inet PRIMARY KEY, host text NOT NULL REFERENCES meshnode.hosts (name));
+CREATE INDEX host_addrs_host ON meshnode.host_addrs (host);
+INSERT INTO meshnode.host_addrs SELECT ip, name FROM meshnode.hosts WHERE ip IS NOT NULL;`,
 }
 
 // SchemaVersion is the schema version this binary reads and writes.

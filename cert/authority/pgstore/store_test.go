@@ -174,6 +174,60 @@ func TestTwoHostsCannotShareAnIP(t *testing.T) {
 	}
 }
 
+// TestTwoHostsCannotShareAnyAddress: the same for every address of a dual-stack host, in
+// either position (one host's IPv6 address is another's only one).
+func TestTwoHostsCannotShareAnyAddress(t *testing.T) {
+	s := open(t, pgtest.NewDB(t))
+	defer s.Close()
+	a := authority.Host{Name: "a", IP: netip.MustParsePrefix("10.50.0.1/16"), IP6: netip.MustParsePrefix("fd50::1/64")}
+	must(t, s.Update(func(tx authority.Tx) error { return tx.PutHost(a) }))
+	must(t, s.Update(func(tx authority.Tx) error { return tx.PutHost(a) })) // re-putting is no clash
+	for _, b := range []authority.Host{
+		{Name: "b", IP: netip.MustParsePrefix("10.50.0.2/16"), IP6: netip.MustParsePrefix("fd50::1/64")},
+		{Name: "b", IP: netip.MustParsePrefix("fd50::1/64")},
+	} {
+		err := s.Update(func(tx authority.Tx) error { return tx.PutHost(b) })
+		if err == nil || !strings.Contains(err.Error(), "host_addrs_pkey") {
+			t.Errorf("host %v %v sharing a's IPv6 address: %v", b.IP, b.IP6, err)
+		}
+	}
+}
+
+// TestSchema2MigrationIndexesExistingHosts: a database made by the previous release gets its
+// hosts' addresses into host_addrs, so they stay taken.
+func TestSchema2MigrationIndexesExistingHosts(t *testing.T) {
+	dsn := pgtest.NewDB(t)
+	ctx := context.Background()
+	cur := pgstore.SchemaVersion
+	pgstore.SchemaVersion = 1
+	s, err := pgstore.Open(ctx, dsn, pgstore.Options{Migrate: true})
+	pgstore.SchemaVersion = cur
+	must(t, err)
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	must(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `INSERT INTO meshnode.hosts (name, ip, doc) VALUES ('old', '10.42.0.5', '{"name":"old","ip":"10.42.0.5/16","cidr":"mesh"}')`)
+	must(t, err)
+	s = open(t, dsn)
+	defer s.Close()
+	var v int
+	must(t, conn.QueryRow(ctx, "SELECT version FROM meshnode.schema_version").Scan(&v))
+	if v != cur || cur < 2 {
+		t.Fatalf("schema version %d, want %d (at least 2)", v, cur)
+	}
+	err = s.Update(func(tx authority.Tx) error {
+		return tx.PutHost(authority.Host{Name: "new", IP: netip.MustParsePrefix("10.43.0.1/16"), IP6: netip.MustParsePrefix("fd50::1/64")})
+	})
+	must(t, err)
+	err = s.Update(func(tx authority.Tx) error {
+		return tx.PutHost(authority.Host{Name: "new2", IP: netip.MustParsePrefix("fd51::1/64"), IP6: netip.MustParsePrefix("10.42.0.5/16")})
+	})
+	if err == nil || !strings.Contains(err.Error(), "host_addrs_pkey") {
+		t.Errorf("a migrated host's address given again: %v", err)
+	}
+}
+
 func TestAuditLogRefusesChangesInTheDatabase(t *testing.T) {
 	dsn := pgtest.NewDB(t)
 	s := open(t, dsn)

@@ -125,15 +125,29 @@ func (t *pgTx) Host(name string) (authority.Host, bool, error) {
 	return getDoc[authority.Host](t, "hosts", "name", name)
 }
 
-// PutHost keeps the address in a UNIQUE column: two hosts with one IP cannot be committed,
-// whatever the code above did.
+// PutHost keeps every address of the host in a UNIQUE column (host_addrs.addr; the first
+// one also in hosts.ip, as schema 1 did): two hosts with one address cannot be committed,
+// whatever the code above did. The host's rows are replaced, so an address it gave up is free.
 func (t *pgTx) PutHost(h authority.Host) error {
 	var ip *string
 	if h.IP.IsValid() {
 		s := h.IP.Addr().String()
 		ip = &s
 	}
-	return putDoc(t, "hosts", "name", h.Name, h, colVal{"ip", ip})
+	if err := putDoc(t, "hosts", "name", h.Name, h, colVal{"ip", ip}); err != nil {
+		return err
+	}
+	if err := t.exec("DELETE FROM meshnode.host_addrs WHERE host = $1", h.Name); err != nil {
+		return err
+	}
+	for _, p := range h.Addrs() {
+		if p.IsValid() {
+			if err := t.exec("INSERT INTO meshnode.host_addrs (addr, host) VALUES ($1, $2)", p.Addr().String(), h.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 func (t *pgTx) Hosts() ([]authority.Host, error) {
 	return allDocs[authority.Host](t, "hosts", "name", "")

@@ -35,6 +35,7 @@ func Run(t *testing.T, f Factory) {
 	t.Run("audit log numbers entries in order", func(t *testing.T) { testAudit(t, f) })
 	t.Run("blocklist version and nonces", func(t *testing.T) { testCounters(t, f) })
 	t.Run("certs are found by host, and only that host's", func(t *testing.T) { testHostCerts(t, f) })
+	t.Run("IPv6 and dual-stack CIDRs and hosts round-trip", func(t *testing.T) { testDualStack(t, f) })
 	t.Run("state survives reopen", func(t *testing.T) { testReopen(t, f) })
 	t.Run("closed store refuses transactions", func(t *testing.T) { testClosed(t, f) })
 }
@@ -358,4 +359,52 @@ func testHostCerts(t *testing.T, f Factory) {
 			t.Errorf("after reopen HostCerts(web1) = %v", got)
 		}
 	}
+}
+
+// testDualStack: the IPv6 fields of CIDRs and hosts are kept, and a host that gives an
+// address up (a store indexing addresses must drop its old ones) leaves it free for another.
+func testDualStack(t *testing.T, f Factory) {
+	s := open(t, f)
+	dual := authority.CIDR{Name: "dual", Prefix: netip.MustParsePrefix("10.50.0.0/16"), Prefix6: netip.MustParsePrefix("fd50::/64")}
+	six := authority.CIDR{Name: "six", Prefix: netip.MustParsePrefix("fd60::/64")}
+	d := authority.Host{Name: "d", IP: netip.MustParsePrefix("10.50.0.1/16"), IP6: netip.MustParsePrefix("fd50::1/64"), CIDR: "dual", State: authority.HostInvited}
+	v6 := authority.Host{Name: "v6", IP: netip.MustParsePrefix("fd60::1/64"), CIDR: "six", State: authority.HostInvited}
+	must(t, s.Update(func(tx authority.Tx) error {
+		must(t, tx.PutCIDR(dual))
+		must(t, tx.PutCIDR(six))
+		must(t, tx.PutHost(d))
+		return tx.PutHost(v6)
+	}))
+	must(t, s.View(func(tx authority.Tx) error {
+		for _, want := range []authority.CIDR{dual, six} {
+			if c, ok, err := tx.CIDR(want.Name); err != nil || !ok || c != want {
+				t.Errorf("CIDR %s = %+v, %v, %v", want.Name, c, ok, err)
+			}
+		}
+		for _, want := range []authority.Host{d, v6} {
+			if h, ok, err := tx.Host(want.Name); err != nil || !ok || h.IP != want.IP || h.IP6 != want.IP6 || !slices.Equal(h.Addrs(), want.Addrs()) {
+				t.Errorf("Host %s = %+v, %v, %v", want.Name, h, ok, err)
+			}
+		}
+		hs, err := tx.Hosts()
+		if err != nil || len(hs) != 2 {
+			t.Errorf("Hosts = %v, %v", hs, err)
+		}
+		return nil
+	}))
+	// d moves to other addresses (a replacing invite may); e then takes its old ones.
+	d.IP, d.IP6 = netip.MustParsePrefix("10.50.0.2/16"), netip.MustParsePrefix("fd50::2/64")
+	must(t, s.Update(func(tx authority.Tx) error { return tx.PutHost(d) }))
+	must(t, s.Update(func(tx authority.Tx) error {
+		return tx.PutHost(authority.Host{Name: "e", IP: netip.MustParsePrefix("10.50.0.1/16"), IP6: netip.MustParsePrefix("fd50::1/64"), CIDR: "dual"})
+	}))
+	// Dropping the IPv6 address is kept too.
+	d.IP6 = netip.Prefix{}
+	must(t, s.Update(func(tx authority.Tx) error { return tx.PutHost(d) }))
+	must(t, s.View(func(tx authority.Tx) error {
+		if h, _, err := tx.Host("d"); err != nil || h.IP6.IsValid() || len(h.Addrs()) != 1 {
+			t.Errorf("Host d after dropping IP6 = %+v, %v", h, err)
+		}
+		return nil
+	}))
 }
