@@ -35,11 +35,11 @@ func newInviteCmd(e *env) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&o.config, "config", "", "Required: path to the CA service config (ca.yml)")
-	f.StringVar(&o.cidr, "cidr", "", "Required: name of the CIDR the host joins (see 'mesh-cert list --tree'); NAME=PREFIX adds that CIDR to the tree first")
+	f.StringVar(&o.cidr, "cidr", "", "Required: name of the CIDR the host joins (see 'mesh-cert list --tree'); NAME=PREFIX (or NAME=IPV4PREFIX,IPV6PREFIX for a dual-stack network) adds that CIDR to the tree first")
 	f.StringVar(&o.name, "name", "", "Required: host name, unique in the network")
 	f.StringVar(&o.groups, "groups", "", "comma separated groups")
 	f.StringVar(&o.subnets, "subnets", "", "comma separated IPv4 networks the host may route for as a gateway (its certificates carry them; tun.unsafe_routes on other hosts point at it)")
-	f.StringVar(&o.ip, "ip", "", "IPv4 address for the host (default: the next free one in the CIDR)")
+	f.StringVar(&o.ip, "ip", "", "address for the host, IPv4 or IPv6, or one of each comma separated (default: the next free one in each of the CIDR's networks)")
 	f.DurationVar(&o.ttl, "ttl", 0, "how long the token is valid (default: durations.token of ca.yml)")
 	f.StringVar(&o.out, "out", "", "write the token to this file (mode 0600) instead of printing it")
 	f.BoolVar(&o.replace, "replace", false, "invite an enrolled or revoked host again for a new key: it keeps its IP, CIDR and groups (unless given) and its audit history, and every certificate it still holds is revoked")
@@ -73,11 +73,21 @@ func runInvite(e *env, o inviteOptions) error {
 		req.Subnets = subnets
 	}
 	if o.ip != "" {
-		ip, err := netip.ParseAddr(o.ip)
-		if err != nil {
-			return usagef("-ip: %v", err)
+		parts := strings.Split(o.ip, ",")
+		if len(parts) > 2 {
+			return usagef("-ip: at most two addresses, one IPv4 and one IPv6")
 		}
-		req.IP = ip
+		for i, s := range parts {
+			ip, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return usagef("-ip: %v", err)
+			}
+			if i == 0 {
+				req.IP = ip
+			} else {
+				req.IP6 = ip
+			}
+		}
 	}
 	adm, closeAdm, err := openAdmin(e, o.config)
 	if err != nil {
@@ -96,14 +106,20 @@ func runInvite(e *env, o inviteOptions) error {
 	if err != nil {
 		return err
 	}
-	how := "chosen"
-	switch {
-	case o.replace && o.ip == "":
-		how = "kept"
-	case o.ip == "":
-		how = "next free in " + id.CIDR
+	how := func(ip netip.Prefix) string {
+		switch {
+		case ip.Addr() == req.IP || ip.Addr() == req.IP6:
+			return "chosen"
+		case o.replace && o.ip == "":
+			return "kept"
+		}
+		return "next free in " + id.CIDR
 	}
-	fmt.Fprintf(e.stdout, "name:   %s\nip:     %s (%s)\ngroups: %s\n", id.Name, id.IP, how, strings.Join(id.Groups, ","))
+	fmt.Fprintf(e.stdout, "name:   %s\nip:     %s (%s)\n", id.Name, id.IP, how(id.IP))
+	if id.IP6.IsValid() {
+		fmt.Fprintf(e.stdout, "ip6:    %s (%s)\n", id.IP6, how(id.IP6))
+	}
+	fmt.Fprintf(e.stdout, "groups: %s\n", strings.Join(id.Groups, ","))
 	if len(id.Subnets) > 0 {
 		fmt.Fprintf(e.stdout, "subnets: %s\n", strings.Join(prefixStrings(id.Subnets), ","))
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -70,7 +71,7 @@ func runList(e *env, o listOptions) error {
 	walk = func(name string, depth int) {
 		c, _ := tree.Get(name)
 		ind := strings.Repeat("  ", depth)
-		fmt.Fprintf(e.stdout, "%s%s %s\n", ind, c.Name, c.Prefix)
+		fmt.Fprintf(e.stdout, "%s%s %s\n", ind, c.Name, prefixList(c.Prefixes()))
 		for _, h := range byCIDR[name] {
 			fmt.Fprintf(e.stdout, "%s  - %s %s\n", ind, h.Name, hostLine(h, now))
 		}
@@ -98,7 +99,7 @@ func writeOrphans(w io.Writer, byCIDR map[string][]authority.Host, now time.Time
 
 func hostLine(h authority.Host, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s", h.IP)
+	fmt.Fprintf(&b, "%s", prefixList(h.Addrs()))
 	if len(h.Groups) > 0 {
 		fmt.Fprintf(&b, " groups=%s", strings.Join(h.Groups, ","))
 	}
@@ -121,3 +122,6 @@ func hostLine(h authority.Host, now time.Time) string {
 	}
 	return b.String()
 }
+
+// prefixList is ps space separated: a dual-stack network or host shows both addresses.
+func prefixList(ps []netip.Prefix) string { return strings.Join(prefixStrings(ps), " ") }
