@@ -146,6 +146,19 @@ durations:
 `, tokenCAAddr, caList, certLife))
 }
 
+// makeDualStack gives the networks of the ca.yml writeCAConfig wrote an IPv6 prefix too:
+// mesh fd42::/48 and servers fd42::/64, so hosts get fd42::N/48 beside 10.42.0.N/16.
+func (m *tokenMesh) makeDualStack() {
+	m.t.Helper()
+	b, err := os.ReadFile(m.caYML)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	y := strings.Replace(string(b), "    cidr: 10.42.0.0/16\n", "    cidr: 10.42.0.0/16\n    cidr6: fd42::/48\n", 1)
+	y = strings.Replace(y, "        cidr: 10.42.0.0/24\n", "        cidr: 10.42.0.0/24\n        cidr6: fd42::/64\n", 1)
+	tokenWriteFile(m.t, m.caYML, y)
+}
+
 // startService starts `mesh-cert serve` on the current ca.yml and waits until it listens.
 func (m *tokenMesh) startService() *netns.Process {
 	t := m.t
