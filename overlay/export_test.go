@@ -77,3 +77,12 @@ func (n *Node) CandidatesForTest(peer netip.Addr) (total, forPeer int) {
 
 // SetRelayProbeIntervalForTest changes how often relayed tunnels probe the direct path.
 func (n *Node) SetRelayProbeIntervalForTest(d time.Duration) { n.relay.probeEvery.Store(int64(d)) }
+
+// LighthouseAcksForTest counts the HostUpdateNotificationAcks n received.
+func (n *Node) LighthouseAcksForTest() int64 { return n.lh.acks.Load() }
+
+// BlankUpdateForTest is a HostUpdateNotification in Nebula 1.10+'s v2 form: no host named
+// (the lighthouse takes the tunnel's peer), one address.
+func BlankUpdateForTest(addr netip.AddrPort) []byte {
+	return (&lighthouse.Meta{Type: lighthouse.HostUpdateNotification, AddrV2: true, V4: []netip.AddrPort{addr}}).Marshal(nil)
+}

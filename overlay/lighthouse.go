@@ -51,6 +51,8 @@ type lighthouseState struct {
 	lastQuery  map[netip.Addr]time.Time
 	lastUpdate time.Time
 	lastPunch  time.Time
+
+	acks atomic.Int64 // HostUpdateNotificationAcks received (tests read it)
 }
 
 func (lh *lighthouseState) c() *lhConf { return lh.conf.Load() }
@@ -341,10 +343,23 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 		if m.VpnIP != t.vpnIP && slices.Contains(t.allowedIPs, m.VpnIP) {
 			m.VpnIP = t.vpnIP // the host named itself by another of its addresses
 		}
+		// The v2 form names no host (Nebula 1.10+ and meshnode on v2 tunnels); read before
+		// the fix-up below, which fills VpnIP in.
+		v2Form := m.AddrV2 || !m.VpnIP.IsValid() || m.VpnIP.IsUnspecified()
 		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), &m); err != nil {
 			n.m.dropped(dropLighthouseBad)
 			n.log.Info("lighthouse: update refused", "from", t.vpnIP, "err", err)
+			return
 		}
+		if v2Form {
+			// Nebula 1.10+ lighthouses acknowledge an accepted update with an empty
+			// HostUpdateNotificationAck. Only the v2 form gets one here: a 1.6 host, which
+			// sends the v1 form, does not know the type.
+			n.sendEncrypted(t, header.LightHouse, 0, (&lighthouse.Meta{Type: lighthouse.HostUpdateNotificationAck, AddrV2: true}).Marshal(nil))
+		}
+	case lighthouse.HostUpdateNotificationAck:
+		// Our lighthouse got our update; nothing to do (Nebula 1.11 ignores it too).
+		lh.acks.Add(1)
 	case lighthouse.HostQuery:
 		if lh.book == nil {
 			n.m.dropped(dropLighthouseRole)

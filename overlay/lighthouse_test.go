@@ -290,3 +290,30 @@ func TestRelayedTunnelProbesAndMovesToTheDirectPathOnceItOpens(t *testing.T) {
 	}
 	m.sendUntil(2, 1, m.udpPacket(2, 1, "direct now"), 5*time.Second)
 }
+
+// TestLighthouseAcknowledgesV2FormUpdates: as Nebula 1.10+ does, a lighthouse answers an
+// accepted update in the v2 form (no host named) with a HostUpdateNotificationAck; an update
+// in the v1 form, which Nebula 1.6 hosts send and which knows no ack, gets none.
+func TestLighthouseAcknowledgesV2FormUpdates(t *testing.T) {
+	m := lighthouseMesh(t, 1, nil)
+	lh, h := m.hosts[0], m.hosts[1]
+	eventually(t, 10*time.Second, "a tunnel to the lighthouse", func() bool {
+		_, ok := h.node.Tunnel(lh.vpn)
+		return ok
+	})
+	time.Sleep(200 * time.Millisecond)
+	before := h.node.LighthouseAcksForTest()
+	if !h.node.SendLighthouseForTest(lh.vpn, overlay.ForgedUpdate(h.vpn, h.under)) {
+		t.Fatal("no tunnel to the lighthouse")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := h.node.LighthouseAcksForTest(); got != before {
+		t.Fatalf("a v1-form update got %d acks", got-before)
+	}
+	if !h.node.SendLighthouseForTest(lh.vpn, overlay.BlankUpdateForTest(h.under)) {
+		t.Fatal("no tunnel to the lighthouse")
+	}
+	eventually(t, 3*time.Second, "the ack of a v2-form update", func() bool {
+		return h.node.LighthouseAcksForTest() == before+1
+	})
+}
