@@ -59,8 +59,10 @@ func TestHostCertStaysInsideItsCAsValidity(t *testing.T) {
 			o.CertDuration = time.Hour
 		})
 		n := f.enroll(t, "web1", "servers")
-		if d := n.cert.Details; !d.NotAfter.Equal(ca.Cert.Details.NotAfter) || !d.NotBefore.Equal(now.Add(-time.Minute)) {
-			t.Errorf("cert %v – %v, want %v – the CA's end %v", d.NotBefore, d.NotAfter, now.Add(-time.Minute), ca.Cert.Details.NotAfter)
+		// The fixture's clock, not now: it was read later and may be a second ahead.
+		start := f.clock.Now().Add(-time.Minute)
+		if d := n.cert.Details; !d.NotAfter.Equal(ca.Cert.Details.NotAfter) || !d.NotBefore.Equal(start) {
+			t.Errorf("cert %v – %v, want %v – the CA's end %v", d.NotBefore, d.NotAfter, start, ca.Cert.Details.NotAfter)
 		}
 	})
 	t.Run("CA just made", func(t *testing.T) {
