@@ -119,13 +119,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(s.o.Logger.Handler(), slog.LevelDebug),
 	}
+	return ServeTLS(ctx, ln, hs, s.TLSConfig(), func() { s.stopOnce.Do(func() { close(s.stopping) }) })
+}
+
+// ServeTLS serves hs over TLS on ln until ctx is done, then calls beforeShutdown (if not
+// nil: e.g. to answer held long-polls) and shuts down gracefully, waiting up to 5 s. The
+// API server and the web console both serve this way.
+func ServeTLS(ctx context.Context, ln net.Listener, hs *http.Server, cfg *tls.Config, beforeShutdown func()) error {
 	done := make(chan error, 1)
-	go func() { done <- hs.Serve(tls.NewListener(ln, s.TLSConfig())) }()
+	go func() { done <- hs.Serve(tls.NewListener(ln, cfg)) }()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		s.stopOnce.Do(func() { close(s.stopping) })
+		if beforeShutdown != nil {
+			beforeShutdown()
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := hs.Shutdown(sctx)

@@ -173,21 +173,11 @@ func (c *Console) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(c.o.Logger.Handler(), slog.LevelDebug),
 	}
-	done := make(chan error, 1)
-	go func() { done <- hs.Serve(tls.NewListener(ln, c.TLSConfig())) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := hs.Shutdown(sctx)
-		<-done
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		return err
+	err := authority.ServeTLS(ctx, ln, hs, c.TLSConfig(), nil)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
 	}
+	return err
 }
 
 type ctxKey struct{}
