@@ -19,6 +19,7 @@ type Result struct {
 	Query       *QueryStats `json:"query,omitempty"`
 	Idle        *IdleStats  `json:"idle,omitempty"`
 	Counters    Snapshot    `json:"counters"`
+	Self        ProcSample  `json:"self"`            // the generator's own CPU and memory at the end
 	Pprof       string      `json:"pprof,omitempty"` // where the script put a heap profile
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 			c0 := sample()
 			st := sim.Join(ctx, from, from+n, max(o.concurrency, int(r)), r, nil)
 			st.CPU = sample().CPU - c0.CPU
+			st.PerCPUs = perCPU(st.Joined, st.CPU)
 			res.Ramp = append(res.Ramp, st)
 			logf("ramp %.0f/s: %d joined at %.0f/s, %d late, %d failed, %.2fs CPU", r, st.Joined, st.Rate, st.Late, st.Failed, st.CPU)
 			from += n
@@ -177,6 +179,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 			}
 		}
 		res.Counters = sim.C.Snapshot()
+		res.Self, _ = fleet.ReadProc(os.Getpid())
 		return res, nil
 	}
 
@@ -184,7 +187,8 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	if err != nil {
 		return nil, fmt.Errorf("-milestones: %w", err)
 	}
-	marks = append(marks, o.n)
+	marks = slices.DeleteFunc(append(marks, o.n), func(m int) bool { return m > o.n })
+	slices.Sort(marks)
 	mi := make(chan fleet.Milestone, len(marks))
 	var mu sync.Mutex
 	var next int
@@ -210,6 +214,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	}
 	end := sample()
 	st.CPU = end.CPU - res.Base.CPU
+	st.PerCPUs = perCPU(st.Joined, st.CPU)
 	res.Join = &st
 	logf("join: %d of %d in %.1fs (%.0f/s), %d retransmissions, %d failed", st.Joined, st.Hosts, st.Seconds, st.Rate, st.Retries, st.Failed)
 	var up []int
@@ -238,6 +243,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 		logf("idle %.0fs: %.2fs CPU, RSS %d KiB", res.Idle.Seconds, res.Idle.CPU, p.RSSKB)
 	}
 	res.Counters = sim.C.Snapshot()
+	res.Self, _ = fleet.ReadProc(os.Getpid())
 	return res, nil
 }
 
@@ -266,6 +272,13 @@ func raiseNoFile() {
 		l.Cur = l.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+}
+
+func perCPU(n int, cpu float64) float64 {
+	if cpu <= 0 {
+		return 0
+	}
+	return float64(n) / cpu
 }
 
 func floats(s string) ([]float64, error) {
