@@ -20,6 +20,7 @@ import (
 //	cert/authority -> cert;  cmd/mesh-cert -> cert/authority/pgstore -> cert/authority;
 //	cmd/meshnode -> nodekeys -> {overlay, cert/authority/client -> cert/authority/api};
 //	cert/authority -> cert/authority/api;  cmd/mesh-cert -> cert/authority/console -> cert/authority;
+//	cmd/mesh-fleet -> fleet -> {handshake, lighthouse, overlay/header} (a load generator, no node);
 //	nothing imports cmd or e2e.
 //
 // Each rule names a package (and the packages under it) and the module packages it must not
@@ -50,9 +51,9 @@ var importRules = []struct {
 		"the daemon links no CA service: its key handling is nodekeys"},
 	{"cert/authority/pgstore", []string{"overlay", "handshake", "lighthouse", "firewall", "cmd", "e2e", "cert/authority/client"},
 		"the PostgreSQL store is an authority.Store beside bbolt: records, not the service's clients"},
-	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e"},
+	{"handshake", []string{"overlay", "lighthouse", "firewall", "cert/authority", "cmd", "e2e", "fleet"},
 		"handshake is a pure state machine under overlay"},
-	{"lighthouse", []string{"overlay", "handshake", "firewall", "cert/authority", "cmd", "e2e"},
+	{"lighthouse", []string{"overlay", "handshake", "firewall", "cert/authority", "cmd", "e2e", "fleet"},
 		"lighthouse talks to the runtime through a small interface, not by importing it"},
 	{"firewall", []string{"overlay", "handshake", "lighthouse", "cert/authority", "cmd", "e2e"},
 		"the firewall is pure: (packet, peer identity, direction) -> verdict"},
@@ -60,8 +61,10 @@ var importRules = []struct {
 		"a TUN device knows nothing of the overlay"},
 	{"overlay/udp", []string{"=overlay", "overlay/tun", "handshake", "lighthouse", "firewall", "cmd", "e2e"},
 		"a UDP conn knows nothing of the overlay"},
-	{"overlay", []string{"cmd", "e2e", "cert/authority", "nodekeys"},
+	{"overlay", []string{"cmd", "e2e", "cert/authority", "nodekeys", "fleet"},
 		"the runtime is imported by cmd, never the other way round"},
+	{"fleet", []string{"=overlay", "overlay/tun", "overlay/udp", "firewall", "cert/authority", "nodekeys", "cmd", "e2e"},
+		"the load generator speaks the wire protocol (handshake, lighthouse, overlay/header); it is no node and links no runtime"},
 	{"internal", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert"},
 		"internal helpers sit below everything"},
 	{"internal/version", []string{"cmd", "e2e", "overlay", "handshake", "lighthouse", "firewall", "cert", "internal/cli", "internal/testenv"},
@@ -185,6 +188,11 @@ func TestImportRulesCatchUpwardImports(t *testing.T) {
 		{"cert/authority/client", "cert/authority", true},
 		{"cert/authority/api", "cert/authority", true},
 		{"cert/authority/api", "cert", false},
+		{"fleet", "handshake", false},
+		{"fleet", "overlay/header", false},
+		{"fleet", "overlay", true},
+		{"overlay", "fleet", true},
+		{"cmd/mesh-fleet", "fleet", false},
 	} {
 		if got := importViolations(c.rel, c.irel); (len(got) > 0) != c.bad {
 			t.Errorf("%s importing %s: violations %q, want bad=%v", c.rel, c.irel, got, c.bad)
