@@ -54,10 +54,12 @@ e2e: build
 	$(GO) test -count=1 -timeout 40m -v ./e2e/...
 
 # Go micro-benchmarks, then (as root) the side-by-side daemon comparison with nebula and the
-# bare veth, written to bench-results.md.
+# bare veth, written to bench-results.md, then the fleet-scale lighthouse and host comparison
+# (issue 18; ~15 minutes at the default 100k hosts), written to fleet-results.md.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	MESHNODE=$(CURDIR)/$(BIN)/meshnode bash scripts/bench.sh -o bench-results.md
+	MESHNODE=$(CURDIR)/$(BIN)/meshnode bash scripts/fleet.sh -o fleet-results.md
 
 # Runs every Fuzz target for FUZZTIME each.
 fuzz:
