@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -192,8 +193,18 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	mi := make(chan fleet.Milestone, len(marks))
 	var mu sync.Mutex
 	var next int
+	var joined atomic.Int64
 	t0 := time.Now()
+	// A line every 10 s, so a slow join shows its pace while it runs.
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	go func() {
+		for range tick.C {
+			logf("%d joined after %.0fs", joined.Load(), time.Since(t0).Seconds())
+		}
+	}()
 	progress := func(n int) {
+		joined.Store(int64(n))
 		// Receive goroutines report concurrently, so counts may arrive a little out of order.
 		mu.Lock()
 		defer mu.Unlock()
