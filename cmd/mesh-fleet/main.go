@@ -196,11 +196,16 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	var joined atomic.Int64
 	t0 := time.Now()
 	// A line every 10 s, so a slow join shows its pace while it runs.
-	tick := time.NewTicker(10 * time.Second)
+	tick, joinDone := time.NewTicker(10*time.Second), make(chan struct{})
 	defer tick.Stop()
 	go func() {
-		for range tick.C {
-			logf("%d joined after %.0fs", joined.Load(), time.Since(t0).Seconds())
+		for {
+			select {
+			case <-tick.C:
+				logf("%d joined after %.0fs", joined.Load(), time.Since(t0).Seconds())
+			case <-joinDone:
+				return
+			}
 		}
 	}()
 	progress := func(n int) {
@@ -217,6 +222,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 		}
 	}
 	st := sim.Join(ctx, 0, o.n, o.concurrency, o.rate, progress)
+	close(joinDone)
 	close(mi)
 	for m := range mi {
 		if len(res.Milestones) == 0 || res.Milestones[len(res.Milestones)-1].Hosts != m.Hosts {
