@@ -15,6 +15,7 @@ type Result struct {
 	Base        ProcSample  `json:"base"`           // the target before the first handshake
 	Join        *JoinStats  `json:"join,omitempty"`
 	Milestones  []Milestone `json:"milestones,omitempty"`
+	End         ProcSample  `json:"end"` // the target when the join ended (some hosts may have failed)
 	Ramp        []JoinStats `json:"ramp,omitempty"`
 	Query       *QueryStats `json:"query,omitempty"`
 	Idle        *IdleStats  `json:"idle,omitempty"`
@@ -107,8 +108,12 @@ func Tables(results []Result) string {
 					float64(m.Hosts)/m.Seconds, cpu, ratio(float64(m.Hosts), cpu), mib(m.Proc.RSSKB), mib(m.Proc.HWMKB), r.PerHostKB(m))
 			}
 			j := r.Join
-			fmt.Fprintf(&b, "| %s (all) | %d of %d | %.1f | %.0f | %.1f | %s | %d | %d | | | |\n", r.Target, j.Joined, j.Hosts, j.Seconds,
-				j.Rate, j.CPU, ratio(float64(j.Joined), j.CPU), j.Retries, j.Failed)
+			end := "| | |"
+			if r.End.RSSKB > 0 && j.Joined > 0 {
+				end = fmt.Sprintf("%s | %s | %.2f |", mib(r.End.RSSKB), mib(r.End.HWMKB), float64(r.End.RSSKB-r.Base.RSSKB)/float64(j.Joined))
+			}
+			fmt.Fprintf(&b, "| %s (all) | %d of %d | %.1f | %.0f | %.1f | %s | %d | %d | %s\n", r.Target, j.Joined, j.Hosts, j.Seconds,
+				j.Rate, j.CPU, ratio(float64(j.Joined), j.CPU), j.Retries, j.Failed, end)
 		}
 		b.WriteString("\n")
 	}

@@ -231,6 +231,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	}
 	end := sample()
 	st.CPU = end.CPU - res.Base.CPU
+	res.End = end
 	st.PerCPUs = perCPU(st.Joined, st.CPU)
 	res.Join = &st
 	logf("join: %d of %d in %.1fs (%.0f/s), %d retransmissions, %d failed", st.Joined, st.Hosts, st.Seconds, st.Rate, st.Retries, st.Failed)
