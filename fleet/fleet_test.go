@@ -344,3 +344,16 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 5 s")
 }
+
+func TestRcvbufErrorsAreReadByColumnName(t *testing.T) {
+	snmp := "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 100 2 7 90 5 0\nUdpLite: InDatagrams RcvbufErrors\nUdpLite: 0 9\n"
+	if got, err := parseRcvbufErrors([]byte(snmp)); err != nil || got != 5 {
+		t.Fatalf("parseRcvbufErrors = %d, %v; want 5", got, err)
+	}
+	if _, err := parseRcvbufErrors([]byte("Ip: a\nIp: 1\n")); err == nil {
+		t.Fatal("no Udp line was accepted")
+	}
+	if _, err := UDPRcvbufErrors(); err != nil {
+		t.Fatal(err)
+	}
+}

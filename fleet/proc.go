@@ -68,3 +68,34 @@ func statusKB(status []byte, key string) int64 {
 	}
 	return 0
 }
+
+// UDPRcvbufErrors is the kernel's count of UDP datagrams dropped because a socket's receive
+// buffer was full, in the caller's network namespace (/proc/net/snmp is per namespace): the
+// target's and the fleet's sockets together, since the caller shares the target's namespace.
+func UDPRcvbufErrors() (int64, error) {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	return parseRcvbufErrors(b)
+}
+
+func parseRcvbufErrors(snmp []byte) (int64, error) {
+	var names []string
+	for line := range strings.SplitSeq(string(snmp), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				return strconv.ParseInt(f[i], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("fleet: no Udp RcvbufErrors in /proc/net/snmp")
+}

@@ -41,7 +41,8 @@ type QueryStats struct {
 	Rate     float64 `json:"rate"` // answered per second
 	P50ms    float64 `json:"p50_ms"`
 	P99ms    float64 `json:"p99_ms"`
-	CPU      float64 `json:"cpu_s"` // the target's CPU seconds meanwhile (filled by the caller)
+	CPU      float64 `json:"cpu_s"`     // the target's CPU seconds meanwhile (filled by the caller)
+	Drops    int64   `json:"udp_drops"` // UDP receive-buffer drops in the namespace meanwhile (filled by the caller)
 }
 
 type queryCollector struct {

@@ -99,48 +99,48 @@ func Tables(results []Result) string {
 	}
 	if len(join) > 0 {
 		b.WriteString("Lighthouse: hosts joining (as fast as the concurrency allows)\n\n")
-		b.WriteString("| target | hosts joined | time s | joined/s | lighthouse CPU s | handshakes per CPU s | retransmissions | failed | RSS MiB | peak RSS MiB | KiB per host |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| target | hosts joined | time s | joined/s | lighthouse CPU s | handshakes per CPU s | retransmissions | failed | UDP drops | RSS MiB | peak RSS MiB | KiB per host |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range join {
 			for _, m := range r.Milestones {
 				cpu := m.Proc.CPU - r.Base.CPU
-				fmt.Fprintf(&b, "| %s | %d | %.1f | %.0f | %.1f | %s | | | %s | %s | %.2f |\n", r.Target, m.Hosts, m.Seconds,
+				fmt.Fprintf(&b, "| %s | %d | %.1f | %.0f | %.1f | %s | | | | %s | %s | %.2f |\n", r.Target, m.Hosts, m.Seconds,
 					float64(m.Hosts)/m.Seconds, cpu, ratio(float64(m.Hosts), cpu), mib(m.Proc.RSSKB), mib(m.Proc.HWMKB), r.PerHostKB(m))
 			}
 			j := r.Join
-			end := "| | |"
+			end := " | | |"
 			if r.End.RSSKB > 0 && j.Joined > 0 {
-				end = fmt.Sprintf("%s | %s | %.2f |", mib(r.End.RSSKB), mib(r.End.HWMKB), float64(r.End.RSSKB-r.Base.RSSKB)/float64(j.Joined))
+				end = fmt.Sprintf(" %s | %s | %.2f |", mib(r.End.RSSKB), mib(r.End.HWMKB), float64(r.End.RSSKB-r.Base.RSSKB)/float64(j.Joined))
 			}
-			fmt.Fprintf(&b, "| %s (all) | %d of %d | %.1f | %.0f | %.1f | %s | %d | %d | %s\n", r.Target, j.Joined, j.Hosts, j.Seconds,
-				j.Rate, j.CPU, ratio(float64(j.Joined), j.CPU), j.Retries, j.Failed, end)
+			fmt.Fprintf(&b, "| %s (all) | %d of %d | %.1f | %.0f | %.1f | %s | %d | %d | %d |%s\n", r.Target, j.Joined, j.Hosts, j.Seconds,
+				j.Rate, j.CPU, ratio(float64(j.Joined), j.CPU), j.Retries, j.Failed, j.Drops, end)
 		}
 		b.WriteString("\n")
 	}
 	if len(ramp) > 0 {
 		b.WriteString("Lighthouse: handshakes offered at a fixed rate, fresh hosts per step (behind: >1% needed a retransmission, one failed, or <90% of the offered rate)\n\n")
-		b.WriteString("| target | offered/s | joined/s | handshakes per CPU s | lighthouse CPU (cores) | p50 ms | p99 ms | retransmitted | failed | |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| target | offered/s | joined/s | handshakes per CPU s | lighthouse CPU (cores) | generator CPU (cores) | p50 ms | p99 ms | retransmitted | failed | UDP drops | |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range ramp {
 			for _, s := range r.Ramp {
 				mark := ""
 				if s.Behind() {
 					mark = "behind"
 				}
-				fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %.2f | %.1f | %.1f | %d | %d | %s |\n", r.Target, s.Offered, s.Rate,
-					ratio(float64(s.Joined), s.CPU), s.CPU/s.Seconds, s.P50ms, s.P99ms, s.Late, s.Failed, mark)
+				fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %.2f | %.2f | %.1f | %.1f | %d | %d | %d | %s |\n", r.Target, s.Offered, s.Rate,
+					ratio(float64(s.Joined), s.CPU), s.CPU/s.Seconds, s.SelfCPU/s.Seconds, s.P50ms, s.P99ms, s.Late, s.Failed, s.Drops, mark)
 			}
 		}
 		b.WriteString("\n")
 	}
 	if len(query) > 0 {
 		b.WriteString("Lighthouse: HostQuery for random joined hosts, from random joined hosts\n\n")
-		b.WriteString("| target | hosts | offered/s | answered/s | correct | timed out | p50 ms | p99 ms | lighthouse CPU s per 1000 |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| target | hosts | offered/s | answered/s | correct | timed out | p50 ms | p99 ms | lighthouse CPU s per 1000 | UDP drops |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range query {
 			q := r.Query
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %d of %d | %d | %.2f | %.2f | %s |\n", r.Target, r.Join.Joined, q.Offered, q.Rate,
-				q.Correct, q.Answered, q.TimedOut, q.P50ms, q.P99ms, perK(q.CPU, q.Answered))
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %d of %d | %d | %.2f | %.2f | %s | %d |\n", r.Target, r.Join.Joined, q.Offered, q.Rate,
+				q.Correct, q.Answered, q.TimedOut, q.P50ms, q.P99ms, perK(q.CPU, q.Answered), q.Drops)
 		}
 		b.WriteString("\n")
 	}

@@ -395,15 +395,17 @@ type JoinStats struct {
 	Hosts   int     `json:"hosts"`
 	Joined  int     `json:"joined"`
 	Failed  int     `json:"failed"`
-	Retries int64   `json:"retries"`   // msg 1 retransmissions
-	Late    int     `json:"late"`      // handshakes that needed a retransmission
-	Seconds float64 `json:"seconds"`   // first msg 1 to the last answer or failure
-	Rate    float64 `json:"rate"`      // joined per second
-	Offered float64 `json:"offered"`   // the rate asked for, 0 for as fast as the concurrency allows
-	P50ms   float64 `json:"p50_ms"`    // first msg 1 to msg 2, joined hosts
-	P99ms   float64 `json:"p99_ms"`    //
-	CPU     float64 `json:"cpu_s"`     // the target's CPU seconds meanwhile (filled by the caller)
-	PerCPUs float64 `json:"per_cpu_s"` // joined per target CPU second (filled by the caller)
+	Retries int64   `json:"retries"`    // msg 1 retransmissions
+	Late    int     `json:"late"`       // handshakes that needed a retransmission
+	Seconds float64 `json:"seconds"`    // first msg 1 to the last answer or failure
+	Rate    float64 `json:"rate"`       // joined per second
+	Offered float64 `json:"offered"`    // the rate asked for, 0 for as fast as the concurrency allows
+	P50ms   float64 `json:"p50_ms"`     // first msg 1 to msg 2, joined hosts
+	P99ms   float64 `json:"p99_ms"`     //
+	CPU     float64 `json:"cpu_s"`      // the target's CPU seconds meanwhile (filled by the caller)
+	SelfCPU float64 `json:"self_cpu_s"` // the generator's own CPU seconds meanwhile (filled by the caller)
+	Drops   int64   `json:"udp_drops"`  // UDP receive-buffer drops in the namespace meanwhile (filled by the caller)
+	PerCPUs float64 `json:"per_cpu_s"`  // joined per target CPU second (filled by the caller)
 }
 
 // Join makes hosts [from, to) handshake with the target, at most concurrency at once and,

@@ -164,16 +164,19 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "mesh-fleet: "+o.label+": "+format+"\n", a...) }
 
+	self := func() float64 { s, _ := fleet.ReadProc(os.Getpid()); return s.CPU }
+	drops := func() int64 { d, _ := fleet.UDPRcvbufErrors(); return d }
+
 	if len(steps) > 0 {
 		from := 0
 		for _, r := range steps {
 			n := int(r * o.rampStep.Seconds())
-			c0 := sample()
+			c0, s0, d0 := sample(), self(), drops()
 			st := sim.Join(ctx, from, from+n, max(o.concurrency, int(r)), r, nil)
-			st.CPU = sample().CPU - c0.CPU
+			st.CPU, st.SelfCPU, st.Drops = sample().CPU-c0.CPU, self()-s0, drops()-d0
 			st.PerCPUs = perCPU(st.Joined, st.CPU)
 			res.Ramp = append(res.Ramp, st)
-			logf("ramp %.0f/s: %d joined at %.0f/s, %d late, %d failed, %.2fs CPU", r, st.Joined, st.Rate, st.Late, st.Failed, st.CPU)
+			logf("ramp %.0f/s: %d joined at %.0f/s, %d late, %d failed, %.2fs CPU (generator %.2fs), %d UDP drops", r, st.Joined, st.Rate, st.Late, st.Failed, st.CPU, st.SelfCPU, st.Drops)
 			from += n
 			if st.Behind() || ctx.Err() != nil {
 				break
@@ -191,6 +194,7 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	marks = slices.DeleteFunc(append(marks, o.n), func(m int) bool { return m > o.n })
 	slices.Sort(marks)
 	mi := make(chan fleet.Milestone, len(marks))
+	s0, d0 := self(), drops()
 	var mu sync.Mutex
 	var next int
 	var joined atomic.Int64
@@ -230,11 +234,11 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 		}
 	}
 	end := sample()
-	st.CPU = end.CPU - res.Base.CPU
+	st.CPU, st.SelfCPU, st.Drops = end.CPU-res.Base.CPU, self()-s0, drops()-d0
 	res.End = end
 	st.PerCPUs = perCPU(st.Joined, st.CPU)
 	res.Join = &st
-	logf("join: %d of %d in %.1fs (%.0f/s), %d retransmissions, %d failed", st.Joined, st.Hosts, st.Seconds, st.Rate, st.Retries, st.Failed)
+	logf("join: %d of %d in %.1fs (%.0f/s), %d retransmissions, %d failed, %d UDP drops", st.Joined, st.Hosts, st.Seconds, st.Rate, st.Retries, st.Failed, st.Drops)
 	var up []int
 	for i := range o.n {
 		if sim.Up(i) {
@@ -243,11 +247,11 @@ func measure(o options, pki *fleet.PKI, steps []float64) (*fleet.Result, error) 
 	}
 	if o.mode == "lighthouse" && o.queryRate > 0 && ctx.Err() == nil {
 		time.Sleep(time.Second) // the last updates are in before the first query
-		c0 := sample()
+		c0, d0 := sample(), drops()
 		q := sim.Query(ctx, up, o.queryRate, o.queryTime, o.queryTimeout)
-		q.CPU = sample().CPU - c0.CPU
+		q.CPU, q.Drops = sample().CPU-c0.CPU, drops()-d0
 		res.Query = &q
-		logf("queries: %d sent, %d answered (%d correct), %d timed out, p50 %.2fms p99 %.2fms", q.Sent, q.Answered, q.Correct, q.TimedOut, q.P50ms, q.P99ms)
+		logf("queries: %d sent, %d answered (%d correct), %d timed out, p50 %.2fms p99 %.2fms, %d UDP drops", q.Sent, q.Answered, q.Correct, q.TimedOut, q.P50ms, q.P99ms, q.Drops)
 	}
 	if o.mode == "host" && ctx.Err() == nil {
 		c0 := sample()
