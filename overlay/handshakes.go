@@ -625,8 +625,8 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	if t.peer.Version() == cert.Version2 {
 		delete(hs.noV2, t.vpnIP) // the peer reads v2
 	}
-	if _, err := n.pki.Load().Pool.Verify(t.peer, now); err != nil {
-		// Revoked or expired while unconfirmed.
+	if _, err := n.pki.Load().Pool.Revalidate(t.peer, now); err != nil {
+		// Revoked or expired while unconfirmed (ReadInit checked the signature).
 		hs.mu.Unlock()
 		n.hosts.retire(t)
 		n.log.Info("handshake dropped: peer certificate no longer valid", "vpn_ip", t.vpnIP, "err", err)
