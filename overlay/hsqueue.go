@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"math"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -21,8 +22,8 @@ import (
 // passes, four X25519 operations; IX gives no cheap proof of anything (no MAC, no cookie
 // that Nebula 1.6 peers would answer), so a stranger with a copied certificate can make us
 // do that work from any spoofed address. The receive path therefore only copies a msg 1
-// into one of two bounded queues (known sources first), and the handshake workers (one per
-// core) answer them at no more than handshakes.msg1_rate per second: a flood costs the data
+// into one of two bounded queues (known sources first), and the handshake workers (up to
+// one per core) answer them at no more than handshakes.msg1_rate per second: a flood costs the data
 // path a copy and the machine a bounded share of its cores.
 const (
 	// msg1PrioQueue holds msg 1s from sources we expect: a relay hop, the address of a
@@ -47,10 +48,13 @@ const (
 // The automatic budget (handshakes.msg1_rate: 0, the default) is a share of the CPU over
 // the cost of one answered msg 1, measured at start (msg1Cost). A lighthouse exists to
 // take handshakes (a whole network joins or comes back at once) and has little else to
-// do, so it may spend most of its cores on them; a host keeps a quarter of one core, as
-// before, so a flood cannot take its data path's CPU.
+// do, so it may spend half of its cores on them (100 000 hosts in about 30 s on 2 cores)
+// and keep the rest for the queries and updates that follow; a host keeps a quarter of
+// one core, as before, so a flood cannot take its data path's CPU. Only as many workers
+// run as the budget can keep busy: one on a host, so a flood's msg 1s never occupy all
+// cores at once.
 const (
-	autoShareLighthouse = 0.75 // of all cores (GOMAXPROCS)
+	autoShareLighthouse = 0.5  // of all cores (GOMAXPROCS)
 	autoShareHost       = 0.25 // of one core
 	// msg1Overhead is the rest of an answered msg 1 (parsing, Noise hashing and AEAD
 	// set-up, candidate, msg 2 and probe sent) over its public-key operations:
@@ -70,6 +74,13 @@ func msg1Rate(configured int, lighthouse bool, cores int, cost time.Duration) fl
 		share = autoShareLighthouse * float64(max(cores, 1))
 	}
 	return max(share/cost.Seconds(), minAutoRate)
+}
+
+// msg1Workers is how many workers the budget can keep busy at cost per msg 1, twice over
+// (cost is an estimate of the CPU work alone; a worker is also preempted and sends), so
+// the budget is the bound and not the workers; between 1 and cores.
+func msg1Workers(rate float64, cost time.Duration, cores int) int {
+	return min(max(int(math.Ceil(2*rate*cost.Seconds())), 1), cores)
 }
 
 // msg1Cost estimates the CPU time of one answered msg 1: the public-key operations it
@@ -141,7 +152,7 @@ type msg1Backlog struct {
 	expect   atomic.Pointer[map[netip.Addr]struct{}]
 	expectMu sync.Mutex // serialises rebuilds
 
-	// workers is how many goroutines answer msg 1s (GOMAXPROCS).
+	// workers is how many goroutines answer msg 1s (msg1Workers).
 	workers int
 
 	// The workers' shared state: the global budget (a token bucket on the monotonic clock,
@@ -167,17 +178,14 @@ func newMsg1Backlog(n *Node) *msg1Backlog {
 		prio:    make(chan msg1Job, msg1PrioQueue),
 		rest:    make(chan msg1Job, msg1Queue),
 		limiter: map[netip.Addr]bucket{},
-		workers: max(runtime.GOMAXPROCS(0), 1),
 		mono:    time.Now,
 		probed:  map[uint32]time.Time{},
 	}
-	if c := n.cfg.Handshakes.Msg1Rate; c > 0 {
-		q.rate = float64(c)
-	} else {
-		cost := msg1Cost()
-		q.rate = msg1Rate(0, n.cfg.Lighthouse.AmLighthouse, q.workers, cost)
-		n.log.Info("handshake budget", "msg1_rate", int(q.rate), "workers", q.workers, "msg1_cost", cost.Round(time.Microsecond))
-	}
+	cores := max(runtime.GOMAXPROCS(0), 1)
+	cost := msg1Cost()
+	q.rate = msg1Rate(n.cfg.Handshakes.Msg1Rate, n.cfg.Lighthouse.AmLighthouse, cores, cost)
+	q.workers = msg1Workers(q.rate, cost, cores)
+	n.log.Info("handshake budget", "msg1_rate", int(q.rate), "workers", q.workers, "msg1_cost", cost.Round(time.Microsecond))
 	// A tenth of a second's worth, so a burst of genuine handshakes (a lighthouse coming
 	// back to a whole network) is answered at once.
 	q.burst = max(q.rate/10, 8)
