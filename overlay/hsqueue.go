@@ -138,7 +138,7 @@ type msg1Job struct {
 	via  *relayEntry
 }
 
-// msg1Backlog is the receive path's hand-off to the handshake worker and the worker's
+// msg1Backlog is the receive path's hand-off to the handshake workers and their
 // budget. The receive path touches only the limiter (its own lock), the expected-source
 // set (an atomic snapshot) and the channels.
 type msg1Backlog struct {
@@ -153,7 +153,11 @@ type msg1Backlog struct {
 	expectMu sync.Mutex // serialises rebuilds
 
 	// workers is how many goroutines answer msg 1s (msg1Workers).
-	workers int
+	workers, cores int
+	// cost is the lowest msg1Cost measured so far (timers-only after start), and when it
+	// was last measured.
+	cost     time.Duration
+	measured time.Time
 
 	// The workers' shared state: the global budget (a token bucket on the monotonic clock,
 	// since it bounds CPU time, not protocol time) and recent "too old" probes.
@@ -181,15 +185,17 @@ func newMsg1Backlog(n *Node) *msg1Backlog {
 		mono:    time.Now,
 		probed:  map[uint32]time.Time{},
 	}
-	cores := max(runtime.GOMAXPROCS(0), 1)
+	q.cores = max(runtime.GOMAXPROCS(0), 1)
 	cost := msg1Cost()
-	q.rate = msg1Rate(n.cfg.Handshakes.Msg1Rate, n.cfg.Lighthouse.AmLighthouse, cores, cost)
-	q.workers = msg1Workers(q.rate, cost, cores)
+	q.cost = cost
+	q.rate = msg1Rate(n.cfg.Handshakes.Msg1Rate, n.cfg.Lighthouse.AmLighthouse, q.cores, cost)
+	q.workers = msg1Workers(q.rate, cost, q.cores)
 	n.log.Info("handshake budget", "msg1_rate", int(q.rate), "workers", q.workers, "msg1_cost", cost.Round(time.Microsecond))
 	// A tenth of a second's worth, so a burst of genuine handshakes (a lighthouse coming
 	// back to a whole network) is answered at once.
 	q.burst = max(q.rate/10, 8)
 	q.tokens = q.burst
+	q.measured = n.now()
 	for range cap(q.free) {
 		q.free <- nil
 	}
@@ -303,6 +309,36 @@ func (q *msg1Backlog) tick(now time.Time) {
 	}
 	q.limMu.Unlock()
 	q.rebuildExpected()
+	q.recalibrate(now)
+}
+
+// budget is the rate and burst in force.
+func (q *msg1Backlog) budget() (rate, burst float64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.rate, q.burst
+}
+
+// recalibrate measures the cost of a msg 1 again once a minute, for the automatic budget:
+// a measurement at start on a busy machine (where a virtual machine's stolen time counts
+// on the thread's clock too) can come out several times too high, and the budget as many
+// times too low for good. The lowest cost seen is kept, so the budget only rises towards
+// what the cores can do.
+func (q *msg1Backlog) recalibrate(now time.Time) {
+	if q.n.cfg.Handshakes.Msg1Rate > 0 || now.Sub(q.measured) < time.Minute && !now.Before(q.measured) {
+		return
+	}
+	q.measured = now
+	cost := msg1Cost()
+	if cost >= q.cost {
+		return
+	}
+	q.cost = cost
+	rate := msg1Rate(0, q.n.cfg.Lighthouse.AmLighthouse, q.cores, cost)
+	q.mu.Lock()
+	q.rate, q.burst = rate, max(rate/10, 8)
+	q.mu.Unlock()
+	q.n.log.Info("handshake budget", "msg1_rate", int(rate), "workers", q.workers, "msg1_cost", cost.Round(time.Microsecond))
 }
 
 // run is one handshake worker: known sources first, cheap refusals before the budget, and

@@ -13,7 +13,10 @@ import (
 // quarter of what the cores could answer at that cost, when fewer workers than cores run,
 // or when the workers spent most of the join waiting for the budget.
 func TestLighthouseJoinNotCappedByBudget(t *testing.T) {
-	const hosts = 1200 // more than the burst, so the rate matters
+	hosts := 1200 // more than the burst, so the rate matters
+	if raceEnabled {
+		hosts = 300 // ten times the CPU per msg 1; the burst is the floor's, 50
+	}
 	s := newJoinScene(t, "", hosts)
 	q := s.lh.hsq
 	time.Sleep(100 * time.Millisecond) // the burst refills
@@ -21,16 +24,17 @@ func TestLighthouseJoinNotCappedByBudget(t *testing.T) {
 	wall := s.feed(t, time.Minute)
 	cpu := cpuTime() - cpu0
 	waited := time.Duration(q.waited.Load() - waited0)
-	perHS := cpu / hosts // everything the join cost the process, so an overestimate
+	perHS := cpu / time.Duration(hosts) // everything the join cost the process, so an overestimate
 	cores := runtime.GOMAXPROCS(0)
+	rate, _ := q.budget()
 	capacity := float64(cores) / perHS.Seconds()
 	t.Logf("%d hosts in %s (%.0f/s), %s CPU per msg 1, capacity %.0f/s on %d cores, budget %.0f/s, %d workers waited %s",
-		hosts, wall.Round(time.Millisecond), hosts/wall.Seconds(), perHS.Round(time.Microsecond), capacity, cores, q.rate,
+		hosts, wall.Round(time.Millisecond), float64(hosts)/wall.Seconds(), perHS.Round(time.Microsecond), capacity, cores, rate,
 		q.workers, waited.Round(time.Millisecond))
 	// The budget is half of the cores by design; a quarter leaves room for the error of
 	// its estimate on a busy machine. The old fixed 500/s was a twelfth here.
-	if q.rate < capacity/4 {
-		t.Errorf("the lighthouse's default budget is %.0f msg 1/s, under a quarter of what its %d cores answer (%.0f/s)", q.rate, cores, capacity)
+	if rate < capacity/4 {
+		t.Errorf("the lighthouse's default budget is %.0f msg 1/s, under a quarter of what its %d cores answer (%.0f/s)", rate, cores, capacity)
 	}
 	if q.workers < cores {
 		t.Errorf("%d handshake workers on %d cores", q.workers, cores)
@@ -70,5 +74,27 @@ func TestMsg1BudgetAndWorkers(t *testing.T) {
 	}
 	if r := msg1Rate(0, false, 1, 10*time.Millisecond); r != minAutoRate {
 		t.Errorf("a slow machine's host budget is %.0f, want the floor %d", r, minAutoRate)
+	}
+}
+
+// TestMsg1BudgetRecalibrates: a cost measured too high at start (a busy machine) is
+// measured again after a minute and the budget rises; it never falls.
+func TestMsg1BudgetRecalibrates(t *testing.T) {
+	s := newJoinScene(t, "", 0)
+	q := newMsg1Backlog(s.lh)                 // the lighthouse's own is ticked by its timers
+	q.cost, q.rate = time.Second, minAutoRate // as if measured on a very busy machine
+	q.recalibrate(q.measured.Add(30 * time.Second))
+	if r, _ := q.budget(); r != minAutoRate || q.cost != time.Second {
+		t.Fatalf("recalibrated within a minute: %.0f", r)
+	}
+	q.recalibrate(q.measured.Add(time.Minute))
+	r, burst := q.budget()
+	if q.cost >= time.Second || r != msg1Rate(0, true, q.cores, q.cost) || burst != max(r/10, 8) {
+		t.Fatalf("after a minute: rate %.0f, burst %.0f, cost %s", r, burst, q.cost)
+	}
+	q.cost = time.Nanosecond // lower than any measurement
+	q.recalibrate(q.measured.Add(time.Minute))
+	if r2, _ := q.budget(); r2 != r || q.cost != time.Nanosecond {
+		t.Fatalf("the budget fell from %.0f to %.0f", r, r2)
 	}
 }
