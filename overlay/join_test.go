@@ -2,8 +2,11 @@ package overlay
 
 import (
 	"runtime"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestLighthouseJoinNotCappedByBudget is issue 18's guard: a lighthouse's default msg 1
@@ -96,5 +99,31 @@ func TestMsg1BudgetRecalibrates(t *testing.T) {
 	q.recalibrate(q.measured.Add(time.Minute))
 	if r2, _ := q.budget(); r2 != r || q.cost != time.Nanosecond {
 		t.Fatalf("the budget fell from %.0f to %.0f", r, r2)
+	}
+}
+
+// TestParallelWorkersAnswerAMsg1Once: copies of one msg 1 handled by several workers at
+// once (a retransmission overtaking the first copy) build one candidate; the other copies
+// are counted as ignored.
+func TestParallelWorkersAnswerAMsg1Once(t *testing.T) {
+	s := newJoinScene(t, "", 1)
+	n := s.lh
+	ignored0 := testutil.ToFloat64(n.m.handshakes.WithLabelValues("responder", "ignored"))
+	var wg sync.WaitGroup
+	const copies = 8
+	for range copies {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.hs.handleMsg1(s.msgs[0], s.from[0], nil) }()
+	}
+	wg.Wait()
+	n.hs.mu.Lock()
+	cands := len(n.hs.cands)
+	n.hs.mu.Unlock()
+	if cands != 1 {
+		t.Errorf("%d candidates for one msg 1, want 1", cands)
+	}
+	ignored := testutil.ToFloat64(n.m.handshakes.WithLabelValues("responder", "ignored")) - ignored0
+	if answered := n.answered(); answered+ignored != copies || answered != 1 {
+		t.Errorf("answered %.0f, ignored %.0f of %d copies", answered, ignored, copies)
 	}
 }
