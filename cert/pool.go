@@ -122,6 +122,32 @@ func (p *Pool) CA(fingerprint string) (*Certificate, bool) {
 	return c, ok
 }
 
+// Revalidate re-checks, at time now, a certificate that Verify accepted before (a
+// tunnel's peer): blocklist, issuing CA present and not blocklisted, CA expiry, expiry.
+// The signature and the CA constraints are not checked again: they depend only on c and
+// its CA, which Issuer names by fingerprint, so a CA still trusted under that name gives
+// the same answer, and a signature check is most of a handshake's certificate cost. It
+// returns the issuing CA, or the error Verify would.
+func (p *Pool) Revalidate(c *Certificate, now time.Time) (*Certificate, error) {
+	if p.IsBlocked(c.Fingerprint()) {
+		return nil, ErrBlocked
+	}
+	ca, ok := p.CA(c.Details.Issuer)
+	if !ok {
+		return nil, ErrUnknownCA
+	}
+	if p.IsBlocked(c.Details.Issuer) {
+		return nil, withMsg(ErrBlocked, "signing certificate has been blocked")
+	}
+	if ca.Expired(now) {
+		return nil, ErrRootExpired
+	}
+	if c.Expired(now) {
+		return nil, ErrExpired
+	}
+	return ca, nil
+}
+
 // Verify checks c against the pool at time now, in Nebula 1.6.1's order: blocklist, issuer,
 // issuing CA blocklisted (our addition), CA expiry, expiry, signature, CA constraints. It
 // returns the issuing CA, or an error wrapping one of the sentinel errors.

@@ -280,3 +280,38 @@ func TestFingerprintIsSafeForConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRevalidateChecksWhatCanChange: a certificate Verify accepted is refused by Revalidate
+// once it or its CA is blocked, either expires or the CA leaves the pool, with Verify's
+// errors; the signature is not checked again (it depends only on the certificate and the
+// CA its Issuer names).
+func TestRevalidateChecksWhatCanChange(t *testing.T) {
+	ca := certtest.NewCA(t, "ca", certtest.WithValidity(t0, t1))
+	h := ca.Issue(t, "h", "10.42.0.5/16", certtest.WithValidity(t0, t0.Add(10*time.Hour)))
+	mid := t0.Add(time.Hour)
+	pool := certtest.Pool(t, ca)
+	if _, err := pool.Verify(h.Cert, mid); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := pool.Revalidate(h.Cert, mid); err != nil || got.Fingerprint() != ca.Cert.Fingerprint() {
+		t.Fatalf("Revalidate of a valid certificate: %v, %v", got, err)
+	}
+	if _, err := pool.Revalidate(h.Cert, t0.Add(11*time.Hour)); !errors.Is(err, cert.ErrExpired) {
+		t.Errorf("expired: %v", err)
+	}
+	if _, err := pool.Revalidate(h.Cert, t1.Add(time.Hour)); !errors.Is(err, cert.ErrRootExpired) {
+		t.Errorf("CA expired: %v", err)
+	}
+	if _, err := certtest.Pool(t, certtest.NewCA(t, "other")).Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrUnknownCA) {
+		t.Errorf("CA not trusted: %v", err)
+	}
+	caBlocked := certtest.Pool(t, ca)
+	caBlocked.Block(ca.Cert.Fingerprint())
+	if _, err := caBlocked.Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrBlocked) {
+		t.Errorf("CA blocked: %v", err)
+	}
+	pool.Block(h.Cert.Fingerprint())
+	if _, err := pool.Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrBlocked) {
+		t.Errorf("blocked: %v", err)
+	}
+}

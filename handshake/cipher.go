@@ -40,12 +40,14 @@ func (c Cipher) String() string {
 	return fmt.Sprintf("Cipher(%d)", uint8(c))
 }
 
-func (c Cipher) noiseSuite() (noise.CipherSuite, error) {
+// noiseCipher is c's Noise cipher function; the suite is built per handshake around its
+// own DH function (dh.go).
+func (c Cipher) noiseCipher() (noise.CipherFunc, error) {
 	switch c {
 	case AESGCM:
-		return noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256), nil
+		return noise.CipherAESGCM, nil
 	case ChaChaPoly:
-		return noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256), nil
+		return noise.CipherChaChaPoly, nil
 	}
 	return nil, fmt.Errorf("%w: %v", ErrUnknownCipher, c)
 }

@@ -2,6 +2,7 @@ package handshake
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -23,7 +24,8 @@ type Credentials struct {
 	Cert       *cert.Certificate
 	PrivateKey []byte // X25519, 32 bytes
 
-	byVersion  [3]*versionCert // indexed by cert.Version
+	byVersion  [3]*versionCert  // indexed by cert.Version
+	staticKey  *ecdh.PrivateKey // PrivateKey parsed once (dh.go)
 	initiating cert.Version
 	publicKey  []byte // the Noise static public key, shared by every certificate
 	vpnIP      netip.Addr
@@ -58,6 +60,11 @@ func NewCredentialSet(certs []*cert.Certificate, privateKey []byte, initiating c
 		return nil, fmt.Errorf("%w: private key is %d bytes, want %d", ErrCredentials, len(privateKey), noiseKeyLen)
 	}
 	cr := &Credentials{PrivateKey: bytes.Clone(privateKey)}
+	sk, err := ecdh.X25519().NewPrivateKey(cr.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	cr.staticKey = sk
 	for _, c := range certs {
 		if c == nil {
 			return nil, fmt.Errorf("%w: no certificate", ErrCredentials)
@@ -173,7 +180,7 @@ type Config struct {
 // settings is a validated snapshot of a Config, taken when a handshake starts.
 type settings struct {
 	cipher Cipher
-	suite  noise.CipherSuite
+	aead   noise.CipherFunc
 	local  *Credentials
 	pool   *cert.Pool
 	now    func() time.Time
@@ -191,11 +198,11 @@ func (cfg *Config) settings() (*settings, error) {
 	if cfg.Pool == nil {
 		return nil, fmt.Errorf("%w: no CA pool", ErrConfig)
 	}
-	suite, err := cfg.Cipher.noiseSuite()
+	aead, err := cfg.Cipher.noiseCipher()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	s := &settings{cipher: cfg.Cipher, suite: suite, local: cfg.Local, pool: cfg.Pool, now: cfg.Now, rand: cfg.Rand, ver: cfg.Version}
+	s := &settings{cipher: cfg.Cipher, aead: aead, local: cfg.Local, pool: cfg.Pool, now: cfg.Now, rand: cfg.Rand, ver: cfg.Version}
 	if s.ver == 0 {
 		s.ver = cfg.Local.initiating
 	}
@@ -275,8 +282,12 @@ func (s *settings) verifyPeer(version uint32, certBytes, peerStatic []byte) (pee
 }
 
 func (s *settings) handshakeState(initiator bool, random io.Reader) (*noise.HandshakeState, error) {
+	dh := &x25519{}
+	if k := s.local.staticKey; k != nil { // nil in Credentials a test built by hand
+		dh.static, dh.staticRaw = k, k.Bytes()
+	}
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   s.suite,
+		CipherSuite:   noise.NewCipherSuite(dh, s.aead, noise.HashSHA256),
 		Random:        random,
 		Pattern:       noise.HandshakeIX,
 		Initiator:     initiator,

@@ -223,7 +223,7 @@ func (n *Node) ApplyBlocklist(b *cert.SignedBlocklist, source string) (bool, err
 func (n *Node) closeRevoked(pool *cert.Pool) {
 	now := n.now()
 	for _, t := range n.hosts.all() {
-		if _, err := pool.Verify(t.peer, now); errors.Is(err, cert.ErrBlocked) {
+		if _, err := pool.Revalidate(t.peer, now); errors.Is(err, cert.ErrBlocked) {
 			n.closeInvalid(t, err)
 		}
 	}

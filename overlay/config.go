@@ -176,7 +176,8 @@ type HandshakesConfig struct {
 	// MaxClockSkew is how far ahead of our clock a msg1's Time may be.
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 	// Msg1Rate is how many msg1s a second, from all sources together, the responder may
-	// verify and answer: it bounds the CPU a handshake flood can take.
+	// verify and answer: it bounds the CPU a handshake flood can take. 0 (the default) is
+	// automatic: a share of the cores over the measured cost of a msg1 (hsqueue.go).
 	Msg1Rate int `yaml:"msg1_rate"`
 }
 
@@ -262,7 +263,6 @@ const (
 	DefaultMaxPending              = 4096
 	DefaultPerSourceRate           = 20 // handshake msg1 per second per source address
 	DefaultMaxClockSkew            = 15 * time.Minute
-	DefaultMsg1Rate                = 500 // msg 1s answered per second, all sources together (about a quarter of a core, docs/PERFORMANCE.md)
 	DefaultConnectionAliveInterval = 5 * time.Second
 	DefaultPendingDeletionInterval = 10 * time.Second
 	DefaultInactivityTimeout       = 10 * time.Minute
@@ -404,9 +404,6 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Handshakes.MaxClockSkew == 0 {
 		c.Handshakes.MaxClockSkew = DefaultMaxClockSkew
-	}
-	if c.Handshakes.Msg1Rate == 0 {
-		c.Handshakes.Msg1Rate = DefaultMsg1Rate
 	}
 	if c.Timers.ConnectionAliveInterval == 0 {
 		c.Timers.ConnectionAliveInterval = DefaultConnectionAliveInterval
@@ -603,8 +600,8 @@ func (c *Config) validate() error {
 	if c.Handshakes.TryInterval < time.Millisecond {
 		bad("handshakes.try_interval", "%s is too short", c.Handshakes.TryInterval)
 	}
-	if c.Handshakes.Msg1Rate < 1 || c.Handshakes.Msg1Rate > 1000000 {
-		bad("handshakes.msg1_rate", "%d is out of range 1-1000000", c.Handshakes.Msg1Rate)
+	if c.Handshakes.Msg1Rate < 0 || c.Handshakes.Msg1Rate > 1000000 {
+		bad("handshakes.msg1_rate", "%d is out of range 0-1000000 (0: automatic)", c.Handshakes.Msg1Rate)
 	}
 	if c.Handshakes.MaxClockSkew < time.Second {
 		bad("handshakes.max_clock_skew", "%s is too short (peers' clocks are never that close; 15m is the default)", c.Handshakes.MaxClockSkew)

@@ -557,7 +557,10 @@ func (n *Node) checkTunnels(now time.Time) {
 	pendingDel := n.cfg.Timers.PendingDeletionInterval
 	for _, t := range n.hosts.all() {
 		if *n.cfg.PKI.DisconnectInvalid {
-			if _, err := p.Pool.Verify(t.peer, now); err != nil {
+			// Verified in its handshake; what can change since is the blocklist, the CAs
+			// and the clock (a signature check per tunnel per second would cost a
+			// lighthouse of 100 000 hosts several cores).
+			if _, err := p.Pool.Revalidate(t.peer, now); err != nil {
 				n.closeInvalid(t, err)
 				continue
 			}

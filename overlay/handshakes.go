@@ -82,24 +82,30 @@ type handshakeManager struct {
 	byVPN   map[netip.Addr]*pending
 	byIndex map[uint32]*pending
 	recent  map[[32]byte]*tunnel // msg1 digest -> tunnel it built, for retransmitted msg1
-	retire  []retiring
-	cands   map[uint32]*candidate // by our local index
-	candsBy map[netip.Addr]int    // candidates per claimed VPN IP
-	candTTL time.Duration         // candidateTimeout; tests shorten it
+	// inFlight holds the digests of msg1s a handshake worker is answering outside mu, and
+	// reserved the local indexes their answers will use (workers run in parallel).
+	inFlight map[[32]byte]struct{}
+	reserved map[uint32]struct{}
+	retire   []retiring
+	cands    map[uint32]*candidate // by our local index
+	candsBy  map[netip.Addr]int    // candidates per claimed VPN IP
+	candTTL  time.Duration         // candidateTimeout; tests shorten it
 	// noV2 holds the peers whose v2 msg1 went unanswered until v1 was tried, and when.
 	noV2 map[netip.Addr]time.Time
 }
 
 func newHandshakeManager(n *Node) *handshakeManager {
 	return &handshakeManager{
-		n:       n,
-		byVPN:   map[netip.Addr]*pending{},
-		byIndex: map[uint32]*pending{},
-		recent:  map[[32]byte]*tunnel{},
-		cands:   map[uint32]*candidate{},
-		candsBy: map[netip.Addr]int{},
-		candTTL: candidateTimeout,
-		noV2:    map[netip.Addr]time.Time{},
+		n:        n,
+		byVPN:    map[netip.Addr]*pending{},
+		byIndex:  map[uint32]*pending{},
+		recent:   map[[32]byte]*tunnel{},
+		inFlight: map[[32]byte]struct{}{},
+		reserved: map[uint32]struct{}{},
+		cands:    map[uint32]*candidate{},
+		candsBy:  map[netip.Addr]int{},
+		candTTL:  candidateTimeout,
+		noV2:     map[netip.Addr]time.Time{},
 	}
 }
 
@@ -121,6 +127,9 @@ func (hs *handshakeManager) newIndex() (uint32, error) {
 			continue
 		}
 		if _, ok := hs.byIndex[i]; ok {
+			continue
+		}
+		if _, ok := hs.reserved[i]; ok {
 			continue
 		}
 		return i, nil
@@ -425,6 +434,13 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	now := n.now()
 	sum := sha256.Sum256(pkt)
 	hs.mu.Lock()
+	if _, ok := hs.inFlight[sum]; ok {
+		// Another worker is answering this very msg1 (a retransmission that overtook
+		// it); its msg2 answers both.
+		hs.mu.Unlock()
+		n.m.handshakes.WithLabelValues("responder", "ignored").Inc()
+		return
+	}
 	if t, ok := hs.recent[sum]; ok && n.hosts.byLocalIndex(t.localIndex) == t {
 		// A retransmitted msg1 whose reply was lost: answer with the same msg2. Only an
 		// unconfirmed tunnel follows the path this copy came by (a relay means the direct
@@ -501,12 +517,26 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 		n.m.dropped(dropHandshakeRace)
 		return
 	}
+	if _, ok := hs.inFlight[sum]; ok || hs.recent[sum] != nil {
+		// Answered by another worker since the check above.
+		hs.mu.Unlock()
+		n.m.handshakes.WithLabelValues("responder", "ignored").Inc()
+		return
+	}
 	idx, err := hs.newIndex()
 	if err != nil {
 		hs.mu.Unlock()
 		return
 	}
+	// The DH work is done outside mu, so the other workers and the receive path (msg2,
+	// confirmations) do not wait for it; the index and the digest are held meanwhile.
+	hs.reserved[idx] = struct{}{}
+	hs.inFlight[sum] = struct{}{}
+	hs.mu.Unlock()
 	res, msg2, err := init.Respond(idx)
+	hs.mu.Lock()
+	delete(hs.reserved, idx)
+	delete(hs.inFlight, sum)
 	if err != nil {
 		hs.mu.Unlock()
 		n.m.handshakes.WithLabelValues("responder", "invalid").Inc()
@@ -595,8 +625,8 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	if t.peer.Version() == cert.Version2 {
 		delete(hs.noV2, t.vpnIP) // the peer reads v2
 	}
-	if _, err := n.pki.Load().Pool.Verify(t.peer, now); err != nil {
-		// Revoked or expired while unconfirmed.
+	if _, err := n.pki.Load().Pool.Revalidate(t.peer, now); err != nil {
+		// Revoked or expired while unconfirmed (ReadInit checked the signature).
 		hs.mu.Unlock()
 		n.hosts.retire(t)
 		n.log.Info("handshake dropped: peer certificate no longer valid", "vpn_ip", t.vpnIP, "err", err)

@@ -427,8 +427,10 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.timers(ctx) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.hsq.run() }()
+	for range n.hsq.workers {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.hsq.run() }()
+	}
 	if !n.lh.am {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.blocklistLoop(ctx) }()
