@@ -1,0 +1,283 @@
+package overlay
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/cert"
+	"github.com/meshnode/meshnode/cert/certtest"
+	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/lighthouse"
+	"github.com/meshnode/meshnode/overlay/header"
+	"github.com/meshnode/meshnode/overlay/udp/udptest"
+)
+
+// scaleHub is issue 18's "one node, many tunnels" scene in process: a hub node (a
+// lighthouse, or a plain host) on the in-memory network, and any number of simulated hosts
+// that each run a real Noise IX handshake to it from an address of their own, confirm it
+// with their first packet (a host update, as a lighthouse client sends) and then keep
+// nothing: what stays in the heap is the hub's.
+type scaleHub struct {
+	ca      *certtest.CA
+	pool    *cert.Pool
+	net     *udptest.Network
+	hub     *Node
+	addr    netip.AddrPort
+	replies sync.Map // simulated host's address -> chan []byte (its msg 2)
+	joined  atomic.Int64
+}
+
+var scaleHubVPN = netip.MustParseAddr("10.0.0.1")
+
+// scaleVPN and scaleUnder are simulated host i's overlay and underlay addresses.
+func scaleVPN(i int) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(scaleHubVPN.AsSlice())+uint32(i)+1)
+	return netip.AddrFrom4(b)
+}
+
+func scaleUnder(i int) netip.AddrPort {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], 198<<24|18<<16+uint32(i)+2)
+	return netip.AddrPortFrom(netip.AddrFrom4(b), 4242)
+}
+
+func newScaleHub(tb testing.TB, lh bool) *scaleHub {
+	tb.Helper()
+	s := &scaleHub{ca: certtest.NewCA(tb, "scale"), net: udptest.NewNetwork(1),
+		addr: netip.MustParseAddrPort("198.18.0.1:4242")}
+	s.pool = certtest.Pool(tb, s.ca)
+	s.net.SetQueueLen(1 << 14)
+	h := s.ca.NewHost(tb, "hub", scaleHubVPN.String()+"/8", "mesh")
+	y := fmt.Sprintf("pki:\n  ca: %q\n  cert: %q\n  key: %q\n", s.ca.PEM, h.PEM, h.KeyPEM)
+	y += "tun:\n  disabled: true\n"
+	y += "handshakes:\n  msg1_rate: 1000000\n"
+	// The simulated hosts answer no liveness probe: their tunnels must outlive the run.
+	y += "timers:\n  connection_alive_interval: 1h\n  pending_deletion_interval: 1h\n"
+	y += "firewall:\n  outbound: [{port: any, proto: any, host: any}]\n  inbound: [{port: any, proto: any, host: any}]\n"
+	if lh {
+		y += "lighthouse:\n  am_lighthouse: true\n"
+	}
+	cfg, err := ParseConfig([]byte(y), "hub.yml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pki, err := LoadPKI(cfg, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := s.net.Listen(s.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The hub's replies go nowhere but to the simulated host waiting for its msg 2.
+	s.net.Tap(func(from, to netip.AddrPort, b []byte) bool {
+		if ch, ok := s.replies.Load(to); ok && len(b) > header.Len && header.Type(b[0]&0x0f) == header.Handshake {
+			select {
+			case ch.(chan []byte) <- append([]byte(nil), b...):
+			default:
+			}
+		}
+		return false
+	})
+	if s.hub, err = New(cfg, pki, Options{Conn: conn}); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.hub.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+// join runs host i's handshake to the hub and confirms it with a host update; it returns
+// once the hub holds the confirmed tunnel.
+func (s *scaleHub) join(tb testing.TB, i int) {
+	vpn, under := scaleVPN(i), scaleUnder(i)
+	h := s.ca.NewHost(tb, fmt.Sprintf("host-%d", i), vpn.String()+"/8", "mesh")
+	creds, err := handshake.NewCredentials(h.Cert, h.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ch := make(chan []byte, 1)
+	s.replies.Store(under, ch)
+	defer s.replies.Delete(under)
+	in, msg1, err := handshake.Initiate(&handshake.Config{Cipher: handshake.AESGCM, Local: creds, Pool: s.pool}, uint32(i)+1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var msg2 []byte
+	for try := 0; msg2 == nil; try++ {
+		if try == 20 {
+			tb.Fatalf("host %d: no msg 2", i)
+		}
+		if err := s.net.Inject(under, s.addr, msg1); err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case msg2 = <-ch:
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	res, err := in.Complete(msg2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	upd := (&lighthouse.Meta{Type: lighthouse.HostUpdateNotification, VpnIP: vpn, V4: []netip.AddrPort{under}}).Marshal(nil)
+	for c := uint64(3); ; c++ {
+		buf := header.Encode(make([]byte, header.Len, header.Len+len(upd)+tagLen), header.LightHouse, 0, res.RemoteIndex, c)
+		if err := s.net.Inject(under, s.addr, res.Send.Seal(buf, buf, upd, c)); err != nil {
+			tb.Fatal(err)
+		}
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if s.hub.hosts.byVPNIP(vpn) != nil {
+				s.joined.Add(1)
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		if c == 20 {
+			tb.Fatalf("host %d: tunnel not confirmed", i)
+		}
+	}
+}
+
+// grow joins hosts until the hub holds n tunnels, a few handshakes at a time.
+func (s *scaleHub) grow(tb testing.TB, n int) {
+	from := int(s.joined.Load())
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	next.Store(int64(from))
+	for range 4 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				s.join(tb, i)
+			}
+		})
+	}
+	wg.Wait()
+	if got := s.hub.hosts.count.Load(); got != int64(n) {
+		tb.Fatalf("hub holds %d tunnels, want %d", got, n)
+	}
+}
+
+// heapInUse is the live heap after collecting twice (the second frees what finalizers and
+// sync.Map's deferred deletes left).
+func heapInUse() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// timerWork is one idle second of the hub's timer loop (n.timers) without the sleep.
+func (s *scaleHub) timerWork(now time.Time) {
+	n := s.hub
+	n.hs.tick(now)
+	n.checkTunnels(now)
+	n.hsq.tick(now)
+	n.lh.tick(now)
+	n.relay.tick()
+}
+
+// maxBytesPerTunnel is what a lighthouse may hold per host (tunnel, book entry and every
+// index): issue 18's budget is 100,000 hosts in under 1 GiB RSS with the runtime's share.
+const maxBytesPerTunnel = 6 << 10
+
+func TestLighthouseMemoryPerHostIsBounded(t *testing.T) {
+	const n = 1000
+	s := newScaleHub(t, true)
+	s.grow(t, 10) // the first tunnels grow the maps and pools to their working size
+	before := heapInUse()
+	s.grow(t, n)
+	after := heapInUse()
+	per := float64(after-before) / float64(n-10)
+	t.Logf("heap in use per host: %.0f bytes (%d hosts)", per, n)
+	if per > maxBytesPerTunnel {
+		t.Errorf("a host costs the lighthouse %.0f bytes, want at most %d", per, maxBytesPerTunnel)
+	}
+	if got := s.hub.lh.book.Len(); got != n {
+		t.Errorf("book holds %d hosts, want %d", got, n)
+	}
+}
+
+// scaleSizes are the host counts of the scale benchmarks; MESHNODE_SCALE_MAX raises the
+// largest (100000 takes a few minutes and about 1 GiB).
+func scaleSizes() []int {
+	sizes := []int{1000, 10000}
+	if v, err := strconv.Atoi(os.Getenv("MESHNODE_SCALE_MAX")); err == nil && v > sizes[len(sizes)-1] {
+		sizes = append(sizes, v)
+	}
+	return sizes
+}
+
+// BenchmarkScale reports, for a lighthouse holding N hosts: heap bytes per host after GC,
+// the CPU of one second of its timer loop (ns/op of the "tick" sub-benchmark), and the cost
+// of one lighthouse DNS question and one host query. Per-op costs that grow with N are
+// O(n) work per tick or per query.
+func BenchmarkScale(b *testing.B) {
+	s := newScaleHub(b, true)
+	s.grow(b, 10)
+	base := heapInUse()
+	for _, size := range scaleSizes() {
+		start := time.Now()
+		s.grow(b, size)
+		join := time.Since(start)
+		per := float64(heapInUse()-base) / float64(size-10)
+		b.Run(fmt.Sprintf("hosts=%d/tick", size), func(b *testing.B) {
+			b.ReportMetric(per, "heapB/host")
+			b.ReportMetric(join.Seconds(), "join-s")
+			b.ReportAllocs()
+			for b.Loop() {
+				s.timerWork(time.Now())
+			}
+		})
+		b.Run(fmt.Sprintf("hosts=%d/dns", size), func(b *testing.B) {
+			name := fmt.Sprintf("host-%d", size/2)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.hub.resolveNameAll(name); !ok {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIdleCPU measures the CPU a plain host holding N idle tunnels spends in 10 s on
+// its real timers (process CPU time; nothing else runs then). Run it with -benchtime=1x.
+func BenchmarkIdleCPU(b *testing.B) {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	s := newScaleHub(b, false)
+	for _, size := range scaleSizes() {
+		s.grow(b, size)
+		b.Run(fmt.Sprintf("tunnels=%d", size), func(b *testing.B) {
+			for b.Loop() {
+				time.Sleep(time.Second) // the join's stragglers settle
+				c0 := cpu()
+				time.Sleep(10 * time.Second)
+				b.ReportMetric(float64(cpu()-c0)/float64(10*time.Millisecond), "cpu-ms/s")
+			}
+		})
+	}
+}
