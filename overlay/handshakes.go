@@ -374,6 +374,7 @@ func (hs *handshakeManager) tick(now time.Time) {
 	for k, t := range hs.recent {
 		if n.hosts.byLocalIndex(t.localIndex) != t || now.Sub(t.created) > time.Minute {
 			delete(hs.recent, k)
+			t.msg2 = nil // only a retransmitted msg 1 needs it, and only while in recent
 		}
 	}
 	for vpn, at := range hs.noV2 {
@@ -575,6 +576,7 @@ func (hs *handshakeManager) dropCandidate(idx uint32, c *candidate) {
 	}
 	if hs.recent[c.t.msg1Sum] == c.t {
 		delete(hs.recent, c.t.msg1Sum)
+		c.t.msg2 = nil
 	}
 }
 
@@ -595,13 +597,15 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	if t.peer.Version() == cert.Version2 {
 		delete(hs.noV2, t.vpnIP) // the peer reads v2
 	}
-	if _, err := n.pki.Load().Pool.Verify(t.peer, now); err != nil {
+	pool := n.pki.Load().Pool
+	if _, err := pool.Verify(t.peer, now); err != nil {
 		// Revoked or expired while unconfirmed.
 		hs.mu.Unlock()
 		n.hosts.retire(t)
 		n.log.Info("handshake dropped: peer certificate no longer valid", "vpn_ip", t.vpnIP, "err", err)
 		return
 	}
+	t.verifiedBy.Store(pool)
 	cur := n.hosts.byVPNIP(t.vpnIP)
 	if cur != nil && cur.created.After(t.created) {
 		// A newer tunnel came up meanwhile (our own handshake); keep it. This one still

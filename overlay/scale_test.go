@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,9 @@ func newScaleHub(tb testing.TB, lh bool) *scaleHub {
 	})
 	if s.hub, err = New(cfg, pki, Options{Conn: conn}); err != nil {
 		tb.Fatal(err)
+	}
+	if lh {
+		s.hub.hosts.indexNames() // as lighthouse.serve_dns does, without a DNS socket
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -240,13 +244,22 @@ func BenchmarkScale(b *testing.B) {
 		s.grow(b, size)
 		join := time.Since(start)
 		per := float64(heapInUse()-base) / float64(size-10)
+		if p := os.Getenv("MESHNODE_SCALE_HEAPPROFILE"); p != "" {
+			// With -memprofilerate=512, for go tool pprof -sample_index=inuse_space.
+			f, err := os.Create(fmt.Sprintf("%s.%d", p, size))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
 		b.Run(fmt.Sprintf("hosts=%d/tick", size), func(b *testing.B) {
-			b.ReportMetric(per, "heapB/host")
-			b.ReportMetric(join.Seconds(), "join-s")
 			b.ReportAllocs()
 			for b.Loop() {
 				s.timerWork(time.Now())
 			}
+			b.ReportMetric(per, "heapB/host")
+			b.ReportMetric(join.Seconds(), "join-s")
 		})
 		b.Run(fmt.Sprintf("hosts=%d/dns", size), func(b *testing.B) {
 			name := fmt.Sprintf("host-%d", size/2)
