@@ -189,11 +189,13 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 	if t.relay.Load() != nil {
 		t.relay.Store(nil)
 		t.setRemote(from)
+		n.hosts.gen.Add(1)
 		n.log.Info("peer reachable directly; leaving the relay", "vpn_ip", t.vpnIP, "remote", from)
 		return
 	}
 	if cur := t.remoteAddr(); cur != from {
 		t.setRemote(from)
+		n.hosts.gen.Add(1)
 		t.lastRoam.Store(now.UnixNano())
 		n.log.Info("peer roamed", "vpn_ip", t.vpnIP, "from", cur, "to", from)
 	}
@@ -314,24 +316,18 @@ func (n *Node) handleRecvError(index uint32, from netip.AddrPort, now time.Time)
 			return
 		}
 	}
-	for _, t := range n.hosts.all() {
-		if t.remoteIndex != index {
-			continue
-		}
-		if t.remoteAddr() != from {
-			n.m.dropped(dropRecvErrorIgnor)
-			return
-		}
-		last := t.rekeyAsked.Load()
-		if last != 0 && now.Sub(time.Unix(0, last)) < 2*time.Second {
-			return
-		}
-		t.rekeyAsked.Store(now.UnixNano())
-		n.log.Info("peer lost our tunnel; re-handshaking", "vpn_ip", t.vpnIP)
-		n.hs.rehandshake(t.vpnIP)
+	t := n.hosts.byRemoteIndex(index)
+	if t == nil || t.remoteAddr() != from {
+		n.m.dropped(dropRecvErrorIgnor)
 		return
 	}
-	n.m.dropped(dropRecvErrorIgnor)
+	last := t.rekeyAsked.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < 2*time.Second {
+		return
+	}
+	t.rekeyAsked.Store(now.UnixNano())
+	n.log.Info("peer lost our tunnel; re-handshaking", "vpn_ip", t.vpnIP)
+	n.hs.rehandshake(t.vpnIP)
 }
 
 // sendRecvError tells a sender that we have no tunnel for the index it used, within the

@@ -147,13 +147,18 @@ type hostMap struct {
 	byIndex sync.Map // uint32 -> *tunnel
 	byVPN   sync.Map // netip.Addr -> *tunnel
 	count   atomic.Int64
-	checks  checkQueue // every installed tunnel, by when its timers are next due
+	gen     atomic.Uint64 // bumped when a tunnel is installed, removed or moves (hsqueue.go)
+	checks  checkQueue    // every installed tunnel, by when its timers are next due
 	// byName finds a tunnel by its peer's certificate name, lowercased (lighthouse DNS),
 	// so a question costs a lookup, not a walk over every tunnel; nil unless indexNames
 	// made it. Guarded by mu. Names are unique in a CA's network; of two tunnels with one
 	// name it holds the latest.
 	byName map[string]*tunnel
-	gone   trafficTotals // counters of tunnels no longer indexed; guarded by mu
+	// byRemote finds a tunnel by the peer's index (a RecvError names it), so an
+	// unauthenticated RecvError costs a lookup, not a walk over every tunnel. Peers pick
+	// their indexes, so two tunnels may share one: it holds the latest. Guarded by mu.
+	byRemote map[uint32]*tunnel
+	gone     trafficTotals // counters of tunnels no longer indexed; guarded by mu
 }
 
 // trafficTotals are the packet and byte counters of one or more tunnels.
@@ -216,6 +221,14 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	}
 	h.byVPN.Store(t.vpnIP, t)
 	h.checks.add(t, t.created)
+	h.gen.Add(1)
+	if h.byRemote == nil {
+		h.byRemote = map[uint32]*tunnel{}
+	}
+	if old != nil && h.byRemote[old.remoteIndex] == old {
+		delete(h.byRemote, old.remoteIndex)
+	}
+	h.byRemote[t.remoteIndex] = t
 	if h.byName != nil {
 		if old != nil && h.byName[nameKey(old)] == old {
 			delete(h.byName, nameKey(old)) // a renewal may rename the host
@@ -246,6 +259,7 @@ func (h *hostMap) addCandidate(t *tunnel) {
 func (h *hostMap) remove(t *tunnel) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.gen.Add(1)
 	had := h.byIndex.CompareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
@@ -255,6 +269,9 @@ func (h *hostMap) remove(t *tunnel) bool {
 			h.byVPN.CompareAndDelete(a, t)
 		}
 	}
+	if h.byRemote[t.remoteIndex] == t {
+		delete(h.byRemote, t.remoteIndex)
+	}
 	if h.byName != nil && h.byName[nameKey(t)] == t {
 		delete(h.byName, nameKey(t))
 	}
@@ -263,6 +280,13 @@ func (h *hostMap) remove(t *tunnel) bool {
 		return true
 	}
 	return had
+}
+
+// byRemoteIndex finds the tunnel whose peer uses index i.
+func (h *hostMap) byRemoteIndex(i uint32) *tunnel {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byRemote[i]
 }
 
 // indexNames makes the host map keep byName, before any tunnel is installed.

@@ -57,8 +57,15 @@ type msg1Backlog struct {
 	limMu   sync.Mutex
 	limiter map[netip.Addr]bucket // by value: a spoofed source costs no allocation of its own
 
-	expect   atomic.Pointer[map[netip.Addr]struct{}]
-	expectMu sync.Mutex // serialises rebuilds
+	expect atomic.Pointer[map[netip.Addr]struct{}]
+	// more is what lighthouses told us since the last rebuild (addExpected): an answer
+	// costs a copy of this small set, not a rebuild over every tunnel; the next tick folds
+	// it into expect.
+	more     atomic.Pointer[map[netip.Addr]struct{}]
+	expectMu sync.Mutex // serialises rebuilds and additions
+	// builtGen is the host map's generation expect was built from (timer goroutine only):
+	// a tick rebuilds only when tunnels came, went or moved since.
+	builtGen uint64
 
 	// Worker-only state: the global budget (a token bucket on the monotonic clock, since
 	// it bounds CPU time, not protocol time) and recent "too old" probes.
@@ -92,8 +99,9 @@ func newMsg1Backlog(n *Node) *msg1Backlog {
 	for range cap(q.free) {
 		q.free <- nil
 	}
-	empty := map[netip.Addr]struct{}{}
+	empty, more := map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}
 	q.expect.Store(&empty)
+	q.more.Store(&more)
 	return q
 }
 
@@ -157,14 +165,33 @@ func (q *msg1Backlog) allow(src netip.Addr, now time.Time) bool {
 
 // expected reports whether src is an address we have reason to hear a msg 1 from.
 func (q *msg1Backlog) expected(src netip.Addr) bool {
-	_, ok := (*q.expect.Load())[src.Unmap()]
+	src = src.Unmap()
+	if _, ok := (*q.expect.Load())[src]; ok {
+		return true
+	}
+	_, ok := (*q.more.Load())[src]
 	return ok
+}
+
+// addExpected adds the addresses a lighthouse just gave us (learn).
+func (q *msg1Backlog) addExpected(addrs []netip.AddrPort) {
+	q.expectMu.Lock()
+	defer q.expectMu.Unlock()
+	old := *q.more.Load()
+	set := make(map[netip.Addr]struct{}, len(old)+len(addrs))
+	for a := range old {
+		set[a] = struct{}{}
+	}
+	for _, a := range addrs {
+		set[a.Addr().Unmap()] = struct{}{}
+	}
+	q.more.Store(&set)
 }
 
 // rebuildExpected recomputes the expected sources: static_host_map (lighthouses included),
 // the addresses our tunnels run on (re-handshakes, renewals), and every address a
-// lighthouse gave us in a query reply or punch notification. Called once a second and as
-// soon as a lighthouse tells us something, so a peer it announced is answered first.
+// lighthouse gave us in a query reply or punch notification. Called at start, on reload,
+// and by the once-a-second tick when tunnels changed or lighthouses told us something.
 func (q *msg1Backlog) rebuildExpected() {
 	n := q.n
 	q.expectMu.Lock()
@@ -190,6 +217,8 @@ func (q *msg1Backlog) rebuildExpected() {
 	}
 	n.lh.mu.Unlock()
 	q.expect.Store(&set)
+	empty := map[netip.Addr]struct{}{}
+	q.more.Store(&empty)
 }
 
 // tick ages the limiter table and the probe table.
@@ -201,7 +230,10 @@ func (q *msg1Backlog) tick(now time.Time) {
 		}
 	}
 	q.limMu.Unlock()
-	q.rebuildExpected()
+	if g := q.n.hosts.gen.Load(); g != q.builtGen || len(*q.more.Load()) > 0 {
+		q.builtGen = g
+		q.rebuildExpected()
+	}
 }
 
 // run is the handshake worker: known sources first, cheap refusals before the budget, and

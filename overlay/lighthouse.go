@@ -474,7 +474,7 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 	}
 	lh.learned[vpn][from] = addrs
 	lh.mu.Unlock()
-	n.hsq.rebuildExpected() // its msg 1 is answered first, even during a flood
+	n.hsq.addExpected(addrs) // its msg 1 is answered first, even during a flood
 	return len(addrs) > 0 || len(m.Relays) > 0
 }
 

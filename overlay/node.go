@@ -252,8 +252,8 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.static.Store(&static)
-	if cfg.Lighthouse.AmLighthouse && cfg.Lighthouse.ServeDNS {
-		n.hosts.indexNames() // lighthouse DNS finds hosts by name
+	if cfg.Lighthouse.AmLighthouse {
+		n.hosts.indexNames() // lighthouse DNS and name queries (names.go) find hosts by name
 	}
 	n.m = newMetrics(opts.Registerer, &n.hosts)
 	if opts.Registerer != nil {

@@ -53,7 +53,9 @@ func scaleUnder(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4(b), 4242)
 }
 
-func newScaleHub(tb testing.TB, lh bool) *scaleHub {
+// newScaleHub starts the hub, a lighthouse with lh. Without realTimers its timer loop
+// never runs on its own: the test drives it with timerWork.
+func newScaleHub(tb testing.TB, lh, realTimers bool) *scaleHub {
 	tb.Helper()
 	s := &scaleHub{ca: certtest.NewCA(tb, "scale"), net: udptest.NewNetwork(1),
 		addr: netip.MustParseAddrPort("198.18.0.1:4242")}
@@ -91,11 +93,12 @@ func newScaleHub(tb testing.TB, lh bool) *scaleHub {
 		}
 		return false
 	})
-	if s.hub, err = New(cfg, pki, Options{Conn: conn}); err != nil {
-		tb.Fatal(err)
+	opts := Options{Conn: conn}
+	if !realTimers {
+		opts.Tick = 24 * time.Hour
 	}
-	if lh {
-		s.hub.hosts.indexNames() // as lighthouse.serve_dns does, without a DNS socket
+	if s.hub, err = New(cfg, pki, opts); err != nil {
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -200,16 +203,52 @@ func (s *scaleHub) timerWork(now time.Time) {
 	n.relay.tick()
 }
 
+// settle runs the timer loop as a minute later would: the handshake caches of the join
+// (retransmit answers, kept a minute) are gone, as in a lighthouse's steady state.
+func (s *scaleHub) settle() {
+	s.timerWork(time.Now())
+	s.timerWork(time.Now().Add(2 * time.Minute))
+}
+
+// TestIdleTunnelsCostTheTimerLoopNothing: once each tunnel had its first visit, a tick
+// finds nothing due on a hub whose tunnels are idle (connection_alive_interval is an hour
+// here), and every tunnel is still queued, once.
+func TestIdleTunnelsCostTheTimerLoopNothing(t *testing.T) {
+	s := newScaleHub(t, true, false)
+	s.grow(t, 300)
+	now := time.Now()
+	s.timerWork(now)
+	if got := s.hub.hosts.checks.len(); got != 300 {
+		t.Fatalf("%d tunnels queued after the first visits, want 300", got)
+	}
+	for k := 1; k <= 5; k++ {
+		s.timerWork(now.Add(time.Duration(k) * time.Second))
+		if len(s.hub.dueBuf) != 0 {
+			t.Fatalf("tick %d visited %d idle tunnels", k, len(s.hub.dueBuf))
+		}
+	}
+	if got := s.hub.hosts.checks.len(); got != 300 {
+		t.Fatalf("%d tunnels queued, want 300", got)
+	}
+	// A revocation still reaches every tunnel at once.
+	s.hub.pki.Load().Pool.Block(s.hub.hosts.byVPNIP(scaleVPN(7)).peer.Fingerprint())
+	s.hub.closeRevoked(s.hub.pki.Load().Pool)
+	if s.hub.hosts.byVPNIP(scaleVPN(7)) != nil || s.hub.hosts.count.Load() != 299 {
+		t.Fatal("the revoked host's tunnel is still up, or others went with it")
+	}
+}
+
 // maxBytesPerTunnel is what a lighthouse may hold per host (tunnel, book entry and every
 // index): issue 18's budget is 100,000 hosts in under 1 GiB RSS with the runtime's share.
 const maxBytesPerTunnel = 6 << 10
 
 func TestLighthouseMemoryPerHostIsBounded(t *testing.T) {
 	const n = 1000
-	s := newScaleHub(t, true)
+	s := newScaleHub(t, true, false)
 	s.grow(t, 10) // the first tunnels grow the maps and pools to their working size
 	before := heapInUse()
 	s.grow(t, n)
+	s.settle()
 	after := heapInUse()
 	per := float64(after-before) / float64(n-10)
 	t.Logf("heap in use per host: %.0f bytes (%d hosts)", per, n)
@@ -236,13 +275,14 @@ func scaleSizes() []int {
 // of one lighthouse DNS question and one host query. Per-op costs that grow with N are
 // O(n) work per tick or per query.
 func BenchmarkScale(b *testing.B) {
-	s := newScaleHub(b, true)
+	s := newScaleHub(b, true, false)
 	s.grow(b, 10)
 	base := heapInUse()
 	for _, size := range scaleSizes() {
 		start := time.Now()
 		s.grow(b, size)
 		join := time.Since(start)
+		s.settle()
 		per := float64(heapInUse()-base) / float64(size-10)
 		if p := os.Getenv("MESHNODE_SCALE_HEAPPROFILE"); p != "" {
 			// With -memprofilerate=512, for go tool pprof -sample_index=inuse_space.
@@ -281,7 +321,7 @@ func BenchmarkIdleCPU(b *testing.B) {
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	s := newScaleHub(b, false)
+	s := newScaleHub(b, false, true)
 	for _, size := range scaleSizes() {
 		s.grow(b, size)
 		b.Run(fmt.Sprintf("tunnels=%d", size), func(b *testing.B) {
