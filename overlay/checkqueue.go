@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"container/heap"
 	"sync"
 	"time"
 
@@ -24,24 +23,52 @@ type checkItem struct {
 	t  *tunnel
 }
 
+// checkHeap is a binary min-heap by at, typed so that pushing and popping allocate
+// nothing (container/heap boxes every item in an interface).
 type checkHeap []checkItem
 
-func (h checkHeap) Len() int           { return len(h) }
-func (h checkHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h checkHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *checkHeap) Push(x any)        { *h = append(*h, x.(checkItem)) }
-func (h *checkHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = checkItem{}
-	*h = old[:len(old)-1]
-	return it
+func (h *checkHeap) push(it checkItem) {
+	*h = append(*h, it)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].at <= q[i].at {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+func (h *checkHeap) pop() checkItem {
+	q := *h
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q[last] = checkItem{}
+	q = q[:last]
+	for i := 0; ; {
+		m, l, r := i, 2*i+1, 2*i+2
+		if l < len(q) && q[l].at < q[m].at {
+			m = l
+		}
+		if r < len(q) && q[r].at < q[m].at {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[m], q[i] = q[i], q[m]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 func (q *checkQueue) add(t *tunnel, at time.Time) {
 	q.mu.Lock()
 	t.checkAt = at.UnixNano()
-	heap.Push(&q.h, checkItem{t.checkAt, t})
+	q.h.push(checkItem{t.checkAt, t})
 	q.mu.Unlock()
 }
 
@@ -54,7 +81,7 @@ func (q *checkQueue) soon(ts []*tunnel, now time.Time) {
 	for _, t := range ts {
 		if t.checkAt > ns {
 			t.checkAt = ns
-			heap.Push(&q.h, checkItem{ns, t})
+			q.h.push(checkItem{ns, t})
 		}
 	}
 }
@@ -65,7 +92,7 @@ func (q *checkQueue) due(now time.Time, out []*tunnel) []*tunnel {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.h) > 0 && q.h[0].at <= ns {
-		if it := heap.Pop(&q.h).(checkItem); it.at == it.t.checkAt {
+		if it := q.h.pop(); it.at == it.t.checkAt {
 			it.t.checkAt = 0
 			out = append(out, it.t)
 		}
