@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,7 @@ type msg1Backlog struct {
 
 	limMu   sync.Mutex
 	limiter map[netip.Addr]bucket // by value: a spoofed source costs no allocation of its own
+	limPeak int                   // the most entries tick saw since the table was last made
 
 	expect atomic.Pointer[map[netip.Addr]struct{}]
 	// more is what lighthouses told us since the last rebuild (addExpected): an answer
@@ -228,6 +230,15 @@ func (q *msg1Backlog) tick(now time.Time) {
 		if now.Sub(b.last) > 10*time.Second {
 			delete(q.limiter, a)
 		}
+	}
+	// A map keeps its size after deletes: after a join storm (a lighthouse's hosts all
+	// coming back) make the table again at what it holds now.
+	if l := len(q.limiter); l < q.limPeak/4 {
+		m := make(map[netip.Addr]bucket, l) // not maps.Clone: it keeps the size too
+		maps.Copy(m, q.limiter)
+		q.limiter, q.limPeak = m, l
+	} else {
+		q.limPeak = max(q.limPeak, l)
 	}
 	q.limMu.Unlock()
 	if g := q.n.hosts.gen.Load(); g != q.builtGen || len(*q.more.Load()) > 0 {
