@@ -130,7 +130,10 @@ func (t *tunnel) peerStillValid(pool *cert.Pool, now time.Time) error {
 		t.verifiedBy.Store(pool)
 		return nil
 	}
-	if pool.IsBlocked(t.peer.Fingerprint()) {
+	if t.peerFP == "" {
+		t.peerFP = t.peer.Fingerprint()
+	}
+	if pool.IsBlocked(t.peerFP) {
 		return cert.ErrBlocked
 	}
 	ca, ok := pool.CA(t.peer.Details.Issuer)

@@ -553,7 +553,7 @@ func (n *Node) checkTunnels(now time.Time) {
 	n.dueBuf = n.hosts.checks.due(now, n.dueBuf[:0])
 	for i, t := range n.dueBuf {
 		n.dueBuf[i] = nil
-		if n.hosts.byVPNIP(t.vpnIP) != t {
+		if !t.installed.Load() {
 			continue // closed or replaced: it leaves the queue
 		}
 		if next, keep := n.checkTunnel(t, p, now); keep {

@@ -36,6 +36,9 @@ type tunnel struct {
 	// checkAt is the tunnel's place in hostMap.checks (unix ns, 0 while not queued);
 	// guarded by the queue's mutex.
 	checkAt int64
+	// peerFP is peer.Fingerprint(), kept by the timer loop for its blocklist check (the
+	// certificate's own cache compares every field to notice edits).
+	peerFP string
 	// punched is when the timer loop last punched towards the peer (unix ns; punchy.punch).
 	punched int64
 	// versionTry is when we last re-handshook to move the tunnel to a higher certificate
@@ -46,6 +49,10 @@ type tunnel struct {
 	// handshakes (msg2 authenticates the responder), at the first authenticated packet for
 	// the peer's (see handshakeManager.confirm). Until then the send path never sees it.
 	confirmed atomic.Bool
+	// installed is set while the tunnel is the one the send path finds for its VPN IP:
+	// the timer loop drops the others from its queue without a map lookup. (Beside
+	// confirmed, in what would be padding: see TestLighthouseMemoryPerHostIsBounded.)
+	installed atomic.Bool
 
 	// allowed are the inner source addresses the peer may use: its cert IPs (as single
 	// addresses, never the whole network: CVE-2025-62820) and the subnets it carries.
@@ -90,7 +97,8 @@ type tunnel struct {
 	packetsIn, bytesIn atomic.Uint64
 	// No pad after the receive group: tunnels are allocated in a size class of whole 64-byte
 	// lines (1792 bytes), so the next object starts on a line of its own, and the 64 bytes
-	// kept the tunnel in the 2048-byte class.
+	// kept the tunnel in the 2048-byte class. (Up to 1784 bytes fit: 8 go to the allocation
+	// header.)
 }
 
 // memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
@@ -220,6 +228,10 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 		h.byVPN.Store(a, t)
 	}
 	h.byVPN.Store(t.vpnIP, t)
+	t.installed.Store(true)
+	if old != nil {
+		old.installed.Store(false)
+	}
 	h.checks.add(t, t.created)
 	h.gen.Add(1)
 	if h.byRemote == nil {
@@ -260,6 +272,7 @@ func (h *hostMap) remove(t *tunnel) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.gen.Add(1)
+	t.installed.Store(false)
 	had := h.byIndex.CompareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
