@@ -128,7 +128,7 @@ func (c *Certificate) Fingerprint() string {
 			return ""
 		}
 		sum := sha256.Sum256(b)
-		fp = hex.EncodeToString(sum[:])
+		fp = hexString(sum[:])
 	}
 	if c.cache != nil {
 		c.cache.p.Store(&fpEntry{version: c.Version(), details: c.Details.clone(), signature: bytes.Clone(c.Signature), fingerprint: fp})
@@ -292,4 +292,15 @@ func prefixWithin(p netip.Prefix, cas []netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// hexString is hex.EncodeToString with one allocation instead of two for fingerprints
+// (32 bytes): every tunnel keeps its peer's issuer and fingerprint strings.
+func hexString(b []byte) string {
+	if len(b) > 32 {
+		return hex.EncodeToString(b)
+	}
+	var buf [64]byte
+	n := hex.Encode(buf[:], b)
+	return string(buf[:n])
 }

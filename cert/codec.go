@@ -411,7 +411,7 @@ func unmarshalDetails(b []byte, requireKey bool) (Details, error) {
 			if len(v) != issuerLen {
 				return d, malformed("issuer is %d bytes, want %d", len(v), issuerLen)
 			}
-			d.Issuer = hex.EncodeToString(v)
+			d.Issuer = hexString(v)
 		}
 		if err != nil {
 			return d, err

@@ -191,7 +191,7 @@ func (c *Certificate) fingerprintV2() (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256(append(signedBytesV2(d, c.Details.PublicKey), c.Signature...))
-	return hex.EncodeToString(sum[:]), nil
+	return hexString(sum[:]), nil
 }
 
 // marshalV2 writes SEQUENCE { details, [2] public key, [3] signature }; the handshake form
@@ -345,7 +345,7 @@ func unmarshalDetailsV2(raw cryptobyte.String) (Details, error) {
 		if len(issuer) != issuerLen {
 			return d, malformed("issuer is %d bytes, want %d", len(issuer), issuerLen)
 		}
-		d.Issuer = hex.EncodeToString(issuer)
+		d.Issuer = hexString(issuer)
 	}
 	// Nebula 1.11 would skip fields added after issuer; no such field is defined, and one we
 	// cannot interpret must not be vouched for by our re-encoding, so it is refused.

@@ -1,6 +1,7 @@
 package lighthouse
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -51,13 +52,41 @@ type Book struct {
 	// parallel part) take no lock and an update swaps in a new entry.
 	m sync.Map
 	n atomic.Int64
+
+	// expiry holds one record per host, ordered by when the host was last known to be
+	// updated; Expire pops only the records whose TTL ran out and requeues the ones whose
+	// host reported since, so a sweep costs what is due, not a walk over the book.
+	mu     sync.Mutex
+	expiry expiryHeap
 }
 
 type bookEntry struct {
 	learned netip.AddrPort // invalid when unknown
 	v4, v6  []netip.AddrPort
 	relays  []netip.Addr
-	updated time.Time
+	updated int64      // unix ns
+	rec     *expiryRec // the host's record in Book.expiry, shared by its successive entries
+}
+
+// expiryRec is a host's place in Book.expiry. A record an entry no longer points at (the
+// host was forgotten and came back with a new one) is dropped when it comes up.
+type expiryRec struct {
+	vpn netip.Addr
+	at  int64 // unix ns: the update time it was queued with; guarded by Book.mu
+}
+
+type expiryHeap []*expiryRec
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(*expiryRec)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return r
 }
 
 // NewBook returns an empty book.
@@ -153,10 +182,21 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 		v4:      v4,
 		v6:      v6,
 		relays:  filterRelays(senderVPN, m.Relays, b.opts.OwnVPNNet, b.opts.MaxPerFamily),
-		updated: b.opts.Now(),
+		updated: b.opts.Now().UnixNano(),
 	}
 	if learned.Addr().IsValid() && learned.Port() != 0 {
 		e.learned = netip.AddrPortFrom(learned.Addr().Unmap(), learned.Port())
+	}
+	if b.opts.TTL > 0 {
+		if old, ok := b.m.Load(senderVPN); ok {
+			e.rec = old.(*bookEntry).rec
+		}
+		if e.rec == nil {
+			e.rec = &expiryRec{vpn: senderVPN, at: e.updated}
+			b.mu.Lock()
+			heap.Push(&b.expiry, e.rec)
+			b.mu.Unlock()
+		}
 	}
 	if _, loaded := b.m.Swap(senderVPN, e); !loaded {
 		b.n.Add(1)
@@ -165,7 +205,7 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 }
 
 func (b *Book) expired(e *bookEntry, now time.Time) bool {
-	return b.opts.TTL > 0 && now.Sub(e.updated) > b.opts.TTL
+	return b.opts.TTL > 0 && now.UnixNano()-e.updated > int64(b.opts.TTL)
 }
 
 // get returns a live entry.
@@ -241,21 +281,38 @@ func (b *Book) Forget(vpn netip.Addr) {
 	}
 }
 
-// Expire drops every host not updated within the TTL and returns how many it dropped.
+// Expire drops every host not updated within the TTL and returns how many it dropped. It
+// looks only at the hosts whose last known update is more than the TTL ago.
 func (b *Book) Expire() int {
 	if b.opts.TTL <= 0 {
 		return 0
 	}
 	now := b.opts.Now()
+	ttl := int64(b.opts.TTL)
 	n := 0
-	b.m.Range(func(k, v any) bool {
-		// CompareAndDelete: an update racing with the sweep keeps its fresh entry.
-		if b.expired(v.(*bookEntry), now) && b.m.CompareAndDelete(k, v) {
-			b.n.Add(-1)
-			n++
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.expiry) > 0 && now.UnixNano()-b.expiry[0].at > ttl {
+		r := b.expiry[0]
+		v, ok := b.m.Load(r.vpn)
+		switch {
+		case !ok || v.(*bookEntry).rec != r:
+			heap.Pop(&b.expiry) // forgotten; a later entry has its own record
+		case !b.expired(v.(*bookEntry), now):
+			r.at = v.(*bookEntry).updated // reported since: due a TTL after that
+			heap.Fix(&b.expiry, 0)
+		default:
+			heap.Pop(&b.expiry)
+			// CompareAndDelete: an update racing with the sweep keeps its fresh entry
+			// (and this record, which it shares: queue it again).
+			if b.m.CompareAndDelete(r.vpn, v) {
+				b.n.Add(-1)
+				n++
+			} else {
+				heap.Push(&b.expiry, r)
+			}
 		}
-		return true
-	})
+	}
 	return n
 }
 

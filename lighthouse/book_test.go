@@ -328,3 +328,102 @@ func TestUsableRejectsAddressesNoPeerCanBeReachedAt(t *testing.T) {
 		t.Error("zero AddrPort usable")
 	}
 }
+
+// bookHost is the i-th of many hosts in a /8.
+func bookHost(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+func TestExpireKeepsOneRecordPerHostAcrossRefreshesAndRejoins(t *testing.T) {
+	clk := newClock()
+	b := NewBook(BookOptions{Now: clk.Now, TTL: 30 * time.Second})
+	const hosts = 100
+	for round := range 20 {
+		for i := range hosts {
+			h := bookHost(i)
+			if round%3 == 2 && i%2 == 0 {
+				b.Forget(h) // a tunnel that closed and came back
+			}
+			_ = b.Update(h, fromA, update(h, nil, nil))
+		}
+		clk.Advance(10 * time.Second)
+		if n := b.Expire(); n != 0 {
+			t.Fatalf("round %d: %d hosts that keep reporting expired", round, n)
+		}
+	}
+	if got := b.expiry.Len(); got > hosts+hosts/2 {
+		t.Errorf("%d expiry records for %d hosts: forgotten hosts' records pile up", got, hosts)
+	}
+	// Half the hosts stop reporting: exactly they go, once the TTL is over.
+	for i := range hosts / 2 {
+		_ = b.Update(bookHost(i), fromA, update(bookHost(i), nil, nil))
+	}
+	clk.Advance(25 * time.Second)
+	for i := range hosts / 2 {
+		_ = b.Update(bookHost(i), fromA, update(bookHost(i), nil, nil))
+	}
+	clk.Advance(10 * time.Second)
+	if n := b.Expire(); n != hosts/2 || b.Len() != hosts/2 {
+		t.Fatalf("Expire = %d, Len = %d; want %d, %d", n, b.Len(), hosts/2, hosts/2)
+	}
+	if _, ok := b.Lookup(bookHost(0)); !ok {
+		t.Error("a host that kept reporting is gone")
+	}
+	if got := b.expiry.Len(); got != hosts/2 {
+		t.Errorf("%d expiry records left for %d hosts", got, hosts/2)
+	}
+}
+
+// BenchmarkBookExpire is one lighthouse tick's sweep of a book of N hosts that all report
+// every 10 s (the default lighthouse.interval), one second of updates between sweeps: its
+// cost per op must not grow with N beyond what is due.
+func BenchmarkBookExpire(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
+			clk := newClock()
+			book := NewBook(BookOptions{Now: clk.Now, TTL: 3 * time.Minute})
+			for i := range n {
+				_ = book.Update(bookHost(i), fromA, update(bookHost(i), nil, nil))
+			}
+			next := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				clk.Advance(time.Second)
+				for range n / 10 { // a tenth of the hosts report each second
+					h := bookHost(next % n)
+					_ = book.Update(h, fromA, update(h, nil, nil))
+					next++
+				}
+				b.StartTimer()
+				if book.Expire() != 0 {
+					b.Fatal("a reporting host expired")
+				}
+			}
+		})
+	}
+}
+
+// TestBookMemoryPerHost: the book's share of issue 18's per-host budget.
+func TestBookMemoryPerHost(t *testing.T) {
+	const n = 10000
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	b := NewBook(BookOptions{TTL: 3 * time.Minute})
+	before := heap()
+	for i := range n {
+		h := bookHost(i)
+		_ = b.Update(h, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 4242),
+			update(h, aps("192.168.1.5:4242"), nil))
+	}
+	per := float64(heap()-before) / n
+	t.Logf("book: %.0f bytes per host", per)
+	if per > 600 {
+		t.Errorf("the book holds %.0f bytes per host, want at most 600", per)
+	}
+	runtime.KeepAlive(b)
+}

@@ -189,11 +189,13 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 	if t.relay.Load() != nil {
 		t.relay.Store(nil)
 		t.setRemote(from)
+		n.hosts.gen.Add(1)
 		n.log.Info("peer reachable directly; leaving the relay", "vpn_ip", t.vpnIP, "remote", from)
 		return
 	}
 	if cur := t.remoteAddr(); cur != from {
 		t.setRemote(from)
+		n.hosts.gen.Add(1)
 		t.lastRoam.Store(now.UnixNano())
 		n.log.Info("peer roamed", "vpn_ip", t.vpnIP, "from", cur, "to", from)
 	}
@@ -314,24 +316,18 @@ func (n *Node) handleRecvError(index uint32, from netip.AddrPort, now time.Time)
 			return
 		}
 	}
-	for _, t := range n.hosts.all() {
-		if t.remoteIndex != index {
-			continue
-		}
-		if t.remoteAddr() != from {
-			n.m.dropped(dropRecvErrorIgnor)
-			return
-		}
-		last := t.rekeyAsked.Load()
-		if last != 0 && now.Sub(time.Unix(0, last)) < 2*time.Second {
-			return
-		}
-		t.rekeyAsked.Store(now.UnixNano())
-		n.log.Info("peer lost our tunnel; re-handshaking", "vpn_ip", t.vpnIP)
-		n.hs.rehandshake(t.vpnIP)
+	t := n.hosts.byRemoteIndex(index)
+	if t == nil || t.remoteAddr() != from {
+		n.m.dropped(dropRecvErrorIgnor)
 		return
 	}
-	n.m.dropped(dropRecvErrorIgnor)
+	last := t.rekeyAsked.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < 2*time.Second {
+		return
+	}
+	t.rekeyAsked.Store(now.UnixNano())
+	n.log.Info("peer lost our tunnel; re-handshaking", "vpn_ip", t.vpnIP)
+	n.hs.rehandshake(t.vpnIP)
 }
 
 // sendRecvError tells a sender that we have no tunnel for the index it used, within the
@@ -550,48 +546,84 @@ func (n *Node) rejectLocally(pkt []byte) {
 	}
 }
 
-// checkTunnels runs once a second: certificate validity, liveness probes, dead tunnels.
+// checkTunnels runs once a second: the tunnels whose timers are due (checkQueue), each
+// checked by checkTunnel and queued again for when it next needs looking at.
 func (n *Node) checkTunnels(now time.Time) {
 	p := n.pki.Load()
-	alive := n.cfg.Timers.ConnectionAliveInterval
-	pendingDel := n.cfg.Timers.PendingDeletionInterval
-	for _, t := range n.hosts.all() {
-		if *n.cfg.PKI.DisconnectInvalid {
-			// Verified in its handshake; what can change since is the blocklist, the CAs
-			// and the clock (a signature check per tunnel per second would cost a
-			// lighthouse of 100 000 hosts several cores).
-			if _, err := p.Pool.Revalidate(t.peer, now); err != nil {
-				n.closeInvalid(t, err)
-				continue
-			}
+	n.dueBuf = n.hosts.checks.due(now, n.dueBuf[:0])
+	for i, t := range n.dueBuf {
+		n.dueBuf[i] = nil
+		if !t.installed.Load() {
+			continue // closed or replaced: it leaves the queue
 		}
-		n.hs.upgrade(t, p.Creds, now)
-		lastRecv := time.Unix(0, t.lastRecv.Load())
-		lastSend := time.Unix(0, t.lastSend.Load())
-		if ts := t.testSent.Load(); ts != 0 {
-			if now.Sub(time.Unix(0, ts)) >= pendingDel {
-				n.log.Info("tunnel dead: no answer to liveness probe", "vpn_ip", t.vpnIP)
-				n.removeTunnel(t)
-			}
-			continue
-		}
-		if now.Sub(lastRecv) >= alive && lastSend.After(lastRecv) {
-			t.testSent.Store(now.UnixNano())
-			n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, nil)
-			continue
-		}
-		if n.cfg.Tunnels.DropInactive {
-			last := lastRecv
-			if lastSend.After(last) {
-				last = lastSend
-			}
-			if now.Sub(last) >= n.cfg.Tunnels.InactivityTimeout {
-				n.log.Info("closing inactive tunnel", "vpn_ip", t.vpnIP)
-				n.sendClose(t)
-				n.removeTunnel(t)
-			}
+		if next, keep := n.checkTunnel(t, p, now); keep {
+			n.hosts.checks.add(t, next)
 		}
 	}
+}
+
+// checkTunnel is one tunnel's timers: certificate validity, version upgrade, punching,
+// relay probes, liveness and inactivity. It returns when they need looking at again, and
+// false when the tunnel was closed. With nothing in flight that is one
+// connection_alive_interval later: a send after an idle spell gets its probe within that.
+func (n *Node) checkTunnel(t *tunnel, p *PKI, now time.Time) (next time.Time, keep bool) {
+	alive := n.cfg.Timers.ConnectionAliveInterval
+	pendingDel := n.cfg.Timers.PendingDeletionInterval
+	next = now.Add(alive)
+	if *n.cfg.PKI.DisconnectInvalid {
+		if err := t.peerStillValid(p.Pool, now); err != nil {
+			n.closeInvalid(t, err)
+			return next, false
+		}
+		next = earliest(next, t.validUntil())
+	}
+	n.hs.upgrade(t, p.Creds, now)
+	if at, ok := n.lh.punch(t, now); ok {
+		next = earliest(next, at)
+	}
+	if at, ok := n.relay.probeDirect(t, now); ok {
+		next = earliest(next, at)
+	}
+	lastRecv := time.Unix(0, t.lastRecv.Load())
+	lastSend := time.Unix(0, t.lastSend.Load())
+	if ts := t.testSent.Load(); ts != 0 {
+		dead := time.Unix(0, ts).Add(pendingDel)
+		if !now.Before(dead) {
+			n.log.Info("tunnel dead: no answer to liveness probe", "vpn_ip", t.vpnIP)
+			n.removeTunnel(t)
+			return next, false
+		}
+		return earliest(next, dead), true
+	}
+	if now.Sub(lastRecv) >= alive && lastSend.After(lastRecv) {
+		t.testSent.Store(now.UnixNano())
+		n.sendEncrypted(t, header.Test, header.SubtypeTestRequest, nil)
+		return earliest(next, now.Add(pendingDel)), true
+	}
+	if r := lastRecv.Add(alive); r.After(now) {
+		next = earliest(next, r) // the earliest a probe can be due
+	}
+	if n.cfg.Tunnels.DropInactive {
+		last := lastRecv
+		if lastSend.After(last) {
+			last = lastSend
+		}
+		if now.Sub(last) >= n.cfg.Tunnels.InactivityTimeout {
+			n.log.Info("closing inactive tunnel", "vpn_ip", t.vpnIP)
+			n.sendClose(t)
+			n.removeTunnel(t)
+			return next, false
+		}
+		next = earliest(next, last.Add(n.cfg.Tunnels.InactivityTimeout))
+	}
+	return next, true
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // closeInvalid tells the peer and forgets a tunnel whose peer certificate no longer verifies

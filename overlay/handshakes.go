@@ -86,12 +86,23 @@ type handshakeManager struct {
 	// reserved the local indexes their answers will use (workers run in parallel).
 	inFlight map[[32]byte]struct{}
 	reserved map[uint32]struct{}
-	retire   []retiring
-	cands    map[uint32]*candidate // by our local index
-	candsBy  map[netip.Addr]int    // candidates per claimed VPN IP
-	candTTL  time.Duration         // candidateTimeout; tests shorten it
+	// recentOrder is recent's keys oldest first, so a tick ages out only what is due
+	// instead of walking every handshake of the last minute (a lighthouse's join storm).
+	// It holds keys, not tunnels, so dropped candidates (a flood) are not kept alive.
+	recentOrder []recentKey
+	retire      []retiring
+	cands       map[uint32]*candidate // by our local index
+	candsBy     map[netip.Addr]int    // candidates per claimed VPN IP
+	candTTL     time.Duration         // candidateTimeout; tests shorten it
 	// noV2 holds the peers whose v2 msg1 went unanswered until v1 was tried, and when.
 	noV2 map[netip.Addr]time.Time
+}
+
+// recentKey names an entry of handshakeManager.recent: the msg 1 digest and the local
+// index of the tunnel it built (a later msg 1 with the same digest builds another).
+type recentKey struct {
+	sum   [32]byte
+	index uint32
 }
 
 func newHandshakeManager(n *Node) *handshakeManager {
@@ -380,10 +391,23 @@ func (hs *handshakeManager) tick(now time.Time) {
 			nudge = append(nudge, c.t)
 		}
 	}
-	for k, t := range hs.recent {
-		if n.hosts.byLocalIndex(t.localIndex) != t || now.Sub(t.created) > time.Minute {
-			delete(hs.recent, k)
+	// A tunnel that left the index early stays until its minute is over (handleMsg1 checks
+	// the index before answering from it); dropped candidates left already (dropCandidate).
+	aged := 0
+	for _, k := range hs.recentOrder {
+		if t, ok := hs.recent[k.sum]; ok && t.localIndex == k.index {
+			if now.Sub(t.created) <= time.Minute && !now.Before(t.created) {
+				break
+			}
+			delete(hs.recent, k.sum)
+			t.msg2 = nil // only a retransmitted msg 1 needs it, and only while in recent
 		}
+		aged++
+	}
+	clear(hs.recentOrder[:aged])
+	hs.recentOrder = hs.recentOrder[aged:]
+	if len(hs.recentOrder) == 0 {
+		hs.recentOrder = nil // let a storm's backing array go
 	}
 	for vpn, at := range hs.noV2 {
 		if now.Sub(at) >= versionRetry || now.Before(at) {
@@ -549,6 +573,7 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 	t.msg2 = msg2
 	evicted := hs.addCandidate(t, expected, now)
 	hs.recent[sum] = t
+	hs.recentOrder = append(hs.recentOrder, recentKey{sum, idx})
 	// Findable by index before msg2 leaves, so the initiator's first packets decrypt.
 	n.hosts.addCandidate(t)
 	hs.mu.Unlock()
@@ -605,6 +630,7 @@ func (hs *handshakeManager) dropCandidate(idx uint32, c *candidate) {
 	}
 	if hs.recent[c.t.msg1Sum] == c.t {
 		delete(hs.recent, c.t.msg1Sum)
+		c.t.msg2 = nil
 	}
 }
 
@@ -625,13 +651,15 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 	if t.peer.Version() == cert.Version2 {
 		delete(hs.noV2, t.vpnIP) // the peer reads v2
 	}
-	if _, err := n.pki.Load().Pool.Revalidate(t.peer, now); err != nil {
+	pool := n.pki.Load().Pool
+	if _, err := pool.Revalidate(t.peer, now); err != nil {
 		// Revoked or expired while unconfirmed (ReadInit checked the signature).
 		hs.mu.Unlock()
 		n.hosts.retire(t)
 		n.log.Info("handshake dropped: peer certificate no longer valid", "vpn_ip", t.vpnIP, "err", err)
 		return
 	}
+	t.verifiedBy.Store(pool)
 	cur := n.hosts.byVPNIP(t.vpnIP)
 	if cur != nil && cur.created.After(t.created) {
 		// A newer tunnel came up meanwhile (our own handshake); keep it. This one still

@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,17 @@ type tunnel struct {
 	// localCert is the certificate we showed the peer (its version is the tunnel's on our
 	// side; the peer's is peer.Version()).
 	localCert *cert.Certificate
+	// verifiedBy is the CA pool the peer's certificate last fully verified against, so the
+	// per-tunnel validity check repeats no signature check until the pool changes.
+	verifiedBy atomic.Pointer[cert.Pool]
+	// checkAt is the tunnel's place in hostMap.checks (unix ns, 0 while not queued);
+	// guarded by the queue's mutex.
+	checkAt int64
+	// peerFP is peer.Fingerprint(), kept by the timer loop for its blocklist check (the
+	// certificate's own cache compares every field to notice edits).
+	peerFP string
+	// punched is when the timer loop last punched towards the peer (unix ns; punchy.punch).
+	punched int64
 	// versionTry is when we last re-handshook to move the tunnel to a higher certificate
 	// version (unix ns), so an upgrade the peer never answers is retried only now and then.
 	versionTry atomic.Int64
@@ -37,6 +49,10 @@ type tunnel struct {
 	// handshakes (msg2 authenticates the responder), at the first authenticated packet for
 	// the peer's (see handshakeManager.confirm). Until then the send path never sees it.
 	confirmed atomic.Bool
+	// installed is set while the tunnel is the one the send path finds for its VPN IP:
+	// the timer loop drops the others from its queue without a map lookup. (Beside
+	// confirmed, in what would be padding: see TestLighthouseMemoryPerHostIsBounded.)
+	installed atomic.Bool
 
 	// allowed are the inner source addresses the peer may use: its cert IPs (as single
 	// addresses, never the whole network: CVE-2025-62820) and the subnets it carries.
@@ -51,7 +67,8 @@ type tunnel struct {
 	probed     atomic.Int64 // unix nanos of the last direct probe while relayed (relay.go)
 
 	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
-	// retransmitted copy gets the same reply rather than a new tunnel.
+	// retransmitted copy gets the same reply rather than a new tunnel; msg2 is that reply,
+	// dropped with the handshakeManager.recent entry (guarded by its mu).
 	msg1Sum [32]byte
 	msg2    []byte
 
@@ -78,7 +95,10 @@ type tunnel struct {
 	lastRecv           atomic.Int64  // unix nanos of the last authenticated packet from the peer
 	testSent           atomic.Int64  // unix nanos of an unanswered liveness probe, 0 if none
 	packetsIn, bytesIn atomic.Uint64
-	_                  cacheLinePad
+	// No pad after the receive group: tunnels are allocated in a size class of whole 64-byte
+	// lines (1792 bytes), so the next object starts on a line of its own, and the 64 bytes
+	// kept the tunnel in the 2048-byte class. (Up to 1784 bytes fit: 8 go to the allocation
+	// header.)
 }
 
 // memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
@@ -135,7 +155,18 @@ type hostMap struct {
 	byIndex sync.Map // uint32 -> *tunnel
 	byVPN   sync.Map // netip.Addr -> *tunnel
 	count   atomic.Int64
-	gone    trafficTotals // counters of tunnels no longer indexed; guarded by mu
+	gen     atomic.Uint64 // bumped when a tunnel is installed, removed or moves (hsqueue.go)
+	checks  checkQueue    // every installed tunnel, by when its timers are next due
+	// byName finds a tunnel by its peer's certificate name, lowercased (lighthouse DNS),
+	// so a question costs a lookup, not a walk over every tunnel; nil unless indexNames
+	// made it. Guarded by mu. Names are unique in a CA's network; of two tunnels with one
+	// name it holds the latest.
+	byName map[string]*tunnel
+	// byRemote finds a tunnel by the peer's index (a RecvError names it), so an
+	// unauthenticated RecvError costs a lookup, not a walk over every tunnel. Peers pick
+	// their indexes, so two tunnels may share one: it holds the latest. Guarded by mu.
+	byRemote map[uint32]*tunnel
+	gone     trafficTotals // counters of tunnels no longer indexed; guarded by mu
 }
 
 // trafficTotals are the packet and byte counters of one or more tunnels.
@@ -197,6 +228,25 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 		h.byVPN.Store(a, t)
 	}
 	h.byVPN.Store(t.vpnIP, t)
+	t.installed.Store(true)
+	if old != nil {
+		old.installed.Store(false)
+	}
+	h.checks.add(t, t.created)
+	h.gen.Add(1)
+	if h.byRemote == nil {
+		h.byRemote = map[uint32]*tunnel{}
+	}
+	if old != nil && h.byRemote[old.remoteIndex] == old {
+		delete(h.byRemote, old.remoteIndex)
+	}
+	h.byRemote[t.remoteIndex] = t
+	if h.byName != nil {
+		if old != nil && h.byName[nameKey(old)] == old {
+			delete(h.byName, nameKey(old)) // a renewal may rename the host
+		}
+		h.byName[nameKey(t)] = t
+	}
 	if old == nil {
 		h.count.Add(1)
 	} else {
@@ -221,6 +271,8 @@ func (h *hostMap) addCandidate(t *tunnel) {
 func (h *hostMap) remove(t *tunnel) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.gen.Add(1)
+	t.installed.Store(false)
 	had := h.byIndex.CompareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
@@ -230,12 +282,42 @@ func (h *hostMap) remove(t *tunnel) bool {
 			h.byVPN.CompareAndDelete(a, t)
 		}
 	}
+	if h.byRemote[t.remoteIndex] == t {
+		delete(h.byRemote, t.remoteIndex)
+	}
+	if h.byName != nil && h.byName[nameKey(t)] == t {
+		delete(h.byName, nameKey(t))
+	}
 	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
 		return true
 	}
 	return had
 }
+
+// byRemoteIndex finds the tunnel whose peer uses index i.
+func (h *hostMap) byRemoteIndex(i uint32) *tunnel {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byRemote[i]
+}
+
+// indexNames makes the host map keep byName, before any tunnel is installed.
+func (h *hostMap) indexNames() {
+	h.mu.Lock()
+	h.byName = map[string]*tunnel{}
+	h.mu.Unlock()
+}
+
+// byPeerName finds the tunnel whose peer certificate is named name (any case).
+func (h *hostMap) byPeerName(name string) *tunnel {
+	key := strings.ToLower(name)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byName[key]
+}
+
+func nameKey(t *tunnel) string { return strings.ToLower(t.peer.Details.Name) }
 
 // retire drops a replaced tunnel's index entry.
 func (h *hostMap) retire(t *tunnel) {

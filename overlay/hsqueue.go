@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"maps"
 	"math"
 	"net/netip"
 	"runtime"
@@ -148,9 +149,17 @@ type msg1Backlog struct {
 
 	limMu   sync.Mutex
 	limiter map[netip.Addr]bucket // by value: a spoofed source costs no allocation of its own
+	limPeak int                   // the most entries tick saw since the table was last made
 
-	expect   atomic.Pointer[map[netip.Addr]struct{}]
-	expectMu sync.Mutex // serialises rebuilds
+	expect atomic.Pointer[map[netip.Addr]struct{}]
+	// more is what lighthouses told us since the last rebuild (addExpected): an answer
+	// costs a copy of this small set, not a rebuild over every tunnel; the next tick folds
+	// it into expect.
+	more     atomic.Pointer[map[netip.Addr]struct{}]
+	expectMu sync.Mutex // serialises rebuilds and additions
+	// builtGen is the host map's generation expect was built from (timer goroutine only):
+	// a tick rebuilds only when tunnels came, went or moved since.
+	builtGen uint64
 
 	// workers is how many goroutines answer msg 1s (msg1Workers).
 	workers, cores int
@@ -199,8 +208,9 @@ func newMsg1Backlog(n *Node) *msg1Backlog {
 	for range cap(q.free) {
 		q.free <- nil
 	}
-	empty := map[netip.Addr]struct{}{}
+	empty, more := map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}
 	q.expect.Store(&empty)
+	q.more.Store(&more)
 	return q
 }
 
@@ -264,14 +274,33 @@ func (q *msg1Backlog) allow(src netip.Addr, now time.Time) bool {
 
 // expected reports whether src is an address we have reason to hear a msg 1 from.
 func (q *msg1Backlog) expected(src netip.Addr) bool {
-	_, ok := (*q.expect.Load())[src.Unmap()]
+	src = src.Unmap()
+	if _, ok := (*q.expect.Load())[src]; ok {
+		return true
+	}
+	_, ok := (*q.more.Load())[src]
 	return ok
+}
+
+// addExpected adds the addresses a lighthouse just gave us (learn).
+func (q *msg1Backlog) addExpected(addrs []netip.AddrPort) {
+	q.expectMu.Lock()
+	defer q.expectMu.Unlock()
+	old := *q.more.Load()
+	set := make(map[netip.Addr]struct{}, len(old)+len(addrs))
+	for a := range old {
+		set[a] = struct{}{}
+	}
+	for _, a := range addrs {
+		set[a.Addr().Unmap()] = struct{}{}
+	}
+	q.more.Store(&set)
 }
 
 // rebuildExpected recomputes the expected sources: static_host_map (lighthouses included),
 // the addresses our tunnels run on (re-handshakes, renewals), and every address a
-// lighthouse gave us in a query reply or punch notification. Called once a second and as
-// soon as a lighthouse tells us something, so a peer it announced is answered first.
+// lighthouse gave us in a query reply or punch notification. Called at start, on reload,
+// and by the once-a-second tick when tunnels changed or lighthouses told us something.
 func (q *msg1Backlog) rebuildExpected() {
 	n := q.n
 	q.expectMu.Lock()
@@ -297,6 +326,8 @@ func (q *msg1Backlog) rebuildExpected() {
 	}
 	n.lh.mu.Unlock()
 	q.expect.Store(&set)
+	empty := map[netip.Addr]struct{}{}
+	q.more.Store(&empty)
 }
 
 // tick ages the limiter table and the probe table.
@@ -307,8 +338,20 @@ func (q *msg1Backlog) tick(now time.Time) {
 			delete(q.limiter, a)
 		}
 	}
+	// A map keeps its size after deletes: after a join storm (a lighthouse's hosts all
+	// coming back) make the table again at what it holds now.
+	if l := len(q.limiter); l < q.limPeak/4 {
+		m := make(map[netip.Addr]bucket, l) // not maps.Clone: it keeps the size too
+		maps.Copy(m, q.limiter)
+		q.limiter, q.limPeak = m, l
+	} else {
+		q.limPeak = max(q.limPeak, l)
+	}
 	q.limMu.Unlock()
-	q.rebuildExpected()
+	if g := q.n.hosts.gen.Load(); g != q.builtGen || len(*q.more.Load()) > 0 {
+		q.builtGen = g
+		q.rebuildExpected()
+	}
 	q.recalibrate(now)
 }
 

@@ -50,7 +50,6 @@ type lighthouseState struct {
 	learned    map[netip.Addr]map[netip.Addr][]netip.AddrPort // peer -> source lighthouse -> addrs
 	lastQuery  map[netip.Addr]time.Time
 	lastUpdate time.Time
-	lastPunch  time.Time
 
 	acks atomic.Int64 // HostUpdateNotificationAcks received (tests read it)
 }
@@ -207,20 +206,11 @@ func metaFor(t *tunnel, m *lighthouse.Meta) []byte {
 	return c.Marshal(nil)
 }
 
-// tick sends periodic updates and punches, and ages the book.
+// tick sends periodic updates and ages the book.
 func (lh *lighthouseState) tick(now time.Time) {
-	n := lh.n
 	if lh.client() && now.Sub(lh.lastUpdate) >= lh.c().interval {
 		lh.lastUpdate = now
 		lh.sendToLighthouses(lh.update())
-	}
-	if n.cfg.Punchy.Punch && now.Sub(lh.lastPunch) >= punchInterval {
-		lh.lastPunch = now
-		for _, t := range n.hosts.all() {
-			if a := t.remoteAddr(); a.IsValid() && t.relay.Load() == nil {
-				n.sendRaw([]byte{1}, []netip.AddrPort{a})
-			}
-		}
 	}
 	if lh.book != nil {
 		lh.book.Expire()
@@ -232,6 +222,23 @@ func (lh *lighthouseState) tick(now time.Time) {
 		}
 	}
 	lh.mu.Unlock()
+}
+
+// punch keeps the NAT mapping towards a direct peer open (punchy.punch): a one-byte
+// datagram every punchInterval, from the tunnel's own timer visit (checkTunnel), so the
+// punches of many tunnels spread over the interval instead of leaving in one burst. It
+// returns when the next one is due.
+func (lh *lighthouseState) punch(t *tunnel, now time.Time) (time.Time, bool) {
+	if !lh.n.cfg.Punchy.Punch {
+		return time.Time{}, false
+	}
+	if last := time.Unix(0, t.punched); t.punched == 0 || now.Sub(last) >= punchInterval || now.Before(last) {
+		if a := t.remoteAddr(); a.IsValid() && t.relay.Load() == nil {
+			lh.n.sendRaw([]byte{1}, []netip.AddrPort{a})
+		}
+		t.punched = now.UnixNano()
+	}
+	return time.Unix(0, t.punched).Add(punchInterval), true
 }
 
 // tunnelUp sends our addresses to a lighthouse as soon as its tunnel forms.
@@ -467,7 +474,7 @@ func (lh *lighthouseState) learn(from netip.Addr, m *lighthouse.Meta) bool {
 	}
 	lh.learned[vpn][from] = addrs
 	lh.mu.Unlock()
-	n.hsq.rebuildExpected() // its msg 1 is answered first, even during a flood
+	n.hsq.addExpected(addrs) // its msg 1 is answered first, even during a flood
 	return len(addrs) > 0 || len(m.Relays) > 0
 }
 

@@ -174,6 +174,8 @@ type Node struct {
 	// further lane a queue and a socket of Options.Conns.
 	lanes []*lane
 	wg    sync.WaitGroup
+	// dueBuf is the timer loop's list of tunnels due (checkTunnels), kept between ticks.
+	dueBuf []*tunnel
 }
 
 // New builds a node from a validated config and its PKI.
@@ -250,6 +252,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.static.Store(&static)
+	if cfg.Lighthouse.AmLighthouse {
+		n.hosts.indexNames() // lighthouse DNS and name queries (names.go) find hosts by name
+	}
 	n.m = newMetrics(opts.Registerer, &n.hosts)
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(n.certTTL())
@@ -357,10 +362,8 @@ func (n *Node) resolveName(name string) (netip.Addr, bool) {
 	if strings.EqualFold(n.pki.Load().Creds.Cert.Details.Name, name) {
 		return n.vpnIP, true
 	}
-	for _, t := range n.hosts.all() {
-		if strings.EqualFold(t.peer.Details.Name, name) {
-			return t.vpnIP, true
-		}
+	if t := n.hosts.byPeerName(name); t != nil {
+		return t.vpnIP, true
 	}
 	return netip.Addr{}, false
 }
@@ -371,10 +374,8 @@ func (n *Node) resolveNameAll(name string) ([]netip.Addr, bool) {
 	if strings.EqualFold(n.pki.Load().Creds.Cert.Details.Name, name) {
 		return n.ownIPs, true
 	}
-	for _, t := range n.hosts.all() {
-		if strings.EqualFold(t.peer.Details.Name, name) {
-			return t.allowedIPs, true
-		}
+	if t := n.hosts.byPeerName(name); t != nil {
+		return t.allowedIPs, true
 	}
 	return nil, false
 }
@@ -539,6 +540,7 @@ func (n *Node) SetPKI(p *PKI) error {
 	}
 	n.swapPKI(p)
 	n.closeRevoked(p.Pool)
+	n.hosts.checks.soon(n.hosts.all(), n.now()) // every peer verified against the new pool
 	held := map[string]bool{}
 	for _, c := range p.Creds.Certs() {
 		held[c.Fingerprint()] = true
@@ -591,32 +593,35 @@ type PeerInfo struct {
 func (n *Node) Peers() []PeerInfo {
 	var out []PeerInfo
 	for _, t := range n.hosts.all() {
-		var via netip.Addr
-		if r := t.relay.Load(); r != nil {
-			via = r.hop
-		}
-		var lv cert.Version
-		if t.localCert != nil {
-			lv = t.localCert.Version()
-		}
-		out = append(out, PeerInfo{RelayedVia: via, CertVersion: lv, PeerCertVersion: t.peer.Version(),
-			Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
-			Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
-			Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),
-			PacketsIn: t.packetsIn.Load(), PacketsOut: t.packetsOut.Load(),
-			BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load(),
-			CertNotAfter: t.peer.Details.NotAfter, Fingerprint: t.peer.Fingerprint(),
-		})
+		out = append(out, t.info())
 	}
 	return out
 }
 
-// Tunnel returns the tunnel info for a peer VPN IP.
+func (t *tunnel) info() PeerInfo {
+	var via netip.Addr
+	if r := t.relay.Load(); r != nil {
+		via = r.hop
+	}
+	var lv cert.Version
+	if t.localCert != nil {
+		lv = t.localCert.Version()
+	}
+	return PeerInfo{RelayedVia: via, CertVersion: lv, PeerCertVersion: t.peer.Version(),
+		Name: t.peer.Details.Name, VpnIP: t.vpnIP, Groups: t.peer.Details.Groups,
+		Remote: t.remoteAddr(), LocalIndex: t.localIndex, RemoteIndex: t.remoteIndex,
+		Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),
+		PacketsIn: t.packetsIn.Load(), PacketsOut: t.packetsOut.Load(),
+		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load(),
+		CertNotAfter: t.peer.Details.NotAfter, Fingerprint: t.peer.Fingerprint(),
+	}
+}
+
+// Tunnel returns the tunnel info for a peer's VPN IP (the one naming the tunnel, as Peers
+// lists it).
 func (n *Node) Tunnel(vpn netip.Addr) (PeerInfo, bool) {
-	for _, p := range n.Peers() {
-		if p.VpnIP == vpn {
-			return p, true
-		}
+	if t := n.hosts.byVPNIP(vpn); t != nil && t.vpnIP == vpn {
+		return t.info(), true
 	}
 	return PeerInfo{}, false
 }

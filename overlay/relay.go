@@ -386,7 +386,6 @@ func (r *relayState) tick() {
 			r.n.hs.trigger(a, nil)
 		}
 	}
-	r.probeDirect(r.n.now())
 	// Entries whose hop tunnel is gone are useless; drop them after a while, a relay pair
 	// as soon as either side's tunnel is gone. Readers never wait for this (sync.Map).
 	now := r.n.now()
@@ -418,21 +417,20 @@ func (r *relayState) tick() {
 // direct answer moves ours. Sending also opens our NAT towards those addresses; asking the
 // lighthouses again refreshes them and makes the lighthouse tell the peer to punch towards
 // us, which opens its NAT even when the peer is Nebula 1.6 and never probes itself.
-func (r *relayState) probeDirect(now time.Time) {
+// It runs from the tunnel's timer visit (checkTunnel) and returns when the next probe is
+// due, false for a direct tunnel.
+func (r *relayState) probeDirect(t *tunnel, now time.Time) (time.Time, bool) {
 	n := r.n
-	for _, t := range n.hosts.all() {
-		if t.relay.Load() == nil {
-			continue
-		}
-		if last := t.probed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < time.Duration(r.probeEvery.Load()) {
-			continue
-		}
-		t.probed.Store(now.UnixNano())
-		n.lh.query(t.vpnIP)
-		addrs := n.remotesFor(t.vpnIP)
-		if len(addrs) == 0 {
-			continue
-		}
+	if t.relay.Load() == nil {
+		return time.Time{}, false
+	}
+	every := time.Duration(r.probeEvery.Load())
+	if last := t.probed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < every {
+		return time.Unix(0, last).Add(every), true
+	}
+	t.probed.Store(now.UnixNano())
+	n.lh.query(t.vpnIP)
+	if addrs := n.remotesFor(t.vpnIP); len(addrs) > 0 {
 		// One sealed copy to every address: the peer accepts the first to arrive and its
 		// replay window drops the rest.
 		buf := make([]byte, header.Len, header.Len+tagLen)
@@ -441,6 +439,7 @@ func (r *relayState) probeDirect(now time.Time) {
 		n.sendRaw(t.send.Seal(hdr, hdr, nil, c), addrs)
 		n.log.Debug("relayed tunnel: probing the direct path", "vpn_ip", t.vpnIP, "remotes", addrs)
 	}
+	return now.Add(every), true
 }
 
 // learnPeerRelays records the relays a lighthouse named for a peer.
