@@ -10,6 +10,8 @@
 #             ../shared/bench/nebula12/build.sh into $NEBULA12_CACHE (default ~/.cache/meshnode-bench);
 #             skipped with a message when none of these works
 #   meshnode  this project's daemon on both ends ($MESHNODE, else built from ./cmd/meshnode)
+#   meshbase  another meshnode build, to compare against in the same run ($MESHNODE_BASE,
+#             default /work/refbin/meshnode-base; skipped when missing)
 # Both overlays get the same Nebula-format config: no lighthouse, static_host_map, overlay MTU
 # 1300 (-m), cipher aes (-c). UDP socket buffers are left to each daemon (nebula takes the
 # kernel's default, meshnode sizes its own) unless -B sets listen.read_buffer and
@@ -31,7 +33,7 @@
 # drifts affects every scenario alike; the table shows median (min-max) and ratios per round:
 # throughput, CPU and RSS against the -b scenario (default nebula), RTTs against nebula (1.6.1).
 # -P DIR makes each meshnode daemon write a CPU profile of its whole life (start, idle, the
-# load, shutdown) to DIR/meshnode-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
+# load, shutdown) to DIR/SCENARIO-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
 # and prints `go tool pprof -top` of each at the end; profiling costs a few per cent.
 #
 # -R N sets routines: N for both overlays (multi-queue TUN, N sockets; default 1).
@@ -117,7 +119,8 @@ if want nebula12; then
     NEBULA12=""
   fi
 fi
-if want nebula || want nebula12 || want meshnode; then
+if want meshbase && [ -z "${MESHNODE_BASE:-}" ] && [ -x /work/refbin/meshnode-base ]; then MESHNODE_BASE=/work/refbin/meshnode-base; fi
+if want nebula || want nebula12 || want meshnode || want meshbase; then
   command -v nebula-cert >/dev/null || { echo "bench.sh: nebula-cert missing (bash scripts/install-deps.sh)" >&2; exit 2; }
   mkdir -p "$W/pki"
   ( cd "$W/pki" &&
@@ -167,8 +170,8 @@ iperf_result() {
 
 start_daemons() { # scenario binary -> DAEMONS
   local pa=() pb=()
-  if [ -n "$PROF" ] && [ "$1" = meshnode ]; then
-    pa=(-cpuprofile "$PROF/meshnode-r$ROUND-a.pprof"); pb=(-cpuprofile "$PROF/meshnode-r$ROUND-b.pprof")
+  if [ -n "$PROF" ] && { [ "$1" = meshnode ] || [ "$1" = meshbase ]; }; then
+    pa=(-cpuprofile "$PROF/$1-r$ROUND-a.pprof"); pb=(-cpuprofile "$PROF/$1-r$ROUND-b.pprof")
   fi
   local sfx=""; [ "$1" = nebula12 ] && sfx=-n12
   ip netns exec $NA "$2" -config "$W/a$sfx.yml" "${pa[@]}" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
@@ -183,6 +186,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
     nebula) bin=$NEBULA; target=10.77.0.2 ;;
     nebula12) bin=${NEBULA12:-}; target=10.77.0.2 ;;
     meshnode) bin=${MESHNODE:-}; target=10.77.0.2 ;;
+    meshbase) bin=${MESHNODE_BASE:-}; target=10.77.0.2 ;;
     *) echo "unknown"; return ;;
   esac
   [ "$sc" = raw ] || [ -n "$bin" ] || { echo skip; return; }
@@ -295,10 +299,11 @@ END {
 cat "$TABLE"
 if [ -n "$OUT" ]; then cp "$TABLE" "$OUT" && echo "bench: table written to $OUT" >&2; fi
 if [ -n "$PROF" ]; then
-  for f in "$PROF"/meshnode-r*-[ab].pprof; do
+  for f in "$PROF"/mesh*-r*-[ab].pprof; do
     [ -s "$f" ] || continue
     echo; echo "== $f (go tool pprof -top -nodecount=25)"
-    go tool pprof -top -nodecount=25 ${MESHNODE:+"$MESHNODE"} "$f" 2>/dev/null
+    bin=$MESHNODE; [[ $f == */meshbase-* ]] && bin=$MESHNODE_BASE
+    go tool pprof -top -nodecount=25 ${bin:+"$bin"} "$f" 2>/dev/null
   done
 fi
 exit 0
