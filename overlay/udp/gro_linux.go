@@ -99,8 +99,11 @@ func (s *Socket) readGRO(msgs []Message) (int, error) {
 			seg = total
 		}
 		end := min(g.off+seg, total)
-		entry := g.bufs[j*groBufSize : j*groBufSize+total]
-		msgs[k].N = copy(msgs[k].Buf, entry[g.off:end])
+		// A view, not a copy: the entry is not read into again before the next ReadBatch.
+		n := min(end-g.off, len(msgs[k].Buf))
+		start := j*groBufSize + g.off
+		msgs[k].Data = g.bufs[start : start+n : start+n]
+		msgs[k].N = n
 		msgs[k].Addr = fromSockaddr(&b.names[j])
 		k++
 		g.off = end
