@@ -38,7 +38,7 @@ func (n *Node) readOutside(l *lane) error {
 		now := n.now()
 		toTun = toTun[:0]
 		for i := range k {
-			if pt := n.dispatch(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, nil, now, l.idx); pt != nil {
+			if pt := n.dispatch(msgs[i].Data, msgs[i].Addr, nil, now, l.idx); pt != nil {
 				toTun = append(toTun, pt)
 			}
 		}

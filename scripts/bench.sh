@@ -5,13 +5,21 @@
 # Two network namespaces joined by one veth pair (198.18.0.1 <-> 198.18.0.2). Per scenario:
 #   raw       traffic over the veth itself: the ceiling
 #   nebula    nebula 1.6.1 from the system on both ends
+#   nebula12  Nebula 1.12.0 with its offloads on (tun.use_offloads, listen.udp_offloads; the
+#             control API off), from $NEBULA12, else /work/refbin/nebula12, else built with
+#             ../shared/bench/nebula12/build.sh into $NEBULA12_CACHE (default ~/.cache/meshnode-bench);
+#             skipped with a message when none of these works
 #   meshnode  this project's daemon on both ends ($MESHNODE, else built from ./cmd/meshnode)
+#   meshbase  another meshnode build, to compare against in the same run ($MESHNODE_BASE,
+#             default /work/refbin/meshnode-base; skipped when missing)
 # Both overlays get the same Nebula-format config: no lighthouse, static_host_map, overlay MTU
 # 1300 (-m), cipher aes (-c). UDP socket buffers are left to each daemon (nebula takes the
 # kernel's default, meshnode sizes its own) unless -B sets listen.read_buffer and
 # listen.write_buffer (bytes) for both. Per run it measures:
 #   TCP Gbit/s   iperf3, 1 stream and 4 streams, -t SECONDS each, receiver side
-#   RTT ms       mean of 200 pings 10 ms apart
+#   RTT ms       mean of 200 pings 10 ms apart on the idle tunnel (-n COUNT, -i SECONDS)
+#   RTT load ms  mean of 100 pings 10 ms apart during a separate 1-stream iperf3 run (3 s,
+#                not the measured one, so the throughput figures are not disturbed)
 #   CPU s/GB     user+system CPU of both daemons (/proc/PID/stat) during the 1-stream run,
 #                per GB delivered
 #   idle RSS     VmRSS of both daemons, summed, once the tunnel is up and before any load (MiB)
@@ -22,24 +30,27 @@
 #                packet lost somewhere in the overlay, usually one of those drops)
 #   up s         start of the daemons until the first ping across the overlay succeeds
 # Rounds are interleaved (raw, nebula, meshnode, raw, nebula, ...) so a machine whose speed
-# drifts affects every scenario alike; the table shows median (min-max) and ratios per round.
+# drifts affects every scenario alike; the table shows median (min-max) and ratios per round:
+# throughput, CPU and RSS against the -b scenario (default nebula), RTTs against nebula (1.6.1).
 # -P DIR makes each meshnode daemon write a CPU profile of its whole life (start, idle, the
-# load, shutdown) to DIR/meshnode-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
+# load, shutdown) to DIR/SCENARIO-rROUND-{a,b}.pprof (a sends the iperf3 data, b receives it)
 # and prints `go tool pprof -top` of each at the end; profiling costs a few per cent.
 #
 # -R N sets routines: N for both overlays (multi-queue TUN, N sockets; default 1).
+# -b BASE is the scenario the throughput, CPU and RSS ratios are taken against (default nebula;
+# e.g. -b nebula12). -n/-i set the idle ping count and interval (e.g. -n 1000 -i 0.005).
 #
-# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-R ROUTINES] [-o OUT.md] [-P DIR] [scenario ...]
+# Usage: bench.sh [-r ROUNDS] [-t SECONDS] [-m MTU] [-c CIPHER] [-B BYTES] [-R ROUTINES] [-b BASE] [-n PINGS] [-i INTERVAL] [-o OUT.md] [-P DIR] [scenario ...]
 # Needs root, iperf3, ping, ip; nebula and nebula-cert for the overlays (scripts/install-deps.sh).
 # Traffic stays inside the two namespaces this script creates and deletes (trap).
 set -uo pipefail
 
-ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""; PROF=""; ROUTINES=1
+ROUNDS=3; SECS=8; MTU=1300; CIPHER=aes; OUT=""; BUF=""; PROF=""; ROUTINES=1; BASE=nebula; PINGS=200; PINGI=0.01
 usage() { sed -n '/^# Usage/,/^# Traffic/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-while getopts "r:t:m:c:B:R:o:P:h" opt; do
+while getopts "r:t:m:c:B:R:b:n:i:o:P:h" opt; do
   case $opt in
     r) ROUNDS=$OPTARG ;; t) SECS=$OPTARG ;; m) MTU=$OPTARG ;; c) CIPHER=$OPTARG ;; B) BUF=$OPTARG ;; R) ROUTINES=$OPTARG ;; o) OUT=$OPTARG ;;
-    P) PROF=$OPTARG ;; *) usage ;;
+    P) PROF=$OPTARG ;; b) BASE=$OPTARG ;; n) PINGS=$OPTARG ;; i) PINGI=$OPTARG ;; *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -91,7 +102,25 @@ if want meshnode && [ -z "${MESHNODE:-}" ]; then
   if go build -o "$W/meshnode" ./cmd/meshnode 2>"$W/build.log"; then MESHNODE=$W/meshnode
   else echo "bench.sh: cannot build ./cmd/meshnode; meshnode rows will be empty" >&2; fi
 fi
-if want nebula || want meshnode; then
+NEBULA12_VER=""
+if want nebula12; then
+  if [ -z "${NEBULA12:-}" ] && [ -x /work/refbin/nebula12 ]; then NEBULA12=/work/refbin/nebula12; fi
+  if [ -z "${NEBULA12:-}" ]; then
+    cache=${NEBULA12_CACHE:-$HOME/.cache/meshnode-bench}
+    if [ -x "$cache/nebula12" ]; then NEBULA12=$cache/nebula12
+    elif [ -f ../shared/bench/nebula12/build.sh ] && mkdir -p "$cache" &&
+         bash ../shared/bench/nebula12/build.sh "$cache/nebula12" >"$W/nebula12-build.log" 2>&1; then NEBULA12=$cache/nebula12
+    fi
+  fi
+  if [ -n "${NEBULA12:-}" ] && [ -x "$NEBULA12" ]; then
+    NEBULA12_VER=$("$NEBULA12" -version 2>/dev/null | awk '{ print $2 }')
+  else
+    echo "bench.sh: no Nebula 1.12 (set NEBULA12=path, or make ../shared/bench/nebula12/build.sh work); the nebula12 scenario is skipped" >&2
+    NEBULA12=""
+  fi
+fi
+if want meshbase && [ -z "${MESHNODE_BASE:-}" ] && [ -x /work/refbin/meshnode-base ]; then MESHNODE_BASE=/work/refbin/meshnode-base; fi
+if want nebula || want nebula12 || want meshnode || want meshbase; then
   command -v nebula-cert >/dev/null || { echo "bench.sh: nebula-cert missing (bash scripts/install-deps.sh)" >&2; exit 2; }
   mkdir -p "$W/pki"
   ( cd "$W/pki" &&
@@ -114,6 +143,10 @@ firewall:
   outbound: [{port: any, proto: any, host: any}]
   inbound: [{port: any, proto: any, host: any}]
 YML
+    # Nebula 1.12 with its offloads on, as ../shared/bench/compare.sh runs it (nebula_alt_off).
+    sed -e 's/^listen: {\(.*\)}$/listen: {\1, udp_offloads: true}/' -e 's/^tun: {\(.*\)}$/tun: {\1, use_offloads: true}/' \
+      "$W/$h.yml" >"$W/$h-n12.yml"
+    echo "local_api: {control: {enabled: false}}" >>"$W/$h-n12.yml"
   done
 fi
 
@@ -137,11 +170,12 @@ iperf_result() {
 
 start_daemons() { # scenario binary -> DAEMONS
   local pa=() pb=()
-  if [ -n "$PROF" ] && [ "$1" = meshnode ]; then
-    pa=(-cpuprofile "$PROF/meshnode-r$ROUND-a.pprof"); pb=(-cpuprofile "$PROF/meshnode-r$ROUND-b.pprof")
+  if [ -n "$PROF" ] && { [ "$1" = meshnode ] || [ "$1" = meshbase ]; }; then
+    pa=(-cpuprofile "$PROF/$1-r$ROUND-a.pprof"); pb=(-cpuprofile "$PROF/$1-r$ROUND-b.pprof")
   fi
-  ip netns exec $NA "$2" -config "$W/a.yml" "${pa[@]}" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
-  ip netns exec $NB "$2" -config "$W/b.yml" "${pb[@]}" >"$W/b.log" 2>&1 & PIDS+=($!); DAEMONS+=($!)
+  local sfx=""; [ "$1" = nebula12 ] && sfx=-n12
+  ip netns exec $NA "$2" -config "$W/a$sfx.yml" "${pa[@]}" >"$W/a.log" 2>&1 & PIDS+=($!); DAEMONS=($!)
+  ip netns exec $NB "$2" -config "$W/b$sfx.yml" "${pb[@]}" >"$W/b.log" 2>&1 & PIDS+=($!); DAEMONS+=($!)
 }
 
 measure() { # scenario -> one line of numbers, "skip" or "fail"
@@ -150,7 +184,9 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
   case $sc in
     raw) target=198.18.0.2 ;;
     nebula) bin=$NEBULA; target=10.77.0.2 ;;
+    nebula12) bin=${NEBULA12:-}; target=10.77.0.2 ;;
     meshnode) bin=${MESHNODE:-}; target=10.77.0.2 ;;
+    meshbase) bin=${MESHNODE_BASE:-}; target=10.77.0.2 ;;
     *) echo "unknown"; return ;;
   esac
   [ "$sc" = raw ] || [ -n "$bin" ] || { echo skip; return; }
@@ -168,7 +204,7 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
     net_down; echo fail; return
   fi
   sleep 1 # let the daemons settle before the idle sample
-  local idle drops0 c0 c1 r1 r4 rtt peak drops1 cpu
+  local idle drops0 c0 c1 r1 r4 rtt rttl peak drops1 cpu ip
   idle=$(mem_kb VmRSS "${DAEMONS[@]:-}")
   drops0=$(rcvbuf_errors)
   ip netns exec $NB iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
@@ -177,19 +213,25 @@ measure() { # scenario -> one line of numbers, "skip" or "fail"
   r1=$(ip netns exec $NA iperf3 -c $target -p 5201 -t "$SECS" -J 2>/dev/null | iperf_result)
   c1=$(cpu_ticks "${DAEMONS[@]:-}")
   r4=$(ip netns exec $NA iperf3 -c $target -p 5201 -t "$SECS" -P 4 -J 2>/dev/null | iperf_result)
-  rtt=$(ip netns exec $NA ping -n -q -c 200 -i 0.01 $target 2>/dev/null | awk -F/ '/^rtt|^round-trip/ { print $5 }')
+  rtt=$(ip netns exec $NA ping -n -q -c "$PINGS" -i "$PINGI" $target 2>/dev/null | awk -F/ '/^rtt|^round-trip/ { print $5 }')
+  # Latency under load: a separate 1-stream run (its throughput is not recorded) with pings
+  # from its second half-second on; the pings end (about 1 s) before the run does (3 s).
+  ip netns exec $NA iperf3 -c $target -p 5201 -t 3 >/dev/null 2>&1 & ip=$!; PIDS+=($ip)
+  sleep 0.5
+  rttl=$(ip netns exec $NA ping -n -q -c 100 -i 0.01 $target 2>/dev/null | awk -F/ '/^rtt|^round-trip/ { print $5 }')
+  wait $ip 2>/dev/null
   peak=$(mem_kb VmHWM "${DAEMONS[@]:-}")
   drops1=$(rcvbuf_errors)
   net_down
   [ -n "$r1" ] && [ -n "$r4" ] || { echo fail; return; }
-  awk -v r1="$r1" -v r4="$r4" -v rtt="${rtt:-NA}" -v c="$((c1 - c0))" -v tck="$TCK" -v idle="$idle" -v peak="$peak" \
+  awk -v r1="$r1" -v r4="$r4" -v rtt="${rtt:-NA}" -v rttl="${rttl:-NA}" -v c="$((c1 - c0))" -v tck="$TCK" -v idle="$idle" -v peak="$peak" \
       -v drops=$((drops1 - drops0)) -v up="$up" -v sc="$sc" 'BEGIN {
     split(r1, a, " "); split(r4, b, " ")
     gb = a[2] / 1e9
     cpu = (sc == "raw" || gb <= 0) ? "NA" : sprintf("%.2f", c / tck / gb)
     mi = (sc == "raw") ? "NA" : sprintf("%.1f", idle / 1024)
     mp = (sc == "raw") ? "NA" : sprintf("%.1f", peak / 1024)
-    printf "%.3f %.3f %s %s %s %s %d %s %.2f\n", a[1] / 1e9, b[1] / 1e9, rtt, cpu, mi, mp, drops, a[3], up / 1000
+    printf "%.3f %.3f %s %s %s %s %d %s %.2f %s\n", a[1] / 1e9, b[1] / 1e9, rtt, cpu, mi, mp, drops, a[3], up / 1000, rttl
   }'
 }
 
@@ -209,7 +251,8 @@ done
 TABLE=$W/table.md
 awk -v rounds="$ROUNDS" -v secs="$SECS" -v mtu="$MTU" -v cipher="$CIPHER" -v cores="$(nproc)" \
     -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v scen="${SCENARIOS[*]}" -v buf="${BUF:-not set (per-daemon default)}" -v routines="$ROUTINES" \
-    -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" \
+    -v nebver="$( { nebula -version 2>/dev/null || true; } | awk '{ print $2 }')" -v n12ver="${NEBULA12_VER:-}" -v base="$BASE" \
+    -v pings="$PINGS" -v pingi="$PINGI" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
     -v cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" '
 function median(arr, n,    i, j, t) {
   for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
@@ -230,30 +273,37 @@ function ratio(sc, base, k,    i, n, v) {
     if ((sc, i) in val && (base, i) in val && val[sc, i, k] != "NA" && val[base, i, k] + 0 > 0) { n++; v[n] = val[sc, i, k] / val[base, i, k] }
   return n ? sprintf("%.2f", median(v, n)) : "—"
 }
-NF == 11 { val[$1, $2] = 1; for (k = 3; k <= 11; k++) val[$1, $2, k - 2] = $k }
+# Fields after scenario and round: 1 TCP1, 2 TCP4, 3 RTT, 4 CPU/GB, 5 idle RSS, 6 peak RSS,
+# 7 drops, 8 retransmits, 9 up, 10 RTT under load (older 11-field lines have no 10).
+NF == 11 || NF == 12 { val[$1, $2] = 1; for (k = 3; k <= NF; k++) val[$1, $2, k - 2] = $k }
 END {
   ns = split(scen, S, " ")
-  print "| scenario | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | RTT ms | CPU s/GB | idle RSS MiB | peak RSS MiB | UDP rcvbuf drops | TCP retransmits | up s | TCP 1 ÷ nebula | TCP 4 ÷ nebula | CPU/GB ÷ nebula | peak RSS ÷ nebula |"
-  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  order = "1 2 3 10 4 5 6 7 8 9"; nc = split(order, C, " ")
+  printf "| scenario | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | RTT ms | RTT under load ms | CPU s/GB | idle RSS MiB | peak RSS MiB | UDP rcvbuf drops | TCP retransmits | up s |"
+  printf " TCP 1 ÷ %s | TCP 4 ÷ %s | CPU/GB ÷ %s | idle RSS ÷ %s | peak RSS ÷ %s | RTT ÷ nebula | RTT load ÷ nebula |\n", base, base, base, base, base
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for (s = 1; s <= ns; s++) {
     sc = S[s]; ok = 0
     for (i = 1; i <= rounds; i++) if ((sc, i) in val) ok = 1
     printf "| %s%s |", sc, ok ? "" : " (skipped or failed)"
-    for (k = 1; k <= 9; k++) printf " %s |", cell(sc, k)
-    printf " %s | %s | %s | %s |\n", ratio(sc, "nebula", 1), ratio(sc, "nebula", 2), ratio(sc, "nebula", 4), ratio(sc, "nebula", 6)
+    for (c = 1; c <= nc; c++) printf " %s |", cell(sc, C[c])
+    printf " %s | %s | %s | %s | %s | %s | %s |\n", ratio(sc, base, 1), ratio(sc, base, 2), ratio(sc, base, 4), ratio(sc, base, 5), ratio(sc, base, 6), \
+      ratio(sc, "nebula", 3), ratio(sc, "nebula", 10)
   }
-  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; routines %s; nebula %s.\n", rounds, secs, mtu, cipher, buf, routines, nebver
-  printf "Ratios are taken per round, then the median. RSS and CPU are both daemons summed; CPU during the 1-stream run.\n"
-  printf "Machine: %s, %s cores; measured %s.\n", cpu, cores, when
+  printf "\nMedian (min–max) of %d interleaved rounds; %s s per iperf3 run; overlay MTU %s; cipher %s; UDP socket buffers %s; routines %s; nebula %s%s.\n", rounds, secs, mtu, cipher, buf, routines, nebver, n12ver == "" ? "" : ", nebula12 " n12ver " (offloads on)"
+  printf "RTT: %s pings %s s apart on the idle tunnel; under load: 100 pings 10 ms apart during a separate 1-stream iperf3 run.\n", pings, pingi
+  printf "Ratios are taken per round, then the median (— where the reference did not run). RSS and CPU are both daemons summed; CPU during the 1-stream run.\n"
+  printf "Machine: %s, %s cores; measured %s; load average at the end %s.\n", cpu, cores, when, load
 }' "$RESULTS" >"$TABLE"
 
 cat "$TABLE"
 if [ -n "$OUT" ]; then cp "$TABLE" "$OUT" && echo "bench: table written to $OUT" >&2; fi
 if [ -n "$PROF" ]; then
-  for f in "$PROF"/meshnode-r*-[ab].pprof; do
+  for f in "$PROF"/mesh*-r*-[ab].pprof; do
     [ -s "$f" ] || continue
     echo; echo "== $f (go tool pprof -top -nodecount=25)"
-    go tool pprof -top -nodecount=25 ${MESHNODE:+"$MESHNODE"} "$f" 2>/dev/null
+    bin=$MESHNODE; [[ $f == */meshbase-* ]] && bin=$MESHNODE_BASE
+    go tool pprof -top -nodecount=25 ${bin:+"$bin"} "$f" 2>/dev/null
   done
 fi
 exit 0

@@ -180,7 +180,9 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	if !cfg.Tun.Disabled {
 		own := pki.Creds.Cert
 		opts := tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
-			Addrs: pki.Networks(), TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines}
+			Addrs: pki.Networks(), TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines,
+			// The overlay writes only packets that passed a tunnel's AEAD (and rejects it builds).
+			AuthenticatedWrites: true}
 		dev, err = tun.Open(opts)
 		if errors.Is(err, tun.ErrNoOffload) {
 			log.Warn("TUN offloads unavailable; using the plain device (one packet per system call)", "err", err)

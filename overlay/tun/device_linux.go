@@ -65,7 +65,7 @@ func OpenLinux(opts Options) (*Linux, error) {
 				d.Close()
 				return nil, fmt.Errorf("tun: open %q: %w", d.name, err)
 			}
-			off, err := newOffloadQueue(f)
+			off, err := newOffloadQueue(f, opts.AuthenticatedWrites)
 			if err != nil {
 				f.Close()
 				d.Close()

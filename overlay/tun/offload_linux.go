@@ -78,7 +78,7 @@ type offloadCounters struct {
 
 var zeroVnetHdr [vnetHdrLen]byte
 
-func newOffloadQueue(f *os.File) (*offloadQueue, error) {
+func newOffloadQueue(f *os.File, authenticated bool) (*offloadQueue, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -90,6 +90,7 @@ func newOffloadQueue(f *os.File) (*offloadQueue, error) {
 		co:   newCoalescer(),
 		iovs: make([]unix.Iovec, 1+maxCoalesce),
 	}
+	o.co.authenticated = authenticated
 	o.wfn = o.writev
 	return o, nil
 }

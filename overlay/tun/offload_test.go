@@ -482,6 +482,27 @@ func TestCoalesceVerifiesChecksums(t *testing.T) {
 	}
 }
 
+// With authenticated writes the checksums are the writer's business: a segment with a bad
+// one is joined all the same (the kernel computes the super-packet's), while every header
+// rule still holds.
+func TestCoalesceOfAuthenticatedWritesSkipsChecksums(t *testing.T) {
+	a := mkTCP(pktSpec{seq: 1000, df: true, flags: tcpACK, payload: payload(1000, 1)})
+	b := mkTCP(pktSpec{seq: 2000, df: true, flags: tcpACK, payload: payload(1000, 2)})
+	gap := mkTCP(pktSpec{seq: 3001, df: true, flags: tcpACK, payload: payload(1000, 3)})
+	b[100] ^= 1 // payload byte: the TCP checksum no longer matches
+	c := newCoalescer()
+	c.authenticated = true
+	if k := c.group([][]byte{a, b, gap}); k != 2 {
+		t.Fatalf("joined %d segments, want 2 (the third does not follow in sequence)", k)
+	}
+	if got := c.payloads[1][100-40]; got != b[100] {
+		t.Fatalf("payload byte %#x, want the written %#x", got, b[100])
+	}
+	if k := newCoalescer().group([][]byte{a, b}); k != 1 {
+		t.Fatalf("a verifying coalescer joined the corrupt segment")
+	}
+}
+
 func TestCoalesceStopsAtTheLimits(t *testing.T) {
 	var pkts [][]byte
 	for i := range 70 {
@@ -528,13 +549,18 @@ func BenchmarkCoalesce(b *testing.B) {
 	for i := range 51 {
 		pkts = append(pkts, mkTCP(pktSpec{seq: uint32(i * 1260), df: true, flags: tcpACK, payload: payload(1260, byte(i))}))
 	}
-	b.SetBytes(51 * 1300)
-	b.ReportAllocs()
-	c := newCoalescer()
-	for b.Loop() {
-		if k := c.group(pkts); k != 51 {
-			b.Fatal(k)
-		}
+	for _, auth := range []bool{false, true} {
+		b.Run(map[bool]string{false: "verify", true: "authenticated"}[auth], func(b *testing.B) {
+			b.SetBytes(51 * 1300)
+			b.ReportAllocs()
+			c := newCoalescer()
+			c.authenticated = auth
+			for b.Loop() {
+				if k := c.group(pkts); k != 51 {
+					b.Fatal(k)
+				}
+			}
+		})
 	}
 }
 

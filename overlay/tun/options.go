@@ -30,6 +30,11 @@ type Options struct {
 	// and joins, so the caller still sees MTU-sized IP packets. Open fails with ErrNoOffload
 	// when the kernel cannot.
 	Offload bool
+	// AuthenticatedWrites says that every packet the caller writes was authenticated
+	// end to end before (the overlay writes only what passed the AEAD of a tunnel, and
+	// rejects it builds itself). With offloads, segments are then joined into super-packets
+	// without verifying their TCP checksums first; see the coalescer.
+	AuthenticatedWrites bool
 }
 
 // Route is a network routed into the device with its own MTU and metric (tun.routes,

@@ -233,7 +233,8 @@ func (s *Socket) ReadBatch(msgs []Message) (int, error) {
 		return 0, s.mapErr("recvmmsg", b.errno)
 	}
 	for i := range b.done {
-		msgs[i].N = int(b.hdrs[i].Len)
+		msgs[i].N = min(int(b.hdrs[i].Len), len(msgs[i].Buf))
+		msgs[i].Data = msgs[i].Buf[:msgs[i].N]
 		msgs[i].Addr = fromSockaddr(&b.names[i])
 	}
 	return b.done, nil

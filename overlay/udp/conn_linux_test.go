@@ -51,7 +51,7 @@ func readN(t testing.TB, c Conn, n int) []Message {
 				return
 			}
 			for _, m := range msgs[:k] {
-				m.Buf = m.Buf[:m.N]
+				m.Buf = append([]byte(nil), m.Data...) // Data is only valid until the next read
 				got = append(got, m)
 			}
 		}
@@ -143,11 +143,15 @@ func TestBatchesLargerThanTheSyscallBatch(t *testing.T) {
 	if err != nil || k < 1 || k > 4 {
 		t.Fatalf("ReadBatch = %d, %v; want 1..4", k, err)
 	}
-	got := append([]Message(nil), big[:k]...)
+	var got []Message
+	for _, m := range big[:k] {
+		m.Buf = append([]byte(nil), m.Data...) // Data is only valid until the next read
+		got = append(got, m)
+	}
 	got = append(got, readN(t, a, n-k)...)
 	for i, m := range got {
-		if want := fmt.Sprintf("p%02d", i); string(m.Buf[:m.N]) != want {
-			t.Fatalf("datagram %d = %q, want %q (loopback keeps order)", i, m.Buf[:m.N], want)
+		if want := fmt.Sprintf("p%02d", i); string(m.Buf) != want {
+			t.Fatalf("datagram %d = %q, want %q (loopback keeps order)", i, m.Buf, want)
 		}
 	}
 }
@@ -182,8 +186,8 @@ func TestTruncatesDatagramsLongerThanTheBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	msgs := []Message{{Buf: make([]byte, 4)}}
-	if n, err := a.ReadBatch(msgs); n != 1 || err != nil || string(msgs[0].Buf[:msgs[0].N]) != "0123" {
-		t.Fatalf("ReadBatch = %d, %v, %q", n, err, msgs[0].Buf[:msgs[0].N])
+	if n, err := a.ReadBatch(msgs); n != 1 || err != nil || string(msgs[0].Data) != "0123" {
+		t.Fatalf("ReadBatch = %d, %v, %q", n, err, msgs[0].Data)
 	}
 }
 
@@ -283,8 +287,15 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocs per batch of 8", allocs)
 	}
-	if in[3].Addr != b.LocalAddr() || in[3].N != 1200 || in[3].Buf[0] != 3 {
-		t.Fatalf("last read: %v %d %d", in[3].Addr, in[3].N, in[3].Buf[0])
+	// Data is only valid until the next read: check one batch right after its reads.
+	if _, err := b.WriteBatch(out[3:4]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.ReadBatch(in[:1]); n != 1 || err != nil {
+		t.Fatalf("ReadBatch = %d, %v", n, err)
+	}
+	if in[0].Addr != b.LocalAddr() || in[0].N != 1200 || len(in[0].Data) != 1200 || in[0].Data[0] != 3 {
+		t.Fatalf("last read: %v %d %d", in[0].Addr, in[0].N, in[0].Data[0])
 	}
 }
 

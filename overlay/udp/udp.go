@@ -12,12 +12,16 @@ import (
 // ErrClosed is returned by ReadBatch and WriteBatch after Close.
 var ErrClosed = errors.New("udp: conn closed")
 
-// Message is one datagram. On read, Buf is the caller's buffer, N the received length and
-// Addr the source; on write, Buf[:N] is sent to Addr.
+// Message is one datagram. On read, Buf is the caller's buffer (its length bounds the
+// datagram), N the received length, Addr the source and Data the datagram's N bytes: either
+// Buf[:N] or, from a socket that reads into memory of its own (the Linux socket with
+// UDP_GRO), a view of that memory, saving a copy. Data is valid until the next ReadBatch and
+// may be changed in place. On write, Buf[:N] is sent to Addr and Data is not used.
 type Message struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
+	Data []byte
 }
 
 // Conn is a UDP socket. ReadBatch blocks until at least one datagram arrives and returns how

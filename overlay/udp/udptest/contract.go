@@ -19,12 +19,12 @@ func Contract(t *testing.T, open func(t *testing.T) (a, b udp.Conn)) {
 		a, b := open(t)
 		write(t, a, []udp.Message{{Buf: []byte("ping"), N: 4, Addr: b.LocalAddr()}})
 		m := readOne(t, b, 100)
-		if string(m.Buf[:m.N]) != "ping" || m.Addr != a.LocalAddr() {
-			t.Fatalf("got %q from %v, want ping from %v", m.Buf[:m.N], m.Addr, a.LocalAddr())
+		if string(m.Data) != "ping" || m.Addr != a.LocalAddr() {
+			t.Fatalf("got %q from %v, want ping from %v", m.Data, m.Addr, a.LocalAddr())
 		}
 		write(t, b, []udp.Message{{Buf: []byte("pong"), N: 4, Addr: m.Addr}})
-		if r := readOne(t, a, 100); string(r.Buf[:r.N]) != "pong" || r.Addr != b.LocalAddr() {
-			t.Fatalf("reply %q from %v", r.Buf[:r.N], r.Addr)
+		if r := readOne(t, a, 100); string(r.Data) != "pong" || r.Addr != b.LocalAddr() {
+			t.Fatalf("reply %q from %v", r.Data, r.Addr)
 		}
 	})
 	t.Run("a batch arrives complete and in order", func(t *testing.T) {
@@ -37,16 +37,16 @@ func Contract(t *testing.T, open func(t *testing.T) (a, b udp.Conn)) {
 		}
 		write(t, a, msgs)
 		for i := range n {
-			if m := readOne(t, b, 100); string(m.Buf[:m.N]) != fmt.Sprintf("%03d", i) {
-				t.Fatalf("datagram %d is %q", i, m.Buf[:m.N])
+			if m := readOne(t, b, 100); string(m.Data) != fmt.Sprintf("%03d", i) {
+				t.Fatalf("datagram %d is %q", i, m.Data)
 			}
 		}
 	})
 	t.Run("a long datagram is truncated to the buffer", func(t *testing.T) {
 		a, b := open(t)
 		write(t, a, []udp.Message{{Buf: []byte("0123456789"), N: 10, Addr: b.LocalAddr()}})
-		if m := readOne(t, b, 4); string(m.Buf[:m.N]) != "0123" {
-			t.Fatalf("got %q", m.Buf[:m.N])
+		if m := readOne(t, b, 4); string(m.Data) != "0123" {
+			t.Fatalf("got %q", m.Data)
 		}
 	})
 	t.Run("empty batches do nothing", func(t *testing.T) {

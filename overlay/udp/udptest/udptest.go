@@ -484,6 +484,7 @@ func (c *Conn) ReadBatch(msgs []udp.Message) (int, error) {
 
 func fill(m *udp.Message, p *packet) {
 	m.N = copy(m.Buf, p.b)
+	m.Data = m.Buf[:m.N]
 	m.Addr = p.from
 }
 
