@@ -67,10 +67,57 @@ func TestWindow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var w Window
-			run(t, &w, tt.ops)
+			run(t, grown(), tt.ops)
 		})
 	}
+}
+
+// grown is a window that is Size wide from the start, for the edge cases of the full window.
+func grown() *Window {
+	w := new(Window)
+	w.grow()
+	return w
+}
+
+// TestSmallWindowGrowsWhenReorderingNeedsIt: a window starts at SmallSize; an authenticated
+// packet that only the full window could place grows it and is itself dropped (the small
+// window did not record it), as are all counters below the old edge; counters above the edge
+// keep what was recorded; the next deep reordering is accepted.
+func TestSmallWindowGrowsWhenReorderingNeedsIt(t *testing.T) {
+	var w Window
+	run(t, &w, []op{{3, true}, {10, true}, {5000, true}, {5000 - SmallSize + 1, true}})
+	if w.Grown() {
+		t.Fatal("grew without need")
+	}
+	late := uint64(5000 - SmallSize - 10)
+	if !w.Check(late) {
+		t.Fatal("Check of a counter only the full window can place must pass, to authenticate it")
+	}
+	if w.Update(late) {
+		t.Fatal("the counter that grew the window was accepted: the small window never recorded it")
+	}
+	if !w.Grown() {
+		t.Fatal("a reordering deeper than SmallSize did not grow the window")
+	}
+	run(t, &w, []op{
+		{late, false}, {11, false}, {5000 - SmallSize, false}, // below the old edge: counted as seen
+		{5000 - SmallSize + 1, false}, {5000 - SmallSize + 2, true}, {5000, false}, // recorded before growing
+		{6000, true}, {6000 - SmallSize - 5, true}, {3000, false}, // wide now; below the old edge still seen
+		{20000, true}, {20000 - Size + 1, true}, {20000 - Size, false},
+	})
+}
+
+func TestWindowGrowsAtGrowAt(t *testing.T) {
+	var w Window
+	run(t, &w, []op{{GrowAt - 2, true}, {GrowAt - 3, true}})
+	if w.Grown() {
+		t.Fatal("grew below GrowAt")
+	}
+	run(t, &w, []op{{GrowAt, true}, {GrowAt - 1, true}, {GrowAt - 2, false}, {GrowAt - 3, false}, {GrowAt - SmallSize - 100, false}})
+	if !w.Grown() {
+		t.Fatal("not grown at GrowAt")
+	}
+	run(t, &w, []op{{GrowAt + Size, true}, {GrowAt + 1, true}, {GrowAt, false}})
 }
 
 func TestCheckDoesNotChangeState(t *testing.T) {
@@ -90,10 +137,10 @@ func TestCheckDoesNotChangeState(t *testing.T) {
 
 func TestResetForgetsCounters(t *testing.T) {
 	var w Window
-	run(t, &w, []op{{3, true}, {50000, true}})
+	run(t, &w, []op{{3, true}, {50000, true}, {GrowAt + 1, true}})
 	w.Reset()
-	if w.Current() != 2 {
-		t.Fatalf("Current after Reset = %d", w.Current())
+	if w.Current() != 2 || w.Grown() {
+		t.Fatalf("Current after Reset = %d, grown %v", w.Current(), w.Grown())
 	}
 	run(t, &w, []op{{2, false}, {3, true}, {3, false}})
 }
@@ -133,20 +180,48 @@ func TestConcurrentUpdatesAcceptEachCounterOnce(t *testing.T) {
 	}
 }
 
-// model is the obvious specification: a set of seen counters and the highest accepted one.
+// model is the obvious specification: a set of seen counters and the highest accepted one,
+// a window SmallSize wide until grown, and after growing every counter below floor (the
+// small window's edge when it grew) counted as seen.
 type model struct {
-	seen map[uint64]bool
-	cur  uint64
+	seen  map[uint64]bool
+	cur   uint64
+	wide  bool
+	floor uint64
 }
+
+func newModel() *model { return &model{seen: map[uint64]bool{}, cur: FirstCounter - 1} }
+
+// late reports a counter only the full window could place while the window is small.
+func (m *model) late(c uint64) bool {
+	return !m.wide && c >= FirstCounter && c <= m.cur && m.cur-c >= SmallSize && m.cur-c < Size
+}
+
+func (m *model) check(c uint64) bool { return m.late(c) || m.acceptable(c) }
 
 func (m *model) acceptable(c uint64) bool {
 	if c < FirstCounter || m.seen[c] {
 		return false
 	}
-	return c > m.cur || m.cur-c < Size
+	if c > m.cur {
+		return true
+	}
+	if !m.wide {
+		return m.cur-c < SmallSize
+	}
+	return m.cur-c < Size && c >= m.floor
 }
 
 func (m *model) update(c uint64) bool {
+	if late := m.late(c); !m.wide && (late || c >= GrowAt) {
+		m.wide = true
+		if m.cur >= SmallSize {
+			m.floor = m.cur - SmallSize + 1
+		}
+		if late {
+			return false
+		}
+	}
 	if !m.acceptable(c) {
 		return false
 	}
@@ -163,7 +238,7 @@ func FuzzWindowMatchesModel(f *testing.F) {
 	f.Add([]byte{2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 1, 0, 0, 0, 0, 0, 0, 0x20, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var w Window
-		m := model{seen: map[uint64]bool{}, cur: FirstCounter - 1}
+		m := newModel()
 		for len(data) >= 9 {
 			mode, delta := data[0], binary.BigEndian.Uint64(data[1:9])
 			data = data[9:]
@@ -178,7 +253,7 @@ func FuzzWindowMatchesModel(f *testing.F) {
 			case 3: // just below the edge
 				c = m.cur - Size + delta%3
 			}
-			if got, want := w.Check(c), m.acceptable(c); got != want {
+			if got, want := w.Check(c), m.check(c); got != want {
 				t.Fatalf("Check(%d) = %v, model %v (cur %d)", c, got, want, m.cur)
 			}
 			if mode&0x80 != 0 {
@@ -194,23 +269,29 @@ func FuzzWindowMatchesModel(f *testing.F) {
 // TestRandomWalkMatchesModel is the model test with seeded random traffic, so it runs on
 // every `go test` and not only under -fuzz.
 func TestRandomWalkMatchesModel(t *testing.T) {
+	// Even seeds jump by up to 3*Size and soon pass GrowAt; odd ones jump by up to
+	// 3*SmallSize and reach back past the small window's edge, so they grow by reordering.
 	for seed := range uint64(20) {
 		r := rand.New(rand.NewPCG(seed, 42))
 		var w Window
-		m := model{seen: map[uint64]bool{}, cur: FirstCounter - 1}
+		m := newModel()
+		jump, back := 3*Size, uint64(Size)
+		if seed%2 == 1 {
+			jump, back = 3*SmallSize, SmallSize+uint64(r.IntN(Size-SmallSize))
+		}
 		for i := 0; i < 20000; i++ {
 			var c uint64
 			switch r.IntN(10) {
 			case 0:
-				c = m.cur + uint64(r.IntN(3*Size))
+				c = m.cur + uint64(r.IntN(jump))
 			case 1:
-				c = m.cur - Size + uint64(r.IntN(3))
+				c = m.cur - back + uint64(r.IntN(3))
 			case 2:
 				c = uint64(r.IntN(8))
 			default:
 				c = m.cur + 1 - uint64(r.IntN(64))
 			}
-			if got, want := w.Check(c), m.acceptable(c); got != want {
+			if got, want := w.Check(c), m.check(c); got != want {
 				t.Fatalf("seed %d op %d: Check(%d) = %v, model %v (cur %d)", seed, i, c, got, want, m.cur)
 			}
 			if got, want := w.Update(c), m.update(c); got != want {
