@@ -400,7 +400,7 @@ func (hs *handshakeManager) tick(now time.Time) {
 				break
 			}
 			delete(hs.recent, k.sum)
-			t.msg2 = nil // only a retransmitted msg 1 needs it, and only while in recent
+			t.reply = nil // only a retransmitted msg 1 needs it, and only while in recent
 		}
 		aged++
 	}
@@ -469,7 +469,7 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 		// A retransmitted msg1 whose reply was lost: answer with the same msg2. Only an
 		// unconfirmed tunnel follows the path this copy came by (a relay means the direct
 		// one is not working); a confirmed one moves only on authenticated packets.
-		msg2 := t.msg2
+		msg2 := t.reply.msg2
 		if via != nil && !t.confirmed.Load() {
 			t.relay.Store(via)
 		}
@@ -569,8 +569,7 @@ func (hs *handshakeManager) handleMsg1(pkt []byte, from netip.AddrPort, via *rel
 		return
 	}
 	t := n.newTunnel(res, false, from, via)
-	t.msg1Sum = sum
-	t.msg2 = msg2
+	t.reply = &msg1Reply{sum: sum, msg2: msg2}
 	evicted := hs.addCandidate(t, expected, now)
 	hs.recent[sum] = t
 	hs.recentOrder = append(hs.recentOrder, recentKey{sum, idx})
@@ -628,9 +627,9 @@ func (hs *handshakeManager) dropCandidate(idx uint32, c *candidate) {
 	if hs.candsBy[c.t.vpnIP]--; hs.candsBy[c.t.vpnIP] <= 0 {
 		delete(hs.candsBy, c.t.vpnIP)
 	}
-	if hs.recent[c.t.msg1Sum] == c.t {
-		delete(hs.recent, c.t.msg1Sum)
-		c.t.msg2 = nil
+	if r := c.t.reply; r != nil && hs.recent[r.sum] == c.t {
+		delete(hs.recent, r.sum)
+		c.t.reply = nil
 	}
 }
 

@@ -66,11 +66,11 @@ type tunnel struct {
 	rekeyAsked atomic.Int64 // unix nanos of the last re-handshake a recv_error asked for
 	probed     atomic.Int64 // unix nanos of the last direct probe while relayed (relay.go)
 
-	// msg1Sum identifies the handshake message that built the tunnel (as responder), so a
-	// retransmitted copy gets the same reply rather than a new tunnel; msg2 is that reply,
-	// dropped with the handshakeManager.recent entry (guarded by its mu).
-	msg1Sum [32]byte
-	msg2    []byte
+	// reply is set while the tunnel (as responder) is in handshakeManager.recent: which msg 1
+	// built it, so a retransmitted copy gets the same msg 2 rather than a new tunnel. Behind
+	// a pointer, dropped with the recent entry after a minute (guarded by hs.mu): 56 bytes a
+	// tunnel otherwise kept for good.
+	reply *msg1Reply
 
 	// Extension queries (ext.go), cold: what the peer is known to be, and the answers it
 	// may still get this second.
@@ -99,6 +99,12 @@ type tunnel struct {
 	// lines (1792 bytes), so the next object starts on a line of its own, and the 64 bytes
 	// kept the tunnel in the 2048-byte class. (Up to 1784 bytes fit: 8 go to the allocation
 	// header.)
+}
+
+// msg1Reply is what a responder tunnel keeps while a retransmitted msg 1 may still come.
+type msg1Reply struct {
+	sum  [32]byte // identifies the msg 1
+	msg2 []byte   // our answer to it
 }
 
 // memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
