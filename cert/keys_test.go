@@ -155,6 +155,30 @@ func TestFingerprintCacheNoticesEdits(t *testing.T) {
 	}
 }
 
+// TestUncachedCopyKeepsIdentityAndVersion: the uncached copy a tunnel keeps has the same
+// fingerprint in both versions, and the same handshake encoding.
+func TestUncachedCopyKeepsIdentityAndVersion(t *testing.T) {
+	ca := certtest.NewCA(t, "ca")
+	h, _, err := cert.UnmarshalPEM(ca.NewHost(t, "h", "10.0.0.1/8", "a").PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []cert.Version{cert.Version1, cert.Version2} {
+		if err := h.SetVersion(v); err != nil {
+			t.Fatal(err)
+		}
+		u := h.Uncached()
+		if u.Version() != v || u.Fingerprint() == "" || u.Fingerprint() != h.Fingerprint() {
+			t.Fatalf("v%d: copy's version %d fingerprint %q, original's %q", v, u.Version(), u.Fingerprint(), h.Fingerprint())
+		}
+		a, errA := h.MarshalHandshake()
+		b, errB := u.MarshalHandshake()
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Fatalf("v%d: handshake encodings differ (%v, %v)", v, errA, errB)
+		}
+	}
+}
+
 func TestWriteFileAtomicNeverOverwritesWithoutForce(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "host.key")

@@ -224,7 +224,7 @@ func (n *Node) closeRevoked(pool *cert.Pool) {
 	// Only the blocklist changed: two lookups per tunnel, no signature check (an Ed25519
 	// verify per tunnel took seconds on a lighthouse of 100,000 hosts).
 	for _, t := range n.hosts.all() {
-		if pool.IsBlocked(t.peer.Fingerprint()) || pool.IsBlocked(t.peer.Details.Issuer) {
+		if pool.IsBlocked(t.fingerprint()) || pool.IsBlocked(t.peer.Details.Issuer) {
 			n.closeInvalid(t, cert.ErrBlocked)
 		}
 	}

@@ -130,10 +130,7 @@ func (t *tunnel) peerStillValid(pool *cert.Pool, now time.Time) error {
 		t.verifiedBy.Store(pool)
 		return nil
 	}
-	if t.peerFP == "" {
-		t.peerFP = t.peer.Fingerprint()
-	}
-	if pool.IsBlocked(t.peerFP) {
+	if pool.IsBlocked(t.fingerprint()) {
 		return cert.ErrBlocked
 	}
 	ca, ok := pool.CA(t.peer.Details.Issuer)

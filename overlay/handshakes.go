@@ -755,7 +755,9 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 	now := n.now()
 	t := &tunnel{
 		vpnIP: r.PeerCert.VpnIP(), localIndex: r.LocalIndex, remoteIndex: r.RemoteIndex,
-		peer: r.PeerCert, ca: r.CA, send: r.Send, recv: r.Recv, peerTime: r.PeerTime,
+		// The fingerprint is kept here (the handshake computed it for the blocklist), so
+		// the certificate goes without its fingerprint cache (a deep copy of it).
+		peerFP: r.PeerCert.Fingerprint(), peer: r.PeerCert.Uncached(), ca: r.CA, send: r.Send, recv: r.Recv, peerTime: r.PeerTime,
 		initiator: initiator, created: now, localCert: r.LocalCert,
 	}
 	for _, p := range r.PeerCert.Details.Ips {

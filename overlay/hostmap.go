@@ -36,8 +36,8 @@ type tunnel struct {
 	// checkAt is the tunnel's place in hostMap.checks (unix ns, 0 while not queued);
 	// guarded by the queue's mutex.
 	checkAt int64
-	// peerFP is peer.Fingerprint(), kept by the timer loop for its blocklist check (the
-	// certificate's own cache compares every field to notice edits).
+	// peerFP is peer.Fingerprint(), set with the tunnel (peer keeps no fingerprint cache:
+	// see newTunnel); read it with fingerprint().
 	peerFP string
 	// punched is when the timer loop last punched towards the peer (unix ns; punchy.punch).
 	punched int64
@@ -124,6 +124,14 @@ func (t *tunnel) memo(dir firewall.Direction, lane int) *firewall.Memo {
 		return &t.laneMemos[2*lane-2]
 	}
 	return &t.laneMemos[2*lane-1]
+}
+
+// fingerprint is the peer certificate's fingerprint.
+func (t *tunnel) fingerprint() string {
+	if t.peerFP != "" {
+		return t.peerFP
+	}
+	return t.peer.Fingerprint() // a tunnel a test made without newTunnel
 }
 
 // cacheLinePad separates fields that different cores write (64-byte lines on amd64 and

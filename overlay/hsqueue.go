@@ -502,7 +502,7 @@ func (q *msg1Backlog) precheck(j msg1Job) bool {
 	if p.Time > uint64(now.UnixNano()) && time.Duration(p.Time-uint64(now.UnixNano())) > n.cfg.Handshakes.MaxClockSkew {
 		return q.refuse(dropClockSkew, "")
 	}
-	if old := n.hosts.byVPNIP(vpn); old != nil && old.peerTime >= p.Time && old.peer.Fingerprint() == fp {
+	if old := n.hosts.byVPNIP(vpn); old != nil && old.peerTime >= p.Time && old.fingerprint() == fp {
 		// As handleMsg1 does for "too old", ask the old tunnel whether the peer is still
 		// there, but at most once a second: a replayed msg 1 must not make us chatter.
 		q.mu.Lock()

@@ -613,7 +613,7 @@ func (t *tunnel) info() PeerInfo {
 		Initiator: t.initiator, Created: t.created, LastRecv: time.Unix(0, t.lastRecv.Load()),
 		PacketsIn: t.packetsIn.Load(), PacketsOut: t.packetsOut.Load(),
 		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load(),
-		CertNotAfter: t.peer.Details.NotAfter, Fingerprint: t.peer.Fingerprint(),
+		CertNotAfter: t.peer.Details.NotAfter, Fingerprint: t.fingerprint(),
 	}
 }
 
