@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshnode/meshnode/cert/authority/api"
 	"github.com/meshnode/meshnode/internal/cli"
+	"github.com/meshnode/meshnode/internal/gcpolicy"
 	"github.com/meshnode/meshnode/internal/version"
 	"github.com/meshnode/meshnode/nodekeys"
 	"github.com/meshnode/meshnode/overlay"
@@ -123,6 +124,9 @@ func runDaemon(o daemonOptions, stdout, stderr io.Writer) int {
 			ctlPath = cfg.Control.Path
 		}
 	}
+	// Less GC headroom once the live heap is large (a lighthouse of many hosts), unless
+	// GOGC or GOMEMLIMIT says otherwise.
+	defer gcpolicy.Start().Stop()
 	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshnode: %v\n", err)
