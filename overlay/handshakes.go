@@ -760,6 +760,10 @@ func (n *Node) newTunnel(r *handshake.Result, initiator bool, from netip.AddrPor
 		peerFP: r.PeerCert.Fingerprint(), peer: r.PeerCert.Uncached(), ca: r.CA, send: r.Send, recv: r.Recv, peerTime: r.PeerTime,
 		initiator: initiator, created: now, localCert: r.LocalCert,
 	}
+	if r.CA != nil && t.peer.Details.Issuer == r.CA.Fingerprint() {
+		// The same 64 hex characters in every peer's certificate: share the CA's string.
+		t.peer.Details.Issuer = r.CA.Fingerprint()
+	}
 	for _, p := range r.PeerCert.Details.Ips {
 		t.allowedIPs = append(t.allowedIPs, p.Addr())
 	}
