@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/handshake"
 	"github.com/meshnode/meshnode/overlay/header"
@@ -121,15 +119,6 @@ func msg1Cost() time.Duration {
 		return fallback
 	}
 	return time.Duration(float64(best) * msg1Overhead)
-}
-
-// threadCPU is the calling thread's CPU time.
-func threadCPU() (time.Duration, bool) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
-		return 0, false
-	}
-	return time.Duration(ts.Nano()), true
 }
 
 // msg1Job is one queued msg 1.
