@@ -126,11 +126,22 @@ func (p *Pool) CA(fingerprint string) (*Certificate, bool) {
 // tunnel's peer): blocklist, issuing CA present and not blocklisted, CA expiry, expiry.
 // The signature and the CA constraints are not checked again: they depend only on c and
 // its CA, which Issuer names by fingerprint, so a CA still trusted under that name gives
-// the same answer, and a signature check is most of a handshake's certificate cost. It
+// the same answer, and a signature check is most of a handshake's certificate cost. (It is
+// also the cheap first look at a certificate not yet verified: a refusal here is final.)
+// fingerprint is c's (callers that re-check often keep it, so it is not hashed again). It
 // returns the issuing CA, or the error Verify would.
-func (p *Pool) Revalidate(c *Certificate, now time.Time) (*Certificate, error) {
-	if p.IsBlocked(c.Fingerprint()) {
+func (p *Pool) Revalidate(c *Certificate, fingerprint string, now time.Time) (*Certificate, error) {
+	return p.standing(c, fingerprint, now)
+}
+
+// standing is the part of Verify that can change after a certificate verified: the
+// blocklist, the issuing CA's presence, and both expiries, in Nebula 1.6.1's order.
+func (p *Pool) standing(c *Certificate, fingerprint string, now time.Time) (*Certificate, error) {
+	if p.IsBlocked(fingerprint) {
 		return nil, ErrBlocked
+	}
+	if c.Details.Issuer == "" {
+		return nil, ErrNoIssuer
 	}
 	ca, ok := p.CA(c.Details.Issuer)
 	if !ok {
@@ -152,24 +163,9 @@ func (p *Pool) Revalidate(c *Certificate, now time.Time) (*Certificate, error) {
 // issuing CA blocklisted (our addition), CA expiry, expiry, signature, CA constraints. It
 // returns the issuing CA, or an error wrapping one of the sentinel errors.
 func (p *Pool) Verify(c *Certificate, now time.Time) (*Certificate, error) {
-	if p.IsBlocked(c.Fingerprint()) {
-		return nil, ErrBlocked
-	}
-	if c.Details.Issuer == "" {
-		return nil, ErrNoIssuer
-	}
-	ca, ok := p.CA(c.Details.Issuer)
-	if !ok {
-		return nil, ErrUnknownCA
-	}
-	if p.IsBlocked(c.Details.Issuer) {
-		return nil, withMsg(ErrBlocked, "signing certificate has been blocked")
-	}
-	if ca.Expired(now) {
-		return nil, ErrRootExpired
-	}
-	if c.Expired(now) {
-		return nil, ErrExpired
+	ca, err := p.standing(c, c.Fingerprint(), now)
+	if err != nil {
+		return nil, err
 	}
 	if !c.CheckSignature(ca.Details.PublicKey) {
 		return nil, ErrSignatureMismatch

@@ -293,25 +293,25 @@ func TestRevalidateChecksWhatCanChange(t *testing.T) {
 	if _, err := pool.Verify(h.Cert, mid); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := pool.Revalidate(h.Cert, mid); err != nil || got.Fingerprint() != ca.Cert.Fingerprint() {
+	if got, err := pool.Revalidate(h.Cert, h.Cert.Fingerprint(), mid); err != nil || got.Fingerprint() != ca.Cert.Fingerprint() {
 		t.Fatalf("Revalidate of a valid certificate: %v, %v", got, err)
 	}
-	if _, err := pool.Revalidate(h.Cert, t0.Add(11*time.Hour)); !errors.Is(err, cert.ErrExpired) {
+	if _, err := pool.Revalidate(h.Cert, h.Cert.Fingerprint(), t0.Add(11*time.Hour)); !errors.Is(err, cert.ErrExpired) {
 		t.Errorf("expired: %v", err)
 	}
-	if _, err := pool.Revalidate(h.Cert, t1.Add(time.Hour)); !errors.Is(err, cert.ErrRootExpired) {
+	if _, err := pool.Revalidate(h.Cert, h.Cert.Fingerprint(), t1.Add(time.Hour)); !errors.Is(err, cert.ErrRootExpired) {
 		t.Errorf("CA expired: %v", err)
 	}
-	if _, err := certtest.Pool(t, certtest.NewCA(t, "other")).Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrUnknownCA) {
+	if _, err := certtest.Pool(t, certtest.NewCA(t, "other")).Revalidate(h.Cert, h.Cert.Fingerprint(), mid); !errors.Is(err, cert.ErrUnknownCA) {
 		t.Errorf("CA not trusted: %v", err)
 	}
 	caBlocked := certtest.Pool(t, ca)
 	caBlocked.Block(ca.Cert.Fingerprint())
-	if _, err := caBlocked.Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrBlocked) {
+	if _, err := caBlocked.Revalidate(h.Cert, h.Cert.Fingerprint(), mid); !errors.Is(err, cert.ErrBlocked) {
 		t.Errorf("CA blocked: %v", err)
 	}
 	pool.Block(h.Cert.Fingerprint())
-	if _, err := pool.Revalidate(h.Cert, mid); !errors.Is(err, cert.ErrBlocked) {
+	if _, err := pool.Revalidate(h.Cert, h.Cert.Fingerprint(), mid); !errors.Is(err, cert.ErrBlocked) {
 		t.Errorf("blocked: %v", err)
 	}
 }

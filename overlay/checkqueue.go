@@ -130,21 +130,8 @@ func (t *tunnel) peerStillValid(pool *cert.Pool, now time.Time) error {
 		t.verifiedBy.Store(pool)
 		return nil
 	}
-	if pool.IsBlocked(t.fingerprint()) {
-		return cert.ErrBlocked
-	}
-	ca, ok := pool.CA(t.peer.Details.Issuer)
-	switch {
-	case !ok:
-		return cert.ErrUnknownCA
-	case pool.IsBlocked(t.peer.Details.Issuer):
-		return cert.ErrBlocked
-	case ca.Expired(now):
-		return cert.ErrRootExpired
-	case t.peer.Expired(now):
-		return cert.ErrExpired
-	}
-	return nil
+	_, err := pool.Revalidate(t.peer, t.fingerprint(), now)
+	return err
 }
 
 // validUntil is when the peer's certificate or its CA expires, whichever is first.

@@ -651,7 +651,7 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 		delete(hs.noV2, t.vpnIP) // the peer reads v2
 	}
 	pool := n.pki.Load().Pool
-	if _, err := pool.Revalidate(t.peer, now); err != nil {
+	if _, err := pool.Revalidate(t.peer, t.fingerprint(), now); err != nil {
 		// Revoked or expired while unconfirmed (ReadInit checked the signature).
 		hs.mu.Unlock()
 		n.hosts.retire(t)

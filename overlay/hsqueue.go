@@ -480,8 +480,8 @@ func (q *msg1Backlog) precheck(j msg1Job) bool {
 	now := n.now()
 	pool := n.pki.Load().Pool
 	fp := peer.Fingerprint()
-	ca, ok := pool.CA(peer.Details.Issuer)
-	if !ok || pool.IsBlocked(fp) || pool.IsBlocked(peer.Details.Issuer) || ca.Expired(now) || peer.Expired(now) {
+	// The cheap part of Verify first (lookups and dates); the signature costs the budget.
+	if _, err := pool.Revalidate(peer, fp, now); err != nil {
 		return q.refuse(dropHandshake, "invalid")
 	}
 	vpn := peer.VpnIP()
