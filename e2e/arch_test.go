@@ -226,7 +226,8 @@ func TestPackagesImportOnlyDownwardsAsDesigned(t *testing.T) {
 }
 
 // TestMeshnodeLinksNoCAServiceOrStore: the node's binary carries the API's wire types and
-// the client, not the CA service's server code or a store driver (bbolt, pgx).
+// the client, not the CA service's server code or a store driver (bbolt, pgx), nor Prometheus's
+// client and the protobuf runtime it brings (internal/prom serves the metrics).
 func TestMeshnodeLinksNoCAServiceOrStore(t *testing.T) {
 	module, _ := listPackages(t)
 	cmd := exec.Command(goTool(), "list", "-deps", "./cmd/meshnode")
@@ -246,6 +247,10 @@ func TestMeshnodeLinksNoCAServiceOrStore(t *testing.T) {
 		switch {
 		case under(d, "go.etcd.io/bbolt"), under(d, "github.com/jackc/pgx/v5"):
 			t.Errorf("meshnode links %s: a CA service store", d)
+		case under(d, "github.com/prometheus"), under(d, "google.golang.org/protobuf/reflect"), under(d, "google.golang.org/protobuf/proto"):
+			// Issue 18: client_golang and the protobuf runtime it needs were some 2 MiB of
+			// every daemon's RSS; internal/prom serves the same text format.
+			t.Errorf("meshnode links %s: use internal/prom", d)
 		case ours && under(rel, "cert/authority") && !under(rel, "cert/authority/api") && !under(rel, "cert/authority/client"):
 			t.Errorf("meshnode links %s: the CA service's own code", d)
 		}

@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority/api"
@@ -182,7 +182,7 @@ type renewer struct {
 
 	// renewals is meshnode_cert_renewals_total: renewal attempts by result, so a dashboard
 	// sees failures long before the certificate runs out.
-	renewals *prometheus.CounterVec
+	renewals *prom.CounterVec
 
 	saveMu       sync.Mutex
 	savedVersion *uint64 // version in the blocklist file, once this run wrote it
@@ -220,7 +220,7 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 		rand:     rand.Float64,
 		minRetry: minRetry, maxRetry: maxRetry, maxSleep: time.Minute,
 		renewNow: make(chan struct{}, 1),
-		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+		renewals: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_cert_renewals_total",
 			Help: "Certificate renewal attempts by result (success, failure).",
 		}, []string{"result"}),
@@ -235,8 +235,8 @@ func newRenewer(cfg *overlay.Config, m *pkiManager, clk clock, log *slog.Logger)
 }
 
 // expiryGauge is meshnode_cert_expiry_seconds: time left on the running certificate.
-func (r *renewer) expiryGauge() prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+func (r *renewer) expiryGauge() prom.Collector {
+	return prom.NewGaugeFunc(prom.GaugeOpts{
 		Name: "meshnode_cert_expiry_seconds",
 		Help: "Seconds until this host's certificate expires (negative once expired).",
 	}, func() float64 {
@@ -546,7 +546,7 @@ type Target interface {
 // reloads should drive (so a reload keeps the blocklist applied) and a stop function that
 // waits for the loops. Without renewal.url it returns node itself.
 func Start(ctx context.Context, cfg *overlay.Config, pki *overlay.PKI, node Target,
-	reg prometheus.Registerer, log *slog.Logger) (Target, func()) {
+	reg prom.Registerer, log *slog.Logger) (Target, func()) {
 	if cfg.Renewal.URL == "" {
 		return node, func() {}
 	}

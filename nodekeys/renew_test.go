@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
@@ -138,7 +137,7 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 		if d := at.Sub(want); d < -time.Second || d > time.Second {
 			t.Fatalf("renewal %d scheduled at %v, want 2/3 of the lifetime: %v", i, at, want)
 		}
-		if g := testutil.ToFloat64(gauge); g != cur.Details.NotAfter.Sub(s.Clock.Now()).Seconds() {
+		if g := prom.Value(gauge); g != cur.Details.NotAfter.Sub(s.Clock.Now()).Seconds() {
 			t.Fatalf("meshnode_cert_expiry_seconds = %v before renewal %d", g, i)
 		}
 		s.Clock.Advance(at.Sub(s.Clock.Now()) - time.Second)
@@ -174,9 +173,9 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 }
 
 // gaugeValue reads meshnode_cert_expiry_seconds.
-func gaugeValue(t *testing.T, c prometheus.Collector) float64 {
+func gaugeValue(t *testing.T, c prom.Collector) float64 {
 	t.Helper()
-	return testutil.ToFloat64(c)
+	return prom.Value(c)
 }
 
 func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
@@ -192,9 +191,9 @@ func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
 	if got := gaugeValue(t, g); got != want-600 {
 		t.Fatalf("gauge %v after 10 min, want %v", got, want-600)
 	}
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	reg.MustRegister(g)
-	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
+	if n, err := prom.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("gathered %d (%v)", n, err)
 	}
 }
@@ -257,7 +256,7 @@ func TestRenewalOutcomesAreCounted(t *testing.T) {
 	s := nodekeystest.StartCAService(t, nil)
 	cfg, p := enrolledNode(t, s, "web1", "")
 	r, _ := newTestRenewer(t, s, cfg, p)
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	reg.MustRegister(r.renewals)
 	want := func(success, failure int) {
 		t.Helper()
@@ -266,7 +265,7 @@ func TestRenewalOutcomesAreCounted(t *testing.T) {
 meshnode_cert_renewals_total{result="failure"} %d
 meshnode_cert_renewals_total{result="success"} %d
 `, failure, success)
-		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "meshnode_cert_renewals_total"); err != nil {
+		if err := prom.Compare(reg, exp, "meshnode_cert_renewals_total"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -583,7 +582,7 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	s := nodekeystest.StartCAService(t, nil)
 	cfg, p := enrolledNode(t, s, "web1", "")
 	node := fwNode{newRecordingNode()}
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	target, stop := Start(context.Background(), cfg, p, node, reg, testLogger(t))
 	if _, ok := target.(*pkiManager); !ok {
 		t.Fatalf("reloads drive %T, want the pkiManager", target)
@@ -593,10 +592,10 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no blocklist fetch at start")
 	}
-	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
+	if n, err := prom.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("meshnode_cert_expiry_seconds gathered %d times (%v)", n, err)
 	}
-	if n, err := testutil.GatherAndCount(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
+	if n, err := prom.Count(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
 		t.Fatalf("meshnode_cert_renewals_total gathered %d series (%v), want success and failure", n, err)
 	}
 	stopped := make(chan struct{})
@@ -608,7 +607,7 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	}
 
 	cfg.Renewal.URL = ""
-	if target, stop := Start(context.Background(), cfg, p, node, prometheus.NewRegistry(), testLogger(t)); target != Target(node) {
+	if target, stop := Start(context.Background(), cfg, p, node, prom.NewRegistry(), testLogger(t)); target != Target(node) {
 		t.Fatalf("without renewal.url reloads drive %T", target)
 	} else {
 		stop()

@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
@@ -177,7 +177,7 @@ func (s *rotService) enrollHost(t *testing.T, network *udptest.Network, i, n int
 	if os.Getenv("ROTATION_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", h.name)
 	}
-	h.node, err = overlay.New(h.cfg, pki, overlay.Options{Device: h.dev, Conn: conn, Registerer: prometheus.NewRegistry(),
+	h.node, err = overlay.New(h.cfg, pki, overlay.Options{Device: h.dev, Conn: conn, Registerer: prom.NewRegistry(),
 		Tick: 5 * time.Millisecond, Logger: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -19,8 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/overlay/header"
@@ -83,24 +82,24 @@ type blocklistState struct {
 	saved func(*cert.SignedBlocklist, string)
 
 	kick    chan struct{} // ask the lighthouses now (a lighthouse tunnel came up)
-	applied *prometheus.CounterVec
-	refused *prometheus.CounterVec
-	version prometheus.GaugeFunc
+	applied *prom.CounterVec
+	refused *prom.CounterVec
+	version *prom.Func
 }
 
-func newBlocklistState(n *Node, reg prometheus.Registerer) *blocklistState {
+func newBlocklistState(n *Node, reg prom.Registerer) *blocklistState {
 	b := &blocklistState{
 		kick: make(chan struct{}, 1),
-		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+		applied: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_blocklist_applied_total",
 			Help: "Signed blocklists applied (each newer than the one before), by source: ca, relay or file.",
 		}, []string{"source"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		refused: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_blocklist_refused_total",
 			Help: "Signed blocklists refused, by reason: invalid (does not verify), older, malformed.",
 		}, []string{"reason"}),
 	}
-	b.version = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	b.version = prom.NewGaugeFunc(prom.GaugeOpts{
 		Name: "meshnode_blocklist_version",
 		Help: "Version of the signed blocklist in force (0 when none).",
 	}, func() float64 { return float64(n.BlocklistVersion()) })
@@ -116,12 +115,8 @@ func newBlocklistState(n *Node, reg prometheus.Registerer) *blocklistState {
 	return b
 }
 
-func counterValue(c prometheus.Counter) uint64 {
-	var d dto.Metric
-	if c.Write(&d) != nil {
-		return 0
-	}
-	return uint64(d.GetCounter().GetValue())
+func counterValue(c *prom.Counter) uint64 {
+	return uint64(c.Value())
 }
 
 // BlocklistRefused is how many offered blocklists were refused for reason.

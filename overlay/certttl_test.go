@@ -3,12 +3,10 @@ package overlay_test
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
@@ -36,7 +34,7 @@ func TestCertificateTTLIsExportedAndFollowsTheCertInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	node, err := overlay.New(cfg, pki, overlay.Options{Conn: conn, Registerer: reg, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +46,7 @@ func TestCertificateTTLIsExportedAndFollowsTheCertInUse(t *testing.T) {
 # TYPE meshnode_certificate_ttl_seconds gauge
 meshnode_certificate_ttl_seconds %d
 `, secs)
-		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "meshnode_certificate_ttl_seconds"); err != nil {
+		if err := prom.Compare(reg, exp, "meshnode_certificate_ttl_seconds"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,12 +6,10 @@ import (
 	"crypto/cipher"
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/meshnode/meshnode/internal/prom"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/meshnode/meshnode/cert/certtest"
@@ -215,7 +213,7 @@ func TestDataPathDoesNotAllocate(t *testing.T) {
 // and keep the counts of tunnels that are gone.
 func TestTrafficCountersSurviveTheTunnel(t *testing.T) {
 	p := newPathPair(t, "aes")
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	reg.MustRegister(p.a.m.traffic)
 	buf := make([]byte, header.Len+pathPacket+tagLen)
 	const k = 5
@@ -228,7 +226,7 @@ func TestTrafficCountersSurviveTheTunnel(t *testing.T) {
 meshnode_packets_total{direction="in"} 0
 meshnode_packets_total{direction="out"} %d
 `, k)
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meshnode_packets_total"); err != nil {
+	if err := prom.Compare(reg, want, "meshnode_packets_total"); err != nil {
 		t.Fatal(err)
 	}
 	tun := p.a.hosts.byVPNIP(p.b.vpnIP)

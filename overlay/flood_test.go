@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
+	"github.com/meshnode/meshnode/internal/prom"
 	"github.com/meshnode/meshnode/overlay/tun/tuntest"
 	"github.com/meshnode/meshnode/overlay/udp/udptest"
 )
@@ -236,7 +236,7 @@ func drainDev(d *tuntest.Device) {
 }
 
 func (n *Node) answered() float64 {
-	return testutil.ToFloat64(n.m.handshakes.WithLabelValues("responder", "answered"))
+	return prom.Value(n.m.handshakes.WithLabelValues("responder", "answered"))
 }
 
 // floodDrops is every drop a flood can cause at the responder, summed.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/overlay"
@@ -91,7 +91,7 @@ func TestRoutinesRunALanePerQueue(t *testing.T) {
 		}
 		dev := &multiQueue{Device: h.queue[0], qs: h.queue}
 		h.node, err = overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conns[i][0], Conns: conns[i][1:],
-			Registerer: prometheus.NewRegistry(), Tick: 5 * time.Millisecond})
+			Registerer: prom.NewRegistry(), Tick: 5 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

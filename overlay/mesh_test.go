@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
@@ -137,7 +137,7 @@ func (m *mesh) start(i int) {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", h.name)
 	}
 	h.node, err = overlay.New(cfg, pki, overlay.Options{Device: opts.Device, Conn: conn, Logger: opts.Logger,
-		Registerer: prometheus.NewRegistry(), Tick: 5 * time.Millisecond})
+		Registerer: prom.NewRegistry(), Tick: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

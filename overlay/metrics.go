@@ -3,8 +3,7 @@ package overlay
 import (
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/firewall"
 )
@@ -62,37 +61,34 @@ var allDropReasons = []string{
 
 // metrics are registered on the Registerer the node was given (never the global one).
 type metrics struct {
-	handshakes *prometheus.CounterVec
-	tunnelsUp  prometheus.GaugeFunc
+	handshakes *prom.CounterVec
+	tunnelsUp  *prom.Func
 	traffic    *trafficCollector
-	drops      *prometheus.CounterVec
-	fwDrops    *prometheus.CounterVec
+	drops      *prom.CounterVec
+	fwDrops    *prom.CounterVec
 
 	// Pre-resolved children keep label lookups off the hot path.
-	drop map[string]prometheus.Counter
+	drop map[string]*prom.Counter
 	// fwDrop[direction][reason] are the firewall's verdict reasons, pre-resolved.
-	fwDrop [2][]prometheus.Counter
+	fwDrop [2][]*prom.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
+func newMetrics(reg prom.Registerer, hosts *hostMap) *metrics {
 	m := &metrics{
-		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		handshakes: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_handshakes_total", Help: "Handshakes by role and outcome.",
 		}, []string{"role", "outcome"}),
-		tunnelsUp: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		tunnelsUp: prom.NewGaugeFunc(prom.GaugeOpts{
 			Name: "meshnode_tunnels", Help: "Established tunnels.",
 		}, func() float64 { return float64(hosts.count.Load()) }),
-		traffic: &trafficCollector{hosts: hosts,
-			packets: prometheus.NewDesc("meshnode_packets_total", "Tunneled IP packets by direction (in = from peers).", []string{"direction"}, nil),
-			bytes:   prometheus.NewDesc("meshnode_bytes_total", "Tunneled IP bytes (inner packets) by direction.", []string{"direction"}, nil),
-		},
-		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+		traffic: &trafficCollector{hosts: hosts},
+		drops: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_drops_total", Help: "Dropped packets by reason.",
 		}, []string{"reason"}),
-		fwDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+		fwDrops: prom.NewCounterVec(prom.CounterOpts{
 			Name: "meshnode_firewall_drops_total", Help: "Packets the firewall dropped or rejected, by direction and reason.",
 		}, []string{"direction", "reason"}),
-		drop: map[string]prometheus.Counter{},
+		drop: map[string]*prom.Counter{},
 	}
 	for d, dir := range []string{"inbound", "outbound"} {
 		for _, r := range firewall.Reasons() {
@@ -117,8 +113,8 @@ func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
 // whole seconds until the certificate the node uses expires, negative once it has. It is
 // read at scrape time, so a renewal or reload shows at once; operators alert on it to catch
 // a host whose renewal is failing before its tunnels do.
-func (n *Node) certTTL() prometheus.GaugeFunc {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+func (n *Node) certTTL() *prom.Func {
+	return prom.NewGaugeFunc(prom.GaugeOpts{
 		Name: "meshnode_certificate_ttl_seconds",
 		Help: "Seconds until this host's certificate expires (negative once expired).",
 	}, func() float64 {
@@ -131,21 +127,21 @@ func (n *Node) certTTL() prometheus.GaugeFunc {
 // scrape time: the data path then updates two per-tunnel atomics per packet instead of
 // those and two shared Prometheus counters as well.
 type trafficCollector struct {
-	hosts          *hostMap
-	packets, bytes *prometheus.Desc
+	hosts *hostMap
 }
 
-func (c *trafficCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.packets
-	ch <- c.bytes
-}
-
-func (c *trafficCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *trafficCollector) Collect(w *prom.Writer) {
+	const (
+		packets = "meshnode_packets_total"
+		pHelp   = "Tunneled IP packets by direction (in = from peers)."
+		bytes   = "meshnode_bytes_total"
+		bHelp   = "Tunneled IP bytes (inner packets) by direction."
+	)
 	t := c.hosts.traffic()
-	ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packetsIn), "in")
-	ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packetsOut), "out")
-	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytesIn), "in")
-	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytesOut), "out")
+	w.Sample(packets, pHelp, "counter", float64(t.packetsIn), "direction", "in")
+	w.Sample(packets, pHelp, "counter", float64(t.packetsOut), "direction", "out")
+	w.Sample(bytes, bHelp, "counter", float64(t.bytesIn), "direction", "in")
+	w.Sample(bytes, bHelp, "counter", float64(t.bytesOut), "direction", "out")
 }
 
 // firewallDropped counts a firewall verdict that was not Accept.
@@ -176,11 +172,7 @@ func (n *Node) Dropped(reason string) uint64 {
 	if !ok {
 		return 0
 	}
-	var d dto.Metric
-	if err := c.Write(&d); err != nil {
-		return 0
-	}
-	return uint64(d.GetCounter().GetValue())
+	return uint64(c.Value())
 }
 
 // DropReasons lists the reasons Dropped understands.

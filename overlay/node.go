@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/firewall"
@@ -37,7 +37,7 @@ type Options struct {
 	// a queue and a socket of its own and runs its own pair of data-path goroutines.
 	Conns      []udp.Conn
 	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Registerer prom.Registerer
 	Now        func() time.Time
 	Rand       io.Reader
 	// Tick is how often timers (handshake retries, liveness) are looked at; tests shorten it.

@@ -16,9 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert/authority/api"
 	"github.com/meshnode/meshnode/internal/cli"
@@ -199,8 +197,8 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 			return tunError(cfg.Tun.Dev, err)
 		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	reg := prom.NewRegistry()
+	reg.MustRegister(prom.GoCollector(), prom.ProcessCollector(), buildInfo())
 	if d, ok := dev.(offloader); ok && d.Offload() {
 		registerOffloadMetrics(reg, d)
 	}
@@ -270,13 +268,13 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	return node.Run(ctx)
 }
 
-func startStats(sc overlay.StatsConfig, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
+func startStats(sc overlay.StatsConfig, reg *prom.Registry, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("stats.listen %q: %w", sc.Listen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(sc.Path, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle(sc.Path, reg)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -338,7 +336,7 @@ type offloader interface {
 }
 
 // registerOffloadMetrics exports the device's offload counters, read at scrape time.
-func registerOffloadMetrics(reg prometheus.Registerer, d offloader) {
+func registerOffloadMetrics(reg prom.Registerer, d offloader) {
 	for _, c := range []struct {
 		event, help string
 		get         func(tun.OffloadStats) uint64
@@ -350,7 +348,7 @@ func registerOffloadMetrics(reg prometheus.Registerer, d offloader) {
 		{"dropped", "TUN reads dropped: malformed virtio-net header or super-packet, or too big.", func(s tun.OffloadStats) uint64 { return s.Dropped }},
 		{"fallbacks", "Super-packets the kernel refused, written one packet at a time.", func(s tun.OffloadStats) uint64 { return s.Fallbacks }},
 	} {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		reg.MustRegister(prom.NewCounterFunc(prom.CounterOpts{
 			Name: "meshnode_tun_offload_" + c.event + "_total", Help: c.help,
 		}, func() float64 { return float64(c.get(d.OffloadStats())) }))
 	}

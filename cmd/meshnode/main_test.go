@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/certtest"
@@ -86,7 +86,7 @@ func startPair(t *testing.T) *pair {
 			t.Fatal(err)
 		}
 		node, err := overlay.New(cfg, pki, overlay.Options{Device: tuntest.NewDevice("t", 1300), Conn: conn,
-			Registerer: prometheus.NewRegistry(), Tick: 5 * time.Millisecond})
+			Registerer: prom.NewRegistry(), Tick: 5 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

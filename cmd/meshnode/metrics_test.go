@@ -9,7 +9,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/meshnode/meshnode/internal/prom"
 
 	"github.com/meshnode/meshnode/internal/version"
 	"github.com/meshnode/meshnode/overlay"
@@ -17,7 +17,7 @@ import (
 
 // TestBuildInfoIsServedOnTheMetricsEndpoint scrapes the stats endpoint the daemon serves.
 func TestBuildInfoIsServedOnTheMetricsEndpoint(t *testing.T) {
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	reg.MustRegister(buildInfo())
 	var logged bytes.Buffer
 	srv, err := startStats(overlay.StatsConfig{Listen: "127.0.0.1:0", Path: "/metrics"}, reg, slog.New(slog.NewTextHandler(&logged, nil)))
