@@ -99,7 +99,7 @@ net_up() {
 NEBULA=$(command -v nebula || true)
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
 if want meshnode && [ -z "${MESHNODE:-}" ]; then
-  if go build -o "$W/meshnode" ./cmd/meshnode 2>"$W/build.log"; then MESHNODE=$W/meshnode
+  if CGO_ENABLED=0 go build -trimpath -o "$W/meshnode" ./cmd/meshnode 2>"$W/build.log"; then MESHNODE=$W/meshnode
   else echo "bench.sh: cannot build ./cmd/meshnode; meshnode rows will be empty" >&2; fi
 fi
 NEBULA12_VER=""

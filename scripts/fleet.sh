@@ -75,7 +75,7 @@ want_phase() { [[ ",$PHASES," == *",$1,"* ]]; }
 # ---- binaries and the fleet -------------------------------------------------------------
 go build -o "$W/mesh-fleet" ./cmd/mesh-fleet || { echo "fleet.sh: cannot build ./cmd/mesh-fleet" >&2; exit 2; }
 if [ -z "${MESHNODE:-}" ]; then
-  go build -o "$W/meshnode" ./cmd/meshnode || { echo "fleet.sh: cannot build ./cmd/meshnode" >&2; exit 2; }
+  CGO_ENABLED=0 go build -trimpath -o "$W/meshnode" ./cmd/meshnode || { echo "fleet.sh: cannot build ./cmd/meshnode" >&2; exit 2; }
   MESHNODE=$W/meshnode
 fi
 NEBULA12=${NEBULA12:-/work/refbin/nebula12}
