@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,21 @@ func TestPrometheusEndpointServesMetricsFromTheStatsSection(t *testing.T) {
 			}
 			if !strings.Contains(body, "# TYPE ") || !strings.Contains(body, "# HELP ") {
 				t.Fatalf("not Prometheus text format:\n%s", lastLines(body, 20))
+			}
+			if impl == implMeshnode {
+				// internal/prom, not client_golang, writes these: the tunnel's traffic, and the
+				// process figures under client_golang's names, which dashboards expect.
+				for _, re := range []string{
+					`(?m)^meshnode_packets_total\{direction="out"\} [1-9][0-9]*$`,
+					`(?m)^meshnode_bytes_total\{direction="in"\} [1-9][0-9]*$`,
+					`(?m)^meshnode_tunnels [1-9]$`,
+					`(?m)^process_resident_memory_bytes [1-9][0-9.e+]*$`,
+					`(?m)^go_goroutines [1-9][0-9]*$`,
+				} {
+					if !regexp.MustCompile(re).MatchString(body) {
+						t.Errorf("no line matching %s in\n%s", re, body)
+					}
+				}
 			}
 			t.Logf("%d lines of metrics", strings.Count(body, "\n"))
 		})
