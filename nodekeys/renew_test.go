@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/internal/prom"
+	"github.com/meshnode/meshnode/internal/prom/promtest"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/authority"
@@ -137,7 +138,7 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 		if d := at.Sub(want); d < -time.Second || d > time.Second {
 			t.Fatalf("renewal %d scheduled at %v, want 2/3 of the lifetime: %v", i, at, want)
 		}
-		if g := prom.Value(gauge); g != cur.Details.NotAfter.Sub(s.Clock.Now()).Seconds() {
+		if g := promtest.Value(gauge); g != cur.Details.NotAfter.Sub(s.Clock.Now()).Seconds() {
 			t.Fatalf("meshnode_cert_expiry_seconds = %v before renewal %d", g, i)
 		}
 		s.Clock.Advance(at.Sub(s.Clock.Now()) - time.Second)
@@ -175,7 +176,7 @@ func TestRenewalLoopRenewsAtTwoThirdsWithAFreshKeyAndSwapsItIn(t *testing.T) {
 // gaugeValue reads meshnode_cert_expiry_seconds.
 func gaugeValue(t *testing.T, c prom.Collector) float64 {
 	t.Helper()
-	return prom.Value(c)
+	return promtest.Value(c)
 }
 
 func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
@@ -193,7 +194,7 @@ func TestExpiryGaugeShowsTimeLeft(t *testing.T) {
 	}
 	reg := prom.NewRegistry()
 	reg.MustRegister(g)
-	if n, err := prom.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
+	if n, err := promtest.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("gathered %d (%v)", n, err)
 	}
 }
@@ -265,7 +266,7 @@ func TestRenewalOutcomesAreCounted(t *testing.T) {
 meshnode_cert_renewals_total{result="failure"} %d
 meshnode_cert_renewals_total{result="success"} %d
 `, failure, success)
-		if err := prom.Compare(reg, exp, "meshnode_cert_renewals_total"); err != nil {
+		if err := promtest.Compare(reg, exp, "meshnode_cert_renewals_total"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -592,10 +593,10 @@ func TestDaemonStartsKeyHandlingOnlyWithARenewalURL(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no blocklist fetch at start")
 	}
-	if n, err := prom.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
+	if n, err := promtest.Count(reg, "meshnode_cert_expiry_seconds"); err != nil || n != 1 {
 		t.Fatalf("meshnode_cert_expiry_seconds gathered %d times (%v)", n, err)
 	}
-	if n, err := prom.Count(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
+	if n, err := promtest.Count(reg, "meshnode_cert_renewals_total"); err != nil || n != 2 {
 		t.Fatalf("meshnode_cert_renewals_total gathered %d series (%v), want success and failure", n, err)
 	}
 	stopped := make(chan struct{})

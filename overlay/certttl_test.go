@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/internal/prom"
+	"github.com/meshnode/meshnode/internal/prom/promtest"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
@@ -46,7 +47,7 @@ func TestCertificateTTLIsExportedAndFollowsTheCertInUse(t *testing.T) {
 # TYPE meshnode_certificate_ttl_seconds gauge
 meshnode_certificate_ttl_seconds %d
 `, secs)
-		if err := prom.Compare(reg, exp, "meshnode_certificate_ttl_seconds"); err != nil {
+		if err := promtest.Compare(reg, exp, "meshnode_certificate_ttl_seconds"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/internal/prom"
+	"github.com/meshnode/meshnode/internal/prom/promtest"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/meshnode/meshnode/cert/certtest"
@@ -226,7 +227,7 @@ func TestTrafficCountersSurviveTheTunnel(t *testing.T) {
 meshnode_packets_total{direction="in"} 0
 meshnode_packets_total{direction="out"} %d
 `, k)
-	if err := prom.Compare(reg, want, "meshnode_packets_total"); err != nil {
+	if err := promtest.Compare(reg, want, "meshnode_packets_total"); err != nil {
 		t.Fatal(err)
 	}
 	tun := p.a.hosts.byVPNIP(p.b.vpnIP)

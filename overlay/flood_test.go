@@ -17,7 +17,7 @@ import (
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
-	"github.com/meshnode/meshnode/internal/prom"
+	"github.com/meshnode/meshnode/internal/prom/promtest"
 	"github.com/meshnode/meshnode/overlay/tun/tuntest"
 	"github.com/meshnode/meshnode/overlay/udp/udptest"
 )
@@ -236,7 +236,7 @@ func drainDev(d *tuntest.Device) {
 }
 
 func (n *Node) answered() float64 {
-	return prom.Value(n.m.handshakes.WithLabelValues("responder", "answered"))
+	return promtest.Value(n.m.handshakes.WithLabelValues("responder", "answered"))
 }
 
 // floodDrops is every drop a flood can cause at the responder, summed.

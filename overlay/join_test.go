@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshnode/meshnode/internal/prom"
+	"github.com/meshnode/meshnode/internal/prom/promtest"
 )
 
 // TestLighthouseJoinNotCappedByBudget is issue 18's guard: a lighthouse's default msg 1
@@ -108,7 +108,7 @@ func TestMsg1BudgetRecalibrates(t *testing.T) {
 func TestParallelWorkersAnswerAMsg1Once(t *testing.T) {
 	s := newJoinScene(t, "", 1)
 	n := s.lh
-	ignored0 := prom.Value(n.m.handshakes.WithLabelValues("responder", "ignored"))
+	ignored0 := promtest.Value(n.m.handshakes.WithLabelValues("responder", "ignored"))
 	var wg sync.WaitGroup
 	const copies = 8
 	for range copies {
@@ -122,7 +122,7 @@ func TestParallelWorkersAnswerAMsg1Once(t *testing.T) {
 	if cands != 1 {
 		t.Errorf("%d candidates for one msg 1, want 1", cands)
 	}
-	ignored := prom.Value(n.m.handshakes.WithLabelValues("responder", "ignored")) - ignored0
+	ignored := promtest.Value(n.m.handshakes.WithLabelValues("responder", "ignored")) - ignored0
 	if answered := n.answered(); answered+ignored != copies || answered != 1 {
 		t.Errorf("answered %.0f, ignored %.0f of %d copies", answered, ignored, copies)
 	}

@@ -354,44 +354,6 @@ type CollectorFunc func(w *Writer)
 // Collect calls f.
 func (f CollectorFunc) Collect(w *Writer) { f(w) }
 
-// Count is how many samples c has of the family name; an error when it has none.
-func Count(c Collector, name string) (int, error) {
-	var w Writer
-	c.Collect(&w)
-	f := w.fams[name]
-	if f == nil {
-		return 0, fmt.Errorf("prom: no metric %s", name)
-	}
-	return len(f.samples), nil
-}
-
-// Value is the value of a collector of exactly one sample (a counter, a gauge, one child of
-// a family), for tests.
-func Value(c Collector) float64 {
-	var w Writer
-	c.Collect(&w)
-	var vs []float64
-	for _, f := range w.fams {
-		for _, s := range f.samples {
-			vs = append(vs, s.v)
-		}
-	}
-	if len(vs) != 1 {
-		panic(fmt.Sprintf("prom: Value of a collector with %d samples", len(vs)))
-	}
-	return vs[0]
-}
-
-// Compare checks the text of the families named against want (surrounding blank lines and
-// spaces ignored), for tests.
-func Compare(c Collector, want string, names ...string) error {
-	got := Text(c, names...)
-	if strings.TrimSpace(got) != strings.TrimSpace(want) {
-		return fmt.Errorf("metrics differ:\ngot:\n%s\nwant:\n%s", got, want)
-	}
-	return nil
-}
-
 // Samples maps each sample of c, named as the text format names it (`name{label="v"}`), to
 // its value, for tests.
 func Samples(c Collector) map[string]float64 {
