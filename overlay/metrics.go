@@ -113,6 +113,26 @@ func newMetrics(reg prometheus.Registerer, hosts *hostMap) *metrics {
 	return m
 }
 
+// priorityCollector reports the priority lane's counters (tun.priority_queue).
+type priorityCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *priorityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *priorityCollector) Collect(ch chan<- prometheus.Metric) {
+	out, in := c.n.PriorityPackets()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(out), "out")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(in), "in")
+}
+
+// PriorityPackets is how many small packets the priority lane read from the device (out)
+// and datagrams it read from its socket (in).
+func (n *Node) PriorityPackets() (out, in uint64) {
+	return n.prioOut.Load(), n.prioIn.Load()
+}
+
 // certTTL is Nebula's certificate_ttl_seconds (meshnode_ prefixed as every metric here):
 // whole seconds until the certificate the node uses expires, negative once it has. It is
 // read at scrape time, so a renewal or reload shows at once; operators alert on it to catch
