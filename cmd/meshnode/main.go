@@ -397,8 +397,10 @@ func priorityConn(dev tun.Device, conn udp.Conn, uopts udp.Options, log *slog.Lo
 		}
 		return nil, nil
 	}
-	// Small datagrams only: no coalescing (its 1 MiB of buffers), a short batch.
-	uopts.DisableGRO, uopts.Batch = true, 8
+	// Small datagrams only: no coalescing (its 1 MiB of buffers; nor would a small
+	// datagram be joined onto a bulk burst for the main socket), no GSO (a train of small
+	// datagrams would reach the peer's sockets whole, as long as a big one), short batches.
+	uopts.DisableGRO, uopts.DisableGSO, uopts.Batch = true, true, 8
 	pc, err := udp.Listen(conn.LocalAddr(), uopts)
 	if err != nil {
 		log.Warn("tun.priority_queue: no second socket; small packets arrive with the rest", "err", err)
