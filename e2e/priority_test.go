@@ -98,4 +98,3 @@ func medianRTT(out string) float64 {
 	slices.Sort(v)
 	return v[len(v)/2]
 }
-

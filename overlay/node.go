@@ -182,7 +182,7 @@ type Node struct {
 	// prioIn count what it read from the device and from its socket.
 	prio            *lane
 	prioOut, prioIn atomic.Uint64
-	wg   sync.WaitGroup
+	wg              sync.WaitGroup
 	// dueBuf is the timer loop's list of tunnels due (checkTunnels), kept between ticks.
 	dueBuf []*tunnel
 }
