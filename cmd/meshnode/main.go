@@ -160,7 +160,21 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		ReadBuffer: pick(cfg.Listen.ReadBuffer, bufSize), WriteBuffer: pick(cfg.Listen.WriteBuffer, bufSize),
 		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1 || priority(cfg), Mark: uint32(cfg.Listen.SoMark),
 	}
-	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
+	laddr := netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port))
+	if uopts.ReusePort && laddr.Port() != 0 {
+		// With SO_REUSEPORT a second daemon's sockets would join ours and take half the
+		// traffic in silence. A socket without it fails on a port anyone holds, so one
+		// is bound first (and closed) to find out, and our own then make a second
+		// daemon's check fail the same way.
+		probe, err := udp.Listen(laddr, udp.Options{Batch: 1, DisableGRO: true, DisableGSO: true})
+		if err != nil {
+			return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
+		}
+		if err := probe.Close(); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	conn, err := udp.Listen(laddr, uopts)
 	if err != nil {
 		return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
 	}
