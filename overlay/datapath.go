@@ -21,13 +21,13 @@ const tagLen = 16
 // readOutside is the receive path: UDP -> header -> decrypt -> checks -> firewall -> TUN.
 // It owns its buffers; nothing is allocated per packet on the data path.
 func (n *Node) readOutside(l *lane) error {
-	batch := n.cfg.Listen.Batch
+	batch, size := n.cfg.Listen.Batch, maxDatagram
 	if l == n.prio {
-		batch = min(batch, 8) // small datagrams, one at a time mostly
+		size = PriorityDatagramMax // the kernel gives its socket nothing longer
 	}
 	msgs := make([]udp.Message, batch)
 	for i := range msgs {
-		msgs[i].Buf = make([]byte, maxDatagram)
+		msgs[i].Buf = make([]byte, size)
 	}
 	toTun := make([][]byte, 0, batch)
 	for {

@@ -3,6 +3,7 @@ package overlay
 import (
 	"sync"
 
+	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
@@ -17,6 +18,10 @@ type lane struct {
 	conn udp.Conn
 	mu   *sync.Mutex // serialises writes to conn (lane 0 shares Node.sendMu with the control path)
 }
+
+// PriorityDatagramMax bounds the datagrams the priority lane's socket is given
+// (udp.SteerSmall): a header, a packet of tun.SmallPacketMax bytes and the AEAD tag.
+const PriorityDatagramMax = header.Len + tun.SmallPacketMax + tagLen
 
 // prioritised is a device with a queue of its own for small packets (tun.Linux).
 type prioritised interface {

@@ -26,7 +26,6 @@ import (
 	"github.com/meshnode/meshnode/internal/version"
 	"github.com/meshnode/meshnode/nodekeys"
 	"github.com/meshnode/meshnode/overlay"
-	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
@@ -413,15 +412,14 @@ func priorityConn(dev tun.Device, conn udp.Conn, uopts udp.Options, log *slog.Lo
 	}
 	// Small datagrams only: no coalescing (its 1 MiB of buffers; nor would a small
 	// datagram be joined onto a bulk burst for the main socket), no GSO (a train of small
-	// datagrams would reach the peer's sockets whole, as long as a big one), short batches.
-	uopts.DisableGRO, uopts.DisableGSO, uopts.Batch = true, true, 8
+	// datagrams would reach the peer's sockets whole, as long as a big one).
+	uopts.DisableGRO, uopts.DisableGSO = true, true
 	pc, err := udp.Listen(conn.LocalAddr(), uopts)
 	if err != nil {
 		log.Warn("tun.priority_queue: no second socket; small packets arrive with the rest", "err", err)
 		return nil, nil
 	}
-	// Payload of a small packet's datagram: header, packet, AEAD tag.
-	if err := udp.SteerSmall(conn, pc, header.Len+tun.SmallPacketMax+16); err != nil {
+	if err := udp.SteerSmall(conn, pc, overlay.PriorityDatagramMax); err != nil {
 		log.Warn("tun.priority_queue: the kernel refused socket steering; small packets arrive with the rest", "err", err)
 		if cerr := pc.Close(); cerr != nil {
 			return nil, cerr
