@@ -68,6 +68,24 @@ func TestDaemonStartErrorsAreOneClearLine(t *testing.T) {
 	if err := holder.Stop(netns.StopTimeout); err != nil {
 		t.Fatal(err)
 	}
+	// The same when the holder has a TUN device: its sockets share the port with
+	// SO_REUSEPORT among themselves (tun.priority_queue), which must not let a second
+	// daemon's sockets join them.
+	holderCfg = startErrorHost(t, holderDir, 4242)
+	if err := os.WriteFile(holderCfg, []byte(strings.Replace(mustRead(t, holderCfg), "tun: {dev: mnerr0}", "tun: {dev: mnerr1}", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	holder = ns.Start(t, "holder-tun", bin, "-config", holderCfg, "-control", filepath.Join(holderDir, "holder.sock"))
+	if err := holder.WaitLog(10*time.Second, "meshnode started"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = ns.RunTimeout(10*time.Second, bin, "-config", cfg, "-control", sock)
+	if exitCode(err) != 1 || !strings.Contains(out, "meshnode: listen.host 0.0.0.0, listen.port 4242: UDP port already in use") {
+		t.Fatalf("daemon on a port a daemon with a priority lane holds (exit %d, %v): want the port-in-use line, got:\n%s", exitCode(err), err, out)
+	}
+	if err := holder.Stop(netns.StopTimeout); err != nil {
+		t.Fatal(err)
+	}
 
 	// No CAP_NET_ADMIN: -test says so (and still passes), the daemon stops with the hint.
 	drop := []string{"--inh-caps=-all", "--bounding-set=-all", bin, "-config", cfg, "-control", sock}

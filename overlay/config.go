@@ -148,6 +148,8 @@ type TunConfig struct {
 	// kernel's routes); refused, so a config that relies on it does not half work.
 	UseSystemRouteTable bool  `yaml:"use_system_route_table"`
 	Offload             *bool `yaml:"offload"` // TSO/checksum offloads; default true
+	// PriorityQueue gives small packets a lane of their own (cmd/meshnode); default true.
+	PriorityQueue *bool `yaml:"priority_queue"`
 }
 
 // LoggingConfig selects log level and format.
@@ -386,6 +388,10 @@ func (c *Config) applyDefaults() {
 	if c.Tun.Offload == nil {
 		on := true
 		c.Tun.Offload = &on
+	}
+	if c.Tun.PriorityQueue == nil {
+		on := true
+		c.Tun.PriorityQueue = &on
 	}
 	if c.Handshakes.TryInterval == 0 {
 		c.Handshakes.TryInterval = DefaultTryInterval

@@ -21,10 +21,13 @@ const tagLen = 16
 // readOutside is the receive path: UDP -> header -> decrypt -> checks -> firewall -> TUN.
 // It owns its buffers; nothing is allocated per packet on the data path.
 func (n *Node) readOutside(l *lane) error {
-	batch := n.cfg.Listen.Batch
+	batch, size := n.cfg.Listen.Batch, maxDatagram
+	if l == n.prio {
+		size = PriorityDatagramMax // the kernel gives its socket nothing longer
+	}
 	msgs := make([]udp.Message, batch)
 	for i := range msgs {
-		msgs[i].Buf = make([]byte, maxDatagram)
+		msgs[i].Buf = make([]byte, size)
 	}
 	toTun := make([][]byte, 0, batch)
 	for {
@@ -34,6 +37,9 @@ func (n *Node) readOutside(l *lane) error {
 				return nil
 			}
 			return err
+		}
+		if l == n.prio {
+			n.prioIn.Add(uint64(k))
 		}
 		now := n.now()
 		toTun = toTun[:0]
@@ -353,6 +359,9 @@ func (n *Node) sendRecvError(index uint32, to netip.AddrPort, now time.Time) {
 // readInside is the send path: TUN -> route to a tunnel -> firewall -> encrypt -> UDP.
 func (n *Node) readInside(l *lane) error {
 	batch := n.cfg.Listen.Batch
+	if l == n.prio {
+		batch = min(batch, 8) // one small packet per read; no need for a full batch's buffers
+	}
 	bufs := make([][]byte, batch)
 	views := make([][]byte, batch)
 	sizes := make([]int, batch)
@@ -368,6 +377,9 @@ func (n *Node) readInside(l *lane) error {
 				return nil
 			}
 			return err
+		}
+		if l == n.prio {
+			n.prioOut.Add(uint64(k))
 		}
 		out = out[:0]
 		now := n.now().UnixNano()

@@ -3,6 +3,7 @@ package overlay
 import (
 	"sync"
 
+	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
 )
@@ -16,6 +17,36 @@ type lane struct {
 	dev  tun.Device // nil when tun.disabled
 	conn udp.Conn
 	mu   *sync.Mutex // serialises writes to conn (lane 0 shares Node.sendMu with the control path)
+}
+
+// PriorityDatagramMax bounds the datagrams the priority lane's socket is given
+// (udp.SteerSmall): a header, a packet of tun.SmallPacketMax bytes and the AEAD tag.
+const PriorityDatagramMax = header.Len + tun.SmallPacketMax + tagLen
+
+// prioritised is a device with a queue of its own for small packets (tun.Linux).
+type prioritised interface {
+	PriorityQueue() tun.Device
+}
+
+// priorityLane is the lane of the device's priority queue (tun.priority_queue), or nil. It
+// sits outside Node.lanes: a send goroutine, and a receive goroutine when it has a socket
+// of its own that the kernel gives small datagrams (else it sends through lane 0's
+// socket). Its index is -1: it keeps no firewall memo (lanes' memos belong to their own
+// goroutines), so a small packet is classified in full, which costs little next to the
+// wait behind a bulk transfer that it saves.
+func (n *Node) priorityLane(dev tun.Device, conn, own udp.Conn) *lane {
+	p, ok := dev.(prioritised)
+	if !ok {
+		return nil
+	}
+	q := p.PriorityQueue()
+	if q == nil {
+		return nil
+	}
+	if own != nil {
+		return &lane{idx: -1, dev: q, conn: own, mu: new(sync.Mutex)}
+	}
+	return &lane{idx: -1, dev: q, conn: conn, mu: &n.sendMu}
 }
 
 // buildLanes makes lane 0 of Options.Device and Options.Conn, and one more lane per extra

@@ -109,6 +109,23 @@ func newMetrics(reg prom.Registerer, hosts *hostMap) *metrics {
 	return m
 }
 
+// priorityMetric reports the priority lane's counters (tun.priority_queue).
+func (n *Node) priorityMetric() prom.Collector {
+	const name, help = "meshnode_priority_packets_total",
+		"Small packets the priority lane (tun.priority_queue) moved, by direction (out = read from the device)."
+	return prom.CollectorFunc(func(w *prom.Writer) {
+		out, in := n.PriorityPackets()
+		w.Sample(name, help, "counter", float64(out), "direction", "out")
+		w.Sample(name, help, "counter", float64(in), "direction", "in")
+	})
+}
+
+// PriorityPackets is how many small packets the priority lane read from the device (out)
+// and datagrams it read from its socket (in).
+func (n *Node) PriorityPackets() (out, in uint64) {
+	return n.prioOut.Load(), n.prioIn.Load()
+}
+
 // certTTL is Nebula's certificate_ttl_seconds (meshnode_ prefixed as every metric here):
 // whole seconds until the certificate the node uses expires, negative once it has. It is
 // read at scrape time, so a renewal or reload shows at once; operators alert on it to catch

@@ -35,11 +35,16 @@ type Options struct {
 	// Conns are more sockets bound to Conn's address with SO_REUSEPORT, one per routine
 	// beyond the first; with a multi-queue Device (one queue per routine) each routine gets
 	// a queue and a socket of its own and runs its own pair of data-path goroutines.
-	Conns      []udp.Conn
-	Logger     *slog.Logger
-	Registerer prom.Registerer
-	Now        func() time.Time
-	Rand       io.Reader
+	Conns []udp.Conn
+	// PriorityConn is a socket on Conn's address that the kernel gives only small datagrams
+	// (udp.SteerSmall); with the Device's priority queue (tun.Options.PriorityQueue) it
+	// makes the priority lane, which then receives as well as sends. nil: the lane sends
+	// through Conn, and small datagrams arrive with everything else.
+	PriorityConn udp.Conn
+	Logger       *slog.Logger
+	Registerer   prom.Registerer
+	Now          func() time.Time
+	Rand         io.Reader
 	// Tick is how often timers (handshake retries, liveness) are looked at; tests shorten it.
 	Tick time.Duration
 }
@@ -173,7 +178,11 @@ type Node struct {
 	// lanes are the data path's routines: lane 0 is (Device or its first queue, Conn), each
 	// further lane a queue and a socket of Options.Conns.
 	lanes []*lane
-	wg    sync.WaitGroup
+	// prio is the lane of small packets (tun.priority_queue), nil without one; prioOut and
+	// prioIn count what it read from the device and from its socket.
+	prio            *lane
+	prioOut, prioIn atomic.Uint64
+	wg              sync.WaitGroup
 	// dueBuf is the timer loop's list of tunnels due (checkTunnels), kept between ticks.
 	dueBuf []*tunnel
 }
@@ -212,6 +221,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		n.tick = cfg.Handshakes.TryInterval / 2
 	}
 	n.lanes = n.buildLanes(opts)
+	if len(n.lanes) == 1 {
+		n.prio = n.priorityLane(opts.Device, opts.Conn, opts.PriorityConn)
+	}
 	var err error
 	if n.cipher, err = handshake.ParseCipher(cfg.Cipher); err != nil {
 		return nil, fmt.Errorf("cipher: %w", err)
@@ -258,6 +270,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 	n.m = newMetrics(opts.Registerer, &n.hosts)
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(n.certTTL())
+		if n.prio != nil {
+			opts.Registerer.MustRegister(n.priorityMetric())
+		}
 	}
 	n.hs = newHandshakeManager(n)
 	if n.relay, err = newRelayState(n); err != nil {
@@ -417,13 +432,21 @@ func (n *Node) VpnIP() netip.Addr { return n.vpnIP }
 func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2*len(n.lanes)+1)
+	errc := make(chan error, 2*len(n.lanes)+2)
 	for _, l := range n.lanes {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); errc <- n.readOutside(l) }()
 		if l.dev != nil {
 			n.wg.Add(1)
 			go func() { defer n.wg.Done(); errc <- n.readInside(l) }()
+		}
+	}
+	if n.prio != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); errc <- n.readInside(n.prio) }()
+		if n.prio.conn != n.conn {
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); errc <- n.readOutside(n.prio) }()
 		}
 	}
 	n.wg.Add(1)
@@ -476,6 +499,9 @@ func (n *Node) shutdown() {
 	_ = n.conn.Close()
 	for _, l := range n.lanes[1:] {
 		_ = l.conn.Close()
+	}
+	if n.prio != nil && n.prio.conn != n.conn {
+		_ = n.prio.conn.Close()
 	}
 	if n.dev != nil {
 		_ = n.dev.Close() // closes every queue

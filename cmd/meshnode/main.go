@@ -155,9 +155,23 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 	bufSize := overlay.DefaultSocketBuffer
 	uopts := udp.Options{
 		ReadBuffer: pick(cfg.Listen.ReadBuffer, bufSize), WriteBuffer: pick(cfg.Listen.WriteBuffer, bufSize),
-		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1, Mark: uint32(cfg.Listen.SoMark),
+		Batch: cfg.Listen.Batch, ReusePort: cfg.Routines > 1 || priority(cfg), Mark: uint32(cfg.Listen.SoMark),
 	}
-	conn, err := udp.Listen(netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port)), uopts)
+	laddr := netip.AddrPortFrom(la.Unmap(), uint16(cfg.Listen.Port))
+	if uopts.ReusePort && laddr.Port() != 0 {
+		// With SO_REUSEPORT a second daemon's sockets would join ours and take half the
+		// traffic in silence. A socket without it fails on a port anyone holds, so one
+		// is bound first (and closed) to find out, and our own then make a second
+		// daemon's check fail the same way.
+		probe, err := udp.Listen(laddr, udp.Options{Batch: 1, DisableGRO: true, DisableGSO: true})
+		if err != nil {
+			return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
+		}
+		if err := probe.Close(); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	conn, err := udp.Listen(laddr, uopts)
 	if err != nil {
 		return listenError(cfg.Listen.Host, cfg.Listen.Port, err)
 	}
@@ -184,7 +198,10 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 		opts := tun.Options{Name: cfg.Tun.Dev, MTU: cfg.Tun.MTU, Addr: own.Details.Ips[0],
 			Addrs: pki.Networks(), TxQueueLen: cfg.Tun.TxQueue, Offload: *cfg.Tun.Offload, Queues: cfg.Routines,
 			// The overlay writes only packets that passed a tunnel's AEAD (and rejects it builds).
-			AuthenticatedWrites: true}
+			AuthenticatedWrites: true,
+			// Small packets get a lane of their own, so a bulk transfer's queues do not
+			// delay them.
+			PriorityQueue: priority(cfg)}
 		dev, err = tun.Open(opts)
 		if errors.Is(err, tun.ErrNoOffload) {
 			log.Warn("TUN offloads unavailable; using the plain device (one packet per system call)", "err", err)
@@ -197,15 +214,27 @@ func serve(cfg *overlay.Config, pki *overlay.PKI, log *slog.Logger, level *slog.
 			return tunError(cfg.Tun.Dev, err)
 		}
 	}
+	prioConn, err := priorityConn(dev, conn, uopts, log)
+	if err != nil {
+		conn.Close()
+		closeConns()
+		if dev != nil {
+			dev.Close()
+		}
+		return err
+	}
 	reg := prom.NewRegistry()
 	reg.MustRegister(prom.GoCollector(), prom.ProcessCollector(), buildInfo())
 	if d, ok := dev.(offloader); ok && d.Offload() {
 		registerOffloadMetrics(reg, d)
 	}
-	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Conns: conns, Logger: log, Registerer: reg})
+	node, err := overlay.New(cfg, pki, overlay.Options{Device: dev, Conn: conn, Conns: conns, PriorityConn: prioConn, Logger: log, Registerer: reg})
 	if err != nil {
 		conn.Close()
 		closeConns()
+		if prioConn != nil {
+			prioConn.Close()
+		}
 		if dev != nil {
 			dev.Close()
 		}
@@ -352,4 +381,48 @@ func registerOffloadMetrics(reg prom.Registerer, d offloader) {
 			Name: "meshnode_tun_offload_" + c.event + "_total", Help: c.help,
 		}, func() float64 { return float64(c.get(d.OffloadStats())) }))
 	}
+}
+
+// priority says whether small packets get a lane of their own (tun.priority_queue): only
+// with one routine, since with more the kernel spreads flows over the queues by hash.
+func priority(cfg *overlay.Config) bool {
+	return !cfg.Tun.Disabled && *cfg.Tun.PriorityQueue && cfg.Routines <= 1
+}
+
+// priorityConn opens the socket of the priority lane: on conn's address, given only small
+// datagrams by the kernel (udp.SteerSmall). Without the device's priority queue, or when
+// the kernel refuses a step, there is none and small packets go the common way (a
+// warning says why); only a failure to close what was opened is an error.
+func priorityConn(dev tun.Device, conn udp.Conn, uopts udp.Options, log *slog.Logger) (udp.Conn, error) {
+	type prioritised interface {
+		PriorityQueue() tun.Device
+		PriorityQueueErr() error
+	}
+	p, ok := dev.(prioritised)
+	if !ok || !uopts.ReusePort {
+		return nil, nil
+	}
+	if p.PriorityQueue() == nil {
+		if err := p.PriorityQueueErr(); err != nil {
+			log.Warn("tun.priority_queue: the kernel refused the steering program; small packets wait with the rest", "err", err)
+		}
+		return nil, nil
+	}
+	// Small datagrams only: no coalescing (its 1 MiB of buffers; nor would a small
+	// datagram be joined onto a bulk burst for the main socket), no GSO (a train of small
+	// datagrams would reach the peer's sockets whole, as long as a big one).
+	uopts.DisableGRO, uopts.DisableGSO = true, true
+	pc, err := udp.Listen(conn.LocalAddr(), uopts)
+	if err != nil {
+		log.Warn("tun.priority_queue: no second socket; small packets arrive with the rest", "err", err)
+		return nil, nil
+	}
+	if err := udp.SteerSmall(conn, pc, overlay.PriorityDatagramMax); err != nil {
+		log.Warn("tun.priority_queue: the kernel refused socket steering; small packets arrive with the rest", "err", err)
+		if cerr := pc.Close(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, nil
+	}
+	return pc, nil
 }

@@ -16,10 +16,12 @@ import (
 // water; with them (Options.Offload) by openOffload, because water cannot ask for the
 // virtio-net header. As a Device it uses its first queue; Queues returns all of them.
 type Linux struct {
-	name   string
-	mtu    int
-	queues []*Queue
-	once   sync.Once
+	name    string
+	mtu     int
+	queues  []*Queue
+	prio    *Queue // Options.PriorityQueue's queue, nil without one
+	prioErr error  // why a priority queue asked for is missing
+	once    sync.Once
 }
 
 // Queue is one file descriptor of a multi-queue device. The kernel spreads packets across
@@ -57,6 +59,10 @@ func OpenLinux(opts Options) (*Linux, error) {
 		opts.MTU = DefaultMTU
 	}
 	queues := max(opts.Queues, 1)
+	prio := opts.PriorityQueue && queues == 1
+	if prio {
+		queues++
+	}
 	d := &Linux{name: opts.Name, mtu: opts.MTU}
 	for range queues {
 		if opts.Offload {
@@ -89,11 +95,42 @@ func OpenLinux(opts Options) (*Linux, error) {
 		d.name = ifce.Name() // later queues attach to the same device
 		d.queues = append(d.queues, &Queue{dev: d, rw: ifce.ReadWriteCloser})
 	}
+	if prio {
+		d.prio = d.queues[1]
+		d.queues = d.queues[:1]
+		if d.prioErr = d.steer(); d.prioErr != nil {
+			// Without the program the kernel would spread flows over both queues; closing
+			// the second leaves a device that behaves as if opened with one.
+			_ = d.prio.close()
+			d.prio = nil
+		}
+	}
 	if err := configure(d.name, opts); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("tun: configure %s: %w", d.name, err)
 	}
 	return d, nil
+}
+
+func (d *Linux) steer() error {
+	f, err := fileOf(d.queues[0])
+	if err != nil {
+		return err
+	}
+	return steer(f)
+}
+
+// PriorityQueueErr says why the priority queue Options asked for is missing (nil if it
+// was not asked for or is there).
+func (d *Linux) PriorityQueueErr() error { return d.prioErr }
+
+// PriorityQueue returns the queue small packets are steered to (Options.PriorityQueue), or
+// nil. It is not among Queues; Close closes it with the others.
+func (d *Linux) PriorityQueue() Device {
+	if d.prio == nil {
+		return nil // not a typed nil inside the interface
+	}
+	return d.prio
 }
 
 func configure(name string, opts Options) error {
@@ -215,6 +252,11 @@ func (d *Linux) Name() string { return d.name }
 func (d *Linux) Close() error {
 	var errs []error
 	d.once.Do(func() {
+		if d.prio != nil {
+			if err := d.prio.close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
 		for _, q := range d.queues {
 			if err := q.close(); err != nil && !errors.Is(err, os.ErrClosed) {
 				errs = append(errs, err)

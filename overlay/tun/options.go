@@ -5,6 +5,11 @@ import "net/netip"
 // DefaultMTU is Nebula's tun.mtu default.
 const DefaultMTU = 1300
 
+// SmallPacketMax is the largest packet (IP header included) the kernel steers to the
+// priority queue: pings, TCP ACKs, DNS, key strokes and voice frames fit, bulk segments
+// (and every TCP super-packet) do not.
+const SmallPacketMax = 256
+
 // Options describe the device to create. Only Addr is required.
 type Options struct {
 	// Name is the interface name (tun.dev); empty lets the kernel pick tunN.
@@ -35,6 +40,12 @@ type Options struct {
 	// rejects it builds itself). With offloads, segments are then joined into super-packets
 	// without verifying their TCP checksums first; see the coalescer.
 	AuthenticatedWrites bool
+	// PriorityQueue opens one more queue and has the kernel steer every packet of at most
+	// SmallPacketMax bytes to it (a BPF steering program; Linux, one data queue only), so
+	// that a ping or a key stroke does not wait behind a bulk transfer's super-packets in
+	// the device's ring. The device's PriorityQueue method returns it, or nil when the
+	// kernel refused the program (then everything uses the one queue, as without it).
+	PriorityQueue bool
 }
 
 // Route is a network routed into the device with its own MTU and metric (tun.routes,
