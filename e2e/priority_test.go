@@ -30,8 +30,16 @@ func TestPriorityLaneCarriesPingsPastABulkTransfer(t *testing.T) {
 	if err := p.Wait(30 * time.Second); err != nil {
 		t.Fatalf("ping under load: %v\n%s", err, p.Tail(5))
 	}
-	if got := pingReceived(p.Log()); got != pings {
-		t.Fatalf("%d of %d echo replies under load\n%s", got, pings, p.Tail(5))
+	// One loss is tolerated on a loaded machine: a reply whose sender was preempted between
+	// sealing it and sending it can arrive more than the replay window's 1,024 packets
+	// behind the bulk lane's, and the first such packet of a tunnel is dropped while the
+	// window grows (ARCHITECTURE.md, "Replay window"). The drop counters are logged.
+	got := pingReceived(p.Log())
+	if got < pings-1 {
+		t.Fatalf("%d of %d echo replies under load\n%s\ndrops: a %s; b %s", got, pings, p.Tail(5), drops(t, tl, a), drops(t, tl, b))
+	}
+	if got < pings {
+		t.Logf("%d of %d echo replies under load; drops: a %s; b %s", got, pings, drops(t, tl, a), drops(t, tl, b))
 	}
 	after := [2][2]int{priorityPackets(t, tl, a), priorityPackets(t, tl, b)}
 	aOut, aIn := after[0][0]-before[0][0], after[0][1]-before[0][1]
@@ -72,6 +80,22 @@ func priorityPackets(t *testing.T, tl *tools, h *meshHost) [2]int {
 		t.Fatalf("%s serves no meshnode_priority_packets_total (no priority lane?):\n%s", h.name, grepLines(out, "priority"))
 	}
 	return v
+}
+
+// drops lists a host's non-zero meshnode_drops_total reasons.
+func drops(t *testing.T, tl *tools, h *meshHost) string {
+	t.Helper()
+	out, err := h.ns.Run(tl.tcpcheck(t), "get", "-url", "http://127.0.0.1:8080/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	var l []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "meshnode_drops_total{") && !strings.HasSuffix(line, " 0") {
+			l = append(l, strings.TrimPrefix(line, "meshnode_drops_total"))
+		}
+	}
+	return strings.Join(l, ", ")
 }
 
 func grepLines(s, sub string) string {
