@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/firewall"
@@ -25,7 +26,6 @@ type tunnel struct {
 	fwPeer      *firewall.Peer
 	send, recv  *handshake.AEAD
 	peerTime    uint64
-	initiator   bool
 	created     time.Time
 	// localCert is the certificate we showed the peer (its version is the tunnel's on our
 	// side; the peer's is peer.Version()).
@@ -74,8 +74,10 @@ type tunnel struct {
 
 	// Extension queries (ext.go), cold: what the peer is known to be, and the answers it
 	// may still get this second.
-	extPeer  atomic.Int32
-	extLimit extLimiter
+	extPeer atomic.Int32
+	// initiator sits beside extPeer, in what would be padding.
+	initiator bool
+	extLimit  extLimiter
 
 	// laneMemos are the firewall memos of lanes 1 and up: send and receive of each.
 	laneMemos []firewall.Memo
@@ -88,17 +90,17 @@ type tunnel struct {
 	lastSend           atomic.Int64 // unix nanos
 	packetsOut         atomic.Uint64
 	bytesOut           atomic.Uint64
-	sendMemo           firewall.Memo // lane 0's send goroutine's last admitted flow
+	sendMemo           atomic.Pointer[laneMemo] // lane 0's send goroutine's last admitted flow
 	_                  cacheLinePad
 	window             replay.Window
-	recvMemo           firewall.Memo // lane 0's receive goroutine's last admitted flow
-	lastRecv           atomic.Int64  // unix nanos of the last authenticated packet from the peer
-	testSent           atomic.Int64  // unix nanos of an unanswered liveness probe, 0 if none
+	recvMemo           atomic.Pointer[laneMemo] // lane 0's receive goroutine's last admitted flow
+	lastRecv           atomic.Int64             // unix nanos of the last authenticated packet from the peer
+	testSent           atomic.Int64             // unix nanos of an unanswered liveness probe, 0 if none
 	packetsIn, bytesIn atomic.Uint64
 	// No pad after the receive group: tunnels are allocated in a size class of whole 64-byte
-	// lines (1792 bytes), so the next object starts on a line of its own, and the 64 bytes
-	// kept the tunnel in the 2048-byte class. (Up to 1784 bytes fit: 8 go to the allocation
-	// header.)
+	// lines (704 bytes), so the next object starts on a line of its own, and 64 bytes more
+	// would put the tunnel in the 768-byte class. (Up to 696 bytes fit: 8 go to the
+	// allocation header.)
 }
 
 // msg1Reply is what a responder tunnel keeps while a retransmitted msg 1 may still come.
@@ -107,23 +109,43 @@ type msg1Reply struct {
 	msg2 []byte   // our answer to it
 }
 
+// laneMemo is a lane-0 firewall memo on cache lines of its own: objects of the 128-byte
+// size class start on a multiple of 128.
+type laneMemo struct {
+	firewall.Memo
+	_ [128 - unsafe.Sizeof(firewall.Memo{})]byte
+}
+
 // memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
-// Lane 0's sit in the tunnel beside the fields its goroutines write; further lanes' in
+// Lane 0's are made at the tunnel's first data packet each way (a lighthouse's tunnels
+// carry none: 160 bytes a host it would keep for nothing); further lanes' sit in
 // laneMemos, made with the tunnel.
 func (t *tunnel) memo(dir firewall.Direction, lane int) *firewall.Memo {
 	switch {
 	case lane < 0:
 		return nil
 	case lane == 0 && dir == firewall.Outbound:
-		return &t.sendMemo
+		return lazyMemo(&t.sendMemo)
 	case lane == 0:
-		return &t.recvMemo
+		return lazyMemo(&t.recvMemo)
 	case 2*lane-1 >= len(t.laneMemos):
 		return nil
 	case dir == firewall.Outbound:
 		return &t.laneMemos[2*lane-2]
 	}
 	return &t.laneMemos[2*lane-1]
+}
+
+// lazyMemo returns *p's memo, made at the first call. Only the lane's goroutine asks.
+func lazyMemo(p *atomic.Pointer[laneMemo]) *firewall.Memo {
+	m := p.Load()
+	if m == nil {
+		m = new(laneMemo)
+		if !p.CompareAndSwap(nil, m) {
+			m = p.Load()
+		}
+	}
+	return &m.Memo
 }
 
 // fingerprint is the peer certificate's fingerprint.
