@@ -187,9 +187,10 @@ func (t *tunnel) sourceAllowed(src netip.Addr) bool {
 // hostMap indexes tunnels by our local index (receive path) and by peer VPN IP (send path).
 // sync.Map keeps lookups lock-free; writers serialise on mu so both maps change together.
 type hostMap struct {
-	mu      sync.Mutex
-	byIndex sync.Map // uint32 -> *tunnel
-	byVPN   sync.Map // netip.Addr -> *tunnel
+	mu sync.Mutex
+	// byIndex and byVPN are written under mu and read without it (tunnelindex.go).
+	byIndex tunnelIndex[uint32, hashUint32]
+	byVPN   tunnelIndex[netip.Addr, hashAddr]
 	count   atomic.Int64
 	gen     atomic.Uint64 // bumped when a tunnel is installed, removed or moves (hsqueue.go)
 	checks  checkQueue    // every installed tunnel, by when its timers are next due
@@ -225,27 +226,19 @@ func (h *hostMap) traffic() trafficTotals {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.gone
-	h.byIndex.Range(func(_, v any) bool {
-		s.add(v.(*tunnel))
+	h.byIndex.rangeAll(func(_ uint32, t *tunnel) bool {
+		s.add(t)
 		return true
 	})
 	return s
 }
 
 func (h *hostMap) byLocalIndex(i uint32) *tunnel {
-	v, ok := h.byIndex.Load(i)
-	if !ok {
-		return nil
-	}
-	return v.(*tunnel)
+	return h.byIndex.load(i)
 }
 
 func (h *hostMap) byVPNIP(a netip.Addr) *tunnel {
-	v, ok := h.byVPN.Load(a)
-	if !ok {
-		return nil
-	}
-	return v.(*tunnel)
+	return h.byVPN.load(a)
 }
 
 // install makes t the tunnel for its VPN IP and returns the tunnel it replaced, if any. The
@@ -254,16 +247,14 @@ func (h *hostMap) byVPNIP(a netip.Addr) *tunnel {
 func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if v, ok := h.byVPN.Load(t.vpnIP); ok {
-		old = v.(*tunnel)
-	}
-	h.byIndex.Store(t.localIndex, t)
+	old = h.byVPN.load(t.vpnIP)
+	h.byIndex.store(t.localIndex, t)
 	// Every certificate address finds the tunnel (a v2 peer's IPv6 ones too), so the send
 	// path needs one lookup whatever the family; all() lists a tunnel only under vpnIP.
 	for _, a := range t.allowedIPs {
-		h.byVPN.Store(a, t)
+		h.byVPN.store(a, t)
 	}
-	h.byVPN.Store(t.vpnIP, t)
+	h.byVPN.store(t.vpnIP, t)
 	t.installed.Store(true)
 	if old != nil {
 		old.installed.Store(false)
@@ -288,7 +279,7 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	} else {
 		for _, a := range old.allowedIPs {
 			if !slices.Contains(t.allowedIPs, a) {
-				h.byVPN.CompareAndDelete(a, old) // a renewal dropped this address
+				h.byVPN.compareAndDelete(a, old) // a renewal dropped this address
 			}
 		}
 	}
@@ -300,7 +291,7 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 func (h *hostMap) addCandidate(t *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.byIndex.Store(t.localIndex, t)
+	h.byIndex.store(t.localIndex, t)
 }
 
 // remove deletes t from both indexes (the VPN IP entry only if it still points at t).
@@ -309,13 +300,13 @@ func (h *hostMap) remove(t *tunnel) bool {
 	defer h.mu.Unlock()
 	h.gen.Add(1)
 	t.installed.Store(false)
-	had := h.byIndex.CompareAndDelete(t.localIndex, t)
+	had := h.byIndex.compareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
 	}
 	for _, a := range t.allowedIPs {
 		if a != t.vpnIP {
-			h.byVPN.CompareAndDelete(a, t)
+			h.byVPN.compareAndDelete(a, t)
 		}
 	}
 	if h.byRemote[t.remoteIndex] == t {
@@ -324,7 +315,7 @@ func (h *hostMap) remove(t *tunnel) bool {
 	if h.byName != nil && h.byName[nameKey(t)] == t {
 		delete(h.byName, nameKey(t))
 	}
-	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
+	if h.byVPN.compareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
 		return true
 	}
@@ -359,22 +350,20 @@ func nameKey(t *tunnel) string { return strings.ToLower(t.peer.Details.Name) }
 func (h *hostMap) retire(t *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if v, ok := h.byIndex.Load(t.localIndex); ok && v.(*tunnel) == t {
-		h.byIndex.Delete(t.localIndex)
+	if h.byIndex.compareAndDelete(t.localIndex, t) {
 		h.gone.add(t)
 	}
 }
 
 func (h *hostMap) indexInUse(i uint32) bool {
-	_, ok := h.byIndex.Load(i)
-	return ok
+	return h.byIndex.load(i) != nil
 }
 
 // all returns the current tunnels (one per VPN IP).
 func (h *hostMap) all() []*tunnel {
 	var out []*tunnel
-	h.byVPN.Range(func(k, v any) bool {
-		if t := v.(*tunnel); t.vpnIP == k.(netip.Addr) {
+	h.byVPN.rangeAll(func(k netip.Addr, t *tunnel) bool {
+		if t.vpnIP == k {
 			out = append(out, t)
 		}
 		return true
@@ -385,8 +374,8 @@ func (h *hostMap) all() []*tunnel {
 // allIndexed returns every tunnel reachable by index, including retired-but-in-grace ones.
 func (h *hostMap) allIndexed() []*tunnel {
 	var out []*tunnel
-	h.byIndex.Range(func(_, v any) bool {
-		out = append(out, v.(*tunnel))
+	h.byIndex.rangeAll(func(_ uint32, t *tunnel) bool {
+		out = append(out, t)
 		return true
 	})
 	return out
