@@ -87,6 +87,9 @@ func (a *AEAD) load() *aeadState {
 // to call while other goroutines seal and open: they finish with the state they loaded.
 func (a *AEAD) Release() { a.state.Store(nil) }
 
+// Built says whether the AEAD holds its cipher state now (for tests of the callers).
+func (a *AEAD) Built() bool { return a.state.Load() != nil }
+
 func (s *aeadState) nonce(littleEndian bool, counter uint64) *[12]byte {
 	n, _ := s.nonces.Get().(*[12]byte)
 	if n == nil {
