@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -19,9 +20,21 @@ const KeySize = 32
 //
 // An AEAD is safe for concurrent use. It does not track counters or replays; the caller
 // must never seal two packets with the same counter.
+//
+// It keeps the key and builds the cipher at its first use, and Release gives the cipher
+// back while the key stays: Go's AES-GCM state is about 830 bytes (both AES key schedules
+// and a GHASH table), and a lighthouse's tunnels are idle nearly all the time (issue 18:
+// bytes per host).
 type AEAD struct {
-	aead         cipher.AEAD
+	key          [KeySize]byte
+	cipher       Cipher
 	littleEndian bool
+	state        atomic.Pointer[aeadState]
+}
+
+// aeadState is an AEAD's cipher, built at its first use.
+type aeadState struct {
+	aead cipher.AEAD
 	// nonces recycles 12-byte nonce buffers: a nonce passed to cipher.AEAD escapes to the
 	// heap (interface call), and a shared buffer would race between goroutines.
 	nonces sync.Pool
@@ -32,35 +45,58 @@ func NewAEAD(c Cipher, key []byte) (*AEAD, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("%w: key is %d bytes, want %d", ErrKeySize, len(key), KeySize)
 	}
-	a := &AEAD{}
 	switch c {
-	case AESGCM:
-		block, err := aes.NewCipher(key)
-		if err != nil {
-			return nil, fmt.Errorf("handshake: aes: %w", err)
-		}
-		if a.aead, err = cipher.NewGCM(block); err != nil {
-			return nil, fmt.Errorf("handshake: gcm: %w", err)
-		}
-	case ChaChaPoly:
-		var err error
-		if a.aead, err = chacha20poly1305.New(key); err != nil {
-			return nil, fmt.Errorf("handshake: chacha20poly1305: %w", err)
-		}
-		a.littleEndian = true
+	case AESGCM, ChaChaPoly:
 	default:
 		return nil, fmt.Errorf("%w: %v", ErrUnknownCipher, c)
 	}
+	a := &AEAD{cipher: c, littleEndian: c == ChaChaPoly}
+	copy(a.key[:], key)
 	return a, nil
 }
 
-func (a *AEAD) nonce(counter uint64) *[12]byte {
-	n, _ := a.nonces.Get().(*[12]byte)
+// load returns the built cipher, building it at the first call. Two goroutines may both
+// build it; one copy wins and the other is garbage.
+func (a *AEAD) load() *aeadState {
+	if s := a.state.Load(); s != nil {
+		return s
+	}
+	s := &aeadState{}
+	var err error
+	switch a.cipher {
+	case AESGCM:
+		var block cipher.Block
+		if block, err = aes.NewCipher(a.key[:]); err == nil {
+			s.aead, err = cipher.NewGCM(block)
+		}
+	default:
+		s.aead, err = chacha20poly1305.New(a.key[:])
+	}
+	if err != nil {
+		// NewAEAD checked the key's length and the cipher, which is all these check.
+		panic("handshake: building a checked AEAD: " + err.Error())
+	}
+	if !a.state.CompareAndSwap(nil, s) {
+		return a.state.Load()
+	}
+	return s
+}
+
+// Release drops the cipher state; the next Seal or Open builds it again from the key, so
+// it changes nothing but memory and the cost of that next call (a few hundred ns). Safe
+// to call while other goroutines seal and open: they finish with the state they loaded.
+func (a *AEAD) Release() { a.state.Store(nil) }
+
+// Built says whether the AEAD holds its cipher state now (for tests of the callers).
+func (a *AEAD) Built() bool { return a.state.Load() != nil }
+
+func (s *aeadState) nonce(littleEndian bool, counter uint64) *[12]byte {
+	n, _ := s.nonces.Get().(*[12]byte)
 	if n == nil {
 		n = new([12]byte)
 	}
 	// Bytes 0..3 stay zero: they are never written.
-	if a.littleEndian {
+	if littleEndian {
 		binary.LittleEndian.PutUint64(n[4:], counter)
 	} else {
 		binary.BigEndian.PutUint64(n[4:], counter)
@@ -71,9 +107,10 @@ func (a *AEAD) nonce(counter uint64) *[12]byte {
 // Seal encrypts plaintext with header as associated data and appends the ciphertext and
 // tag to dst, like cipher.AEAD.Seal. dst may be plaintext[:0] to encrypt in place.
 func (a *AEAD) Seal(dst, header, plaintext []byte, counter uint64) []byte {
-	n := a.nonce(counter)
-	out := a.aead.Seal(dst, n[:], plaintext, header)
-	a.nonces.Put(n)
+	s := a.load()
+	n := s.nonce(a.littleEndian, counter)
+	out := s.aead.Seal(dst, n[:], plaintext, header)
+	s.nonces.Put(n)
 	return out
 }
 
@@ -81,9 +118,10 @@ func (a *AEAD) Seal(dst, header, plaintext []byte, counter uint64) []byte {
 // data and appends the plaintext to dst. dst may be ciphertext[:0] to decrypt in place.
 // A failure wraps ErrAuth.
 func (a *AEAD) Open(dst, header, ciphertext []byte, counter uint64) ([]byte, error) {
-	n := a.nonce(counter)
-	out, err := a.aead.Open(dst, n[:], ciphertext, header)
-	a.nonces.Put(n)
+	s := a.load()
+	n := s.nonce(a.littleEndian, counter)
+	out, err := s.aead.Open(dst, n[:], ciphertext, header)
+	s.nonces.Put(n)
 	if err != nil {
 		return nil, ErrAuth
 	}
@@ -91,4 +129,4 @@ func (a *AEAD) Open(dst, header, ciphertext []byte, counter uint64) ([]byte, err
 }
 
 // Overhead is the tag length that Seal adds (16); the 16-byte header is not counted.
-func (a *AEAD) Overhead() int { return a.aead.Overhead() }
+func (a *AEAD) Overhead() int { return 16 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/meshnode/meshnode/cert"
 	"github.com/meshnode/meshnode/firewall"
@@ -25,7 +26,6 @@ type tunnel struct {
 	fwPeer      *firewall.Peer
 	send, recv  *handshake.AEAD
 	peerTime    uint64
-	initiator   bool
 	created     time.Time
 	// localCert is the certificate we showed the peer (its version is the tunnel's on our
 	// side; the peer's is peer.Version()).
@@ -74,8 +74,10 @@ type tunnel struct {
 
 	// Extension queries (ext.go), cold: what the peer is known to be, and the answers it
 	// may still get this second.
-	extPeer  atomic.Int32
-	extLimit extLimiter
+	extPeer atomic.Int32
+	// initiator sits beside extPeer, in what would be padding.
+	initiator bool
+	extLimit  extLimiter
 
 	// laneMemos are the firewall memos of lanes 1 and up: send and receive of each.
 	laneMemos []firewall.Memo
@@ -88,17 +90,17 @@ type tunnel struct {
 	lastSend           atomic.Int64 // unix nanos
 	packetsOut         atomic.Uint64
 	bytesOut           atomic.Uint64
-	sendMemo           firewall.Memo // lane 0's send goroutine's last admitted flow
+	sendMemo           atomic.Pointer[laneMemo] // lane 0's send goroutine's last admitted flow
 	_                  cacheLinePad
 	window             replay.Window
-	recvMemo           firewall.Memo // lane 0's receive goroutine's last admitted flow
-	lastRecv           atomic.Int64  // unix nanos of the last authenticated packet from the peer
-	testSent           atomic.Int64  // unix nanos of an unanswered liveness probe, 0 if none
+	recvMemo           atomic.Pointer[laneMemo] // lane 0's receive goroutine's last admitted flow
+	lastRecv           atomic.Int64             // unix nanos of the last authenticated packet from the peer
+	testSent           atomic.Int64             // unix nanos of an unanswered liveness probe, 0 if none
 	packetsIn, bytesIn atomic.Uint64
 	// No pad after the receive group: tunnels are allocated in a size class of whole 64-byte
-	// lines (1792 bytes), so the next object starts on a line of its own, and the 64 bytes
-	// kept the tunnel in the 2048-byte class. (Up to 1784 bytes fit: 8 go to the allocation
-	// header.)
+	// lines (704 bytes), so the next object starts on a line of its own, and 64 bytes more
+	// would put the tunnel in the 768-byte class. (Up to 696 bytes fit: 8 go to the
+	// allocation header.)
 }
 
 // msg1Reply is what a responder tunnel keeps while a retransmitted msg 1 may still come.
@@ -107,23 +109,43 @@ type msg1Reply struct {
 	msg2 []byte   // our answer to it
 }
 
+// laneMemo is a lane-0 firewall memo on cache lines of its own: objects of the 128-byte
+// size class start on a multiple of 128.
+type laneMemo struct {
+	firewall.Memo
+	_ [128 - unsafe.Sizeof(firewall.Memo{})]byte
+}
+
 // memo is the firewall memo of one direction of one lane (see Node.lanes), nil for lane -1.
-// Lane 0's sit in the tunnel beside the fields its goroutines write; further lanes' in
+// Lane 0's are made at the tunnel's first data packet each way (a lighthouse's tunnels
+// carry none: 160 bytes a host it would keep for nothing); further lanes' sit in
 // laneMemos, made with the tunnel.
 func (t *tunnel) memo(dir firewall.Direction, lane int) *firewall.Memo {
 	switch {
 	case lane < 0:
 		return nil
 	case lane == 0 && dir == firewall.Outbound:
-		return &t.sendMemo
+		return lazyMemo(&t.sendMemo)
 	case lane == 0:
-		return &t.recvMemo
+		return lazyMemo(&t.recvMemo)
 	case 2*lane-1 >= len(t.laneMemos):
 		return nil
 	case dir == firewall.Outbound:
 		return &t.laneMemos[2*lane-2]
 	}
 	return &t.laneMemos[2*lane-1]
+}
+
+// lazyMemo returns *p's memo, made at the first call. Only the lane's goroutine asks.
+func lazyMemo(p *atomic.Pointer[laneMemo]) *firewall.Memo {
+	m := p.Load()
+	if m == nil {
+		m = new(laneMemo)
+		if !p.CompareAndSwap(nil, m) {
+			m = p.Load()
+		}
+	}
+	return &m.Memo
 }
 
 // fingerprint is the peer certificate's fingerprint.
@@ -165,9 +187,10 @@ func (t *tunnel) sourceAllowed(src netip.Addr) bool {
 // hostMap indexes tunnels by our local index (receive path) and by peer VPN IP (send path).
 // sync.Map keeps lookups lock-free; writers serialise on mu so both maps change together.
 type hostMap struct {
-	mu      sync.Mutex
-	byIndex sync.Map // uint32 -> *tunnel
-	byVPN   sync.Map // netip.Addr -> *tunnel
+	mu sync.Mutex
+	// byIndex and byVPN are written under mu and read without it (tunnelindex.go).
+	byIndex tunnelIndex[uint32, hashUint32]
+	byVPN   tunnelIndex[netip.Addr, hashAddr]
 	count   atomic.Int64
 	gen     atomic.Uint64 // bumped when a tunnel is installed, removed or moves (hsqueue.go)
 	checks  checkQueue    // every installed tunnel, by when its timers are next due
@@ -203,27 +226,19 @@ func (h *hostMap) traffic() trafficTotals {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.gone
-	h.byIndex.Range(func(_, v any) bool {
-		s.add(v.(*tunnel))
+	h.byIndex.rangeAll(func(_ uint32, t *tunnel) bool {
+		s.add(t)
 		return true
 	})
 	return s
 }
 
 func (h *hostMap) byLocalIndex(i uint32) *tunnel {
-	v, ok := h.byIndex.Load(i)
-	if !ok {
-		return nil
-	}
-	return v.(*tunnel)
+	return h.byIndex.load(i)
 }
 
 func (h *hostMap) byVPNIP(a netip.Addr) *tunnel {
-	v, ok := h.byVPN.Load(a)
-	if !ok {
-		return nil
-	}
-	return v.(*tunnel)
+	return h.byVPN.load(a)
 }
 
 // install makes t the tunnel for its VPN IP and returns the tunnel it replaced, if any. The
@@ -232,16 +247,14 @@ func (h *hostMap) byVPNIP(a netip.Addr) *tunnel {
 func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if v, ok := h.byVPN.Load(t.vpnIP); ok {
-		old = v.(*tunnel)
-	}
-	h.byIndex.Store(t.localIndex, t)
+	old = h.byVPN.load(t.vpnIP)
+	h.byIndex.store(t.localIndex, t)
 	// Every certificate address finds the tunnel (a v2 peer's IPv6 ones too), so the send
 	// path needs one lookup whatever the family; all() lists a tunnel only under vpnIP.
 	for _, a := range t.allowedIPs {
-		h.byVPN.Store(a, t)
+		h.byVPN.store(a, t)
 	}
-	h.byVPN.Store(t.vpnIP, t)
+	h.byVPN.store(t.vpnIP, t)
 	t.installed.Store(true)
 	if old != nil {
 		old.installed.Store(false)
@@ -266,7 +279,7 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	} else {
 		for _, a := range old.allowedIPs {
 			if !slices.Contains(t.allowedIPs, a) {
-				h.byVPN.CompareAndDelete(a, old) // a renewal dropped this address
+				h.byVPN.compareAndDelete(a, old) // a renewal dropped this address
 			}
 		}
 	}
@@ -278,7 +291,7 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 func (h *hostMap) addCandidate(t *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.byIndex.Store(t.localIndex, t)
+	h.byIndex.store(t.localIndex, t)
 }
 
 // remove deletes t from both indexes (the VPN IP entry only if it still points at t).
@@ -287,13 +300,13 @@ func (h *hostMap) remove(t *tunnel) bool {
 	defer h.mu.Unlock()
 	h.gen.Add(1)
 	t.installed.Store(false)
-	had := h.byIndex.CompareAndDelete(t.localIndex, t)
+	had := h.byIndex.compareAndDelete(t.localIndex, t)
 	if had {
 		h.gone.add(t)
 	}
 	for _, a := range t.allowedIPs {
 		if a != t.vpnIP {
-			h.byVPN.CompareAndDelete(a, t)
+			h.byVPN.compareAndDelete(a, t)
 		}
 	}
 	if h.byRemote[t.remoteIndex] == t {
@@ -302,7 +315,7 @@ func (h *hostMap) remove(t *tunnel) bool {
 	if h.byName != nil && h.byName[nameKey(t)] == t {
 		delete(h.byName, nameKey(t))
 	}
-	if h.byVPN.CompareAndDelete(t.vpnIP, t) {
+	if h.byVPN.compareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
 		return true
 	}
@@ -337,22 +350,20 @@ func nameKey(t *tunnel) string { return strings.ToLower(t.peer.Details.Name) }
 func (h *hostMap) retire(t *tunnel) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if v, ok := h.byIndex.Load(t.localIndex); ok && v.(*tunnel) == t {
-		h.byIndex.Delete(t.localIndex)
+	if h.byIndex.compareAndDelete(t.localIndex, t) {
 		h.gone.add(t)
 	}
 }
 
 func (h *hostMap) indexInUse(i uint32) bool {
-	_, ok := h.byIndex.Load(i)
-	return ok
+	return h.byIndex.load(i) != nil
 }
 
 // all returns the current tunnels (one per VPN IP).
 func (h *hostMap) all() []*tunnel {
 	var out []*tunnel
-	h.byVPN.Range(func(k, v any) bool {
-		if t := v.(*tunnel); t.vpnIP == k.(netip.Addr) {
+	h.byVPN.rangeAll(func(k netip.Addr, t *tunnel) bool {
+		if t.vpnIP == k {
 			out = append(out, t)
 		}
 		return true
@@ -363,8 +374,8 @@ func (h *hostMap) all() []*tunnel {
 // allIndexed returns every tunnel reachable by index, including retired-but-in-grace ones.
 func (h *hostMap) allIndexed() []*tunnel {
 	var out []*tunnel
-	h.byIndex.Range(func(_, v any) bool {
-		out = append(out, v.(*tunnel))
+	h.byIndex.rangeAll(func(_ uint32, t *tunnel) bool {
+		out = append(out, t)
 		return true
 	})
 	return out
