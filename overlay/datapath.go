@@ -575,10 +575,11 @@ func (n *Node) checkTunnels(now time.Time) int {
 				n.hosts.checks.add(t, next)
 			}
 			// The rest of the batch waits out the pause off the queue (its checkAt is 0, so
-			// soon leaves it alone) and is visited after it.
+			// soon leaves it alone) and is visited after it, against the pool in force then.
 			if time.Since(sliceStart) >= n.checkSliceTime {
 				n.checkYield()
 				sliceStart = time.Now()
+				p = n.pki.Load()
 			}
 		}
 		visited += len(n.dueBuf)
