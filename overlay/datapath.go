@@ -554,8 +554,8 @@ func (n *Node) rejectLocally(pkt []byte) {
 // work, seconds after a new CA pool when each visit checks a signature). Done in one go,
 // that run holds a core while the receive goroutine waits for one: with GOMAXPROCS 2 and a
 // GC worker on the other P, nothing polls the network until the scheduler's monitor does
-// (up to 10 ms) and preempts someone (another 10 ms), which was the lighthouse's query tail
-// (docs/PERFORMANCE.md). So the work goes in slices of at most checkSliceTime, and between
+// (up to 10 ms) and preempts someone (another 10 ms); the lighthouse's slow query answers
+// fell in those runs (docs/PERFORMANCE.md). So the work goes in slices of at most checkSliceTime, and between
 // slices the loop sleeps (checkPause) instead of yielding with runtime.Gosched: Gosched
 // puts this goroutine on the global run queue, which the scheduler looks at before the
 // network, so it would run again at once; a sleep leaves the P idle, and an idle P polls
