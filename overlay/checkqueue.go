@@ -86,27 +86,31 @@ func (q *checkQueue) soon(ts []*tunnel, now time.Time) {
 	}
 }
 
-// due appends to out, and removes, every tunnel whose time has come by now.
-func (q *checkQueue) due(now time.Time, out []*tunnel) []*tunnel {
+// due appends to out, and removes, up to limit tunnels whose time has come by now (the
+// earliest first), so that the lock is held for one slice of the timer loop's work.
+func (q *checkQueue) due(now time.Time, out []*tunnel, limit int) []*tunnel {
 	ns := now.UnixNano()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.h) > 0 && q.h[0].at <= ns {
+	// A clock that went back would leave everything waiting: make every tunnel due now
+	// (all at one time, so the heap stays ordered; stale items go).
+	if len(q.h) > 0 && q.h[0].at-ns > int64(time.Hour) {
+		k := 0
+		for _, it := range q.h {
+			if it.at == it.t.checkAt {
+				it.t.checkAt = ns
+				q.h[k] = checkItem{ns, it.t}
+				k++
+			}
+		}
+		clear(q.h[k:])
+		q.h = q.h[:k]
+	}
+	for n := len(out) + limit; len(q.h) > 0 && q.h[0].at <= ns && len(out) < n; {
 		if it := q.h.pop(); it.at == it.t.checkAt {
 			it.t.checkAt = 0
 			out = append(out, it.t)
 		}
-	}
-	// A clock that went back would leave everything waiting: look at every tunnel now.
-	if len(q.h) > 0 && len(out) == 0 && q.h[0].at-ns > int64(time.Hour) {
-		for _, it := range q.h {
-			if it.at == it.t.checkAt {
-				it.t.checkAt = 0
-				out = append(out, it.t)
-			}
-		}
-		clear(q.h)
-		q.h = q.h[:0]
 	}
 	return out
 }

@@ -559,20 +559,56 @@ func (n *Node) rejectLocally(pkt []byte) {
 }
 
 // checkTunnels runs once a second: the tunnels whose timers are due (checkQueue), each
-// checked by checkTunnel and queued again for when it next needs looking at.
-func (n *Node) checkTunnels(now time.Time) {
+// checked by checkTunnel and queued again for when it next needs looking at. It returns how
+// many it visited.
+//
+// A lighthouse of 100,000 hosts has some 20,000 due every second (tens of milliseconds of
+// work, seconds after a new CA pool when each visit checks a signature). Done in one go,
+// that run holds a core while the receive goroutine waits for one: with GOMAXPROCS 2 and a
+// GC worker on the other P, nothing polls the network until the scheduler's monitor does
+// (up to 10 ms) and preempts someone (another 10 ms); the lighthouse's slow query answers
+// fell in those runs (docs/PERFORMANCE.md). So the work goes in slices of at most checkSliceTime, and between
+// slices the loop sleeps (checkPause) instead of yielding with runtime.Gosched: Gosched
+// puts this goroutine on the global run queue, which the scheduler looks at before the
+// network, so it would run again at once; a sleep leaves the P idle, and an idle P polls
+// the network and runs whatever is ready.
+func (n *Node) checkTunnels(now time.Time) int {
 	p := n.pki.Load()
-	n.dueBuf = n.hosts.checks.due(now, n.dueBuf[:0])
-	for i, t := range n.dueBuf {
-		n.dueBuf[i] = nil
-		if !t.installed.Load() {
-			continue // closed or replaced: it leaves the queue
+	visited := 0
+	sliceStart := time.Now()
+	for {
+		n.dueBuf = n.hosts.checks.due(now, n.dueBuf[:0], checkBatch)
+		for i, t := range n.dueBuf {
+			n.dueBuf[i] = nil
+			if !t.installed.Load() {
+				continue // closed or replaced: it leaves the queue
+			}
+			if next, keep := n.checkTunnel(t, p, now); keep {
+				n.hosts.checks.add(t, next)
+			}
+			// The rest of the batch waits out the pause off the queue (its checkAt is 0, so
+			// soon leaves it alone) and is visited after it, against the pool in force then.
+			if time.Since(sliceStart) >= n.checkSliceTime {
+				n.checkYield()
+				sliceStart = time.Now()
+				p = n.pki.Load()
+			}
 		}
-		if next, keep := n.checkTunnel(t, p, now); keep {
-			n.hosts.checks.add(t, next)
+		visited += len(n.dueBuf)
+		if len(n.dueBuf) < checkBatch || n.closed() {
+			return visited
 		}
 	}
 }
+
+// The timer loop's slices (checkTunnels): due tunnels are taken from the queue checkBatch
+// at a time, and after checkSliceTime of visits the loop pauses for checkPause (which the
+// runtime rounds up to about a millisecond when nothing else is waiting).
+const (
+	checkBatch     = 64
+	checkSliceTime = 500 * time.Microsecond
+	checkPause     = 100 * time.Microsecond
+)
 
 // checkTunnel is one tunnel's timers: certificate validity, version upgrade, punching,
 // relay probes, liveness and inactivity. It returns when they need looking at again, and

@@ -185,6 +185,10 @@ type Node struct {
 	wg              sync.WaitGroup
 	// dueBuf is the timer loop's list of tunnels due (checkTunnels), kept between ticks.
 	dueBuf []*tunnel
+	// checkSliceTime and checkYield are checkTunnels' slice and what it does between two
+	// (a short sleep); tests change them.
+	checkSliceTime time.Duration
+	checkYield     func()
 }
 
 // New builds a node from a validated config and its PKI.
@@ -207,6 +211,9 @@ func New(cfg *Config, pki *PKI, opts Options) (*Node, error) {
 		sendRecv: cfg.Listen.SendRecvError,
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+
+		checkSliceTime: checkSliceTime,
+		checkYield:     func() { time.Sleep(checkPause) },
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
