@@ -56,7 +56,7 @@ func NewAEAD(c Cipher, key []byte) (*AEAD, error) {
 }
 
 // load returns the built cipher, building it at the first call. Two goroutines may both
-// build it; one copy wins and the other is garbage.
+// build it; one copy is kept and the other is garbage after its call.
 func (a *AEAD) load() *aeadState {
 	if s := a.state.Load(); s != nil {
 		return s
@@ -76,9 +76,9 @@ func (a *AEAD) load() *aeadState {
 		// NewAEAD checked the key's length and the cipher, which is all these check.
 		panic("handshake: building a checked AEAD: " + err.Error())
 	}
-	if !a.state.CompareAndSwap(nil, s) {
-		return a.state.Load()
-	}
+	// Ours serves this call whether or not it is stored: it is built from the same key.
+	// (Loading the winner instead could see nil, if Release ran in between.)
+	a.state.CompareAndSwap(nil, s)
 	return s
 }
 

@@ -395,21 +395,21 @@ func TestAEADReleaseKeepsWorking(t *testing.T) {
 			t.Fatalf("%v: sealed %x after a release, %x before", c, got, want)
 		}
 		var wg sync.WaitGroup
-		for g := range 4 {
+		// Releases between every use, from 8 goroutines, make a build that loses its race
+		// to another and then meets a release likely (a load that could return nil did).
+		for g := range 8 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for i := range 200 {
-					ctr := uint64(g*1000 + i)
+				for i := range 2000 {
+					ctr := uint64(g*10000 + i)
 					ct := seal.Seal(nil, hdr, []byte("x"), ctr)
 					if _, err := open.Open(nil, hdr, ct, ctr); err != nil {
 						t.Errorf("%v: open after releases: %v", c, err)
 						return
 					}
-					if i%10 == 0 {
-						seal.Release()
-						open.Release()
-					}
+					seal.Release()
+					open.Release()
 				}
 			}()
 		}
