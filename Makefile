@@ -45,7 +45,7 @@ test: testdeps lint build
 	@# The race detector makes sync.Pool drop items, so the zero-allocation guards of the hot
 	@# path run once without it, and so does the timer loop's scheduling test (whose timing
 	@# the detector distorts); then everything runs with it.
-	$(GO) test -count=1 -run 'Allocate|TimerLoopLeavesTheCore' ./handshake/ ./firewall/ ./overlay/ ./overlay/header/ ./overlay/replay/ ./overlay/udp/
+	$(GO) test -count=1 -run 'Allocate|NoGarbage|TimerLoopLeavesTheCore' ./handshake/ ./firewall/ ./overlay/ ./overlay/header/ ./overlay/replay/ ./overlay/udp/
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 unit:

@@ -224,54 +224,54 @@ func (b *Book) get(vpn netip.Addr) *bookEntry {
 // fill writes a host's addresses into m the way a 1.6 lighthouse answers: the learned address
 // first, then the reported ones, duplicates kept; then the relays.
 func (e *bookEntry) fill(m *Meta) {
-	n4, n6 := len(e.v4), len(e.v6)
-	l := e.learned.Addr()
-	if l.Is4() {
-		n4++
-	} else if l.IsValid() {
-		n6++
-	}
-	if n4 > 0 {
-		m.V4 = make([]netip.AddrPort, 0, n4)
-	}
-	if n6 > 0 {
-		m.V6 = make([]netip.AddrPort, 0, n6)
-	}
-	if l.Is4() {
-		m.V4 = append(m.V4, e.learned)
-	} else if l.IsValid() {
-		m.V6 = append(m.V6, e.learned)
+	// The lists are reused: a caller that answers many queries with one Meta allocates
+	// nothing once they have grown (issue 18: a lighthouse's garbage per query).
+	m.V4, m.V6, m.Relays = m.V4[:0], m.V6[:0], m.Relays[:0]
+	if l := e.learned; l.Addr().Is4() {
+		m.V4 = append(m.V4, l)
+	} else if l.Addr().IsValid() {
+		m.V6 = append(m.V6, l)
 	}
 	m.V4 = append(m.V4, e.v4...)
 	m.V6 = append(m.V6, e.v6...)
-	if len(e.relays) > 0 {
-		m.Relays = append([]netip.Addr(nil), e.relays...)
-	}
+	m.Relays = append(m.Relays, e.relays...)
 }
 
 // Lookup returns the HostQueryReply for a query about vpn, or false when the host is unknown
 // (a 1.6 lighthouse then sends nothing).
 func (b *Book) Lookup(vpn netip.Addr) (*Meta, bool) {
-	e := b.get(vpn)
-	if e == nil {
-		return nil, false
-	}
-	m := &Meta{Type: HostQueryReply, VpnIP: vpn.Unmap()}
-	e.fill(m)
-	return m, true
+	m := new(Meta)
+	return m, b.LookupInto(vpn, m)
+}
+
+// LookupInto is Lookup into m, reusing m's address lists; m is left alone when the host
+// is unknown.
+func (b *Book) LookupInto(vpn netip.Addr, m *Meta) bool {
+	return b.fillInto(vpn, HostQueryReply, m)
 }
 
 // PunchNotification returns the HostPunchNotification a lighthouse sends to the queried host
 // after answering querier, so the queried host punches towards the querier; false when the
 // querier is unknown.
 func (b *Book) PunchNotification(querier netip.Addr) (*Meta, bool) {
-	e := b.get(querier)
+	m := new(Meta)
+	return m, b.PunchNotificationInto(querier, m)
+}
+
+// PunchNotificationInto is PunchNotification into m, reusing m's address lists.
+func (b *Book) PunchNotificationInto(querier netip.Addr, m *Meta) bool {
+	return b.fillInto(querier, HostPunchNotification, m)
+}
+
+func (b *Book) fillInto(vpn netip.Addr, typ MetaType, m *Meta) bool {
+	e := b.get(vpn)
 	if e == nil {
-		return nil, false
+		return false
 	}
-	m := &Meta{Type: HostPunchNotification, VpnIP: querier.Unmap()}
+	v4, v6, relays := m.V4, m.V6, m.Relays
+	*m = Meta{Type: typ, VpnIP: vpn.Unmap(), V4: v4, V6: v6, Relays: relays}
 	e.fill(m)
-	return m, true
+	return true
 }
 
 // Forget drops vpn, e.g. when its tunnel closes.

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/meshnode/meshnode/firewall"
+	"github.com/meshnode/meshnode/lighthouse"
 	"github.com/meshnode/meshnode/overlay/header"
 	"github.com/meshnode/meshnode/overlay/tun"
 	"github.com/meshnode/meshnode/overlay/udp"
@@ -484,16 +486,36 @@ func (n *Node) flush(t *tunnel, queued [][]byte) {
 	}
 }
 
+// ctlScratch is the buffers of one control message (a lighthouse answer, a liveness
+// probe): pooled, so a lighthouse answering thousands of queries a second makes no garbage
+// for them (issue 18: the collector was the query tail).
+type ctlScratch struct {
+	meta    lighthouse.Meta
+	payload []byte
+	pkt     []byte
+	msg     [1]udp.Message
+}
+
+var ctlPool = sync.Pool{New: func() any { return new(ctlScratch) }}
+
 // sendEncrypted sends a non-data message (test, close, ...) over a tunnel.
 func (n *Node) sendEncrypted(t *tunnel, typ header.Type, sub uint8, payload []byte) {
-	buf := make([]byte, header.Len, header.Len+len(payload)+tagLen)
+	s := ctlPool.Get().(*ctlScratch)
+	if need := header.Len + len(payload) + tagLen; cap(s.pkt) < need {
+		s.pkt = make([]byte, 0, max(need, 256))
+	}
 	c := t.sendCounter.Add(1)
-	hdr := header.Encode(buf, typ, sub, t.remoteIndex, c)
+	hdr := header.Encode(s.pkt[:header.Len], typ, sub, t.remoteIndex, c)
 	sealed := t.send.Seal(hdr, hdr, payload, c)
 	t.lastSend.Store(n.now().UnixNano())
 	if m, ok := n.tunnelMessage(t, sealed); ok {
-		n.writeUDP([]udp.Message{m})
+		// WriteBatch is done with the buffer when it returns (the datagram is sent or
+		// counted as dropped), so the scratch can go back to the pool.
+		s.msg[0] = m
+		n.writeUDP(s.msg[:])
+		s.msg[0] = udp.Message{}
 	}
+	ctlPool.Put(s)
 }
 
 func (n *Node) sendClose(t *tunnel) {

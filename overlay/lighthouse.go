@@ -197,13 +197,16 @@ func (lh *lighthouseState) sendToLighthouses(m *lighthouse.Meta) {
 // certificates the host goes in VpnAddr and relays in RelayVpnAddrs, and an update names no
 // host (the lighthouse takes the tunnel's peer); on a v1 tunnel the v1 fields, which Nebula
 // 1.6 reads. An IPv6 host fits VpnAddr only, whatever the tunnel.
-func metaFor(t *tunnel, m *lighthouse.Meta) []byte {
+func metaFor(t *tunnel, m *lighthouse.Meta) []byte { return appendMetaFor(nil, t, m) }
+
+// appendMetaFor is metaFor appending to dst.
+func appendMetaFor(dst []byte, t *tunnel, m *lighthouse.Meta) []byte {
 	c := *m
 	c.AddrV2 = t.localCert.Version() == cert.Version2 || c.VpnIP.Is6()
 	if c.AddrV2 && c.Type == lighthouse.HostUpdateNotification {
 		c.VpnIP = netip.Addr{}
 	}
-	return c.Marshal(nil)
+	return c.Marshal(dst)
 }
 
 // tick sends periodic updates and ages the book.
@@ -383,20 +386,24 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 		if target != nil {
 			key = target.vpnIP
 		}
-		reply, ok := lh.book.Lookup(key)
-		if !ok {
+		// Answered from pooled buffers: at 100k hosts the garbage of each answer set how
+		// often the collector ran, and a query met during marking waited for it.
+		s := ctlPool.Get().(*ctlScratch)
+		defer ctlPool.Put(s)
+		reply := &s.meta
+		if !lh.book.LookupInto(key, reply) {
 			return // Nebula answers nothing for unknown hosts
 		}
 		// The answer names the address asked about, in the form it was asked in (the
 		// querier files it under that address); IPv6 only fits VpnAddr.
 		reply.Type, reply.VpnIP = lighthouse.HostQueryReply, m.VpnIP
 		reply.AddrV2 = m.AddrV2 || m.VpnIP.Is6()
-		n.sendEncrypted(t, header.LightHouse, 0, reply.Marshal(nil))
+		s.payload = reply.Marshal(s.payload[:0])
+		n.sendEncrypted(t, header.LightHouse, 0, s.payload)
 		// Tell the wanted host to punch towards the querier, so both NATs open.
-		if target != nil {
-			if pn, ok := lh.book.PunchNotification(t.vpnIP); ok {
-				n.sendEncrypted(target, header.LightHouse, 0, metaFor(target, pn))
-			}
+		if target != nil && lh.book.PunchNotificationInto(t.vpnIP, reply) {
+			s.payload = appendMetaFor(s.payload[:0], target, reply)
+			n.sendEncrypted(target, header.LightHouse, 0, s.payload)
 		}
 	case lighthouse.HostQueryReply:
 		if !lh.c().isLH[t.vpnIP] {
