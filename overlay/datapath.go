@@ -196,14 +196,12 @@ func (n *Node) authenticated(t *tunnel, from netip.AddrPort, via *relayEntry, no
 	}
 	if t.relay.Load() != nil {
 		t.relay.Store(nil)
-		t.setRemote(from)
-		n.hosts.gen.Add(1)
+		n.hosts.move(t, from)
 		n.log.Info("peer reachable directly; leaving the relay", "vpn_ip", t.vpnIP, "remote", from)
 		return
 	}
 	if cur := t.remoteAddr(); cur != from {
-		t.setRemote(from)
-		n.hosts.gen.Add(1)
+		n.hosts.move(t, from)
 		t.lastRoam.Store(now.UnixNano())
 		n.log.Info("peer roamed", "vpn_ip", t.vpnIP, "from", cur, "to", from)
 	}

@@ -192,8 +192,7 @@ type hostMap struct {
 	byIndex tunnelIndex[uint32, hashUint32]
 	byVPN   tunnelIndex[netip.Addr, hashAddr]
 	count   atomic.Int64
-	gen     atomic.Uint64 // bumped when a tunnel is installed, removed or moves (hsqueue.go)
-	checks  checkQueue    // every installed tunnel, by when its timers are next due
+	checks  checkQueue // every installed tunnel, by when its timers are next due
 	// byName finds a tunnel by its peer's certificate name, lowercased (lighthouse DNS),
 	// so a question costs a lookup, not a walk over every tunnel; nil unless indexNames
 	// made it. Guarded by mu. Names are unique in a CA's network; of two tunnels with one
@@ -204,6 +203,50 @@ type hostMap struct {
 	// their indexes, so two tunnels may share one: it holds the latest. Guarded by mu.
 	byRemote map[uint32]*tunnel
 	gone     trafficTotals // counters of tunnels no longer indexed; guarded by mu
+	// remoteIPs counts the current tunnels by their peer's underlay IP, so a msg 1 from a
+	// peer we have a tunnel with (a re-handshake, a renewal) goes to the priority queue
+	// (hsqueue.go) at the cost of a lookup. Kept up to date at install, remove and roam:
+	// it replaced a set rebuilt from every tunnel once a second while tunnels changed, an
+	// O(n) pass per tick at a lighthouse (issue 18). Written under mu, then ipMu.
+	ipMu      sync.RWMutex
+	remoteIPs map[netip.Addr]int32
+}
+
+// countRemote adds d to the count of t's underlay IP (mu held). Relayed tunnels without a
+// direct address count nothing.
+func (h *hostMap) countRemote(a netip.AddrPort, d int32) {
+	ip := a.Addr().Unmap()
+	if !ip.IsValid() {
+		return
+	}
+	h.ipMu.Lock()
+	defer h.ipMu.Unlock()
+	if h.remoteIPs == nil {
+		h.remoteIPs = map[netip.Addr]int32{}
+	}
+	if c := h.remoteIPs[ip] + d; c > 0 {
+		h.remoteIPs[ip] = c
+	} else {
+		delete(h.remoteIPs, ip)
+	}
+}
+
+// hasRemoteIP reports whether a current tunnel's peer is at ip.
+func (h *hostMap) hasRemoteIP(ip netip.Addr) bool {
+	h.ipMu.RLock()
+	defer h.ipMu.RUnlock()
+	return h.remoteIPs[ip.Unmap()] > 0
+}
+
+// move records that t's peer now sends from a (roaming, or leaving a relay).
+func (h *hostMap) move(t *tunnel, a netip.AddrPort) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byVPN.load(t.vpnIP) == t {
+		h.countRemote(t.remoteAddr(), -1)
+		h.countRemote(a, 1)
+	}
+	t.setRemote(a)
 }
 
 // trafficTotals are the packet and byte counters of one or more tunnels.
@@ -259,8 +302,13 @@ func (h *hostMap) install(t *tunnel) (old *tunnel) {
 	if old != nil {
 		old.installed.Store(false)
 	}
+	if old != t {
+		h.countRemote(t.remoteAddr(), 1)
+		if old != nil {
+			h.countRemote(old.remoteAddr(), -1)
+		}
+	}
 	h.checks.add(t, t.created)
-	h.gen.Add(1)
 	if h.byRemote == nil {
 		h.byRemote = map[uint32]*tunnel{}
 	}
@@ -298,7 +346,6 @@ func (h *hostMap) addCandidate(t *tunnel) {
 func (h *hostMap) remove(t *tunnel) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.gen.Add(1)
 	t.installed.Store(false)
 	had := h.byIndex.compareAndDelete(t.localIndex, t)
 	if had {
@@ -317,6 +364,7 @@ func (h *hostMap) remove(t *tunnel) bool {
 	}
 	if h.byVPN.compareAndDelete(t.vpnIP, t) {
 		h.count.Add(-1)
+		h.countRemote(t.remoteAddr(), -1)
 		return true
 	}
 	return had

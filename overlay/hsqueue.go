@@ -146,10 +146,6 @@ type msg1Backlog struct {
 	// it into expect.
 	more     atomic.Pointer[map[netip.Addr]struct{}]
 	expectMu sync.Mutex // serialises rebuilds and additions
-	// builtGen is the host map's generation expect was built from (timer goroutine only):
-	// a tick rebuilds only when tunnels came, went or moved since.
-	builtGen uint64
-
 	// workers is how many goroutines answer msg 1s (msg1Workers).
 	workers, cores int
 	// cost is the lowest msg1Cost measured so far (timers-only after start), and when it
@@ -267,8 +263,10 @@ func (q *msg1Backlog) expected(src netip.Addr) bool {
 	if _, ok := (*q.expect.Load())[src]; ok {
 		return true
 	}
-	_, ok := (*q.more.Load())[src]
-	return ok
+	if _, ok := (*q.more.Load())[src]; ok {
+		return true
+	}
+	return q.n.hosts.hasRemoteIP(src)
 }
 
 // addExpected adds the addresses a lighthouse just gave us (learn).
@@ -286,10 +284,11 @@ func (q *msg1Backlog) addExpected(addrs []netip.AddrPort) {
 	q.more.Store(&set)
 }
 
-// rebuildExpected recomputes the expected sources: static_host_map (lighthouses included),
-// the addresses our tunnels run on (re-handshakes, renewals), and every address a
-// lighthouse gave us in a query reply or punch notification. Called at start, on reload,
-// and by the once-a-second tick when tunnels changed or lighthouses told us something.
+// rebuildExpected recomputes the expected sources: static_host_map (lighthouses included)
+// and every address a lighthouse gave us in a query reply or punch notification. (The
+// addresses our tunnels run on, for re-handshakes and renewals, the host map counts
+// itself.) Called at start, on reload, and by the once-a-second tick when lighthouses told
+// us something.
 func (q *msg1Backlog) rebuildExpected() {
 	n := q.n
 	q.expectMu.Lock()
@@ -297,11 +296,6 @@ func (q *msg1Backlog) rebuildExpected() {
 	set := make(map[netip.Addr]struct{}, len(*q.expect.Load()))
 	for _, addrs := range n.staticMap() {
 		for _, a := range addrs {
-			set[a.Addr().Unmap()] = struct{}{}
-		}
-	}
-	for _, t := range n.hosts.all() {
-		if a := t.remoteAddr(); a.IsValid() {
 			set[a.Addr().Unmap()] = struct{}{}
 		}
 	}
@@ -337,8 +331,7 @@ func (q *msg1Backlog) tick(now time.Time) {
 		q.limPeak = max(q.limPeak, l)
 	}
 	q.limMu.Unlock()
-	if g := q.n.hosts.gen.Load(); g != q.builtGen || len(*q.more.Load()) > 0 {
-		q.builtGen = g
+	if len(*q.more.Load()) > 0 {
 		q.rebuildExpected()
 	}
 	q.recalibrate(now)
