@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,8 +65,8 @@ type bookEntry struct {
 	learned netip.AddrPort // invalid when unknown
 	v4, v6  []netip.AddrPort
 	relays  []netip.Addr
-	updated int64      // unix ns
-	rec     *expiryRec // the host's record in Book.expiry, shared by its successive entries
+	updated atomic.Int64 // unix ns; an update that changes nothing refreshes it in place
+	rec     *expiryRec   // the host's record in Book.expiry, shared by its successive entries
 }
 
 // expiryRec is a host's place in Book.expiry. A record an entry no longer points at (the
@@ -123,7 +124,7 @@ type addrFilter struct {
 // apply unmaps every address before it is classified and checked, so an IPv4 rule of the
 // allow list also judges ::ffff:a.b.c.d (Nebula #1786), and returns the usable v4 and v6
 // lists, each capped at max.
-func (f addrFilter) apply(vpn netip.Addr, lists [2][]netip.AddrPort) (v4, v6 []netip.AddrPort) {
+func (f addrFilter) apply(vpn netip.Addr, lists [2][]netip.AddrPort, v4, v6 []netip.AddrPort) ([]netip.AddrPort, []netip.AddrPort) {
 	for _, l := range lists {
 		for _, ap := range l {
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
@@ -146,8 +147,7 @@ func (f addrFilter) apply(vpn netip.Addr, lists [2][]netip.AddrPort) (v4, v6 []n
 
 // filterRelays keeps IPv4 VPN IPs other than the host itself (and, when the network is
 // known, inside it), capped at max.
-func filterRelays(self netip.Addr, relays []netip.Addr, ownNet netip.Prefix, max int) []netip.Addr {
-	var out []netip.Addr
+func filterRelays(out []netip.Addr, self netip.Addr, relays []netip.Addr, ownNet netip.Prefix, max int) []netip.Addr {
 	for _, r := range relays {
 		r = r.Unmap()
 		if !r.Is4() || r.IsUnspecified() || r == self || (ownNet.IsValid() && !ownNet.Contains(r)) {
@@ -177,22 +177,47 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 		return fmt.Errorf("%w: %v claims %v", ErrWrongHost, senderVPN, m.VpnIP)
 	}
 	f := addrFilter{b.opts.OwnVPNNet, b.opts.RemoteAllowList, b.opts.MaxPerFamily, b.opts.AllowLoopback}
-	v4, v6 := f.apply(senderVPN, [2][]netip.AddrPort{m.V4, m.V6})
-	e := &bookEntry{
-		v4:      v4,
-		v6:      v6,
-		relays:  filterRelays(senderVPN, m.Relays, b.opts.OwnVPNNet, b.opts.MaxPerFamily),
-		updated: b.opts.Now().UnixNano(),
-	}
+	// Filtered into buffers on the stack first: a host reports the same addresses every
+	// interval (10 s for Nebula's default), and an update that changes nothing only
+	// refreshes the entry's time, making no garbage (issue 18: 100,000 hosts are 10,000
+	// updates a second).
+	var buf4, buf6 [DefaultMaxPerFamily]netip.AddrPort
+	var bufRelays [DefaultMaxPerFamily]netip.Addr
+	v4, v6 := f.apply(senderVPN, [2][]netip.AddrPort{m.V4, m.V6}, buf4[:0], buf6[:0])
+	relays := filterRelays(bufRelays[:0], senderVPN, m.Relays, b.opts.OwnVPNNet, b.opts.MaxPerFamily)
+	var learnedAt netip.AddrPort
 	if learned.Addr().IsValid() && learned.Port() != 0 {
-		e.learned = netip.AddrPortFrom(learned.Addr().Unmap(), learned.Port())
+		learnedAt = netip.AddrPortFrom(learned.Addr().Unmap(), learned.Port())
 	}
+	now := b.opts.Now().UnixNano()
+	if v, ok := b.m.Load(senderVPN); ok {
+		old := v.(*bookEntry)
+		if old.learned == learnedAt && slices.Equal(old.v4, v4) && slices.Equal(old.v6, v6) && slices.Equal(old.relays, relays) {
+			// Under mu, which Expire holds from its check to its delete, so the sweep never
+			// drops an entry refreshed in between; an entry gone meanwhile (expired or
+			// forgotten) is stored anew below.
+			b.mu.Lock()
+			if cur, ok := b.m.Load(senderVPN); ok && cur == v {
+				old.updated.Store(now)
+				b.mu.Unlock()
+				return nil
+			}
+			b.mu.Unlock()
+		}
+	}
+	e := &bookEntry{
+		learned: learnedAt,
+		v4:      cloneOrNil(v4),
+		v6:      cloneOrNil(v6),
+		relays:  cloneOrNil(relays),
+	}
+	e.updated.Store(now)
 	if b.opts.TTL > 0 {
 		if old, ok := b.m.Load(senderVPN); ok {
 			e.rec = old.(*bookEntry).rec
 		}
 		if e.rec == nil {
-			e.rec = &expiryRec{vpn: senderVPN, at: e.updated}
+			e.rec = &expiryRec{vpn: senderVPN, at: now}
 			b.mu.Lock()
 			heap.Push(&b.expiry, e.rec)
 			b.mu.Unlock()
@@ -204,8 +229,16 @@ func (b *Book) Update(senderVPN netip.Addr, learned netip.AddrPort, m *Meta) err
 	return nil
 }
 
+// cloneOrNil copies s to the heap, nil when empty.
+func cloneOrNil[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
 func (b *Book) expired(e *bookEntry, now time.Time) bool {
-	return b.opts.TTL > 0 && now.UnixNano()-e.updated > int64(b.opts.TTL)
+	return b.opts.TTL > 0 && now.UnixNano()-e.updated.Load() > int64(b.opts.TTL)
 }
 
 // get returns a live entry.
@@ -299,7 +332,7 @@ func (b *Book) Expire() int {
 		case !ok || v.(*bookEntry).rec != r:
 			heap.Pop(&b.expiry) // forgotten; a later entry has its own record
 		case !b.expired(v.(*bookEntry), now):
-			r.at = v.(*bookEntry).updated // reported since: due a TTL after that
+			r.at = v.(*bookEntry).updated.Load() // reported since: due a TTL after that
 			heap.Fix(&b.expiry, 0)
 		default:
 			heap.Pop(&b.expiry)

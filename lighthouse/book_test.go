@@ -427,3 +427,22 @@ func TestBookMemoryPerHost(t *testing.T) {
 	}
 	runtime.KeepAlive(b)
 }
+
+// An update that repeats the host's addresses refreshes its entry in place; racing with
+// the sweep that finds the entry stale, it must never be lost: either the sweep sees the
+// refresh, or the update stores the host again after the sweep dropped it.
+func TestRepeatedUpdateRacingTheSweepIsNeverLost(t *testing.T) {
+	for i := range 300 {
+		clk := newClock()
+		b := NewBook(BookOptions{Now: clk.Now, TTL: time.Second})
+		_ = b.Update(hostA, fromA, update(hostA, report, nil))
+		clk.Advance(2 * time.Second)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = b.Update(hostA, fromA, update(hostA, report, nil)) })
+		wg.Go(func() { b.Expire() })
+		wg.Wait()
+		if _, ok := b.Lookup(hostA); !ok || b.Len() != 1 {
+			t.Fatalf("round %d: a fresh update lost to the sweep (found %v, Len %d)", i, ok, b.Len())
+		}
+	}
+}

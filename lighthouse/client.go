@@ -68,9 +68,9 @@ func (r *Remotes) Apply(lighthouse netip.Addr, m *Meta) error {
 	if m.VpnIP.Unmap() != r.vpn {
 		return fmt.Errorf("%w: reply about %v applied to %v", ErrWrongHost, m.VpnIP, r.vpn)
 	}
-	v4, v6 := r.filter.apply(r.vpn, [2][]netip.AddrPort{m.V4, m.V6})
+	v4, v6 := r.filter.apply(r.vpn, [2][]netip.AddrPort{m.V4, m.V6}, nil, nil)
 	c := contribution{v4: v4, v6: v6,
-		relays: filterRelays(r.vpn, m.Relays, r.filter.ownNet, r.filter.max)}
+		relays: filterRelays(nil, r.vpn, m.Relays, r.filter.ownNet, r.filter.max)}
 	r.mu.Lock()
 	r.byLH[lighthouse.Unmap()] = c
 	r.mu.Unlock()

@@ -337,9 +337,11 @@ func appendIP6(b []byte, ap netip.AddrPort) []byte {
 // produce (fields in any order, repeated Details merged, unknown fields skipped, RelayVpnIp
 // packed or not) and rejects everything malformed: truncation, wrong wire types for known
 // fields, groups, values out of range (a port above 65535, an IPv4 above 32 bits), more than
-// MaxMetaEntries entries, or more than MaxMetaSize bytes.
+// MaxMetaEntries entries, or more than MaxMetaSize bytes. The address lists reuse m's
+// backing arrays, so a caller that decodes many messages into one Meta allocates nothing
+// once they have grown (and must not keep the lists of an earlier decode).
 func Unmarshal(b []byte, m *Meta) error {
-	*m = Meta{VpnIP: netip.IPv4Unspecified()}
+	*m = Meta{VpnIP: netip.IPv4Unspecified(), V4: m.V4[:0], V6: m.V6[:0], Relays: m.Relays[:0]}
 	if len(b) > MaxMetaSize {
 		return ErrTooLarge
 	}

@@ -488,7 +488,8 @@ func (n *Node) flush(t *tunnel, queued [][]byte) {
 // probe): pooled, so a lighthouse answering thousands of queries a second makes no garbage
 // for them (issue 18: the collector was the query tail).
 type ctlScratch struct {
-	meta    lighthouse.Meta
+	in      lighthouse.Meta // a lighthouse message received
+	meta    lighthouse.Meta // one sent
 	payload []byte
 	pkt     []byte
 	msg     [1]udp.Message

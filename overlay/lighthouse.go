@@ -339,8 +339,12 @@ func (lh *lighthouseState) localAddrs() []netip.Addr {
 // handle processes an authenticated lighthouse message from tunnel t.
 func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 	n := lh.n
-	var m lighthouse.Meta
-	if err := lighthouse.Unmarshal(pt, &m); err != nil {
+	// Decoded into a pooled Meta: a lighthouse gets an update from each host every
+	// interval. Nothing below keeps m's lists (the book, learn and the relays copy them).
+	s := ctlPool.Get().(*ctlScratch)
+	defer ctlPool.Put(s)
+	m := &s.in
+	if err := lighthouse.Unmarshal(pt, m); err != nil {
 		n.m.dropped(dropLighthouseBad)
 		return
 	}
@@ -356,7 +360,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 		// The v2 form names no host (Nebula 1.10+ and meshnode on v2 tunnels); read before
 		// the fix-up below, which fills VpnIP in.
 		v2Form := m.AddrV2 || !m.VpnIP.IsValid() || m.VpnIP.IsUnspecified()
-		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), &m); err != nil {
+		if err := lh.book.Update(t.vpnIP, t.remoteAddr(), m); err != nil {
 			n.m.dropped(dropLighthouseBad)
 			n.log.Info("lighthouse: update refused", "from", t.vpnIP, "err", err)
 			return
@@ -388,8 +392,6 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 		}
 		// Answered from pooled buffers: at 100k hosts the garbage of each answer set how
 		// often the collector ran, and a query met during marking waited for it.
-		s := ctlPool.Get().(*ctlScratch)
-		defer ctlPool.Put(s)
 		reply := &s.meta
 		if !lh.book.LookupInto(key, reply) {
 			return // Nebula answers nothing for unknown hosts
@@ -410,7 +412,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
-		if lh.learn(t.vpnIP, &m) {
+		if lh.learn(t.vpnIP, m) {
 			n.hs.kick(m.VpnIP)
 		}
 	case lighthouse.HostPunchNotification:
@@ -418,7 +420,7 @@ func (lh *lighthouseState) handle(t *tunnel, pt []byte) {
 			n.m.dropped(dropLighthouseRole)
 			return
 		}
-		if !lh.learn(t.vpnIP, &m) {
+		if !lh.learn(t.vpnIP, m) {
 			return
 		}
 		addrs := append(append([]netip.AddrPort(nil), m.V4...), m.V6...)
