@@ -249,7 +249,7 @@ func (c *Certificate) VerifyPrivateKey(key []byte) error {
 }
 
 // x25519Public is X25519(priv, 9), by the handshake's fixed-base multiplication (the same
-// result as crypto/ecdh's, at about 40 % of its cost).
+// result as crypto/ecdh's, for 42 % of its instructions).
 func x25519Public(priv []byte) ([]byte, error) {
 	pub, err := x25519.PublicKey(priv)
 	if err != nil {

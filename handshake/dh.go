@@ -19,7 +19,7 @@ var x25519Curve = ecdh.X25519()
 // the base point: every DH cost two scalar multiplications. Here the static key is parsed
 // by crypto/ecdh once per Credentials, so its DH is one ladder. The ephemeral key never
 // goes through crypto/ecdh: its public half is a fixed-base multiplication on
-// edwards25519 (internal/x25519, about 40 % of a ladder) and its two DH are one ladder
+// edwards25519 (internal/x25519, 42 % of a ladder's instructions) and its two DH are one ladder
 // each there, where crypto/ecdh would redo the public half on parsing. The results are
 // those of DH25519, byte for byte.
 type x25519 struct {
