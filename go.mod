@@ -3,6 +3,7 @@ module github.com/meshnode/meshnode
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/chromedp/chromedp v0.23.1
 	github.com/flynn/noise v1.1.0
 	github.com/google/gopacket v1.1.19

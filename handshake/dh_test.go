@@ -10,7 +10,8 @@ import (
 )
 
 // TestX25519MatchesDH25519: the per-handshake DH function gives flynn's DH25519 results
-// for the keys it parsed once (ephemeral, static) and for any other key.
+// for its ephemeral key (fixed-base public key, internal/x25519's ladder), the static key
+// (parsed by crypto/ecdh) and any other key.
 func TestX25519MatchesDH25519(t *testing.T) {
 	static, err := noise.DH25519.GenerateKeypair(rand.Reader)
 	if err != nil {
@@ -51,7 +52,9 @@ func TestX25519MatchesDH25519(t *testing.T) {
 			t.Errorf("%s: DH differs from DH25519's", name)
 		}
 	}
-	if _, err := d.DH(static.Private, make([]byte, 32)); err == nil {
-		t.Error("an all-zero shared secret was accepted")
+	for name, priv := range map[string][]byte{"ephemeral": eph.Private, "static": static.Private} {
+		if _, err := d.DH(priv, make([]byte, 32)); err == nil {
+			t.Errorf("%s: an all-zero shared secret was accepted", name)
+		}
 	}
 }
