@@ -101,8 +101,8 @@ func TestRenewedLighthouseReHandshakesWithItsHosts(t *testing.T) {
 	}
 }
 
-// holdFrom drops every datagram from host i to host j while hold is set, except, with
-// letMsg1, handshake messages (so a msg 1 still gets through and is answered).
+// holdFrom drops every datagram from host i to host j while the returned flag is set,
+// except, with letHandshakes, handshake messages (so a msg 1 still gets through).
 func holdFrom(m *mesh, i, j int, letHandshakes bool) *atomic.Bool {
 	var hold atomic.Bool
 	hold.Store(true)
@@ -140,9 +140,9 @@ func TestRenewalWhileAnsweredHandshakeIsUnconfirmedReHandshakesIt(t *testing.T) 
 }
 
 // TestRenewalWhileOwnHandshakeIsPendingReHandshakesIt: host 1 renews while its own msg 1,
-// carrying the old certificate, waits for an answer. SetPKI's re-handshake finds that
-// handshake pending and starts none; the tunnel it completes is on the old certificate and
-// must be re-handshaked too.
+// carrying the old certificate, waits for an answer. SetPKI has no tunnel to re-handshake
+// (and would find the handshake pending and start none); the tunnel that handshake
+// completes is on the old certificate and must be re-handshaked too.
 func TestRenewalWhileOwnHandshakeIsPendingReHandshakesIt(t *testing.T) {
 	m := newMesh(t, 2, "")
 	hold := holdFrom(m, 0, 1, false)
