@@ -693,9 +693,10 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 // before the swap): SetPKI re-handshakes only installed tunnels, so without this the peer
 // would keep our old certificate until it expired. The check runs after install, and
 // SetPKI swaps before it scans, so every such tunnel is caught by one or the other (at
-// worst both; start runs one handshake per peer).
+// worst both; start runs one handshake per peer). A tunnel with no certificate of ours on
+// record (no handshake makes one) is left to SetPKI's scan.
 func (hs *handshakeManager) renewIfStale(t *tunnel) {
-	if holdsCert(hs.n.pki.Load().Creds, t.localCert) || hs.n.hosts.byVPNIP(t.vpnIP) != t {
+	if t.localCert == nil || holdsCert(hs.n.pki.Load().Creds, t.localCert) || hs.n.hosts.byVPNIP(t.vpnIP) != t {
 		return
 	}
 	hs.n.log.Info("re-handshaking a tunnel built on our replaced certificate", "vpn_ip", t.vpnIP)
