@@ -685,6 +685,22 @@ func (hs *handshakeManager) confirm(t *tunnel, now time.Time) {
 		"cert_version", t.localCert.Version(), "peer_cert_version", t.peer.Version())
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
+	hs.renewIfStale(t)
+}
+
+// renewIfStale re-handshakes a tunnel just installed when it carries a certificate of ours
+// that SetPKI replaced while its handshake was in flight (our msg 1 or msg 2 was built
+// before the swap): SetPKI re-handshakes only installed tunnels, so without this the peer
+// would keep our old certificate until it expired. The check runs after install, and
+// SetPKI swaps before it scans, so every such tunnel is caught by one or the other (at
+// worst both; start runs one handshake per peer). A tunnel with no certificate of ours on
+// record (no handshake makes one) is left to SetPKI's scan.
+func (hs *handshakeManager) renewIfStale(t *tunnel) {
+	if t.localCert == nil || holdsCert(hs.n.pki.Load().Creds, t.localCert) || hs.n.hosts.byVPNIP(t.vpnIP) != t {
+		return
+	}
+	hs.n.log.Info("re-handshaking a tunnel built on our replaced certificate", "vpn_ip", t.vpnIP)
+	hs.rehandshake(t.vpnIP)
 }
 
 // handleMsg2 completes a handshake we initiated.
@@ -742,6 +758,7 @@ func (hs *handshakeManager) handleMsg2(pkt []byte, from netip.AddrPort, via *rel
 		"cert_version", res.LocalVersion, "peer_cert_version", res.PeerCert.Version())
 	n.flush(t, queued)
 	n.lh.tunnelUp(t)
+	hs.renewIfStale(t)
 }
 
 // pendingCount is the number of outbound handshakes in progress.

@@ -574,20 +574,27 @@ func (n *Node) SetPKI(p *PKI) error {
 	n.swapPKI(p)
 	n.closeRevoked(p.Pool)
 	n.hosts.checks.soon(n.hosts.all(), n.now()) // every peer verified against the new pool
-	held := map[string]bool{}
-	for _, c := range p.Creds.Certs() {
-		held[c.Fingerprint()] = true
-	}
 	// Peers that hold a certificate of ours we no longer have re-handshake so they learn
 	// the new one before the old one expires; each old tunnel carries traffic until its
 	// successor is up. (A tunnel below pki.initiating_version moves on the next liveness
-	// tick, see handshakeManager.upgrade.)
+	// tick, see handshakeManager.upgrade.) Handshakes still in flight with the old
+	// certificate are not tunnels yet: they re-handshake when they come up
+	// (handshakeManager.renewIfStale), which runs after the swap above.
 	for _, t := range n.hosts.all() {
-		if t.localCert == nil || !held[t.localCert.Fingerprint()] {
+		if !holdsCert(p.Creds, t.localCert) {
 			n.hs.rehandshake(t.vpnIP)
 		}
 	}
 	return nil
+}
+
+// holdsCert reports whether c is one of the certificates in creds.
+func holdsCert(creds *handshake.Credentials, c *cert.Certificate) bool {
+	if c == nil {
+		return false
+	}
+	h := creds.CertFor(c.Version())
+	return h != nil && (h == c || h.Fingerprint() == c.Fingerprint())
 }
 
 // SetFirewall applies new firewall rules (reload): new flows follow them at once, tracked

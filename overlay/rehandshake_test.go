@@ -2,12 +2,15 @@ package overlay_test
 
 import (
 	"fmt"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshnode/meshnode/cert/certtest"
 	"github.com/meshnode/meshnode/handshake"
 	"github.com/meshnode/meshnode/overlay"
+	"github.com/meshnode/meshnode/overlay/header"
 )
 
 // TestRenewalLosesNoPacketFromTheResponder: while host 0 renews again and again, host 1
@@ -96,4 +99,64 @@ func TestRenewedLighthouseReHandshakesWithItsHosts(t *testing.T) {
 			return ok && p.Fingerprint == renewed.Cert.Fingerprint()
 		})
 	}
+}
+
+// holdFrom drops every datagram from host i to host j while the returned flag is set,
+// except, with letHandshakes, handshake messages (so a msg 1 still gets through).
+func holdFrom(m *mesh, i, j int, letHandshakes bool) *atomic.Bool {
+	var hold atomic.Bool
+	hold.Store(true)
+	from, to := m.hosts[i].under, m.hosts[j].under
+	m.net.Tap(func(f, t netip.AddrPort, b []byte) bool {
+		if f != from || t != to || !hold.Load() {
+			return true
+		}
+		return letHandshakes && len(b) >= header.Len && header.Type(b[0]&0x0f) == header.Handshake
+	})
+	return &hold
+}
+
+// TestRenewalWhileAnsweredHandshakeIsUnconfirmedReHandshakesIt forces the interleaving
+// behind TestRenewedLighthouseReHandshakesWithItsHosts's flakes: host 1 answered host 0's
+// msg 1 with its old certificate, and the answer is still a candidate (nothing from host 0
+// authenticated yet) when host 1 renews. SetPKI sees no tunnel to re-handshake; the
+// candidate confirms afterwards on the old certificate, and must then be re-handshaked.
+func TestRenewalWhileAnsweredHandshakeIsUnconfirmedReHandshakesIt(t *testing.T) {
+	m := newMesh(t, 2, "")
+	hold := holdFrom(m, 0, 1, true)
+	m.hosts[0].dev.Inject(m.udpPacket(0, 1, "starts the handshake"))
+	eventually(t, 5*time.Second, "host2's answer to host1's msg 1 waiting for confirmation", func() bool {
+		_, c := m.hosts[1].node.CandidatesForTest(m.hosts[0].vpn)
+		return c > 0
+	})
+	renewed := m.renew(1)
+	hold.Store(false)
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "confirms the answer"), 5*time.Second)
+	eventually(t, 5*time.Second, "host1's tunnel to host2 on host2's renewed certificate", func() bool {
+		p, ok := m.hosts[0].node.Tunnel(m.hosts[1].vpn)
+		return ok && p.Fingerprint == renewed.Cert.Fingerprint()
+	})
+	m.sendUntil(0, 1, m.udpPacket(0, 1, "after the re-handshake"), 5*time.Second)
+}
+
+// TestRenewalWhileOwnHandshakeIsPendingReHandshakesIt: host 1 renews while its own msg 1,
+// carrying the old certificate, waits for an answer. SetPKI has no tunnel to re-handshake
+// (and would find the handshake pending and start none); the tunnel that handshake
+// completes is on the old certificate and must be re-handshaked too.
+func TestRenewalWhileOwnHandshakeIsPendingReHandshakesIt(t *testing.T) {
+	m := newMesh(t, 2, "")
+	hold := holdFrom(m, 0, 1, false)
+	m.hosts[1].dev.Inject(m.udpPacket(1, 0, "starts the handshake"))
+	eventually(t, 5*time.Second, "host1 answering host2's msg 1", func() bool {
+		_, c := m.hosts[0].node.CandidatesForTest(m.hosts[1].vpn)
+		return c > 0
+	})
+	renewed := m.renew(1)
+	hold.Store(false)
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "completes the handshake"), 5*time.Second)
+	eventually(t, 5*time.Second, "host1's tunnel to host2 on host2's renewed certificate", func() bool {
+		p, ok := m.hosts[0].node.Tunnel(m.hosts[1].vpn)
+		return ok && p.Fingerprint == renewed.Cert.Fingerprint()
+	})
+	m.sendUntil(1, 0, m.udpPacket(1, 0, "after the re-handshake"), 5*time.Second)
 }
